@@ -1,0 +1,215 @@
+package pylock
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/volboot/volboot/bootstrap/pep425"
+	"github.com/volboot/volboot/bootstrap/pep440"
+	"github.com/volboot/volboot/bootstrap/pep508"
+)
+
+const h1 = "1111111111111111111111111111111111111111111111111111111111111111"
+const h2 = "2222222222222222222222222222222222222222222222222222222222222222"
+const h3 = "3333333333333333333333333333333333333333333333333333333333333333"
+
+const lockDoc = `lock-version = "1.0"
+requires-python = ">=3.9"
+environments = ["sys_platform == 'linux'"]
+dependency-groups = ["tts", "asr"]
+default-groups = ["tts"]
+created-by = "test"
+
+[[packages]]
+name = "torch"
+version = "2.8.0+cu128"
+marker = "'tts' in dependency_groups or 'asr' in dependency_groups"
+index = "https://download.pytorch.org/whl/cu128"
+[[packages.wheels]]
+url = "https://download.pytorch.org/whl/cu128/torch-2.8.0%2Bcu128-cp311-cp311-manylinux_2_28_x86_64.whl"
+size = 100
+hashes = { sha256 = "` + h1 + `" }
+[[packages.wheels]]
+name = "torch-2.8.0+cu128-cp312-cp312-manylinux_2_28_x86_64.whl"
+url = "https://download.pytorch.org/whl/cu128/torch-2.8.0%2Bcu128-cp312-cp312-manylinux_2_28_x86_64.whl"
+hashes = { sha256 = "` + h2 + `" }
+
+[[packages]]
+name = "Six"
+version = "1.17.0"
+[[packages.wheels]]
+path = "wheels/six-1.17.0-py2.py3-none-any.whl"
+hashes = { sha256 = "` + h3 + `", md5 = "x" }
+
+[[packages]]
+name = "whisperx"
+version = "3.7.4"
+marker = "'asr' in dependency_groups"
+[[packages.wheels]]
+name = "whisperx-3.7.4-py3-none-any.whl"
+url = "https://files.example/whisperx-3.7.4-py3-none-any.whl"
+hashes = { sha256 = "` + h3 + `" }
+
+[[packages]]
+name = "onlysdist"
+version = "1.0"
+marker = "'asr' in dependency_groups and python_version < '3.11'"
+sdist = { url = "https://files.example/onlysdist-1.0.tar.gz", hashes = { sha256 = "` + h1 + `" } }
+`
+
+func target(t *testing.T, minor string, groups ...string) Target {
+	t.Helper()
+	v, err := pep440.Parse("3." + minor + ".4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := pep425.CompatibleTags(pep425.Interpreter{Implementation: "cpython", Major: 3, Minor: atoi(minor), ABI: "cp3" + minor,
+		Platform: "linux_x86_64", Machine: "x86_64", Libc: "glibc", LibcMajor: 2, LibcMinor: 36})
+	return Target{
+		Env: pep508.Environment{Values: map[string]string{
+			"sys_platform": "linux", "python_version": "3." + minor, "python_full_version": "3." + minor + ".4",
+			"os_name": "posix", "platform_machine": "x86_64", "platform_system": "Linux",
+			"implementation_name": "cpython", "platform_python_implementation": "CPython",
+		}, DependencyGroups: groups},
+		Python: v,
+		Tags:   pep425.NewRanking(tags),
+	}
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+func names(sel []Selected) string {
+	var out []string
+	for _, s := range sel {
+		out = append(out, s.Package.Normalized+"="+s.Wheel.Filename)
+	}
+	return strings.Join(out, " ")
+}
+
+func TestParseAndSelect(t *testing.T) {
+	l, err := Parse("/locks/pylock.toml", []byte(lockDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Packages) != 4 || l.DefaultGroups[0] != "tts" {
+		t.Fatalf("parsed %+v", l)
+	}
+	torch := l.Packages[0]
+	if torch.Wheels[0].Filename != "torch-2.8.0+cu128-cp311-cp311-manylinux_2_28_x86_64.whl" || torch.Wheels[0].Size != 100 || torch.Wheels[1].Size != -1 {
+		t.Errorf("torch wheels: %+v %+v", torch.Wheels[0], torch.Wheels[1])
+	}
+	if got := l.WheelPath(l.Packages[1].Wheels[0]); got != "/locks/wheels/six-1.17.0-py2.py3-none-any.whl" {
+		t.Errorf("WheelPath = %q", got)
+	}
+	if w := l.Where(l.Packages[2]); w != "/locks/pylock.toml:29" {
+		t.Errorf("Where(whisperx) = %q", w)
+	}
+
+	sel, err := l.Select(target(t, "11", "tts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(sel); got != "torch=torch-2.8.0+cu128-cp311-cp311-manylinux_2_28_x86_64.whl six=six-1.17.0-py2.py3-none-any.whl" {
+		t.Errorf("tts on 3.11: %s", got)
+	}
+	sel, err = l.Select(target(t, "12", "asr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(sel); !strings.Contains(got, "cp312") || !strings.Contains(got, "whisperx") {
+		t.Errorf("asr on 3.12: %s", got)
+	}
+	// asr on 3.10 reaches the sdist-only package: refused, naming it.
+	_, err = l.Select(target(t, "10", "asr"))
+	if err == nil || !strings.Contains(err.Error(), "onlysdist") || !strings.Contains(err.Error(), "only sdist") || !strings.Contains(err.Error(), "pylock.toml:38") {
+		t.Errorf("sdist-only: %v", err)
+	}
+	// 3.13 has no torch wheel.
+	_, err = l.Select(target(t, "13", "tts"))
+	if err == nil || !strings.Contains(err.Error(), "no wheel for this interpreter") || !strings.Contains(err.Error(), "torch") {
+		t.Errorf("no wheel: %v", err)
+	}
+	// Outside the lock's environments.
+	tg := target(t, "11", "tts")
+	tg.Env.Values["sys_platform"] = "darwin"
+	if _, err := l.Select(tg); err == nil || !strings.Contains(err.Error(), "environments") {
+		t.Errorf("environments: %v", err)
+	}
+}
+
+func TestDuplicateEntryForTarget(t *testing.T) {
+	doc := lockDoc + `
+[[packages]]
+name = "six"
+version = "1.16.0"
+[[packages.wheels]]
+url = "https://files.example/six-1.16.0-py2.py3-none-any.whl"
+hashes = { sha256 = "` + h1 + `" }
+`
+	l, err := Parse("pylock.toml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.Select(target(t, "11", "tts"))
+	if err == nil || !strings.Contains(err.Error(), "listed twice") || !strings.Contains(err.Error(), "pylock.toml:44") || !strings.Contains(err.Error(), "pylock.toml:22") {
+		t.Fatalf("duplicate: %v", err)
+	}
+}
+
+func TestBadLocks(t *testing.T) {
+	for _, c := range []struct{ name, from, to, want string }{
+		{"major", `lock-version = "1.0"`, `lock-version = "2.0"`, "pylock.toml:1: lock-version 2.0 is not supported"},
+		{"missing version", `lock-version = "1.0"`, ``, "lock-version is missing"},
+		{"no sha256", `hashes = { sha256 = "` + h3 + `", md5 = "x" }`, `hashes = { md5 = "x" }`, "pylock.toml:27: package Six: wheel six-1.17.0-py2.py3-none-any.whl has no sha256"},
+		{"short sha", `hashes = { sha256 = "` + h3 + `", md5 = "x" }`, `hashes = { sha256 = "abc" }`, "not 64 hex digits"},
+		{"wrong wheel", `path = "wheels/six-1.17.0-py2.py3-none-any.whl"`, `path = "wheels/seven-1.17.0-py2.py3-none-any.whl"`, `is for "seven", not for package "Six"`},
+		{"wrong version", `path = "wheels/six-1.17.0-py2.py3-none-any.whl"`, `path = "wheels/six-1.16.0-py2.py3-none-any.whl"`, "has version 1.16.0, but the package is 1.17.0"},
+		{"bad marker", `marker = "'asr' in dependency_groups"`, `marker = "'asr' in in dependency_groups"`, "pylock.toml:32: package whisperx: marker"},
+		{"bad name", `name = "Six"`, `name = "-six"`, "not a valid distribution name"},
+		{"no source", `url = "https://files.example/whisperx-3.7.4-py3-none-any.whl"`, ``, "neither url nor path"},
+		{"toml", `created-by = "test"`, `created-by = `, "pylock.toml:6"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			doc := strings.Replace(lockDoc, c.from, c.to, 1)
+			_, err := Parse("pylock.toml", []byte(doc))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want %q, got %v", c.want, err)
+			}
+		})
+	}
+}
+
+func TestUnknownKeysWarn(t *testing.T) {
+	doc := strings.Replace(lockDoc, `created-by = "test"`, "created-by = \"test\"\nfuture-key = 1", 1)
+	l, err := Parse("pylock.toml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Warnings) != 1 || !strings.Contains(l.Warnings[0], "pylock.toml:7") || !strings.Contains(l.Warnings[0], "future-key") {
+		t.Fatalf("warnings %v", l.Warnings)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(lockDoc))
+	f.Add([]byte("lock-version = '1.0'\n[[packages]]\nname='a'\n[[packages.wheels]]\nname='a-1-py3-none-any.whl'\npath='x'\nhashes={sha256='" + h1 + "'}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := Parse("f.toml", data)
+		if err != nil {
+			return
+		}
+		for _, p := range l.Packages {
+			for _, w := range p.Wheels {
+				if len(w.SHA256) != 64 || w.Parsed.NormalizedName() != p.Normalized {
+					t.Fatalf("accepted bad wheel %+v of %+v", w, p)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,126 @@
+package pylock
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/volboot/volboot/bootstrap/pep425"
+	"github.com/volboot/volboot/bootstrap/pep440"
+	"github.com/volboot/volboot/bootstrap/pep508"
+)
+
+// Target is what a lock is installed for: one interpreter on one machine,
+// with a chosen set of extras and dependency groups (in Env).
+type Target struct {
+	Env    pep508.Environment
+	Python pep440.Version // the interpreter's full version, for requires-python
+	Tags   pep425.Ranking // its supported tags, best first
+}
+
+// Selected is a package the target needs and the wheel chosen for it.
+type Selected struct {
+	Package *Package
+	Wheel   *Wheel
+}
+
+// Select applies PEP 751's installation steps for t: the lock's
+// requires-python and environments must admit the target; every package whose
+// marker holds is needed; each needs exactly one entry and one compatible
+// wheel, the best ranked by t.Tags (ties go to the higher build number). All
+// problems are reported together, each naming the package and its line.
+func (l *Lock) Select(t Target) ([]Selected, error) {
+	if !l.RequiresPython.Contains(t.Python) {
+		return nil, fmt.Errorf("%s: the lock requires Python %s, the interpreter is %s", l.pos.Where("requires-python"), l.RequiresPython, t.Python)
+	}
+	if len(l.Environments) > 0 {
+		ok := false
+		for _, m := range l.Environments {
+			holds, err := m.Evaluate(t.Env)
+			if err != nil {
+				return nil, fmt.Errorf("%s: environments: %v", l.pos.Where("environments"), err)
+			}
+			ok = ok || holds
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: this machine matches none of the lock's environments; re-lock for it", l.pos.Where("environments"))
+		}
+	}
+	var errs []error
+	var out []Selected
+	seen := map[string]*Package{}
+	for _, p := range l.Packages {
+		needed, err := p.Marker.Evaluate(t.Env)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: package %s: marker: %v", l.Where(p), p.Name, err))
+			continue
+		}
+		if !needed {
+			continue
+		}
+		if prev, dup := seen[p.Normalized]; dup {
+			errs = append(errs, fmt.Errorf("%s: package %s is listed twice for this target (also at %s); a lock must have one entry per package per environment", l.Where(p), p.Name, l.Where(prev)))
+			continue
+		}
+		seen[p.Normalized] = p
+		if !p.RequiresPython.Contains(t.Python) {
+			errs = append(errs, fmt.Errorf("%s: package %s %s requires Python %s, the interpreter is %s", l.Where(p), p.Name, p.Version, p.RequiresPython, t.Python))
+			continue
+		}
+		w, err := l.bestWheel(p, t.Tags)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, Selected{Package: p, Wheel: w})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (l *Lock) bestWheel(p *Package, r pep425.Ranking) (*Wheel, error) {
+	if len(p.Wheels) == 0 {
+		src := "no source"
+		if len(p.OtherSources) > 0 {
+			src = "only " + strings.Join(p.OtherSources, ", ")
+		}
+		return nil, fmt.Errorf("%s: package %s %s has %s and no wheel: volboot installs wheels only; build a wheel for it (pip wheel / uv build) and re-lock, or lock with binary-only resolution", l.Where(p), p.Name, p.Version, src)
+	}
+	var best *Wheel
+	bestRank := 0
+	for _, w := range p.Wheels {
+		rank, ok := r.Rank(w.Parsed.Tags)
+		if !ok {
+			continue
+		}
+		if best == nil || rank < bestRank || (rank == bestRank && buildNumber(w.Parsed.Build) > buildNumber(best.Parsed.Build)) {
+			best, bestRank = w, rank
+		}
+	}
+	if best == nil {
+		var names []string
+		for _, w := range p.Wheels {
+			names = append(names, w.Filename)
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("%s: package %s %s has no wheel for this interpreter (wheels: %s); re-lock for this platform and Python", l.Where(p), p.Name, p.Version, strings.Join(names, ", "))
+	}
+	return best, nil
+}
+
+// buildNumber is the leading number of a wheel build tag; -1 when absent.
+func buildNumber(tag string) int {
+	i := 0
+	for i < len(tag) && tag[i] >= '0' && tag[i] <= '9' {
+		i++
+	}
+	n, err := strconv.Atoi(tag[:i])
+	if err != nil {
+		return -1
+	}
+	return n
+}

@@ -1,0 +1,234 @@
+// Command volboot is the ENTRYPOINT of a GPU inference container whose
+// Python packages and model weights live on a shared network volume: it
+// makes the volume hold what a pinned manifest says, then supervises the
+// handler. See DESIGN.md §7 for the command line.
+//
+// This package is wiring only: flags, environment variables, logging and
+// exit codes. The machinery lives in bootstrap/, lockfile/ and runtime/.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/volboot/volboot/bootstrap/pylock"
+	"github.com/volboot/volboot/manifests"
+)
+
+// version is set at build time: -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes (DESIGN.md §7).
+const (
+	exitOK    = 0
+	exitDrift = 1 // status: drift; sync/run: a required group failed
+	exitUsage = 2 // usage or input error
+)
+
+// exitError carries the process exit code for an error.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageError(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// options are the flags every command shares.
+type options struct {
+	volume      string
+	manifest    string
+	lock        string
+	python      string
+	jobs        int
+	logFormat   string
+	healthAddr  string
+	lockTimeout time.Duration
+	volumeSize  string
+	verbose     bool
+}
+
+// app holds what the commands share; nothing in it is global.
+type app struct {
+	opts   options
+	env    func(string) string
+	stdout io.Writer
+	stderr *os.File
+	log    *zap.Logger
+}
+
+func main() {
+	a := &app{env: os.Getenv, stdout: os.Stdout, stderr: os.Stderr}
+	os.Exit(a.main(os.Args[1:]))
+}
+
+// main runs the command line and returns the exit code.
+func (a *app) main(args []string) int {
+	root := a.rootCommand()
+	root.SetArgs(args)
+	err := root.Execute()
+	if a.log != nil {
+		_ = a.log.Sync()
+	}
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil && ee.err.Error() != "" {
+			fmt.Fprintf(a.stderr, "volboot: %v\n", ee.err)
+		}
+		return ee.code
+	}
+	// Errors cobra makes itself (unknown flag, wrong argument count).
+	fmt.Fprintf(a.stderr, "volboot: %v\nRun 'volboot --help' for usage.\n", err)
+	return exitUsage
+}
+
+func (a *app) envOr(key, def string) string {
+	if v := a.env(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "volboot",
+		Short: "Install a pinned Python stack and models onto a shared volume, then supervise the handler",
+		Long: `volboot makes a shared network volume hold exactly what a pinned manifest says
+(Python packages from a PEP 751 lock, Hugging Face model files), safely with many
+workers booting at once, then starts and supervises the inference handler.`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			level := zapcore.InfoLevel
+			if a.opts.verbose {
+				level = zapcore.DebugLevel
+			}
+			log, err := newLogger(a.opts.logFormat, a.stderr, level)
+			if err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			a.log = log
+			return nil
+		},
+	}
+	f := root.PersistentFlags()
+	f.StringVar(&a.opts.volume, "volume", a.envOr("VOLBOOT_VOLUME", "/runpod-volume"), "the shared volume (env VOLBOOT_VOLUME)")
+	f.StringVar(&a.opts.manifest, "manifest", a.envOr("VOLBOOT_MANIFEST", manifests.EmbeddedPrefix+manifests.Default), "manifest file, or embedded:NAME (env VOLBOOT_MANIFEST)")
+	f.StringVar(&a.opts.lock, "lock", a.env("VOLBOOT_LOCK"), "PEP 751 lock file, overriding the manifest's [lock] path (env VOLBOOT_LOCK)")
+	f.StringVar(&a.opts.python, "python", a.envOr("VOLBOOT_PYTHON", "python3"), "the interpreter to build environments for (env VOLBOOT_PYTHON)")
+	f.IntVar(&a.opts.jobs, "jobs", 16, "operations in flight (downloads, file creations)")
+	f.StringVar(&a.opts.logFormat, "log-format", a.envOr("VOLBOOT_LOG_FORMAT", "auto"), "auto, console or json (env VOLBOOT_LOG_FORMAT)")
+	defHealth := ""
+	if p := a.env("PORT_HEALTH"); p != "" {
+		defHealth = ":" + p
+	}
+	f.StringVar(&a.opts.healthAddr, "health-addr", defHealth, "serve /ping and /status here (default :$PORT_HEALTH when set)")
+	f.DurationVar(&a.opts.lockTimeout, "lock-timeout", 30*time.Minute, "give up waiting for a live holder of the volume lock after this long")
+	f.StringVar(&a.opts.volumeSize, "volume-size", a.env("VOLBOOT_VOLUME_SIZE"), "the volume's quota (e.g. 50G) where df reports the whole cluster (env VOLBOOT_VOLUME_SIZE)")
+	f.BoolVarP(&a.opts.verbose, "verbose", "v", false, "debug logging")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError("%v", err) })
+
+	root.AddCommand(
+		a.runCommand(),
+		a.pendingCommand("sync", "Bring the volume in sync with the manifest, without starting a handler", "the reconciler (issue 6)"),
+		a.statusCommand(),
+		a.pendingCommand("repair", "Fix what status --verify finds and retry degraded groups", "the reconciler (issue 6)"),
+		a.gcCommand(),
+		a.manifestCommand(),
+		a.versionCommand(),
+	)
+	return root
+}
+
+// loadManifest loads the manifest and its lock, as every command that acts
+// on a volume does first, so that a missing lock is reported the same way
+// everywhere: one line saying how to make it.
+func (a *app) loadManifest() (*manifests.Manifest, *pylock.Lock, error) {
+	m, err := manifests.Load(a.opts.manifest)
+	if err != nil {
+		return nil, nil, &exitError{code: exitUsage, err: err}
+	}
+	var name string
+	var data []byte
+	if a.opts.lock != "" {
+		name = a.opts.lock
+		data, err = os.ReadFile(a.opts.lock)
+		if err != nil {
+			return nil, nil, usageError("--lock: %v", err)
+		}
+	} else {
+		name, data, err = m.ReadLock()
+		if err != nil {
+			return nil, nil, &exitError{code: exitUsage, err: err}
+		}
+	}
+	l, err := pylock.Parse(strings.TrimPrefix(name, manifests.EmbeddedPrefix), data)
+	if err != nil {
+		return nil, nil, &exitError{code: exitUsage, err: err}
+	}
+	return m, l, nil
+}
+
+// pendingCommand is a command whose machinery comes with a later issue. It
+// validates its input like the real one will, then says plainly that it
+// cannot do the work yet: never a fake success.
+func (a *app) pendingCommand(use, short, what string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, _, err := a.loadManifest(); err != nil {
+				return err
+			}
+			return usageError("%s: not implemented yet: it needs %s", cmd.CommandPath(), what)
+		},
+	}
+}
+
+func (a *app) runCommand() *cobra.Command {
+	c := a.pendingCommand("run [flags] [-- CMD ARGS...]", "Bring the volume in sync, then start and supervise the handler (the ENTRYPOINT)", "the reconciler (issue 6) and the supervisor wiring (issue 7)")
+	c.Args = cobra.ArbitraryArgs
+	return c
+}
+
+func (a *app) statusCommand() *cobra.Command {
+	c := a.pendingCommand("status", "Report drift between the manifest and the volume (exit 0 in sync, 1 drift, 2 error)", "the reconciler (issue 6)")
+	c.Flags().Bool("verify", false, "also check every installed file against its RECORD")
+	c.Flags().Bool("json", false, "print one JSON object")
+	return c
+}
+
+func (a *app) gcCommand() *cobra.Command {
+	c := a.pendingCommand("gc", "Drop what no manifest, generation or live lease needs", "the reconciler (issue 6)")
+	c.Flags().Bool("dry-run", false, "list what would go, with sizes")
+	return c
+}
+
+func (a *app) versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print volboot's version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintf(a.stdout, "volboot %s\n", version)
+			return nil
+		},
+	}
+}

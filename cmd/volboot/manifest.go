@@ -1,0 +1,50 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+)
+
+func (a *app) manifestCommand() *cobra.Command {
+	c := &cobra.Command{Use: "manifest", Short: "Work with manifests"}
+	c.AddCommand(&cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate a manifest and its lock (FILE may be embedded:NAME)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			a.opts.manifest = args[0]
+			return a.checkManifest()
+		},
+	})
+	return c
+}
+
+// checkManifest validates the manifest, loads its lock and cross-checks
+// them for the default container platform; exit 2 on any error.
+func (a *app) checkManifest() error {
+	m, l, err := a.loadManifest()
+	if err != nil {
+		return err
+	}
+	p := m.DefaultPlatform()
+	r := m.CheckLock(l, p)
+	for _, w := range r.Warnings {
+		fmt.Fprintf(a.stdout, "warning: %s\n", w)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(a.stdout, "error: %s\n", e)
+	}
+	if len(r.Errors) > 0 {
+		return usageError("%s: %d problem(s) between the manifest and its lock", m.File, len(r.Errors))
+	}
+	reqs := 0
+	for _, g := range m.Groups {
+		reqs += len(g.Requirements)
+	}
+	fmt.Fprintf(a.stdout, "ok: %s: %d groups, %d requirements, %d models; lock %s: %d packages, checked for %s\n",
+		m.File, len(m.Groups), reqs, len(m.Models), l.File, len(l.Packages), p)
+	return nil
+}
+

@@ -1,0 +1,173 @@
+package manifests
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/volboot/volboot/bootstrap/pep425"
+	"github.com/volboot/volboot/bootstrap/pep440"
+	"github.com/volboot/volboot/bootstrap/pep508"
+	"github.com/volboot/volboot/bootstrap/pylock"
+)
+
+// Platform describes the machine a manifest is checked for when no
+// interpreter is probed: the container volboot targets.
+type Platform struct {
+	Major, Minor int    // Python version
+	Machine      string // "x86_64"
+	GlibcMajor   int
+	GlibcMinor   int
+}
+
+// DefaultPlatform is a python:3.X-slim image on x86_64 (Debian bookworm,
+// glibc 2.36), with the lowest 3.X that the manifest's python.requires
+// admits (3.11 when it admits none of 3.8 to 3.14).
+func (m *Manifest) DefaultPlatform() Platform {
+	p := Platform{Major: 3, Minor: 11, Machine: "x86_64", GlibcMajor: 2, GlibcMinor: 36}
+	for minor := 8; minor <= 14; minor++ {
+		v, err := pep440.Parse(fmt.Sprintf("3.%d.0", minor))
+		if err == nil && m.Python.Requires.Contains(v) {
+			p.Minor = minor
+			break
+		}
+	}
+	return p
+}
+
+// Target builds the lock target of a platform for the given groups.
+func (p Platform) Target(groups []string) (pylock.Target, error) {
+	full := fmt.Sprintf("%d.%d.0", p.Major, p.Minor)
+	v, err := pep440.Parse(full)
+	if err != nil {
+		return pylock.Target{}, err
+	}
+	tags := pep425.CompatibleTags(pep425.Interpreter{
+		Implementation: "cpython", Major: p.Major, Minor: p.Minor,
+		ABI:      fmt.Sprintf("cp%d%d", p.Major, p.Minor),
+		Platform: "linux_" + p.Machine, Machine: p.Machine,
+		Libc: "glibc", LibcMajor: p.GlibcMajor, LibcMinor: p.GlibcMinor,
+	})
+	return pylock.Target{
+		Env: pep508.Environment{
+			Values: map[string]string{
+				"os_name": "posix", "sys_platform": "linux", "platform_machine": p.Machine,
+				"platform_python_implementation": "CPython", "platform_system": "Linux",
+				"platform_release": "", "platform_version": "",
+				"python_version": fmt.Sprintf("%d.%d", p.Major, p.Minor), "python_full_version": full,
+				"implementation_name": "cpython", "implementation_version": full,
+			},
+			DependencyGroups: groups,
+		},
+		Python: v,
+		Tags:   pep425.NewRanking(tags),
+	}, nil
+}
+
+func (p Platform) String() string {
+	return fmt.Sprintf("CPython %d.%d on Linux %s (glibc %d.%d)", p.Major, p.Minor, p.Machine, p.GlibcMajor, p.GlibcMinor)
+}
+
+// Report is the outcome of checking a manifest against its lock.
+type Report struct {
+	Errors   []string // the manifest and lock disagree: fix before deploying
+	Warnings []string // worth knowing, not wrong
+}
+
+// CheckLock cross-checks the manifest and its lock for platform p: the
+// Python constraints must overlap; every requirement of every group must be
+// satisfied by a lock package reachable from that group; every group's
+// packages must have a wheel for p; and lock packages no group reaches are
+// reported as warnings.
+func (m *Manifest) CheckLock(l *pylock.Lock, p Platform) Report {
+	var r Report
+	r.Warnings = append(r.Warnings, l.Warnings...)
+	if !overlap(m.Python.Requires, l.RequiresPython) {
+		r.Errors = append(r.Errors, fmt.Sprintf("%s: python.requires %q and the lock's requires-python %q (%s) admit no common Python version", m.Where("python.requires"), m.Python.Requires, l.RequiresPython, l.File))
+	}
+	reached := map[*pylock.Package]bool{}
+	for gi, g := range m.Groups {
+		t, err := p.Target([]string{g.Name})
+		if err != nil {
+			r.Errors = append(r.Errors, err.Error())
+			continue
+		}
+		byName := map[string][]*pylock.Package{}
+		for _, pkg := range l.Packages {
+			holds, err := pkg.Marker.Evaluate(t.Env)
+			if err != nil {
+				r.Errors = append(r.Errors, fmt.Sprintf("%s: package %s: marker: %v", l.Where(pkg), pkg.Name, err))
+				continue
+			}
+			if holds {
+				reached[pkg] = true
+				byName[pkg.Normalized] = append(byName[pkg.Normalized], pkg)
+			}
+		}
+		for ri, req := range g.Requirements {
+			at := m.Where(fmt.Sprintf("group[%d].requirements[%d]", gi, ri))
+			if msg := unsatisfied(l, req, byName[pep508.NormalizeName(req.Name)], g.Name); msg != "" {
+				r.Errors = append(r.Errors, at+": "+msg)
+			}
+		}
+		if _, err := l.Select(t); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				r.Errors = append(r.Errors, fmt.Sprintf("group %s on %s: %s", g.Name, p, line))
+			}
+		}
+	}
+	for _, pkg := range l.Packages {
+		if !reached[pkg] {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("%s: package %s %s is reached by no group on %s (marker %q); it will not be installed", l.Where(pkg), pkg.Name, pkg.Version, p, pkg.Marker.String()))
+		}
+	}
+	sort.Strings(r.Warnings)
+	return r
+}
+
+// unsatisfied explains why no package among candidates (those reachable
+// from group) satisfies req, or returns "".
+func unsatisfied(l *pylock.Lock, req pep508.Requirement, candidates []*pylock.Package, group string) string {
+	if len(candidates) == 0 {
+		for _, pkg := range l.Packages {
+			if pkg.Normalized == pep508.NormalizeName(req.Name) {
+				return fmt.Sprintf("%s is in the lock (%s) but its marker does not include group %q: re-lock with the group's requirements", req.Name, l.Where(pkg), group)
+			}
+		}
+		return fmt.Sprintf("%s is not in the lock %s: re-lock after adding it", req.String(), l.File)
+	}
+	for _, pkg := range candidates {
+		if pkg.Version == "" {
+			return "" // an unversioned entry (e.g. a direct URL) cannot be checked
+		}
+		v, err := pep440.Parse(pkg.Version)
+		if err == nil && req.Specifier.ContainsPrereleases(v, true) {
+			return ""
+		}
+	}
+	var have []string
+	for _, pkg := range candidates {
+		have = append(have, pkg.Version)
+	}
+	return fmt.Sprintf("%s is not satisfied by the lock, which has %s %s: re-lock", req.String(), req.Name, strings.Join(have, ", "))
+}
+
+// overlap reports whether some CPython release satisfies both sets. Checking
+// every 2.x/3.x patch release up to 3.30.40 is exact for any constraint
+// people write on Python versions and costs microseconds.
+func overlap(a, b pep440.Specifiers) bool {
+	if a.IsEmpty() || b.IsEmpty() {
+		return true
+	}
+	for major := 2; major <= 3; major++ {
+		for minor := 0; minor <= 30; minor++ {
+			for micro := 0; micro <= 40; micro++ {
+				v, err := pep440.Parse(fmt.Sprintf("%d.%d.%d", major, minor, micro))
+				if err == nil && a.Contains(v) && b.Contains(v) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
