@@ -1,0 +1,768 @@
+// Package wheel verifies wheels and unpacks them into volboot's store
+// (DESIGN.md §5): <store>/<sha256>/ holds one wheel's files exactly as the
+// zip lays them out, each checked against RECORD, with bytecode precompiled,
+// and a ".complete" manifest written last that lists every file (so building
+// a generation never walks the store).
+//
+// Safety (rule 5): a wheel is refused, before anything appears under its
+// final name, for entries that leave their target ("..", absolute paths,
+// links or other non-regular files), duplicate entries, a zip bomb, a
+// Wheel-Version major other than 1, a .dist-info name or METADATA name or
+// version that disagrees with the filename, a file whose sha256 or size
+// disagrees with RECORD, and a file RECORD does not list. The caller has
+// already verified the whole file's size and sha256; the store trusts that
+// digest to name the entry.
+//
+// Atomicity (rule 1): a wheel is unpacked into a temporary directory beside
+// its final name (atomicfile.TempName), compiled there, given its .complete
+// manifest, synced and renamed into place. Two workers racing for one entry
+// each produce the same content; the loser discards its copy.
+//
+// Concurrency: a Store is safe for concurrent use; Unpack keeps up to Jobs
+// file creations in flight because on a network filesystem each create is a
+// round trip.
+package wheel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/zip"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/pep425"
+	"github.com/volboot/volboot/bootstrap/pep440"
+	"github.com/volboot/volboot/bootstrap/pep508"
+)
+
+// CompleteName is the manifest file whose presence marks a store entry
+// complete. A wheel may not contain a top-level file of that name.
+const CompleteName = ".complete"
+
+// ManifestSchema is the version of the .complete manifest format.
+const ManifestSchema = 1
+
+// Limits bound what a wheel may unpack to (zip bomb defence).
+type Limits struct {
+	// MaxUnpacked caps the total uncompressed size. Default 64 GiB.
+	MaxUnpacked int64
+	// MaxRatio caps uncompressed/compressed size for wheels whose
+	// uncompressed total exceeds RatioFloor. Default 100 (real wheels,
+	// text-heavy ones included, stay well below 20).
+	MaxRatio float64
+	// RatioFloor: smaller wheels are not ratio-checked (a tiny wheel of
+	// zeros is harmless). Default 256 MiB.
+	RatioFloor int64
+	// MaxFiles caps the number of entries. Default 1,000,000.
+	MaxFiles int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxUnpacked <= 0 {
+		l.MaxUnpacked = 64 << 30
+	}
+	if l.MaxRatio <= 0 {
+		l.MaxRatio = 100
+	}
+	if l.RatioFloor <= 0 {
+		l.RatioFloor = 256 << 20
+	}
+	if l.MaxFiles <= 0 {
+		l.MaxFiles = 1_000_000
+	}
+	return l
+}
+
+// Store unpacks wheels into Dir (<volume>/.volboot/store).
+type Store struct {
+	Dir string
+	// Jobs is how many file operations Unpack keeps in flight. Default 32.
+	Jobs int
+	// Limits bound each wheel's unpacked size.
+	Limits Limits
+	// Compiler precompiles bytecode into each new entry; nil skips it.
+	Compiler *Compiler
+	// Logger receives progress at debug level; nil means zap.NewNop.
+	Logger *zap.Logger
+}
+
+// Source is one verified wheel file to unpack.
+type Source struct {
+	Path     string // the wheel file, e.g. <volume>/cache/wheels/<sha256>.whl
+	Filename string // the wheel's real filename (name-version-tags.whl)
+	SHA256   string // lowercase hex digest of the whole file, already verified
+}
+
+// File is one file of a store entry.
+type File struct {
+	Path string `json:"path"` // relative to the entry, '/'-separated, as in the zip
+	Size int64  `json:"size"`
+	// Hash is RECORD's "alg=digest" for wheel files; empty for bytecode
+	// volboot compiled and for RECORD itself.
+	Hash string `json:"hash,omitempty"`
+	Exec bool   `json:"exec,omitempty"`
+	// Bytecode marks a .pyc compiled into the store, not from the wheel.
+	Bytecode bool `json:"bytecode,omitempty"`
+}
+
+// Entry is a complete store entry: the contents of its .complete manifest.
+type Entry struct {
+	Schema        int          `json:"schema"`
+	SHA256        string       `json:"sha256"`
+	Filename      string       `json:"filename"`
+	Name          string       `json:"name"`    // as METADATA spells it
+	Version       string       `json:"version"` // as METADATA spells it
+	DistInfo      string       `json:"dist_info"`
+	Data          string       `json:"data,omitempty"` // the .data directory, if any
+	RootIsPurelib bool         `json:"root_is_purelib"`
+	CacheTag      string       `json:"cache_tag,omitempty"` // bytecode's tag, e.g. cpython-311
+	EntryPoints   []EntryPoint `json:"entry_points,omitempty"`
+	Files         []File       `json:"files"`
+
+	// Dir is the entry's directory; not stored in the manifest, so a
+	// volume renamed since keeps working.
+	Dir string `json:"-"`
+}
+
+func (s *Store) jobs() int {
+	if s.Jobs > 0 {
+		return s.Jobs
+	}
+	return 32
+}
+
+func (s *Store) logger() *zap.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return zap.NewNop()
+}
+
+// EntryDir is where the entry for a wheel with this digest lives.
+func (s *Store) EntryDir(sha string) string { return filepath.Join(s.Dir, sha) }
+
+// Open reads a complete entry's manifest. It returns an error wrapping
+// fs.ErrNotExist when the entry is absent or incomplete.
+func (s *Store) Open(sha string) (*Entry, error) {
+	if !isHexDigest(sha) {
+		return nil, fmt.Errorf("store entry %q: not a sha256 hex digest", sha)
+	}
+	dir := s.EntryDir(sha)
+	b, err := os.ReadFile(filepath.Join(dir, CompleteName))
+	if err != nil {
+		return nil, fmt.Errorf("store entry %s: %w", dir, err)
+	}
+	var e Entry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("store entry %s: manifest %s: %w", dir, CompleteName, err)
+	}
+	if e.Schema != ManifestSchema || e.SHA256 != sha {
+		return nil, fmt.Errorf("store entry %s: manifest schema %d for %s, want schema %d for %s", dir, e.Schema, e.SHA256, ManifestSchema, sha)
+	}
+	e.Dir = dir
+	return &e, nil
+}
+
+func isHexDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Unpack makes sure the store holds an entry for each source, unpacking
+// those it lacks. Wheels are unpacked concurrently, bytecode for all of
+// them is compiled in one interpreter run, and each entry then appears
+// atomically. It returns one Entry per source (nil for a failed one) and an
+// error joining every failure, each naming its wheel. Sources that
+// succeeded are committed even when others fail.
+func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create store %s: %w", s.Dir, err)
+	}
+	out := make([]*Entry, len(srcs))
+	errs := make([]error, len(srcs))
+	pending := make([]*pendingEntry, len(srcs))
+
+	// One semaphore for file operations across all wheels keeps the total in
+	// flight bounded however many wheels unpack at once.
+	sem := make(chan struct{}, s.jobs())
+	var wg sync.WaitGroup
+	wheelSem := make(chan struct{}, 4)
+	for i, src := range srcs {
+		if e, err := s.Open(src.SHA256); err == nil {
+			out[i] = e
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case wheelSem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = fmt.Errorf("wheel %s: %w", src.Filename, ctx.Err())
+				return
+			}
+			defer func() { <-wheelSem }()
+			p, err := s.extract(ctx, src, sem)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			pending[i] = p
+		}()
+	}
+	wg.Wait()
+
+	if s.Compiler != nil {
+		var ps []*pendingEntry
+		for _, p := range pending {
+			if p != nil {
+				ps = append(ps, p)
+			}
+		}
+		if len(ps) > 0 {
+			if err := s.Compiler.compileEntries(ctx, ps); err != nil {
+				for i, p := range pending {
+					if p != nil {
+						os.RemoveAll(p.tmp)
+						pending[i] = nil
+						errs[i] = fmt.Errorf("wheel %s: %w", p.src.Filename, err)
+					}
+				}
+			}
+		}
+	}
+	for i, p := range pending {
+		if p == nil {
+			continue
+		}
+		e, err := s.commit(p)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		out[i] = e
+	}
+	return out, errors.Join(errs...)
+}
+
+// pendingEntry is an extracted, verified wheel in its temporary directory.
+type pendingEntry struct {
+	src   Source
+	tmp   string
+	entry Entry
+}
+
+// zipMember is a regular file of the wheel with its verified metadata.
+type zipMember struct {
+	f    *zip.File
+	name string
+	rec  RecordEntry
+	exec bool
+}
+
+// reservedTop are top-level names a wheel may not use: they are the
+// store's own bookkeeping.
+func reservedTop(name string) bool { return name == CompleteName }
+
+// checkName refuses zip entry names that could leave the target directory
+// or that are ambiguous on disk.
+func checkName(name string) error {
+	if name == "" {
+		return errors.New("empty name")
+	}
+	if strings.ContainsRune(name, 0) {
+		return errors.New("name contains NUL")
+	}
+	if strings.Contains(name, `\`) {
+		return errors.New("name contains a backslash")
+	}
+	if name[0] == '/' || (len(name) >= 2 && name[1] == ':') {
+		return errors.New("absolute path")
+	}
+	trimmed := strings.TrimSuffix(name, "/")
+	for _, el := range strings.Split(trimmed, "/") {
+		switch el {
+		case "..":
+			return errors.New("path climbs out of the wheel with ..")
+		case ".", "":
+			return errors.New("path has an empty or '.' component")
+		}
+	}
+	return nil
+}
+
+// extract verifies one wheel and writes its files into a temporary
+// directory in the store. On any error the temporary directory is removed.
+func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}) (_ *pendingEntry, err error) {
+	if !isHexDigest(src.SHA256) {
+		return nil, fmt.Errorf("wheel %s: sha256 %q is not a lowercase hex digest", src.Filename, src.SHA256)
+	}
+	wf := func(format string, args ...any) error {
+		return fmt.Errorf("wheel %s: "+format, append([]any{src.Filename}, args...)...)
+	}
+	wn, err := pep425.ParseWheelFilename(src.Filename)
+	if err != nil {
+		return nil, wf("%w", err)
+	}
+	fnName := pep508.NormalizeName(wn.Distribution)
+	fnVer, err := pep440.Parse(wn.Version)
+	if err != nil {
+		return nil, wf("version %q in filename: %w", wn.Version, err)
+	}
+
+	f, err := os.Open(src.Path)
+	if err != nil {
+		return nil, wf("%w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, wf("%w", err)
+	}
+	zr, err := zip.NewReader(f, st.Size())
+	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
+		return nil, wf("not a zip file: %w", err)
+	}
+	lim := s.Limits.withDefaults()
+	if len(zr.File) > lim.MaxFiles {
+		return nil, wf("%d entries, more than the limit of %d", len(zr.File), lim.MaxFiles)
+	}
+
+	// Pass 1: names, types, duplicates, sizes, the dist-info directory.
+	seen := make(map[string]bool, len(zr.File))
+	dirs := map[string]bool{}
+	var total uint64
+	var files []*zip.File
+	distInfos := map[string]bool{}
+	datas := map[string]bool{}
+	for _, zf := range zr.File {
+		name := zf.Name
+		if err := checkName(name); err != nil {
+			return nil, wf("entry %q: %v", name, err)
+		}
+		isDir := strings.HasSuffix(name, "/")
+		key := strings.TrimSuffix(name, "/")
+		if seen[key] {
+			return nil, wf("entry %q appears twice", name)
+		}
+		seen[key] = true
+		mode := zf.Mode()
+		if mode&fs.ModeSymlink != 0 {
+			return nil, wf("entry %q is a symbolic link; links are refused", name)
+		}
+		if mode&(fs.ModeDevice|fs.ModeNamedPipe|fs.ModeSocket|fs.ModeCharDevice|fs.ModeIrregular) != 0 {
+			return nil, wf("entry %q is not a regular file (%v)", name, mode.Type())
+		}
+		top, _, _ := strings.Cut(key, "/")
+		if reservedTop(top) {
+			return nil, wf("entry %q uses a name the store reserves", name)
+		}
+		if strings.HasSuffix(top, ".dist-info") {
+			distInfos[top] = true
+		}
+		if strings.HasSuffix(top, ".data") && strings.Contains(key, "/") {
+			datas[top] = true
+		}
+		if isDir || mode.IsDir() {
+			dirs[key] = true
+			continue
+		}
+		total += zf.UncompressedSize64
+		if total > uint64(lim.MaxUnpacked) {
+			return nil, wf("unpacks to more than %d bytes (zip bomb limit)", lim.MaxUnpacked)
+		}
+		files = append(files, zf)
+	}
+	if total > uint64(lim.RatioFloor) && st.Size() > 0 && float64(total)/float64(st.Size()) > lim.MaxRatio {
+		return nil, wf("unpacks to %d bytes from %d (ratio %.0f, limit %.0f): refused as a zip bomb",
+			total, st.Size(), float64(total)/float64(st.Size()), lim.MaxRatio)
+	}
+	for _, zf := range files {
+		key := zf.Name
+		for d := path.Dir(key); d != "."; d = path.Dir(d) {
+			if seen[d] && !dirs[d] {
+				return nil, wf("entry %q is inside %q, which is a file", key, d)
+			}
+		}
+	}
+	if len(distInfos) != 1 {
+		return nil, wf("has %d top-level .dist-info directories, want exactly 1", len(distInfos))
+	}
+	var distInfo string
+	for d := range distInfos {
+		distInfo = d
+	}
+	diName, diVer, ok := cutLast(strings.TrimSuffix(distInfo, ".dist-info"), "-")
+	if !ok {
+		return nil, wf("%s is not name-version.dist-info", distInfo)
+	}
+	if err := sameNameVersion(fnName, fnVer, diName, diVer); err != nil {
+		return nil, wf("%s: %v", distInfo, err)
+	}
+	stem := strings.TrimSuffix(distInfo, ".dist-info")
+	dataDir := ""
+	for d := range datas {
+		if d != stem+".data" {
+			return nil, wf("data directory %s does not match %s", d, distInfo)
+		}
+		dataDir = d
+	}
+
+	byName := make(map[string]*zip.File, len(files))
+	for _, zf := range files {
+		byName[zf.Name] = zf
+	}
+	readSmall := func(rel string) ([]byte, error) {
+		zf := byName[distInfo+"/"+rel]
+		if zf == nil {
+			return nil, fmt.Errorf("%s/%s is missing", distInfo, rel)
+		}
+		if zf.UncompressedSize64 > 64<<20 {
+			return nil, fmt.Errorf("%s/%s is larger than 64 MiB", distInfo, rel)
+		}
+		rc, err := zf.Open()
+		if err != nil {
+			return nil, fmt.Errorf("%s/%s: %w", distInfo, rel, err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(io.LimitReader(rc, 64<<20+1))
+		if err != nil {
+			return nil, fmt.Errorf("%s/%s: %w", distInfo, rel, err)
+		}
+		return b, nil
+	}
+	wheelData, err := readSmall("WHEEL")
+	if err != nil {
+		return nil, wf("%v", err)
+	}
+	wi, err := ParseWheelInfo(wheelData)
+	if err != nil {
+		return nil, wf("%s/WHEEL: %v", distInfo, err)
+	}
+	metaData, err := readSmall("METADATA")
+	if err != nil {
+		return nil, wf("%v", err)
+	}
+	mh, err := ParseHeaders(metaData)
+	if err != nil {
+		return nil, wf("%s/METADATA: %v", distInfo, err)
+	}
+	mName, n1 := getHeader(mh, "Name")
+	mVer, n2 := getHeader(mh, "Version")
+	if n1 != 1 || n2 != 1 {
+		return nil, wf("%s/METADATA: want exactly one Name and one Version header", distInfo)
+	}
+	if err := sameNameVersion(fnName, fnVer, mName, mVer); err != nil {
+		return nil, wf("%s/METADATA: %v", distInfo, err)
+	}
+	recData, err := readSmall("RECORD")
+	if err != nil {
+		return nil, wf("%v", err)
+	}
+	record, err := ParseRecord(recData)
+	if err != nil {
+		return nil, wf("%s/%v", distInfo, err)
+	}
+	var eps []EntryPoint
+	if zf := byName[distInfo+"/entry_points.txt"]; zf != nil {
+		b, err := readSmall("entry_points.txt")
+		if err != nil {
+			return nil, wf("%v", err)
+		}
+		if eps, err = ParseEntryPoints(b); err != nil {
+			return nil, wf("%s/%v", distInfo, err)
+		}
+	}
+
+	// Every file must be in RECORD with a hash and the size the zip
+	// declares; RECORD and its signatures are exempt (they cannot hash
+	// themselves).
+	exempt := map[string]bool{distInfo + "/RECORD": true, distInfo + "/RECORD.jws": true, distInfo + "/RECORD.p7s": true}
+	members := make([]zipMember, 0, len(files))
+	for _, zf := range files {
+		m := zipMember{f: zf, name: zf.Name, exec: zf.Mode()&0o111 != 0}
+		if dataDir != "" && strings.HasPrefix(zf.Name, dataDir+"/") {
+			kind, _, _ := strings.Cut(strings.TrimPrefix(zf.Name, dataDir+"/"), "/")
+			switch kind {
+			case "purelib", "platlib", "headers", "data":
+			case "scripts":
+				m.exec = true // pip makes every script executable
+			default:
+				return nil, wf("entry %q: unknown .data category %q (want purelib, platlib, scripts, headers or data)", zf.Name, kind)
+			}
+		}
+		rec, ok := record[zf.Name]
+		if exempt[zf.Name] {
+			m.rec = RecordEntry{Path: zf.Name, Size: -1}
+		} else if !ok {
+			return nil, wf("entry %q is not listed in RECORD", zf.Name)
+		} else if rec.Algorithm == "" {
+			return nil, wf("entry %q has no hash in RECORD", zf.Name)
+		} else if rec.Size >= 0 && uint64(rec.Size) != zf.UncompressedSize64 {
+			return nil, wf("entry %q: RECORD says %d bytes, the zip says %d", zf.Name, rec.Size, zf.UncompressedSize64)
+		} else {
+			m.rec = rec
+		}
+		members = append(members, m)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, wf("%w", err)
+	}
+
+	// Pass 2: write into a temporary directory beside the final name.
+	final := s.EntryDir(src.SHA256)
+	tmp := atomicfile.TempName(final)
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		return nil, wf("create %s: %w", tmp, err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	for _, zf := range files {
+		for d := path.Dir(zf.Name); d != "."; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	if err := mkdirs(ctx, tmp, dirs, sem); err != nil {
+		return nil, wf("%w", err)
+	}
+	// Large files first so one big shared object does not finish last alone.
+	slices.SortFunc(members, func(a, b zipMember) int {
+		if a.f.UncompressedSize64 != b.f.UncompressedSize64 {
+			if a.f.UncompressedSize64 > b.f.UncompressedSize64 {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	out := make([]File, len(members))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, m := range members {
+		select {
+		case sem <- struct{}{}:
+		case <-gctx.Done():
+		}
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			defer func() { <-sem }()
+			fl, err := writeMember(tmp, m)
+			if err != nil {
+				return wf("entry %q: %v", m.name, err)
+			}
+			out[i] = fl
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, wf("%w", err)
+	}
+	slices.SortFunc(out, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+
+	p := &pendingEntry{src: src, tmp: tmp, entry: Entry{
+		Schema:        ManifestSchema,
+		SHA256:        src.SHA256,
+		Filename:      src.Filename,
+		Name:          mName,
+		Version:       mVer,
+		DistInfo:      distInfo,
+		Data:          dataDir,
+		RootIsPurelib: wi.RootIsPurelib,
+		EntryPoints:   eps,
+		Files:         out,
+	}}
+	s.logger().Debug("unpacked wheel", zap.String("wheel", src.Filename), zap.Int("files", len(out)), zap.Uint64("bytes", total))
+	return p, nil
+}
+
+// writeMember writes one zip member to dir and verifies it against RECORD
+// while it streams.
+func writeMember(dir string, m zipMember) (File, error) {
+	perm := os.FileMode(0o644)
+	if m.exec {
+		perm = 0o755
+	}
+	rc, err := m.f.Open()
+	if err != nil {
+		return File{}, err
+	}
+	defer rc.Close()
+	dst := filepath.Join(dir, filepath.FromSlash(m.name))
+	w, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return File{}, err
+	}
+	var hw io.Writer = w
+	var h interface {
+		io.Writer
+		Sum([]byte) []byte
+	}
+	if m.rec.Algorithm != "" {
+		hh, _ := newHash(m.rec.Algorithm)
+		h = hh
+		hw = io.MultiWriter(w, hh)
+	}
+	bp := copyBufs.Get().(*[]byte)
+	// The zip reader itself refuses more bytes than the header declares.
+	n, err := io.CopyBuffer(hw, io.LimitReader(rc, int64(m.f.UncompressedSize64)+1), *bp)
+	copyBufs.Put(bp)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return File{}, err
+	}
+	if uint64(n) != m.f.UncompressedSize64 {
+		return File{}, fmt.Errorf("holds %d bytes, the zip header says %d", n, m.f.UncompressedSize64)
+	}
+	if perm&0o111 != 0 {
+		// The umask may have dropped bits; executables must stay executable.
+		if err := os.Chmod(dst, perm); err != nil {
+			return File{}, err
+		}
+	}
+	fl := File{Path: m.name, Size: n, Exec: m.exec}
+	if h != nil {
+		sum := h.Sum(nil)
+		if string(sum) != string(m.rec.Digest) {
+			return File{}, fmt.Errorf("%s %s does not match RECORD's %s", m.rec.Algorithm,
+				EncodeDigest(m.rec.Algorithm, sum), EncodeDigest(m.rec.Algorithm, m.rec.Digest))
+		}
+		fl.Hash = EncodeDigest(m.rec.Algorithm, m.rec.Digest)
+	}
+	return fl, nil
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// mkdirs creates the relative directories under root, parents before
+// children, each depth level with many operations in flight.
+func mkdirs(ctx context.Context, root string, dirs map[string]bool, sem chan struct{}) error {
+	byDepth := map[int][]string{}
+	maxDepth := 0
+	for d := range dirs {
+		n := strings.Count(d, "/")
+		byDepth[n] = append(byDepth[n], d)
+		maxDepth = max(maxDepth, n)
+	}
+	for depth := 0; depth <= maxDepth; depth++ {
+		g, gctx := errgroup.WithContext(ctx)
+		for _, d := range byDepth[depth] {
+			select {
+			case sem <- struct{}{}:
+			case <-gctx.Done():
+				return g.Wait()
+			}
+			g.Go(func() error {
+				defer func() { <-sem }()
+				if err := os.Mkdir(filepath.Join(root, filepath.FromSlash(d)), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+					return fmt.Errorf("create directory: %w", err)
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// commit writes the manifest, syncs the entry and renames it into place.
+func (s *Store) commit(p *pendingEntry) (*Entry, error) {
+	final := s.EntryDir(p.src.SHA256)
+	b, err := json.Marshal(&p.entry)
+	if err != nil {
+		os.RemoveAll(p.tmp)
+		return nil, err
+	}
+	if err := syncTree(p.tmp); err != nil {
+		os.RemoveAll(p.tmp)
+		return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
+	}
+	if err := atomicfile.Write(filepath.Join(p.tmp, CompleteName), b, 0o644); err != nil {
+		os.RemoveAll(p.tmp)
+		return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
+	}
+	if err := os.Rename(p.tmp, final); err != nil {
+		os.RemoveAll(p.tmp)
+		// Another worker may have committed the same entry first.
+		if e, oerr := s.Open(p.src.SHA256); oerr == nil {
+			return e, nil
+		}
+		return nil, fmt.Errorf("wheel %s: rename into %s: %w (an incomplete entry there must be removed by repair)", p.src.Filename, final, err)
+	}
+	if err := atomicfile.SyncDir(s.Dir); err != nil {
+		return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
+	}
+	e := p.entry
+	e.Dir = final
+	return &e, nil
+}
+
+// syncTree makes the files under dir durable before it is renamed into
+// place. One syncfs flushes the whole filesystem far cheaper than an fsync
+// per file; where syncfs is unsupported nothing is lost but durability
+// across a host crash, which status --verify detects.
+func syncTree(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
+}
+
+func cutLast(s, sep string) (string, string, bool) {
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+len(sep):], true
+}
+
+// sameNameVersion compares a name and version found inside the wheel with
+// the filename's, both normalized.
+func sameNameVersion(fnName string, fnVer pep440.Version, name, ver string) error {
+	if pep508.NormalizeName(name) != fnName {
+		return fmt.Errorf("name %q does not match the filename's %q", name, fnName)
+	}
+	v, err := pep440.Parse(ver)
+	if err != nil {
+		return fmt.Errorf("version %q: %v", ver, err)
+	}
+	if v.String() != fnVer.String() {
+		return fmt.Errorf("version %q does not match the filename's %q", ver, fnVer.String())
+	}
+	return nil
+}
