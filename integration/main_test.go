@@ -1,0 +1,62 @@
+// Package integration holds end-to-end tests of the built volboot binary:
+// real processes, real files, the machine's python3, and a local index.
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// volbootBin is the binary under test, built once by TestMain.
+var volbootBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "volboot-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	volbootBin = filepath.Join(dir, "volboot")
+	build := exec.Command("go", "build", "-trimpath", "-o", volbootBin, "../cmd/volboot")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build volboot: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// result is what one run of volboot did.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// volboot runs the binary with args and extra environment, in dir.
+func volboot(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(volbootBin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json")
+	cmd.Env = append(cmd.Env, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("run volboot %v: %v", args, err)
+	}
+	return r
+}
