@@ -22,8 +22,14 @@
 //   - There is no LegacyVersion: an invalid version is an error.
 //   - `===` with an empty version is refused (packaging's regular expression
 //     admits it; it can never match anything).
-//   - `==V.*`/`!=V.*` compare the normalized forms of both sides, as
-//     packaging 22+ does (21.3 compares the spec as written).
+//   - `==V.*`/`!=V.*` compare the normalized forms of both sides and pad the
+//     candidate's release with zeros before cutting it to the prefix's
+//     length, as packaging 22+ does: "==1.0.0.*" admits 1.0a1 (a
+//     pre-release of 1.0.0). packaging 21.3 compares the spec as written
+//     and cuts before padding, so it says no.
+//   - The pre-release default of a set follows packaging 21.3 (an inclusive
+//     clause naming a pre-release admits them); `<` and `>` naming a
+//     pre-release do not count.
 //
 // Values are immutable after parsing and safe for concurrent use.
 package pep440
