@@ -1,0 +1,749 @@
+package lockfile
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gofrs/flock"
+	"go.uber.org/zap"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+)
+
+// Mode selects how the lock is taken.
+type Mode string
+
+const (
+	// ModeFlock uses flock on the lock file plus the epoch claims; it falls
+	// back to ModeLeaseOnly when flock fails with ENOSYS, ENOLCK or
+	// EOPNOTSUPP. The zero Mode means ModeFlock.
+	ModeFlock Mode = "flock"
+	// ModeLeaseOnly never calls flock: epoch claims and holder records only.
+	ModeLeaseOnly Mode = "lease-only"
+	// ModeOff takes no lock at all and writes nothing. FOR TESTS ONLY: it
+	// lets crash and concurrency tests show that the volume stays correct
+	// without the lock (DESIGN.md rule 2).
+	ModeOff Mode = "off"
+)
+
+// EnvMode is the environment variable the command line passes to ParseMode.
+const EnvMode = "VOLBOOT_LOCK_MODE"
+
+// ParseMode parses a mode name; "" is ModeFlock.
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case "", ModeFlock:
+		return ModeFlock, nil
+	case ModeLeaseOnly, ModeOff:
+		return Mode(s), nil
+	}
+	return "", fmt.Errorf("lock mode %q: use flock, lease-only or off (%s)", s, EnvMode)
+}
+
+// Defaults used for zero Options fields.
+const (
+	DefaultTTL         = 60 * time.Second
+	DefaultWaitTimeout = 30 * time.Minute
+	DefaultPollMin     = 100 * time.Millisecond
+	DefaultPollMax     = 2 * time.Second
+	DefaultLogEvery    = 10 * time.Second
+)
+
+// ErrFenced reports that this process no longer holds the lock: a newer
+// epoch was claimed (a waiter judged us stale and took over), or the holder
+// record could not be refreshed for half the TTL. Work done since the last
+// successful Check must not be committed.
+var ErrFenced = errors.New("volume lock lost to another worker (fenced)")
+
+// ErrTimeout reports that the wait for a live holder exceeded
+// Options.WaitTimeout.
+var ErrTimeout = errors.New("timed out waiting for the volume lock")
+
+// ErrReleased is what Err and Check return after Release.
+var ErrReleased = errors.New("volume lock released")
+
+// Options configures Acquire. Only Dir is required.
+type Options struct {
+	// Dir is the .volboot directory on the volume; it is created if missing.
+	Dir    string
+	Logger *zap.Logger
+	// Identity names this process in the holder record. Zero fields are
+	// filled from LocalIdentity; tests set Host to play another machine.
+	Identity Identity
+	Mode     Mode
+	// TTL is how long a holder record may stay unchanged, by the waiter's
+	// own clock, before the holder counts as dead (default 60 s).
+	TTL time.Duration
+	// Heartbeat is how often the holder refreshes its record (default
+	// TTL/12, so five seconds for the default TTL). Must be under TTL/2.
+	Heartbeat time.Duration
+	// PollMin and PollMax bound the waiter's backoff between polls.
+	PollMin, PollMax time.Duration
+	// WaitTimeout bounds the wait for a live holder (--lock-timeout,
+	// default 30 min); negative waits without bound.
+	WaitTimeout time.Duration
+	// LogEvery is how often a waiter logs whom it waits for (default 10 s).
+	LogEvery time.Duration
+	// Phase is the initial phase text of the holder record.
+	Phase string
+	Clock Clock
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Dir == "" {
+		return o, errors.New("lockfile: Options.Dir is empty")
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	m, err := ParseMode(string(o.Mode))
+	if err != nil {
+		return o, err
+	}
+	o.Mode = m
+	if o.TTL <= 0 {
+		o.TTL = DefaultTTL
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = o.TTL / 12
+	}
+	if o.Heartbeat >= o.TTL/2 {
+		return o, fmt.Errorf("lockfile: heartbeat %s must be under half the TTL %s", o.Heartbeat, o.TTL)
+	}
+	if o.PollMin <= 0 {
+		o.PollMin = DefaultPollMin
+	}
+	if o.PollMax <= 0 {
+		o.PollMax = DefaultPollMax
+	}
+	if o.PollMax < o.PollMin {
+		o.PollMax = o.PollMin
+	}
+	if o.WaitTimeout == 0 {
+		o.WaitTimeout = DefaultWaitTimeout
+	}
+	if o.LogEvery <= 0 {
+		o.LogEvery = DefaultLogEvery
+	}
+	if o.Clock == nil {
+		o.Clock = systemClock{}
+	}
+	o.Identity = fillIdentity(o.Identity)
+	o.Phase = cleanPhase(o.Phase)
+	return o, nil
+}
+
+// Lock is a held volume lock. Its methods are safe for concurrent use. A
+// heartbeat goroutine owned by the Lock refreshes the holder record until
+// Release, until ctx (given to Acquire) is done, or until it detects that
+// the lock was lost; Release must be called in every case.
+type Lock struct {
+	o          Options
+	claims     claimDir
+	holderPath string
+	fl         *flock.Flock // nil without flock
+	epoch      uint64
+	holderID   string
+	mode       Mode
+	off        bool
+
+	writeMu sync.Mutex // serialises record writes (heartbeat, Release)
+
+	mu     sync.Mutex
+	rec    Holder // last record written (Heartbeat, Phase current)
+	phase  string
+	err    error // non-nil once lost or released
+	lastOK time.Time
+
+	lost        chan struct{}
+	stop        chan struct{}
+	done        chan struct{}
+	releaseOnce sync.Once
+	releaseErr  error
+}
+
+// Acquire waits for and takes the volume lock in o.Dir. It returns an error
+// wrapping ErrTimeout when a live holder outlasts o.WaitTimeout (the message
+// names the holder and its phase), ctx's error when ctx ends first, or an
+// I/O error naming the file. The lock's heartbeat stops when ctx is done,
+// after which the lock counts as lost; keep ctx alive for as long as the
+// lock is used.
+func Acquire(ctx context.Context, o Options) (*Lock, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if o.Mode == ModeOff {
+		l := &Lock{o: o, off: true, mode: ModeOff, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+		close(l.done)
+		o.Logger.Warn("volume lock disabled (lock mode off, for tests only)", zap.String("dir", o.Dir))
+		return l, nil
+	}
+	claimsPath := filepath.Join(o.Dir, "claims")
+	if err := os.MkdirAll(claimsPath, 0o755); err != nil {
+		return nil, fmt.Errorf("create lock directory: %w", err)
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	w := &waiter{
+		o:          o,
+		claims:     claimDir{dir: claimsPath},
+		holderPath: filepath.Join(o.Dir, "holder.json"),
+		holderID:   fmt.Sprintf("%s-%d-%s", o.Identity.Host, o.Identity.PID, hex.EncodeToString(rnd[:])),
+		mode:       o.Mode,
+		flockTrust: true,
+	}
+	if len(w.holderID) > maxIDBytes {
+		w.holderID = w.holderID[len(w.holderID)-maxIDBytes:]
+	}
+	if w.mode == ModeFlock {
+		w.fl = flock.New(filepath.Join(o.Dir, "lock"), flock.SetPermissions(0o644))
+	}
+	l, err := w.run(ctx)
+	if err != nil && w.fl != nil {
+		_ = w.fl.Unlock()
+	}
+	return l, err
+}
+
+// waiter is the state of one Acquire call.
+type waiter struct {
+	o          Options
+	claims     claimDir
+	holderPath string
+	holderID   string
+	mode       Mode
+	fl         *flock.Flock
+	haveFlock  bool
+	flockTrust bool   // false once an epoch was claimed while we held flock
+	flockEpoch uint64 // the current epoch when we got flock
+
+	lastKey    string
+	lastChange time.Time
+}
+
+// observation is one look at the lock's files.
+type observation struct {
+	HolderStatus
+	key string // changes whenever the holder does anything
+}
+
+func (w *waiter) observe() (observation, error) {
+	st, raw, err := readStatus(w.claims, w.holderPath)
+	if err != nil {
+		return observation{}, err
+	}
+	sum := sha256.Sum256(raw)
+	return observation{HolderStatus: st, key: fmt.Sprintf("%d/%x", st.Epoch, sum[:8])}, nil
+}
+
+func (w *waiter) run(ctx context.Context) (*Lock, error) {
+	log := w.o.Logger
+	clk := w.o.Clock
+	start := clk.Now()
+	var lastLog time.Time
+	backoff := w.o.PollMin
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("waiting for the volume lock in %s: %w", w.o.Dir, err)
+		}
+		justGotFlock := false
+		if w.fl != nil && !w.haveFlock {
+			ok, err := w.fl.TryLock()
+			switch {
+			case err != nil && flockUnsupported(err):
+				log.Warn("flock is not supported on this filesystem; using lease-only locking",
+					zap.String("path", w.fl.Path()), zap.Error(err))
+				w.fl, w.mode = nil, ModeLeaseOnly
+			case err != nil:
+				return nil, fmt.Errorf("flock %s: %w", w.fl.Path(), err)
+			case ok:
+				w.haveFlock, justGotFlock = true, true
+			}
+		}
+		obs, err := w.observe()
+		if err != nil {
+			return nil, err
+		}
+		now := clk.Now()
+		if justGotFlock {
+			w.flockEpoch = obs.Epoch
+		}
+		if w.haveFlock && w.flockTrust && obs.Epoch != w.flockEpoch {
+			w.flockTrust = false
+			log.Warn("another worker claimed the volume lock while this one held flock: flock is unreliable here, judging by holder records",
+				zap.String("path", w.fl.Path()), zap.Uint64("epoch", obs.Epoch))
+		}
+		if obs.key != w.lastKey {
+			w.lastKey, w.lastChange = obs.key, now
+		}
+		unchanged := now.Sub(w.lastChange)
+
+		if take, reason, warn := w.decide(obs, unchanged); take {
+			l, won, err := w.claim(ctx, obs, reason, warn, now.Sub(start))
+			if err != nil || won {
+				return l, err
+			}
+			// Another waiter claimed the same epoch first. Start judging
+			// the new holder afresh.
+			log.Debug("another worker claimed the volume lock first", zap.Uint64("epoch", obs.Epoch+1))
+			w.lastKey = ""
+			if w.haveFlock {
+				w.flockTrust = false
+			}
+			backoff = w.o.PollMin
+		} else {
+			waited := now.Sub(start)
+			if lastLog.IsZero() || now.Sub(lastLog) >= w.o.LogEvery {
+				lastLog = now
+				log.Info("waiting for the volume lock", w.holderFields(obs, waited, unchanged)...)
+			}
+			if w.o.WaitTimeout > 0 && waited >= w.o.WaitTimeout {
+				return nil, w.timeoutError(obs, waited, unchanged)
+			}
+		}
+
+		d := jitter(backoff)
+		if w.o.WaitTimeout > 0 {
+			if left := w.o.WaitTimeout - now.Sub(start); left > 0 && d > left {
+				d = left
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the volume lock in %s: %w", w.o.Dir, ctx.Err())
+		case <-clk.After(d):
+		}
+		if backoff *= 2; backoff > w.o.PollMax {
+			backoff = w.o.PollMax
+		}
+	}
+}
+
+// decide applies the rules of the package comment to one observation.
+func (w *waiter) decide(obs observation, unchanged time.Duration) (take bool, reason string, warn bool) {
+	free := obs.Epoch == 0 || obs.Released
+	if w.haveFlock && w.flockTrust {
+		switch {
+		case free:
+			return true, "lock free", false
+		case obs.Holder != nil && obs.Holder.HasFlock:
+			return true, "flock is free, so its previous holder is gone", true
+		}
+		// The holder runs without flock: judge it by its record.
+	} else if w.mode == ModeFlock && !w.haveFlock {
+		// Someone holds flock. Only a record unchanged for the TTL lets
+		// us past it: the lingering lock of a dead client.
+		if unchanged >= w.o.TTL {
+			return true, fmt.Sprintf("flock is still refused but the holder record has not changed for %s (TTL %s): a dead client's lock may linger; taking over without flock", unchanged.Round(time.Millisecond), w.o.TTL), true
+		}
+		return false, "", false
+	}
+	if free {
+		return true, "lock free", false
+	}
+	if obs.Holder != nil {
+		if gone, why := processGone(obs.Holder.Identity, w.o.Identity); gone {
+			return true, "holder is dead: " + why, true
+		}
+	}
+	if unchanged >= w.o.TTL {
+		return true, fmt.Sprintf("holder record has not changed for %s (TTL %s)", unchanged.Round(time.Millisecond), w.o.TTL), true
+	}
+	return false, "", false
+}
+
+// claim tries to take epoch obs.Epoch+1. won=false with a nil error means
+// another waiter got it first.
+func (w *waiter) claim(ctx context.Context, obs observation, reason string, warn bool, waited time.Duration) (*Lock, bool, error) {
+	epoch := obs.Epoch + 1
+	now := w.o.Clock.Now()
+	rec := Holder{
+		Schema:   SchemaVersion,
+		HolderID: w.holderID,
+		Identity: w.o.Identity,
+		Mode:     w.mode,
+		HasFlock: w.haveFlock,
+		Epoch:    epoch,
+		Started:  now.UTC().Round(0),
+		Updated:  now.UTC().Round(0),
+		Phase:    w.o.Phase,
+	}
+	data, err := marshalRecord(rec)
+	if err != nil {
+		return nil, false, fmt.Errorf("encode holder record: %w", err)
+	}
+	won, err := w.claims.create(epoch, data)
+	if err != nil || !won {
+		return nil, false, err
+	}
+	// Rule 2 of the package comment: a claim is void if a newer epoch
+	// exists (we re-created a name that cleanup had removed).
+	cur, err := w.claims.current()
+	if err != nil {
+		return nil, false, err
+	}
+	if cur != epoch {
+		w.o.Logger.Debug("lock claim void: a newer epoch exists", zap.Uint64("claimed", epoch), zap.Uint64("current", cur))
+		return nil, false, nil
+	}
+	l := &Lock{
+		o:          w.o,
+		claims:     w.claims,
+		holderPath: w.holderPath,
+		epoch:      epoch,
+		holderID:   rec.HolderID,
+		mode:       rec.Mode,
+		rec:        rec,
+		phase:      rec.Phase,
+		lastOK:     now,
+		lost:       make(chan struct{}),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	if w.haveFlock {
+		l.fl = w.fl
+	}
+	if err := l.beat(); err != nil {
+		return nil, false, fmt.Errorf("volume lock epoch %d claimed but its holder record could not be written: %w", epoch, err)
+	}
+	if info, err := os.Stat(w.claims.path(epoch)); err == nil {
+		w.claims.cleanup(w.o.Logger, info.ModTime(), w.o.TTL)
+		removeStaleTemps(w.o.Logger, w.o.Dir, "holder.json", info.ModTime(), w.o.TTL)
+	}
+	fields := []zap.Field{zap.Uint64("epoch", epoch), zap.String("lock_mode", string(w.mode)),
+		zap.Bool("flock", w.haveFlock), zap.Duration("waited", waited), zap.String("reason", reason)}
+	if warn {
+		fields = append(fields, w.holderFields(obs, waited, 0)...)
+		w.o.Logger.Warn("took over the volume lock", fields...)
+	} else {
+		w.o.Logger.Info("acquired the volume lock", fields...)
+	}
+	go l.heartbeatLoop(ctx)
+	return l, true, nil
+}
+
+func (w *waiter) holderFields(obs observation, waited, unchanged time.Duration) []zap.Field {
+	f := []zap.Field{zap.String("dir", w.o.Dir), zap.Uint64("epoch", obs.Epoch),
+		zap.Duration("waited", waited.Round(time.Millisecond)),
+		zap.Duration("holder_unchanged_for", unchanged.Round(time.Millisecond)),
+		zap.String("lock_mode", string(w.mode)), zap.Bool("flock_held_here", w.haveFlock)}
+	if h := obs.Holder; h != nil {
+		f = append(f, zap.String("holder_host", h.Host), zap.Int("holder_pid", h.PID),
+			zap.String("holder_id", h.HolderID), zap.String("holder_phase", h.Phase),
+			zap.Uint64("holder_heartbeat", h.Heartbeat))
+	} else if obs.Err != nil {
+		f = append(f, zap.NamedError("holder_record_error", obs.Err))
+	}
+	return f
+}
+
+func (w *waiter) timeoutError(obs observation, waited, unchanged time.Duration) error {
+	if h := obs.Holder; h != nil {
+		return fmt.Errorf("%w in %s after %s: host %s pid %d (holder %s, epoch %d, phase %q) holds it and its record last changed %s ago: another worker is still working on this volume; wait for it, check that worker's logs, or raise --lock-timeout",
+			ErrTimeout, w.o.Dir, waited.Round(time.Second), h.Host, h.PID, h.HolderID, h.Epoch, h.Phase, unchanged.Round(time.Second))
+	}
+	why := "flock on " + filepath.Join(w.o.Dir, "lock") + " is held"
+	if obs.Err != nil {
+		why += " and the holder record is unreadable (" + obs.Err.Error() + ")"
+	}
+	return fmt.Errorf("%w in %s after %s: %s, and the holder cannot be named: another worker is probably still working on this volume; wait for it or raise --lock-timeout",
+		ErrTimeout, w.o.Dir, waited.Round(time.Second), why)
+}
+
+// flockUnsupported reports flock errors that mean "this filesystem cannot
+// lock", as opposed to transient failures.
+func flockUnsupported(err error) bool {
+	return errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.ENOLCK) ||
+		errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOTSUP)
+}
+
+// jitter spreads polls of many waiters by ±25 %.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d*3/4 + time.Duration(mrand.Int64N(int64(d)/2+1))
+}
+
+// Epoch is the fencing token of this tenure: it grows with every new holder.
+func (l *Lock) Epoch() uint64 { return l.epoch }
+
+// HolderID names this tenure in the holder record.
+func (l *Lock) HolderID() string { return l.holderID }
+
+// Mode is the mode the lock was finally taken in (ModeFlock may have fallen
+// back to ModeLeaseOnly).
+func (l *Lock) Mode() Mode {
+	return l.mode
+}
+
+// SetPhase sets the phase text, such as "downloading torch-2.8.0 (45%)";
+// it reaches the holder record at the next heartbeat. Control characters
+// become spaces and long text is cut.
+func (l *Lock) SetPhase(phase string) {
+	phase = cleanPhase(phase)
+	l.mu.Lock()
+	l.phase = phase
+	l.mu.Unlock()
+}
+
+// Lost is closed when the lock is lost (Err then wraps ErrFenced), when the
+// ctx given to Acquire ends, or on Release.
+func (l *Lock) Lost() <-chan struct{} { return l.lost }
+
+// Err is nil while the lock is held; afterwards it says why not: ErrFenced,
+// ErrReleased or the context's error, wrapped.
+func (l *Lock) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Check confirms, with a fresh read of the claims directory, that no newer
+// epoch exists. Call it right before each write that must not happen after
+// a takeover; it returns an error wrapping ErrFenced if one did.
+func (l *Lock) Check() error {
+	if err := l.Err(); err != nil {
+		return err
+	}
+	if l.off {
+		return nil
+	}
+	if err := l.fenceCheck(); err != nil {
+		if errors.Is(err, ErrFenced) {
+			l.lose(err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (l *Lock) fenceCheck() error {
+	cur, err := l.claims.current()
+	if err != nil {
+		return fmt.Errorf("confirm volume lock epoch %d: %w", l.epoch, err)
+	}
+	switch {
+	case cur > l.epoch:
+		return fmt.Errorf("%w: epoch %d was claimed after ours (%d) in %s", ErrFenced, cur, l.epoch, l.claims.dir)
+	case cur < l.epoch:
+		return fmt.Errorf("%w: our claim %s is gone", ErrFenced, l.claims.path(l.epoch))
+	}
+	return nil
+}
+
+// lose records the first reason the lock stopped being held.
+func (l *Lock) lose(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
+		l.err = err
+		close(l.lost)
+	}
+}
+
+// beat writes the next holder record. The temporary file is written and
+// synced first and the fence checked last, right before the rename, so that
+// a process paused in between (the expensive part) does not overwrite a
+// newer holder's record on resuming.
+func (l *Lock) beat() error { return l.write(false) }
+
+func (l *Lock) write(released bool) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	rec := l.rec
+	rec.Heartbeat++
+	rec.Phase = l.phase
+	rec.Updated = l.o.Clock.Now().UTC().Round(0)
+	rec.Released = released
+	l.mu.Unlock()
+	data, err := marshalRecord(rec)
+	if err != nil {
+		return fmt.Errorf("encode holder record: %w", err)
+	}
+	f, err := atomicfile.Create(l.holderPath, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Abort()
+		return fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Abort()
+		return fmt.Errorf("fsync %s: %w", f.Name(), err)
+	}
+	if err := l.fenceCheck(); err != nil {
+		f.Abort()
+		return err
+	}
+	if err := f.Commit(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.rec = rec
+	l.lastOK = l.o.Clock.Now()
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *Lock) heartbeatLoop(ctx context.Context) {
+	defer close(l.done)
+	clk := l.o.Clock
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-ctx.Done():
+			l.lose(fmt.Errorf("volume lock abandoned: %w", ctx.Err()))
+			return
+		case <-clk.After(l.o.Heartbeat):
+		}
+		err := l.beat()
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, ErrFenced) {
+			l.o.Logger.Error("volume lock lost: another worker took over; stopping work under it",
+				zap.Uint64("epoch", l.epoch), zap.Error(err))
+			l.lose(err)
+			return
+		}
+		l.mu.Lock()
+		since := clk.Now().Sub(l.lastOK)
+		l.mu.Unlock()
+		l.o.Logger.Warn("could not refresh the volume lock's holder record", zap.Error(err), zap.Duration("since_last_refresh", since))
+		if since >= l.o.TTL/2 {
+			err = fmt.Errorf("%w: holder record %s not refreshed for %s (TTL %s), other workers may take over: %v",
+				ErrFenced, l.holderPath, since.Round(time.Millisecond), l.o.TTL, err)
+			l.o.Logger.Error("volume lock lost", zap.Error(err))
+			l.lose(err)
+			return
+		}
+	}
+}
+
+// Release stops the heartbeat, marks the holder record released (unless the
+// lock was fenced, in which case nothing is written) and drops flock. It
+// returns an error wrapping ErrFenced if the lock had been lost to another
+// worker, so that the caller knows its work may have overlapped. Later calls
+// return the first call's result.
+func (l *Lock) Release() error {
+	l.releaseOnce.Do(func() {
+		close(l.stop)
+		<-l.done
+		if l.off {
+			l.lose(ErrReleased)
+			return
+		}
+		prior := l.Err()
+		var errs []error
+		if prior != nil && errors.Is(prior, ErrFenced) {
+			errs = append(errs, prior)
+		} else if err := l.write(true); err != nil {
+			errs = append(errs, fmt.Errorf("release volume lock: %w", err))
+		}
+		if l.fl != nil {
+			if err := l.fl.Unlock(); err != nil {
+				errs = append(errs, fmt.Errorf("unlock %s: %w", l.fl.Path(), err))
+			}
+		}
+		l.lose(ErrReleased)
+		l.releaseErr = errors.Join(errs...)
+		if l.releaseErr == nil {
+			l.o.Logger.Info("released the volume lock", zap.Uint64("epoch", l.epoch))
+		}
+	})
+	return l.releaseErr
+}
+
+// HolderStatus is what a reader learns about the lock without taking it.
+type HolderStatus struct {
+	// Epoch is the current epoch, 0 if the lock was never taken.
+	Epoch uint64
+	// Holder is the current epoch's record: holder.json when it names the
+	// current epoch, otherwise the claim file (the holder has not written
+	// holder.json yet, or died first). Nil when neither parses; Err says why.
+	Holder *Holder
+	// FromHolderFile says Holder came from holder.json.
+	FromHolderFile bool
+	// Released: the current holder released the lock, so it is free.
+	Released bool
+	// ModTime is holder.json's modification time as this host sees it: an
+	// approximate age for people, never used for decisions.
+	ModTime time.Time
+	Err     error
+}
+
+// ReadHolder reports who holds the lock in dir (the .volboot directory)
+// without taking it or writing anything: for read-only commands such as
+// status. It cannot tell a live holder from a dead one in one look; the
+// record's Heartbeat counter and ModTime help people judge.
+func ReadHolder(dir string) (HolderStatus, error) {
+	st, _, err := readStatus(claimDir{dir: filepath.Join(dir, "claims")}, filepath.Join(dir, "holder.json"))
+	return st, err
+}
+
+// readStatus also returns the raw bytes of holder.json, which waiters
+// compare between polls.
+func readStatus(claims claimDir, holderPath string) (HolderStatus, []byte, error) {
+	var st HolderStatus
+	cur, err := claims.current()
+	if err != nil {
+		return st, nil, err
+	}
+	st.Epoch = cur
+	raw, err := readRecordFile(holderPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return st, nil, err
+	}
+	if info, err := os.Stat(holderPath); err == nil {
+		st.ModTime = info.ModTime()
+	}
+	var fileErr error
+	if raw != nil {
+		h, err := ParseHolder(raw)
+		switch {
+		case err != nil:
+			fileErr = fmt.Errorf("%s: %w", holderPath, err)
+		case h.Epoch == cur:
+			st.Holder, st.FromHolderFile, st.Released = &h, true, h.Released
+			return st, raw, nil
+		}
+	}
+	if cur == 0 {
+		st.Err = fileErr
+		return st, raw, nil
+	}
+	cp := claims.path(cur)
+	craw, err := readRecordFile(cp)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			// Removed between the listing and the read: the next look
+			// will see the newer epoch.
+			st.Err = fmt.Errorf("%s vanished while being read", cp)
+			return st, raw, nil
+		}
+		return st, nil, err
+	}
+	h, err := ParseHolder(craw)
+	if err != nil {
+		st.Err = fmt.Errorf("%s (record pending or damaged): %w", cp, err)
+		return st, raw, nil
+	}
+	st.Holder = &h
+	return st, raw, nil
+}
