@@ -12,7 +12,9 @@ package manifests
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -55,6 +57,9 @@ type Manifest struct {
 	// File names where the manifest came from: a path, or
 	// "embedded:<name>" for a manifest built into volboot.
 	File string
+	// Digest is the sha256 of the manifest's bytes: part of the key that
+	// maps a boot to its generation.
+	Digest string
 
 	pos *tomlpos.Index
 }
@@ -268,7 +273,8 @@ func Parse(file string, data []byte) (*Manifest, error) {
 		return nil, decodeError(file, err)
 	}
 	v := &validator{pos: pos}
-	m := &Manifest{File: file, pos: pos, Name: raw.Name}
+	sum := sha256.Sum256(data)
+	m := &Manifest{File: file, pos: pos, Name: raw.Name, Digest: hex.EncodeToString(sum[:])}
 	v.python(m, raw.Python)
 	v.lock(m, raw.Lock)
 	v.indexes(m, raw.Index)

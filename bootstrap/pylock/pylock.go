@@ -21,6 +21,7 @@ package pylock
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -55,6 +56,7 @@ type Lock struct {
 	CreatedBy        string
 	Packages         []*Package
 	Warnings         []string // unknown keys and other things worth a log line
+	Digest           string   // sha256 of the document's bytes
 
 	pos *tomlpos.Index
 }
@@ -174,7 +176,8 @@ func Parse(file string, data []byte) (*Lock, error) {
 			return nil, decodeError(file, err)
 		}
 	}
-	l := &Lock{File: file, pos: pos, Warnings: warnings, CreatedBy: raw.CreatedBy}
+	sum := sha256.Sum256(data)
+	l := &Lock{File: file, pos: pos, Warnings: warnings, CreatedBy: raw.CreatedBy, Digest: hex.EncodeToString(sum[:])}
 	var errs []error
 	fail := func(path, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", pos.Where(path), fmt.Sprintf(format, args...)))
