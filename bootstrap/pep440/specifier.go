@@ -78,7 +78,7 @@ func ParseSpecifier(s string) (Specifier, error) {
 		re, what = orderSpecRE, "a version without a local segment or wildcard"
 	}
 	if !re.MatchString(low) {
-		return Specifier{}, fmt.Errorf("invalid version specifier %q: %s needs %s", s, op, what)
+		return Specifier{}, fmt.Errorf("invalid version specifier %q: %s needs %s, found %q", s, op, what, raw)
 	}
 	if strings.HasSuffix(low, ".*") {
 		sp.wildcard = true
