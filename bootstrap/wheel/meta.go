@@ -52,10 +52,11 @@ func ParseRecord(data []byte) (map[string]RecordEntry, error) {
 		if err == io.EOF {
 			break
 		}
-		line, _ := r.FieldPos(0)
 		if err != nil {
-			return nil, fmt.Errorf("RECORD line %d: %w", line, err)
+			// A csv.ParseError names its own line.
+			return nil, fmt.Errorf("RECORD: %w", err)
 		}
+		line, _ := r.FieldPos(0)
 		if len(row) == 1 && strings.TrimSpace(row[0]) == "" {
 			continue
 		}

@@ -761,7 +761,7 @@ func sameNameVersion(fnName string, fnVer pep440.Version, name, ver string) erro
 	if err != nil {
 		return fmt.Errorf("version %q: %v", ver, err)
 	}
-	if v.String() != fnVer.String() {
+	if !v.Equal(fnVer) {
 		return fmt.Errorf("version %q does not match the filename's %q", ver, fnVer.String())
 	}
 	return nil

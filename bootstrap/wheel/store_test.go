@@ -1,0 +1,282 @@
+package wheel_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/volboot/volboot/bootstrap/interp"
+	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
+)
+
+func python(t *testing.T) *interp.Info {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not on PATH: the store compiles bytecode with the real interpreter")
+	}
+	info, err := interp.Probe(context.Background(), "python3", t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+func goodSpec() wheeltest.Spec {
+	return wheeltest.Spec{
+		Name: "Demo.Pkg", Version: "1.0",
+		Files: []wheeltest.File{
+			{Name: "demo/__init__.py", Data: []byte("X = 1\n")},
+			{Name: "demo/sub/mod.py", Data: []byte("def f():\n    return 2\n")},
+			{Name: "demo/tool.sh", Data: []byte("#!/bin/sh\necho hi\n"), Mode: 0o755},
+			{Name: "Demo_Pkg-1.0.data/purelib/demo_extra.py", Data: []byte("Y = 3\n")},
+			{Name: "Demo_Pkg-1.0.data/scripts/demo-script", Data: []byte("#!python\nprint('x')\n")},
+			{Name: "Demo_Pkg-1.0.data/data/share/demo/a.txt", Data: []byte("data\n")},
+			{Name: "Demo_Pkg-1.0.data/headers/demo.h", Data: []byte("int x;\n")},
+		},
+		EntryPoints: "[console_scripts]\ndemo = demo.sub.mod:f\n[gui_scripts]\ndemo-gui = demo:main\n[other]\nx = y\n",
+	}
+}
+
+func TestUnpackVerifiesAndCompiles(t *testing.T) {
+	info := python(t)
+	dir := t.TempDir()
+	spec := goodSpec()
+	// The filename says 1.0.0, dist-info and .data say demo_pkg-1.0: the
+	// same distribution and version once normalized.
+	spec.Version = "1.0.0"
+	spec.DistInfoName = "demo_pkg-1.0"
+	for i := range spec.Files {
+		spec.Files[i].Name = strings.Replace(spec.Files[i].Name, "Demo_Pkg-1.0.data", "demo_pkg-1.0.data", 1)
+	}
+	p, sha, err := wheeltest.Write(dir, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &wheel.Store{Dir: filepath.Join(dir, "store"), Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}}
+	es, err := st.Unpack(context.Background(), wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := es[0]
+	if e.Name != "Demo.Pkg" || e.DistInfo != "demo_pkg-1.0.dist-info" || e.Data != "demo_pkg-1.0.data" || !e.RootIsPurelib {
+		t.Fatalf("entry = %+v", e)
+	}
+	if len(e.EntryPoints) != 2 || e.EntryPoints[0] != (wheel.EntryPoint{Name: "demo", Module: "demo.sub.mod", Attr: "f"}) || !e.EntryPoints[1].GUI {
+		t.Fatalf("entry points = %+v", e.EntryPoints)
+	}
+	files := map[string]wheel.File{}
+	for _, f := range e.Files {
+		files[f.Path] = f
+	}
+	tag := info.CacheTag
+	for _, want := range []string{"demo/__pycache__/__init__." + tag + ".pyc", "demo/sub/__pycache__/mod." + tag + ".pyc", "demo_pkg-1.0.data/purelib/__pycache__/demo_extra." + tag + ".pyc"} {
+		f, ok := files[want]
+		if !ok || !f.Bytecode {
+			t.Errorf("no bytecode %s in manifest", want)
+		}
+		b, err := os.ReadFile(filepath.Join(e.Dir, want))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(dir)) {
+			t.Errorf("%s holds the store's absolute path", want)
+		}
+	}
+	for p := range files {
+		if strings.Contains(p, "scripts/__pycache__") || strings.Contains(p, "data/share/demo/__pycache__") {
+			t.Errorf("compiled a file outside site-packages: %s", p)
+		}
+	}
+	for name, exec := range map[string]bool{"demo/tool.sh": true, "demo_pkg-1.0.data/scripts/demo-script": true, "demo/__init__.py": false} {
+		fi, err := os.Stat(filepath.Join(e.Dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode()&0o111 != 0; got != exec || files[name].Exec != exec {
+			t.Errorf("%s executable = %v (manifest %v), want %v", name, got, files[name].Exec, exec)
+		}
+	}
+	if f := files["demo/sub/mod.py"]; f.Hash != wheeltest.Digest([]byte("def f():\n    return 2\n")) || f.Size != 22 {
+		t.Errorf("manifest row %+v", f)
+	}
+	// Open reads the same manifest back; a second Unpack is a no-op.
+	e2, err := st.Open(sha)
+	if err != nil || len(e2.Files) != len(e.Files) || e2.Dir != e.Dir {
+		t.Fatalf("Open = %+v, %v", e2, err)
+	}
+	ents, _ := os.ReadDir(st.Dir)
+	if len(ents) != 1 || ents[0].Name() != sha {
+		t.Fatalf("store holds %v, want just %s", ents, sha)
+	}
+	if _, err := os.Stat(filepath.Join(e.Dir, wheel.CompleteName)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConcurrentUnpackOfOneWheel(t *testing.T) {
+	dir := t.TempDir()
+	spec := goodSpec()
+	p, sha, err := wheeltest.Write(dir, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Separate Store values, as separate workers would have.
+			st := &wheel.Store{Dir: filepath.Join(dir, "store"), Jobs: 4}
+			_, errs[i] = st.Unpack(context.Background(), wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha})
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "store"))
+	if len(ents) != 1 {
+		t.Fatalf("store holds %d entries after a race, want 1: %v", len(ents), ents)
+	}
+}
+
+// TestMaliciousWheelsRefused checks that each broken wheel is refused with
+// an error naming the wheel and what is wrong, and that nothing is left
+// anywhere: not in the store, not beside it.
+func TestMaliciousWheelsRefused(t *testing.T) {
+	zeros := make([]byte, 8<<20)
+	cases := []struct {
+		name string
+		mod  func(*wheeltest.Spec)
+		want string
+	}{
+		{"zip-slip", func(s *wheeltest.Spec) {
+			s.Files = append(s.Files, wheeltest.File{Name: "demo/../../evil.py", Data: []byte("x")})
+		}, `"demo/../../evil.py": path climbs out`},
+		{"absolute path", func(s *wheeltest.Spec) {
+			s.Files = append(s.Files, wheeltest.File{Name: "/tmp/evil.py", Data: []byte("x")})
+		}, "absolute path"},
+		{"symlink entry", func(s *wheeltest.Spec) {
+			s.Files = append(s.Files, wheeltest.File{Name: "demo/link", Data: []byte("/etc/passwd"), Mode: os.ModeSymlink | 0o777})
+		}, `"demo/link" is a symbolic link`},
+		{"RECORD hash mismatch", func(s *wheeltest.Spec) {
+			s.RecordHash = map[string]string{"demo/__init__.py": wheeltest.Digest([]byte("other"))}
+		}, `"demo/__init__.py": sha256`},
+		{"RECORD size mismatch", func(s *wheeltest.Spec) {
+			s.RecordSize = map[string]int{"demo/__init__.py": 5}
+		}, `"demo/__init__.py": RECORD says 5 bytes`},
+		{"file not in RECORD", func(s *wheeltest.Spec) {
+			s.Raw = []wheeltest.File{{Name: "demo/stowaway.py", Data: []byte("import os")}}
+		}, `"demo/stowaway.py" is not listed in RECORD`},
+		{"duplicate entry", func(s *wheeltest.Spec) {
+			s.Raw = []wheeltest.File{{Name: "demo/__init__.py", Data: []byte("evil")}}
+		}, `"demo/__init__.py" appears twice`},
+		{"zip bomb ratio", func(s *wheeltest.Spec) {
+			s.Files = append(s.Files, wheeltest.File{Name: "demo/zeros.bin", Data: zeros})
+		}, "zip bomb"},
+		{"Wheel-Version 2", func(s *wheeltest.Spec) {
+			s.WheelText = "Wheel-Version: 2.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+		}, `WHEEL: Wheel-Version "2.0" is not supported`},
+		{"no Root-Is-Purelib", func(s *wheeltest.Spec) {
+			s.WheelText = "Wheel-Version: 1.0\nTag: py3-none-any\n"
+		}, "Root-Is-Purelib appears 0 times"},
+		{"METADATA name", func(s *wheeltest.Spec) { s.MetadataName = "other-pkg" }, `METADATA: name "other-pkg" does not match`},
+		{"METADATA version", func(s *wheeltest.Spec) { s.MetadataVer = "1.1" }, `METADATA: version "1.1" does not match`},
+		{"dist-info name", func(s *wheeltest.Spec) { s.DistInfoName = "evil-1.0" }, `evil-1.0.dist-info: name "evil" does not match`},
+		{"dist-info version", func(s *wheeltest.Spec) { s.DistInfoName = "Demo_Pkg-2.0" }, `version "2.0" does not match`},
+		{"reserved name", func(s *wheeltest.Spec) {
+			s.Files = append(s.Files, wheeltest.File{Name: ".complete", Data: []byte("{}")})
+		}, "reserves"},
+		{"unknown .data category", func(s *wheeltest.Spec) {
+			s.Files = append(s.Files, wheeltest.File{Name: "Demo_Pkg-1.0.data/etc/x", Data: []byte("x")})
+		}, `unknown .data category "etc"`},
+		{"backslash", func(s *wheeltest.Spec) {
+			s.Files = append(s.Files, wheeltest.File{Name: `demo\..\..\evil`, Data: []byte("x")})
+		}, "backslash"},
+		{"file and directory", func(s *wheeltest.Spec) {
+			s.Files = append(s.Files, wheeltest.File{Name: "demo/__init__.py/x", Data: []byte("x")})
+		}, "which is a file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			wheels := filepath.Join(root, "wheels")
+			os.Mkdir(wheels, 0o755)
+			spec := goodSpec()
+			c.mod(&spec)
+			p, sha, err := wheeltest.Write(wheels, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			work := filepath.Join(root, "vol", "a", "b")
+			st := &wheel.Store{Dir: filepath.Join(work, "store"), Limits: wheel.Limits{RatioFloor: 1 << 20}}
+			es, err := st.Unpack(context.Background(), wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha})
+			if err == nil {
+				t.Fatalf("accepted: %+v", es[0])
+			}
+			if !strings.Contains(err.Error(), spec.Filename()) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not name the wheel and %q", err, c.want)
+			}
+			// Nothing anywhere under vol/ but the empty store directory.
+			var found []string
+			filepath.WalkDir(filepath.Join(root, "vol"), func(p string, d os.DirEntry, err error) error {
+				if p != filepath.Join(root, "vol") && p != filepath.Dir(work) && p != work && p != st.Dir {
+					found = append(found, p)
+				}
+				return nil
+			})
+			if len(found) > 0 {
+				t.Fatalf("left behind: %v", found)
+			}
+			if _, err := os.Stat(filepath.Join(root, "evil.py")); err == nil {
+				t.Fatal("zip-slip wrote outside the store")
+			}
+		})
+	}
+}
+
+func TestAbsoluteSizeLimit(t *testing.T) {
+	dir := t.TempDir()
+	spec := goodSpec()
+	spec.Files = append(spec.Files, wheeltest.File{Name: "demo/big.bin", Data: make([]byte, 3<<20)})
+	p, sha, err := wheeltest.Write(dir, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &wheel.Store{Dir: filepath.Join(dir, "store"), Limits: wheel.Limits{MaxUnpacked: 2 << 20}}
+	if _, err := st.Unpack(context.Background(), wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha}); err == nil || !strings.Contains(err.Error(), "zip bomb limit") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestUnpackBatchKeepsGoodWheels(t *testing.T) {
+	dir := t.TempDir()
+	good := goodSpec()
+	bad := goodSpec()
+	bad.Name = "bad"
+	bad.RecordHash = map[string]string{"demo/__init__.py": wheeltest.Digest(nil)}
+	gp, gsha, _ := wheeltest.Write(dir, good)
+	bp, bsha, _ := wheeltest.Write(dir, bad)
+	st := &wheel.Store{Dir: filepath.Join(dir, "store")}
+	es, err := st.Unpack(context.Background(),
+		wheel.Source{Path: gp, Filename: good.Filename(), SHA256: gsha},
+		wheel.Source{Path: bp, Filename: bad.Filename(), SHA256: bsha})
+	if err == nil || !strings.Contains(err.Error(), bad.Filename()) || strings.Contains(err.Error(), good.Filename()) {
+		t.Fatalf("err = %v", err)
+	}
+	if es[0] == nil || es[1] != nil {
+		t.Fatalf("entries = %v", es)
+	}
+	if _, err := st.Open(gsha); err != nil {
+		t.Fatal(err)
+	}
+}
