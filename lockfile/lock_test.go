@@ -1,0 +1,641 @@
+package lockfile
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gofrs/flock"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// fakeClock is a Clock that moves only when the test says so.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []fakeWaiter
+	changed chan struct{}
+}
+
+type fakeWaiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), changed: make(chan struct{}, 1)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), ch: ch})
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+	return ch
+}
+
+// advanceToNext waits until at least one timer is pending, moves the clock
+// to the earliest one and fires every timer that is due.
+func (c *fakeClock) advanceToNext(t *testing.T) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		if len(c.waiters) > 0 {
+			next := c.waiters[0].at
+			for _, w := range c.waiters {
+				if w.at.Before(next) {
+					next = w.at
+				}
+			}
+			if next.After(c.now) {
+				c.now = next
+			}
+			kept := c.waiters[:0]
+			for _, w := range c.waiters {
+				if !w.at.After(c.now) {
+					w.ch <- c.now
+				} else {
+					kept = append(kept, w)
+				}
+			}
+			c.waiters = kept
+			now := c.now
+			c.mu.Unlock()
+			return now
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.changed:
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fake clock: nobody is waiting on a timer")
+		}
+	}
+}
+
+// writeHolder plays a holder at epoch by writing its claim and record.
+func writeHolder(t *testing.T, dir string, h Holder) {
+	t.Helper()
+	c := claimDir{dir: filepath.Join(dir, "claims")}
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := marshalRecord(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if won, err := c.create(h.Epoch, data); err != nil || !won {
+		t.Fatalf("claim %d: %v %v", h.Epoch, won, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "holder.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func farHolder(epoch uint64) Holder {
+	return Holder{Schema: 1, HolderID: "far-holder", Identity: Identity{Host: "far-host", PID: 4242, BootID: "b", PIDNamespace: "pid:[1]"},
+		Mode: ModeLeaseOnly, Epoch: epoch, Started: time.Unix(1e9, 0).UTC(), Updated: time.Unix(1e9, 0).UTC(),
+		Heartbeat: 3, Phase: "unpacking torch"}
+}
+
+type acquireResult struct {
+	l   *Lock
+	err error
+	at  time.Time
+}
+
+func acquireAsync(ctx context.Context, o Options) chan acquireResult {
+	ch := make(chan acquireResult, 1)
+	go func() {
+		l, err := Acquire(ctx, o)
+		r := acquireResult{l: l, err: err}
+		if o.Clock != nil {
+			r.at = o.Clock.Now()
+		}
+		ch <- r
+	}()
+	return ch
+}
+
+// TestStaleTakeoverFakeClock: a holder whose record never changes is taken
+// over once the TTL has passed on the waiter's clock, not before; the
+// record's own timestamps (far in the past) play no part.
+func TestStaleTakeoverFakeClock(t *testing.T) {
+	dir := t.TempDir()
+	writeHolder(t, dir, farHolder(1))
+	clk := newFakeClock()
+	start := clk.Now()
+	core, logs := observer.New(zap.InfoLevel)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := acquireAsync(ctx, Options{Dir: dir, Mode: ModeLeaseOnly, Clock: clk, Logger: zap.New(core)})
+	var r acquireResult
+	for r.l == nil && r.err == nil {
+		clk.advanceToNext(t)
+		select {
+		case r = <-ch:
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.l.Release()
+	waited := r.at.Sub(start)
+	if waited < DefaultTTL || waited > DefaultTTL+DefaultPollMax*5/4 {
+		t.Fatalf("took over after %s on the fake clock, want TTL %s plus at most one poll", waited, DefaultTTL)
+	}
+	if r.l.Epoch() != 2 {
+		t.Fatalf("epoch %d", r.l.Epoch())
+	}
+	tk := logs.FilterMessage("took over the volume lock").All()
+	if len(tk) != 1 || tk[0].Level != zap.WarnLevel || !strings.Contains(tk[0].ContextMap()["reason"].(string), "has not changed for 1m") {
+		t.Fatalf("takeover log: %+v", tk)
+	}
+	if n := len(logs.FilterMessage("waiting for the volume lock").All()); n < 6 || n > 8 {
+		t.Fatalf("%d waiting log lines over 60s at one per 10s", n)
+	}
+}
+
+// TestChangingHolderIsNotStale: a record that keeps changing is never stale,
+// and the wait ends with ErrTimeout after WaitTimeout.
+func TestChangingHolderIsNotStale(t *testing.T) {
+	dir := t.TempDir()
+	h := farHolder(1)
+	writeHolder(t, dir, h)
+	clk := newFakeClock()
+	start := clk.Now()
+	ch := acquireAsync(context.Background(), Options{Dir: dir, Mode: ModeLeaseOnly, Clock: clk, TTL: 5 * time.Second, WaitTimeout: 2 * time.Minute})
+	var r acquireResult
+	for r.l == nil && r.err == nil {
+		clk.advanceToNext(t)
+		h.Heartbeat++
+		data, _ := marshalRecord(h)
+		if err := os.WriteFile(filepath.Join(dir, "holder.json"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r = <-ch:
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if !errors.Is(r.err, ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", r.err)
+	}
+	if w := r.at.Sub(start); w < 2*time.Minute || w > 2*time.Minute+time.Second {
+		t.Fatalf("timed out after %s", w)
+	}
+	for _, s := range []string{"far-host", "pid 4242", "unpacking torch", "--lock-timeout"} {
+		if !strings.Contains(r.err.Error(), s) {
+			t.Errorf("error lacks %q: %v", s, r.err)
+		}
+	}
+}
+
+// exitedPID returns the pid of a process that has exited and been reaped.
+func exitedPID(t *testing.T) int {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip("no true(1):", err)
+	}
+	return cmd.Process.Pid
+}
+
+func TestDeadHolderSameMachine(t *testing.T) {
+	me := LocalIdentity()
+	if me.BootID == "" || me.PIDNamespace == "" || me.PIDStart == 0 {
+		t.Skip("no /proc to identify processes")
+	}
+	quick := Options{Mode: ModeLeaseOnly, WaitTimeout: 300 * time.Millisecond, PollMin: 10 * time.Millisecond, PollMax: 50 * time.Millisecond}
+	cases := []struct {
+		name string
+		id   Identity
+		dead bool
+	}{
+		{"exited pid", Identity{Host: me.Host, PID: exitedPID(t), PIDStart: 1, BootID: me.BootID, PIDNamespace: me.PIDNamespace}, true},
+		{"own pid reused", Identity{Host: me.Host, PID: me.PID, PIDStart: me.PIDStart + 1, BootID: me.BootID, PIDNamespace: me.PIDNamespace}, true},
+		{"own pid, this process", me, false},
+		{"other boot", Identity{Host: me.Host, PID: exitedPID(t), BootID: "another-boot", PIDNamespace: me.PIDNamespace}, false},
+		{"other pid namespace", Identity{Host: me.Host, PID: exitedPID(t), BootID: me.BootID, PIDNamespace: "pid:[1]"}, false},
+		{"other host", Identity{Host: "elsewhere", PID: exitedPID(t), BootID: me.BootID, PIDNamespace: me.PIDNamespace}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			h := farHolder(1)
+			h.Identity = tc.id
+			writeHolder(t, dir, h)
+			o := quick
+			o.Dir = dir
+			l, err := Acquire(context.Background(), o)
+			if tc.dead {
+				if err != nil {
+					t.Fatalf("dead holder not taken over at once: %v", err)
+				}
+				l.Release()
+			} else if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("live or unknowable holder taken over: %v", err)
+			}
+		})
+	}
+	// A zombie holds nothing either.
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	defer cmd.Wait()
+	for i := 0; i < 200; i++ {
+		if st, err := readProcStat(strconv.Itoa(cmd.Process.Pid)); err == nil && st.state == 'Z' {
+			id := me
+			id.PID, id.PIDStart = cmd.Process.Pid, st.start
+			if gone, why := processGone(id, me); !gone || !strings.Contains(why, "zombie") {
+				t.Fatalf("zombie: %v %q", gone, why)
+			}
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("child never became a zombie")
+}
+
+// TestReleaseHandsOver: a released lock is free at once in both modes, the
+// record says released, and epochs grow.
+func TestReleaseHandsOver(t *testing.T) {
+	for _, mode := range []Mode{ModeFlock, ModeLeaseOnly} {
+		t.Run(string(mode), func(t *testing.T) {
+			dir := t.TempDir()
+			o := Options{Dir: dir, Mode: mode, WaitTimeout: 2 * time.Second, Phase: "planning"}
+			for want := uint64(1); want <= 5; want++ {
+				l, err := Acquire(context.Background(), o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if l.Epoch() != want || l.Mode() != mode {
+					t.Fatalf("epoch %d mode %s, want %d %s", l.Epoch(), l.Mode(), want, mode)
+				}
+				st, err := ReadHolder(dir)
+				if err != nil || st.Holder == nil || st.Released || st.Holder.HolderID != l.HolderID() || st.Holder.Phase != "planning" || st.Holder.HasFlock != (mode == ModeFlock) {
+					t.Fatalf("while held: %+v %v", st, err)
+				}
+				if err := l.Release(); err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Release(); err != nil {
+					t.Fatalf("second Release: %v", err)
+				}
+				if !errors.Is(l.Check(), ErrReleased) {
+					t.Fatalf("Check after Release: %v", l.Check())
+				}
+				st, _ = ReadHolder(dir)
+				if !st.Released || st.Epoch != want {
+					t.Fatalf("after release: %+v", st)
+				}
+			}
+			es, _ := claimDir{dir: filepath.Join(dir, "claims")}.epochs()
+			if len(es) != claimsKept || es[0] != 5-claimsKept+1 {
+				t.Fatalf("claims kept: %v", es)
+			}
+		})
+	}
+}
+
+// TestPhaseReachesRecord: SetPhase text shows up at the next heartbeat,
+// cleaned of control characters.
+func TestPhaseReachesRecord(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Acquire(context.Background(), Options{Dir: dir, TTL: time.Second, Heartbeat: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	l.SetPhase("downloading torch-2.8.0 (45%)\x1b[2K\n")
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		st, err := ReadHolder(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Holder.Phase == "downloading torch-2.8.0 (45%) [2K " {
+			if st.Holder.Heartbeat < 2 {
+				t.Fatalf("heartbeat counter %d", st.Holder.Heartbeat)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("phase never reached the record: %q", st.Holder.Phase)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestFencedInProcess: when a newer epoch appears, the holder learns of it
+// at its next heartbeat, stops writing its record, and every later call
+// reports ErrFenced.
+func TestFencedInProcess(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Acquire(context.Background(), Options{Dir: dir, Mode: ModeLeaseOnly, TTL: time.Second, Heartbeat: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Check(); err != nil {
+		t.Fatal(err)
+	}
+	writeHolder(t, dir, farHolder(2))
+	before, _ := os.ReadFile(filepath.Join(dir, "holder.json"))
+	select {
+	case <-l.Lost():
+	case <-time.After(3 * time.Second):
+		t.Fatal("fencing not detected")
+	}
+	if !errors.Is(l.Err(), ErrFenced) || !errors.Is(l.Check(), ErrFenced) {
+		t.Fatalf("Err %v, Check %v", l.Err(), l.Check())
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := l.Release(); !errors.Is(err, ErrFenced) {
+		t.Fatalf("Release: %v, want ErrFenced", err)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, "holder.json"))
+	if string(before) != string(after) {
+		t.Fatalf("fenced holder rewrote holder.json:\n%s", after)
+	}
+	// A Check before the heartbeat notices also fences.
+	dir2 := t.TempDir()
+	l2, err := Acquire(context.Background(), Options{Dir: dir2, Mode: ModeLeaseOnly, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeHolder(t, dir2, farHolder(2))
+	if err := l2.Check(); !errors.Is(err, ErrFenced) {
+		t.Fatalf("Check: %v", err)
+	}
+	select {
+	case <-l2.Lost():
+	default:
+		t.Fatal("Lost not closed by Check")
+	}
+	l2.Release()
+}
+
+// TestClaimRace: many claimers of one epoch, exactly one wins each time.
+func TestClaimRace(t *testing.T) {
+	c := claimDir{dir: t.TempDir()}
+	for epoch := uint64(1); epoch <= 30; epoch++ {
+		var wins sync.WaitGroup
+		var mu sync.Mutex
+		won := 0
+		for i := 0; i < 16; i++ {
+			wins.Add(1)
+			go func() {
+				defer wins.Done()
+				ok, err := c.create(epoch, []byte("x"))
+				if err != nil {
+					t.Error(err)
+				}
+				if ok {
+					mu.Lock()
+					won++
+					mu.Unlock()
+				}
+			}()
+		}
+		wins.Wait()
+		if won != 1 {
+			t.Fatalf("epoch %d: %d winners", epoch, won)
+		}
+	}
+	ents, _ := os.ReadDir(c.dir)
+	if len(ents) != 30 {
+		t.Fatalf("%d entries: temporary files left behind?", len(ents))
+	}
+}
+
+// TestVoidClaim: re-creating a removed old claim name does not make its
+// creator a holder, because a newer epoch exists.
+func TestVoidClaim(t *testing.T) {
+	dir := t.TempDir()
+	writeHolder(t, dir, farHolder(7))
+	w := &waiter{o: Options{Dir: dir, Logger: zap.NewNop(), Clock: systemClock{}, Identity: LocalIdentity(), TTL: time.Minute, Heartbeat: time.Second},
+		claims: claimDir{dir: filepath.Join(dir, "claims")}, holderPath: filepath.Join(dir, "holder.json"), holderID: "late", mode: ModeLeaseOnly}
+	l, won, err := w.claim(context.Background(), observation{HolderStatus: HolderStatus{Epoch: 3}}, "test", false, 0)
+	if err != nil || won || l != nil {
+		t.Fatalf("stale claim of epoch 4 accepted: %v %v", won, err)
+	}
+}
+
+// TestLingeringFlock: flock stays refused (a dead client's lock lingering)
+// but the holder record stops changing: after the TTL the waiter takes over
+// without flock, and its record says so.
+func TestLingeringFlock(t *testing.T) {
+	dir := t.TempDir()
+	h := farHolder(1)
+	h.Mode, h.HasFlock = ModeFlock, true
+	writeHolder(t, dir, h)
+	stuck := flock.New(filepath.Join(dir, "lock"))
+	if ok, err := stuck.TryLock(); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	defer stuck.Unlock()
+	clk := newFakeClock()
+	start := clk.Now()
+	core, logs := observer.New(zap.InfoLevel)
+	ch := acquireAsync(context.Background(), Options{Dir: dir, Clock: clk, TTL: 10 * time.Second, Logger: zap.New(core)})
+	var r acquireResult
+	for r.l == nil && r.err == nil {
+		clk.advanceToNext(t)
+		select {
+		case r = <-ch:
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.l.Release()
+	if w := r.at.Sub(start); w < 10*time.Second {
+		t.Fatalf("took over after %s, before the TTL", w)
+	}
+	st, _ := ReadHolder(dir)
+	if st.Holder.HasFlock || st.Holder.Mode != ModeFlock || st.Epoch != 2 {
+		t.Fatalf("record after lingering-lock takeover: %+v", st.Holder)
+	}
+	if len(logs.FilterMessageSnippet("took over").FilterFieldKey("reason").All()) != 1 ||
+		!strings.Contains(logs.FilterMessageSnippet("took over").All()[0].ContextMap()["reason"].(string), "linger") {
+		t.Fatalf("no lingering-lock warning: %v", logs.All())
+	}
+}
+
+// TestFlockFreeButLeaseOnlyHolderLive: getting flock does not override a
+// live holder that runs without flock; a holder that had flock is gone once
+// flock is free.
+func TestFlockFreeButLeaseOnlyHolderLive(t *testing.T) {
+	dir := t.TempDir()
+	writeHolder(t, dir, farHolder(1)) // lease-only, far host, no flock
+	_, err := Acquire(context.Background(), Options{Dir: dir, WaitTimeout: 200 * time.Millisecond, PollMax: 20 * time.Millisecond})
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("flock-mode waiter overrode a live lease-only holder: %v", err)
+	}
+	dir2 := t.TempDir()
+	h := farHolder(1)
+	h.Mode, h.HasFlock = ModeFlock, true
+	writeHolder(t, dir2, h)
+	l, err := Acquire(context.Background(), Options{Dir: dir2, WaitTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("flock free and holder had flock, still waited: %v", err)
+	}
+	l.Release()
+}
+
+func TestCancelWhileWaiting(t *testing.T) {
+	dir := t.TempDir()
+	a, err := Acquire(context.Background(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	_, err = Acquire(ctx, Options{Dir: dir, PollMax: 20 * time.Millisecond})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	a.Release()
+	// The cancelled waiter must not have kept flock.
+	b, err := Acquire(context.Background(), Options{Dir: dir, WaitTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Release()
+}
+
+// TestHolderContextEnds: when the ctx given to Acquire ends, the heartbeat
+// stops and the lock counts as lost; Release still marks it released.
+func TestHolderContextEnds(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := Acquire(ctx, Options{Dir: dir, Heartbeat: 10 * time.Millisecond, TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case <-l.Lost():
+	case <-time.After(2 * time.Second):
+		t.Fatal("Lost not closed after ctx ended")
+	}
+	if !errors.Is(l.Err(), context.Canceled) || errors.Is(l.Err(), ErrFenced) {
+		t.Fatalf("Err: %v", l.Err())
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := ReadHolder(dir); !st.Released {
+		t.Fatalf("not released: %+v", st)
+	}
+}
+
+func TestOffMode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nothing-here")
+	l, err := Acquire(context.Background(), Options{Dir: dir, Mode: ModeOff})
+	if err != nil || l.Mode() != ModeOff || l.Check() != nil {
+		t.Fatal(err)
+	}
+	l.SetPhase("x")
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("off mode wrote %s", dir)
+	}
+}
+
+func TestParseModeAndOptions(t *testing.T) {
+	for in, want := range map[string]Mode{"": ModeFlock, "flock": ModeFlock, "lease-only": ModeLeaseOnly, "off": ModeOff} {
+		if m, err := ParseMode(in); err != nil || m != want {
+			t.Errorf("ParseMode(%q) = %q, %v", in, m, err)
+		}
+	}
+	if _, err := ParseMode("lease"); err == nil || !strings.Contains(err.Error(), EnvMode) {
+		t.Errorf("ParseMode(lease): %v", err)
+	}
+	if _, err := Acquire(context.Background(), Options{Dir: t.TempDir(), TTL: time.Second, Heartbeat: time.Second}); err == nil {
+		t.Error("heartbeat >= TTL/2 accepted")
+	}
+	if _, err := Acquire(context.Background(), Options{}); err == nil {
+		t.Error("empty Dir accepted")
+	}
+	for _, e := range []error{syscall.ENOLCK, syscall.ENOSYS, syscall.EOPNOTSUPP} {
+		if !flockUnsupported(&os.PathError{Op: "flock", Err: e}) {
+			t.Errorf("%v not treated as unsupported", e)
+		}
+	}
+	if flockUnsupported(syscall.EIO) || flockUnsupported(syscall.EWOULDBLOCK) {
+		t.Error("transient errors treated as unsupported")
+	}
+}
+
+// TestNoGoroutineLeaks: every goroutine of locks and leases ends with
+// Release or with its context.
+func TestNoGoroutineLeaks(t *testing.T) {
+	base := runtime.NumGoroutine()
+	dir := t.TempDir()
+	for _, mode := range []Mode{ModeFlock, ModeLeaseOnly, ModeOff} {
+		l, err := Acquire(context.Background(), Options{Dir: dir, Mode: mode, Heartbeat: 5 * time.Millisecond, TTL: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		l.Release()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := Acquire(ctx, Options{Dir: dir, Heartbeat: 5 * time.Millisecond, TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := HoldLease(ctx, LeaseOptions{Dir: dir, WorkerID: "w1", Generation: "g", Heartbeat: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls2, err := HoldLease(context.Background(), LeaseOptions{Dir: dir, WorkerID: "w2", Generation: "g", Heartbeat: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	<-l.Lost()
+	ls2.Release()
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	l.Release()
+	ls.Release()
+}
