@@ -357,6 +357,11 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, e *entry) {
 	if r.Method == http.MethodHead {
 		return
 	}
+	// A short WrongLength ends the body cleanly at the declared length
+	// (the nastier case for a client: no error, just too few bytes).
+	if declared := end - start + 1 + f.WrongLength; f.WrongLength < 0 {
+		end = start + max(declared, 0) - 1
+	}
 	buf := make([]byte, 64<<10)
 	var sent int64
 	stalled := false
