@@ -24,7 +24,7 @@ test: vet
 	$(MAKE) demo
 
 demo: build
-	bash integration/demo/demo.sh
+	$(GO) run ./integration/demo -volboot bin/volboot
 
 # Benchmarks print ratios against a baseline run side by side (curl, pip,
 # python -m venv, unzip); they are not part of `make test`.

@@ -39,7 +39,12 @@ type exitError struct {
 	err  error
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
 func (e *exitError) Unwrap() error { return e.err }
 
 func usageError(format string, args ...any) error {
@@ -87,7 +92,7 @@ func (a *app) main(args []string) int {
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
-		if ee.err != nil && ee.err.Error() != "" {
+		if ee.err != nil {
 			fmt.Fprintf(a.stderr, "volboot: %v\n", ee.err)
 		}
 		return ee.code
@@ -146,9 +151,9 @@ workers booting at once, then starts and supervises the inference handler.`,
 
 	root.AddCommand(
 		a.runCommand(),
-		a.pendingCommand("sync", "Bring the volume in sync with the manifest, without starting a handler", "the reconciler (issue 6)"),
+		a.syncCommand(false),
 		a.statusCommand(),
-		a.pendingCommand("repair", "Fix what status --verify finds and retry degraded groups", "the reconciler (issue 6)"),
+		a.syncCommand(true),
 		a.gcCommand(),
 		a.manifestCommand(),
 		a.versionCommand(),
@@ -200,19 +205,6 @@ func (a *app) pendingCommand(use, short, what string) *cobra.Command {
 			return usageError("%s: not implemented yet: it needs %s", cmd.CommandPath(), what)
 		},
 	}
-}
-
-func (a *app) runCommand() *cobra.Command {
-	c := a.pendingCommand("run [flags] [-- CMD ARGS...]", "Bring the volume in sync, then start and supervise the handler (the ENTRYPOINT)", "the reconciler (issue 6) and the supervisor wiring (issue 7)")
-	c.Args = cobra.ArbitraryArgs
-	return c
-}
-
-func (a *app) statusCommand() *cobra.Command {
-	c := a.pendingCommand("status", "Report drift between the manifest and the volume (exit 0 in sync, 1 drift, 2 error)", "the reconciler (issue 6)")
-	c.Flags().Bool("verify", false, "also check every installed file against its RECORD")
-	c.Flags().Bool("json", false, "print one JSON object")
-	return c
 }
 
 func (a *app) gcCommand() *cobra.Command {

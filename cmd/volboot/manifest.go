@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
 )
 
 func (a *app) manifestCommand() *cobra.Command {
@@ -47,4 +46,3 @@ func (a *app) checkManifest() error {
 		m.File, len(m.Groups), reqs, len(m.Models), l.File, len(l.Packages), p)
 	return nil
 }
-

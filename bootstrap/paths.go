@@ -1,0 +1,52 @@
+package bootstrap
+
+import "path/filepath"
+
+// Paths names everything volboot keeps on a volume (DESIGN.md §3). All
+// paths derive from Root, so a volume mounted elsewhere works unchanged.
+type Paths struct {
+	Root string
+}
+
+func (p Paths) join(elem ...string) string {
+	return filepath.Join(append([]string{p.Root}, elem...)...)
+}
+
+// Volboot is the private directory: lock, holder, leases, store, envs, state.
+func (p Paths) Volboot() string { return p.join(".volboot") }
+
+// Store holds one unpacked wheel per sha256.
+func (p Paths) Store() string { return p.join(".volboot", "store") }
+
+// Envs holds the generations.
+func (p Paths) Envs() string { return p.join(".volboot", "envs") }
+
+// Env is generation id's directory.
+func (p Paths) Env(id string) string { return p.join(".volboot", "envs", id) }
+
+// State is the state file.
+func (p Paths) State() string { return p.join(".volboot", "state.json") }
+
+// InterpCache holds cached interpreter probes.
+func (p Paths) InterpCache() string { return p.join(".volboot", "cache", "interp") }
+
+// Wheels is the download cache.
+func (p Paths) Wheels() string { return p.join("cache", "wheels") }
+
+// WheelFile is the verified download of the wheel with this sha256.
+func (p Paths) WheelFile(sha string) string { return p.join("cache", "wheels", sha+".whl") }
+
+// WheelPart is that download while in progress.
+func (p Paths) WheelPart(sha string) string { return p.join("cache", "wheels", sha+".part") }
+
+// Hub is HF_HUB_CACHE.
+func (p Paths) Hub() string { return p.join("models", "hub") }
+
+// HFHome is HF_HOME (the hub cache is its hub/ subdirectory).
+func (p Paths) HFHome() string { return p.join("models") }
+
+// TorchHome is TORCH_HOME.
+func (p Paths) TorchHome() string { return p.join("models", "torch") }
+
+// Venv is the convenience link to the newest generation.
+func (p Paths) Venv() string { return p.join("venv") }

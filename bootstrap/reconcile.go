@@ -1,0 +1,748 @@
+// Package bootstrap is the reconciler: it turns a manifest, its lock and
+// whatever a volume holds into a complete generation (DESIGN.md §2), and
+// tells the truth about the result.
+//
+// Sync's contract:
+//   - The in-sync boot is O(1): it stats the interpreter, reads a few sysfs
+//     and procfs files for the GPU fingerprint, reads state.json and one
+//     generation marker, and starts no process (rule 6).
+//   - Otherwise it probes the interpreter and GPUs, plans without the lock,
+//     takes the volume lock, looks again (another worker may have finished),
+//     then fetches, unpacks, builds, smoke-checks, flips `venv` and records
+//     state. Every step leaves only complete, content-named results, so a
+//     worker killed at any moment costs the next one nothing but time.
+//   - An optional group that fails (no wheel, download, unpack, import) is
+//     degraded with its reason and the generation holds everything else; a
+//     required group that fails makes Sync return a *GroupError after
+//     everything else is safely stored.
+//   - Losing the lock to another worker (fencing) restarts the attempt.
+package bootstrap
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/fetch"
+	"github.com/volboot/volboot/bootstrap/gpu"
+	"github.com/volboot/volboot/bootstrap/interp"
+	"github.com/volboot/volboot/bootstrap/pep440"
+	"github.com/volboot/volboot/bootstrap/pep508"
+	"github.com/volboot/volboot/bootstrap/pylock"
+	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/lockfile"
+	"github.com/volboot/volboot/manifests"
+)
+
+// FormatVersion is volboot's environment format: part of every generation
+// id, so a volboot that lays generations out differently builds new ones.
+const FormatVersion = 1
+
+// Config is everything Sync needs; nothing is read from globals.
+type Config struct {
+	Paths    Paths
+	Manifest *manifests.Manifest
+	Lock     *pylock.Lock
+	Python   string // the interpreter as configured (--python)
+	Jobs     int
+	Logger   *zap.Logger
+	Getenv   func(string) string
+	Now      func() time.Time
+
+	HTTP        *http.Client
+	Credentials *fetch.Credentials
+	VolumeSize  int64 // quota override for the disk preflight; 0: statfs
+
+	LockMode    lockfile.Mode
+	LockTimeout time.Duration
+
+	// GPU configures the GPU probe (fake roots and overrides in tests).
+	GPU gpu.Options
+
+	// SmokeTimeout bounds each smoke import (default 2 min: torch's first
+	// import on a cold network filesystem is slow).
+	SmokeTimeout time.Duration
+	// RetryBackoff is the first delay before sync retries a degraded group
+	// (default 1 h, doubling per attempt up to a day).
+	RetryBackoff time.Duration
+	// Repair retries degraded groups now and rebuilds even when state says
+	// the generation is complete.
+	Repair bool
+
+	// Progress receives phases and byte counts; nil: none.
+	Progress Progress
+	// Terminal selects progress bars on ProgressOut instead of log lines.
+	Terminal    bool
+	ProgressOut io.Writer
+}
+
+// Progress receives what the bootstrap is doing, for /status and the lock
+// holder's phase. Calls come from one goroutine at a time.
+type Progress interface {
+	Phase(text string)
+	Bytes(done, total int64)
+	Packages(done, total int)
+}
+
+// Outcome is what a sync produced: the generation this worker runs.
+type Outcome struct {
+	Generation string
+	Dir        string // absolute path of the generation
+	Python     string // the generation's interpreter
+	Groups     []GroupOutcome
+	Models     []ModelRecord
+	GPU        json.RawMessage
+	FastPath   bool
+}
+
+// Usable lists the groups the handler can use.
+func (o *Outcome) Usable() []string {
+	var out []string
+	for _, g := range o.Groups {
+		if g.State == GroupInstalled {
+			out = append(out, g.Name)
+		}
+	}
+	return out
+}
+
+// GroupError is a required group that failed.
+type GroupError struct {
+	Group   string
+	Package string
+	Cause   string
+}
+
+func (e *GroupError) Error() string {
+	if e.Package != "" {
+		return fmt.Sprintf("required group %s failed: %s: %s", e.Group, e.Package, e.Cause)
+	}
+	return fmt.Sprintf("required group %s failed: %s", e.Group, e.Cause)
+}
+
+func (c *Config) defaults() {
+	if c.Jobs <= 0 {
+		c.Jobs = 16
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Getenv == nil {
+		c.Getenv = os.Getenv
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.SmokeTimeout <= 0 {
+		c.SmokeTimeout = 2 * time.Minute
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = time.Hour
+	}
+	if c.Progress == nil {
+		c.Progress = nopProgress{}
+	}
+}
+
+type nopProgress struct{}
+
+func (nopProgress) Phase(string)       {}
+func (nopProgress) Bytes(int64, int64) {}
+func (nopProgress) Packages(int, int)  {}
+
+// Sync brings the volume in sync for this worker and returns the generation
+// it runs.
+func Sync(ctx context.Context, c Config) (*Outcome, error) {
+	c.defaults()
+	key, err := c.bootKey()
+	if err != nil {
+		return nil, err
+	}
+	st := c.readState()
+	if o := c.fastPath(st, key); o != nil {
+		return o, nil
+	}
+	c.Progress.Phase("probing")
+	info, err := interp.Probe(ctx, c.Python, c.Paths.InterpCache(), c.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("probe interpreter %s: %w", c.Python, err)
+	}
+	facts, err := gpu.Probe(ctx, c.GPU)
+	if err != nil {
+		return nil, fmt.Errorf("probe GPUs: %w", err)
+	}
+	for attempt := 1; ; attempt++ {
+		o, err := c.underLock(ctx, key, info, facts)
+		if errors.Is(err, lockfile.ErrFenced) && attempt < 3 && ctx.Err() == nil {
+			c.Logger.Warn("lost the volume lock to another worker; starting over", zap.Error(err))
+			continue
+		}
+		return o, err
+	}
+}
+
+// bootKey fingerprints what decides this boot's generation without starting
+// a process: the manifest, the lock, the interpreter (stat) and the GPUs.
+func (c *Config) bootKey() (string, error) {
+	py, err := exec.LookPath(c.Python)
+	if err != nil {
+		return "", fmt.Errorf("interpreter %q: %w (set --python or VOLBOOT_PYTHON)", c.Python, err)
+	}
+	fi, err := os.Stat(py)
+	if err != nil {
+		return "", fmt.Errorf("interpreter %s: %w", py, err)
+	}
+	gfp, err := gpu.Fingerprint(c.GPU)
+	if err != nil {
+		return "", fmt.Errorf("GPU fingerprint: %w", err)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "volboot-key %d\nmanifest %s\nlock %s\npython %s %s %d %d\ngpu %s\n",
+		FormatVersion, c.Manifest.Digest, c.Lock.Digest, c.Python, py, fi.Size(), fi.ModTime().UnixNano(), gfp)
+	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// readState reads state.json; one that cannot be read is treated as empty
+// (it is an index, rebuilt by this sync) with a warning.
+func (c *Config) readState() *State {
+	st, err := ReadState(c.Paths.State())
+	if err != nil {
+		c.Logger.Warn("ignoring unreadable state; it will be rewritten", zap.Error(err))
+		return newState()
+	}
+	return st
+}
+
+// fastPath returns the outcome when state maps key to a complete generation
+// with no degraded group due for a retry.
+func (c *Config) fastPath(st *State, key string) *Outcome {
+	if c.Repair {
+		return nil
+	}
+	id, ok := st.Keys[key]
+	if !ok {
+		return nil
+	}
+	g := st.Generations[id]
+	if g == nil || g.dueForRetry(c.Now()) {
+		return nil
+	}
+	if _, err := venv.ReadMarker(c.Paths.Env(id)); err != nil {
+		return nil
+	}
+	return c.outcome(g, true)
+}
+
+func (c *Config) outcome(g *Generation, fast bool) *Outcome {
+	dir := c.Paths.Env(g.ID)
+	return &Outcome{
+		Generation: g.ID, Dir: dir, Python: filepath.Join(dir, "bin", "python"),
+		Groups: g.Groups, Models: g.Models, GPU: g.GPU, FastPath: fast,
+	}
+}
+
+func (c *Config) underLock(ctx context.Context, key string, info *interp.Info, facts *gpu.Facts) (*Outcome, error) {
+	c.Progress.Phase("waiting for the volume lock")
+	lk, err := lockfile.Acquire(ctx, lockfile.Options{
+		Dir: c.Paths.Volboot(), Logger: c.Logger, Mode: c.LockMode,
+		WaitTimeout: c.LockTimeout, Phase: "planning",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("volume lock: %w", err)
+	}
+	o, err := c.apply(ctx, lk, key, info, facts)
+	if rerr := lk.Release(); rerr != nil && err == nil {
+		if errors.Is(rerr, lockfile.ErrFenced) {
+			return nil, rerr
+		}
+		c.Logger.Warn("releasing the volume lock", zap.Error(rerr))
+	}
+	return o, err
+}
+
+// groupPlan is one manifest group's fate while applying.
+type groupPlan struct {
+	group    *manifests.Group
+	outcome  GroupOutcome
+	selected []pylock.Selected
+}
+
+func (p *groupPlan) active() bool { return p.outcome.State == GroupInstalled }
+
+// fail marks the group failed: degraded when optional; the error is kept
+// for a required one.
+func (p *groupPlan) fail(pkg, reason string) {
+	if p.outcome.State != GroupInstalled {
+		return
+	}
+	p.outcome.State = GroupDegraded
+	if pkg != "" {
+		reason = pkg + ": " + reason
+	}
+	p.outcome.Reason = reason
+}
+
+func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info *interp.Info, facts *gpu.Facts) (*Outcome, error) {
+	started := c.Now()
+	st := c.readState()
+	if o := c.fastPath(st, key); o != nil {
+		c.Logger.Info("another worker finished this generation while we waited", zap.String("generation", o.Generation))
+		return o, nil
+	}
+	var previous *Generation
+	if id, ok := st.Keys[key]; ok {
+		previous = st.Generations[id]
+	}
+	plans, err := c.planGroups(info, facts, previous)
+	if err != nil {
+		return nil, err
+	}
+
+	// Fetch and unpack every wheel an active group selected.
+	store := &wheel.Store{Dir: c.Paths.Store(), Jobs: c.Jobs * 2, Logger: c.Logger,
+		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}}
+	wheels := map[string]*pylock.Selected{} // sha256 -> wheel
+	users := map[string][]*groupPlan{}      // sha256 -> groups needing it
+	for _, p := range plans {
+		if !p.active() {
+			continue
+		}
+		for i := range p.selected {
+			s := &p.selected[i]
+			wheels[s.Wheel.SHA256] = s
+			users[s.Wheel.SHA256] = append(users[s.Wheel.SHA256], p)
+		}
+	}
+	failWheel := func(sha, reason string) {
+		for _, p := range users[sha] {
+			p.fail(wheels[sha].Package.Name+" "+wheels[sha].Package.Version, reason)
+		}
+	}
+	entries, downloaded, err := c.fetchAndUnpack(ctx, lk, store, wheels, failWheel)
+	if err != nil {
+		return nil, err
+	}
+
+	// Build, smoke-check, and rebuild without any group the check degrades.
+	var gen *Generation
+	for round := 0; ; round++ {
+		if err := requiredFailure(plans); err != nil {
+			return nil, err
+		}
+		gen, err = c.build(ctx, lk, info, facts, plans, entries, key)
+		if err != nil {
+			return nil, err
+		}
+		if !c.smoke(ctx, lk, gen, plans, entries) || round > len(plans) {
+			break
+		}
+	}
+	if err := requiredFailure(plans); err != nil {
+		return nil, err
+	}
+
+	// Record: flip venv, then state. Only while we still hold the lock.
+	if err := lk.Check(); err != nil {
+		return nil, err
+	}
+	if err := flipVenv(c.Paths, gen.ID); err != nil {
+		return nil, err
+	}
+	st = c.readState()
+	st.Keys[key] = gen.ID
+	st.Generations[gen.ID] = gen
+	st.Current = gen.ID
+	host, _ := os.Hostname()
+	st.LastSync = &SyncReport{Generation: gen.ID, Started: started, Duration: c.Now().Sub(started), Downloaded: downloaded, Unpacked: len(entries), Host: host}
+	if err := lk.Check(); err != nil {
+		return nil, err
+	}
+	if err := st.Write(c.Paths.State()); err != nil {
+		return nil, fmt.Errorf("record state: %w", err)
+	}
+	c.Logger.Info("generation ready", zap.String("generation", gen.ID), zap.Strings("usable", c.outcome(gen, false).Usable()),
+		zap.Duration("took", c.Now().Sub(started)))
+	return c.outcome(gen, false), nil
+}
+
+// planGroups decides each group's fate before any download: unmet `when`
+// conditions skip it; a group degraded by an earlier sync stays degraded
+// until its retry time (unless repairing); a lock that has no wheel for it
+// fails it.
+func (c *Config) planGroups(info *interp.Info, facts *gpu.Facts, previous *Generation) ([]*groupPlan, error) {
+	pyVersion, err := pep440.Parse(info.Version)
+	if err != nil {
+		return nil, fmt.Errorf("interpreter version %q: %w", info.Version, err)
+	}
+	if !c.Manifest.Python.Requires.Contains(pyVersion) {
+		return nil, fmt.Errorf("%s: the manifest requires Python %s, but %s is %s: point --python at a matching interpreter",
+			c.Manifest.Where("python.requires"), c.Manifest.Python.Requires, c.Python, info.Version)
+	}
+	prev := map[string]GroupOutcome{}
+	if previous != nil {
+		for _, o := range previous.Groups {
+			prev[o.Name] = o
+		}
+	}
+	var plans []*groupPlan
+	for i := range c.Manifest.Groups {
+		g := &c.Manifest.Groups[i]
+		p := &groupPlan{group: g, outcome: GroupOutcome{Name: g.Name, State: GroupInstalled, Required: g.Required}}
+		plans = append(plans, p)
+		for _, cond := range g.When {
+			if ok, reason := gpu.Holds(facts, cond.Fact, cond.Constraint, cond.Text); !ok {
+				p.outcome.State, p.outcome.Reason = GroupSkipped, reason
+				break
+			}
+		}
+		if !p.active() {
+			continue
+		}
+		if po, ok := prev[g.Name]; ok && po.State == GroupDegraded && !g.Required {
+			p.outcome.Attempts = po.Attempts
+			if !c.Repair && po.RetryAfter != nil && c.Now().Before(*po.RetryAfter) {
+				p.outcome = po
+				continue
+			}
+		}
+		sel, err := c.Lock.Select(targetFor(info, pyVersion, g.Name))
+		if err != nil {
+			p.fail("", err.Error())
+			continue
+		}
+		p.selected = sel
+	}
+	return plans, nil
+}
+
+// requiredFailure is the error for the first failed required group.
+func requiredFailure(plans []*groupPlan) error {
+	for _, p := range plans {
+		if p.group.Required && p.outcome.State == GroupDegraded {
+			pkg, cause, _ := strings.Cut(p.outcome.Reason, ": ")
+			if cause == "" {
+				pkg, cause = "", p.outcome.Reason
+			}
+			return &GroupError{Group: p.group.Name, Package: pkg, Cause: cause}
+		}
+	}
+	return nil
+}
+
+// fetchAndUnpack makes sure the store holds every wheel: store entries
+// already complete cost one stat; others are downloaded (resumably) into the
+// cache or read from the lock's path, then unpacked and verified.
+func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, store *wheel.Store, wheels map[string]*pylock.Selected, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
+	entries := map[string]*wheel.Entry{}
+	var items []fetch.Item
+	var srcs []wheel.Source
+	var estimate int64
+	shas := make([]string, 0, len(wheels))
+	for sha := range wheels {
+		shas = append(shas, sha)
+	}
+	sort.Strings(shas)
+	for _, sha := range shas {
+		s := wheels[sha]
+		if e, err := store.Open(sha); err == nil {
+			entries[sha] = e
+			continue
+		}
+		if s.Wheel.Size > 0 {
+			estimate += s.Wheel.Size * 3 // wheels unpack to about three times their size
+		}
+		if s.Wheel.URL == "" {
+			path := c.Lock.WheelPath(s.Wheel)
+			if err := verifyFile(path, s.Wheel.SHA256, s.Wheel.Size); err != nil {
+				failWheel(sha, err.Error())
+				continue
+			}
+			srcs = append(srcs, wheel.Source{Path: path, Filename: s.Wheel.Filename, SHA256: sha})
+			continue
+		}
+		items = append(items, fetch.Item{
+			Name: s.Package.Name + "-" + s.Package.Version,
+			URLs: c.mirrorsFor(s), Size: s.Wheel.Size,
+			Digest: fetch.Digest{Kind: fetch.SHA256, Hex: sha},
+			Dest:   c.Paths.WheelFile(sha), Part: c.Paths.WheelPart(sha),
+		})
+		srcs = append(srcs, wheel.Source{Path: c.Paths.WheelFile(sha), Filename: s.Wheel.Filename, SHA256: sha})
+	}
+	var downloaded int64
+	if len(items) > 0 {
+		if err := os.MkdirAll(c.Paths.Wheels(), 0o755); err != nil {
+			return nil, 0, fmt.Errorf("create download cache: %w", err)
+		}
+		if err := fetch.Preflight(items, estimate, c.Paths.Root, c.VolumeSize); err != nil {
+			return nil, 0, err
+		}
+		c.Progress.Phase("downloading")
+		f := fetch.New(fetch.Options{
+			Client: c.HTTP, Logger: c.Logger, Jobs: c.Jobs, Credentials: c.Credentials,
+			AllowHTTP: c.allowHTTP(),
+			Progress: fetch.ProgressOptions{Terminal: c.Terminal, Output: c.ProgressOut, Phase: func(s string) {
+				lk.SetPhase(s)
+				c.Progress.Phase(s)
+			}},
+		})
+		results, _ := f.Fetch(ctx, items)
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		failed := map[string]bool{}
+		for _, r := range results {
+			sha := r.Item.Digest.Hex
+			if r.Err != nil {
+				failWheel(sha, r.Err.Error())
+				failed[sha] = true
+				continue
+			}
+			if !r.Cached && r.Item.Size > 0 {
+				downloaded += r.Item.Size
+			}
+		}
+		kept := srcs[:0]
+		for _, s := range srcs {
+			if !failed[s.SHA256] {
+				kept = append(kept, s)
+			}
+		}
+		srcs = kept
+	}
+	if len(srcs) > 0 {
+		if err := lk.Check(); err != nil {
+			return nil, 0, err
+		}
+		c.Progress.Phase(fmt.Sprintf("unpacking %d wheels", len(srcs)))
+		lk.SetPhase(fmt.Sprintf("unpacking %d wheels", len(srcs)))
+		got, err := store.Unpack(ctx, srcs...)
+		if ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
+		if isNoSpace(err) {
+			return nil, 0, fmt.Errorf("unpack: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", err)
+		}
+		for i, e := range got {
+			if e == nil {
+				reason := "unpack failed"
+				if err != nil {
+					reason = unpackReason(err, srcs[i].Filename)
+				}
+				failWheel(srcs[i].SHA256, reason)
+				continue
+			}
+			entries[srcs[i].SHA256] = e
+		}
+	}
+	return entries, downloaded, nil
+}
+
+// unpackReason picks the line of a joined unpack error that names filename.
+func unpackReason(err error, filename string) string {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if strings.Contains(line, filename) {
+			return line
+		}
+	}
+	return err.Error()
+}
+
+func isNoSpace(err error) bool {
+	return err != nil && (errors.Is(err, errNoSpace) || strings.Contains(err.Error(), "no space left on device"))
+}
+
+// mirrorsFor lists a wheel's URL and, for every manifest index whose URL
+// (or a mirror's) prefixes it, the same file under each other mirror.
+func (c *Config) mirrorsFor(s *pylock.Selected) []string {
+	urls := []string{s.Wheel.URL}
+	for _, ix := range c.Manifest.Indexes {
+		bases := append([]string{ix.URL}, ix.Mirrors...)
+		for _, b := range bases {
+			b = strings.TrimSuffix(b, "/") + "/"
+			rest, ok := strings.CutPrefix(s.Wheel.URL, b)
+			if !ok {
+				continue
+			}
+			for _, other := range bases {
+				u := strings.TrimSuffix(other, "/") + "/" + rest
+				if u != s.Wheel.URL {
+					urls = append(urls, u)
+				}
+			}
+			return urls
+		}
+	}
+	return urls
+}
+
+func (c *Config) allowHTTP() []string {
+	var hosts []string
+	for _, ix := range c.Manifest.Indexes {
+		if !ix.AllowHTTP {
+			continue
+		}
+		for _, u := range append([]string{ix.URL}, ix.Mirrors...) {
+			if h := hostOf(u); h != "" {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	return hosts
+}
+
+// build assembles the generation the active groups describe.
+func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info, facts *gpu.Facts, plans []*groupPlan, entries map[string]*wheel.Entry, key string) (*Generation, error) {
+	type member struct {
+		sel       *pylock.Selected
+		groups    []string
+		requested bool
+	}
+	members := map[string]*member{}
+	for _, p := range plans {
+		if !p.active() {
+			continue
+		}
+		requested := map[string]bool{}
+		for _, r := range p.group.Requirements {
+			requested[pep508.NormalizeName(r.Name)] = true
+		}
+		for i := range p.selected {
+			s := &p.selected[i]
+			m := members[s.Wheel.SHA256]
+			if m == nil {
+				m = &member{sel: s}
+				members[s.Wheel.SHA256] = m
+			}
+			m.groups = append(m.groups, p.group.Name)
+			m.requested = m.requested || requested[s.Package.Normalized]
+		}
+	}
+	var pkgs []venv.Package
+	var records []PackageRecord
+	for sha, m := range members {
+		e := entries[sha]
+		if e == nil {
+			return nil, fmt.Errorf("internal: wheel %s of an active group is not in the store", m.sel.Wheel.Filename)
+		}
+		pkgs = append(pkgs, venv.Package{Entry: e, Requested: m.requested})
+		records = append(records, PackageRecord{Name: m.sel.Package.Name, Version: m.sel.Package.Version, SHA256: sha,
+			Filename: m.sel.Wheel.Filename, Groups: m.groups, Requested: m.requested})
+	}
+	sort.Slice(records, func(i, j int) bool { return records[i].Name < records[j].Name })
+	var groups []GroupOutcome
+	for _, p := range plans {
+		groups = append(groups, p.outcome)
+	}
+	id := generationID(info, records, groups)
+	gpuJSON, _ := json.Marshal(facts)
+	gen := &Generation{ID: id, Created: c.Now().UTC(), Key: key, Manifest: c.Manifest.Digest, Lock: c.Lock.Digest,
+		Interpreter: info.Identity(), Python: c.Python, Groups: groups, Packages: records, GPU: gpuJSON}
+	for i := range gen.Groups {
+		o := &gen.Groups[i]
+		if o.State == GroupDegraded && o.RetryAfter == nil {
+			o.Attempts++
+			delay := c.RetryBackoff << min(o.Attempts-1, 5)
+			if delay > 24*time.Hour {
+				delay = 24 * time.Hour
+			}
+			t := c.Now().Add(delay).UTC()
+			o.RetryAfter = &t
+		}
+	}
+	if err := lk.Check(); err != nil {
+		return nil, err
+	}
+	c.Progress.Phase("building generation " + id)
+	lk.SetPhase("building generation " + id)
+	if err := os.MkdirAll(c.Paths.Envs(), 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", c.Paths.Envs(), err)
+	}
+	b := &venv.Builder{Python: info, Jobs: c.Jobs * 4, Creator: "volboot", Logger: c.Logger}
+	if _, err := b.Build(ctx, c.Paths.Env(id), pkgs); err != nil {
+		if isNoSpace(err) {
+			return nil, fmt.Errorf("build generation %s: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", id, err)
+		}
+		return nil, fmt.Errorf("build generation %s: %w", id, err)
+	}
+	return gen, nil
+}
+
+// generationID hashes everything that determines a generation's content.
+func generationID(info *interp.Info, pkgs []PackageRecord, groups []GroupOutcome) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "volboot-generation %d\ninterpreter %s\n", FormatVersion, info.Identity())
+	for _, p := range pkgs {
+		fmt.Fprintf(h, "wheel %s %t\n", p.SHA256, p.Requested)
+	}
+	for _, g := range groups {
+		fmt.Fprintf(h, "group %s %s\n", g.Name, g.State)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:20]
+}
+
+// smoke imports each active group's requirements in the built generation.
+// It reports whether it degraded any group (the caller then rebuilds).
+func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, plans []*groupPlan, entries map[string]*wheel.Entry) bool {
+	var imports []smokeImport
+	for _, p := range plans {
+		if !p.active() {
+			continue
+		}
+		for _, r := range p.group.Requirements {
+			n := pep508.NormalizeName(r.Name)
+			for _, s := range p.selected {
+				if s.Package.Normalized != n {
+					continue
+				}
+				for _, m := range topLevelModules(entries[s.Wheel.SHA256]) {
+					imports = append(imports, smokeImport{Group: p.group.Name, Package: s.Package.Name, Module: m})
+				}
+			}
+		}
+	}
+	c.Progress.Phase(fmt.Sprintf("smoke-checking %d imports", len(imports)))
+	lk.SetPhase(fmt.Sprintf("smoke-checking %d imports", len(imports)))
+	python := filepath.Join(c.Paths.Env(gen.ID), "bin", "python")
+	failures := smokeCheck(ctx, python, imports, c.Jobs, c.SmokeTimeout)
+	degraded := false
+	for _, f := range failures {
+		for _, p := range plans {
+			if p.group.Name == f.Group && p.active() {
+				c.Logger.Warn("smoke check failed", zap.String("group", f.Group), zap.String("package", f.Package), zap.String("reason", f.Reason))
+				p.fail(f.Package, f.Reason)
+				degraded = true
+			}
+		}
+	}
+	return degraded
+}
+
+// flipVenv points <volume>/venv at generation id with a relative link,
+// replaced atomically.
+func flipVenv(p Paths, id string) error {
+	link := p.Venv()
+	tmp := atomicfile.TempName(link)
+	if err := os.Symlink(filepath.Join(".volboot", "envs", id), tmp); err != nil {
+		return fmt.Errorf("flip venv: %w", err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("flip venv: %w", err)
+	}
+	return atomicfile.SyncDir(p.Root)
+}

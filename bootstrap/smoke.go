@@ -1,0 +1,150 @@
+package bootstrap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/volboot/volboot/bootstrap/wheel"
+)
+
+// topLevelModules lists the importable top-level names a wheel installs into
+// site-packages: packages (directories, namespace ones included) and
+// modules (.py files and extension modules) at the root of the purelib or
+// platlib tree. Private names (leading underscore) are left out when a
+// public one exists, so that e.g. setuptools' _distutils_hack does not stand
+// for setuptools.
+func topLevelModules(e *wheel.Entry) []string {
+	seen := map[string]bool{}
+	for _, f := range e.Files {
+		p := f.Path
+		if e.Data != "" {
+			if rest, ok := strings.CutPrefix(p, e.Data+"/purelib/"); ok {
+				p = rest
+			} else if rest, ok := strings.CutPrefix(p, e.Data+"/platlib/"); ok {
+				p = rest
+			} else if strings.HasPrefix(p, e.Data+"/") {
+				continue
+			}
+		}
+		first, rest, isDir := strings.Cut(p, "/")
+		if strings.HasSuffix(first, ".dist-info") || strings.HasSuffix(first, ".data") || first == "__pycache__" {
+			continue
+		}
+		var name string
+		switch {
+		case isDir && rest != "":
+			name = first
+		case strings.HasSuffix(first, ".py"):
+			name = strings.TrimSuffix(first, ".py")
+		case strings.HasSuffix(first, ".so") || strings.HasSuffix(first, ".pyd"):
+			name, _, _ = strings.Cut(first, ".")
+		default:
+			continue
+		}
+		if isIdentifier(name) {
+			seen[name] = true
+		}
+	}
+	var public, private []string
+	for n := range seen {
+		if strings.HasPrefix(n, "_") {
+			private = append(private, n)
+		} else {
+			public = append(public, n)
+		}
+	}
+	if len(public) == 0 {
+		public = private
+	}
+	sort.Strings(public)
+	return public
+}
+
+func isIdentifier(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9' || c > 127) {
+			return false
+		}
+	}
+	return true
+}
+
+// smokeImport is one import to try and the group it speaks for.
+type smokeImport struct {
+	Group   string
+	Package string
+	Module  string
+}
+
+// smokeFailure is one failed import.
+type smokeFailure struct {
+	smokeImport
+	Reason string
+}
+
+// smokeCheck imports each module in a fresh isolated interpreter
+// (python -I -c 'import m'), jobs at a time, each bounded by timeout. One
+// process per module: some packages cannot share a process, and one crash
+// must not hide the others.
+func smokeCheck(ctx context.Context, python string, imports []smokeImport, jobs int, timeout time.Duration) []smokeFailure {
+	if jobs < 1 {
+		jobs = 1
+	}
+	var (
+		mu       sync.Mutex
+		failures []smokeFailure
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, jobs)
+	)
+	for _, im := range imports {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(im smokeImport) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if reason := importOne(ctx, python, im.Module, timeout); reason != "" {
+				mu.Lock()
+				failures = append(failures, smokeFailure{im, reason})
+				mu.Unlock()
+			}
+		}(im)
+	}
+	wg.Wait()
+	sort.Slice(failures, func(i, j int) bool { return failures[i].Module < failures[j].Module })
+	return failures
+}
+
+func importOne(ctx context.Context, python, module string, timeout time.Duration) string {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-I", "-c", "import "+module)
+	cmd.Dir = filepath.Dir(python)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if err == nil {
+		return ""
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Sprintf("import %s timed out after %s", module, timeout)
+	}
+	last := strings.TrimSpace(stderr.String())
+	if i := strings.LastIndex(last, "\n"); i >= 0 {
+		last = last[i+1:]
+	}
+	if last == "" {
+		last = err.Error()
+	}
+	return fmt.Sprintf("import %s failed: %s", module, last)
+}

@@ -1,0 +1,162 @@
+package bootstrap
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+)
+
+// StateSchema is the version of state.json's format.
+const StateSchema = 1
+
+// Group states (DESIGN.md §7).
+const (
+	GroupInstalled = "installed"
+	GroupSkipped   = "skipped"  // its `when` does not hold on this hardware
+	GroupDegraded  = "degraded" // optional, failed; repair or a later sync retries it
+	GroupMissing   = "missing"  // not installed yet
+)
+
+// State is .volboot/state.json: what the volume holds, written only under
+// the volume lock, read without it. It is an index, never the truth about
+// completeness: a generation is complete when its marker exists, whatever
+// state says, so a lost or stale state only costs a slower boot.
+type State struct {
+	Schema int `json:"schema"`
+	// Keys maps a boot key (manifest, lock, interpreter and GPU
+	// fingerprints) to the generation that boot runs.
+	Keys map[string]string `json:"keys"`
+	// Generations describes each generation volboot built.
+	Generations map[string]*Generation `json:"generations"`
+	// Current is the generation `venv` points at.
+	Current string `json:"current,omitempty"`
+	// LastSync reports the most recent sync that changed anything.
+	LastSync *SyncReport `json:"last_sync,omitempty"`
+}
+
+// Generation records one built generation.
+type Generation struct {
+	ID          string          `json:"id"`
+	Created     time.Time       `json:"created"`
+	Key         string          `json:"key"`
+	Manifest    string          `json:"manifest"` // sha256 of the manifest's bytes
+	Lock        string          `json:"lock"`     // sha256 of the lock's bytes
+	Interpreter string          `json:"interpreter"`
+	Python      string          `json:"python"` // the interpreter path as configured
+	Groups      []GroupOutcome  `json:"groups"`
+	Packages    []PackageRecord `json:"packages"`
+	GPU         json.RawMessage `json:"gpu,omitempty"` // the GPU facts it was planned for
+	Models      []ModelRecord   `json:"models,omitempty"`
+}
+
+// GroupOutcome is one group's state in a generation.
+type GroupOutcome struct {
+	Name       string     `json:"name"`
+	State      string     `json:"state"`
+	Reason     string     `json:"reason,omitempty"`
+	Required   bool       `json:"required"`
+	Attempts   int        `json:"attempts,omitempty"`
+	RetryAfter *time.Time `json:"retry_after,omitempty"` // degraded: sync retries after this
+}
+
+// PackageRecord is one wheel in a generation.
+type PackageRecord struct {
+	Name      string   `json:"name"`
+	Version   string   `json:"version"`
+	SHA256    string   `json:"sha256"`
+	Filename  string   `json:"filename"`
+	Groups    []string `json:"groups"`
+	Requested bool     `json:"requested,omitempty"`
+}
+
+// ModelRecord is one model's outcome.
+type ModelRecord struct {
+	Repo     string `json:"repo"`
+	Revision string `json:"revision"`
+	Commit   string `json:"commit,omitempty"`
+	Group    string `json:"group"`
+	OK       bool   `json:"ok"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// SyncReport summarizes one sync.
+type SyncReport struct {
+	Generation string        `json:"generation"`
+	Started    time.Time     `json:"started"`
+	Duration   time.Duration `json:"duration_ns"`
+	Downloaded int64         `json:"downloaded_bytes"`
+	Unpacked   int           `json:"unpacked_wheels"`
+	Host       string        `json:"host"`
+}
+
+// ReadState reads the state file. A missing file is an empty state; a file
+// that does not parse is an error naming it (state is rewritten whole and
+// atomically, so that means someone else wrote it).
+func ReadState(path string) (*State, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return newState(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	return parseState(path, data)
+}
+
+func newState() *State {
+	return &State{Schema: StateSchema, Keys: map[string]string{}, Generations: map[string]*Generation{}}
+}
+
+func parseState(path string, data []byte) (*State, error) {
+	s := newState()
+	if err := json.Unmarshal(data, s); err != nil {
+		return nil, fmt.Errorf("%s: not a volboot state file (%v): move it aside and run `volboot repair`", path, err)
+	}
+	if s.Schema != StateSchema {
+		return nil, fmt.Errorf("%s: state schema %d, this volboot reads %d: use a matching volboot, or move the file aside and run `volboot repair`", path, s.Schema, StateSchema)
+	}
+	if s.Keys == nil {
+		s.Keys = map[string]string{}
+	}
+	if s.Generations == nil {
+		s.Generations = map[string]*Generation{}
+	}
+	return s, nil
+}
+
+// Write writes the state atomically.
+func (s *State) Write(path string) error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, append(data, '\n'), 0o644)
+}
+
+// GenerationIDs lists the recorded generations, newest first.
+func (s *State) GenerationIDs() []string {
+	ids := make([]string, 0, len(s.Generations))
+	for id := range s.Generations {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool {
+		return s.Generations[ids[i]].Created.After(s.Generations[ids[j]].Created)
+	})
+	return ids
+}
+
+// dueForRetry reports whether a degraded group of g should be retried now.
+func (g *Generation) dueForRetry(now time.Time) bool {
+	for _, o := range g.Groups {
+		if o.State == GroupDegraded && o.RetryAfter != nil && !now.Before(*o.RetryAfter) {
+			return true
+		}
+	}
+	return false
+}

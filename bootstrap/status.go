@@ -1,0 +1,334 @@
+package bootstrap
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/interp"
+	"github.com/volboot/volboot/bootstrap/pep440"
+	"github.com/volboot/volboot/bootstrap/pep508"
+	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/lockfile"
+)
+
+// Drift kinds reported by Status.
+const (
+	DriftNoGeneration    = "no-generation"      // nothing built for this worker yet
+	DriftPartial         = "partial-generation" // recorded, but its marker is missing
+	DriftManifest        = "manifest-changed"
+	DriftLock            = "lock-changed"
+	DriftInterpreter     = "interpreter-changed"
+	DriftAdded           = "package-added"
+	DriftRemoved         = "package-removed"
+	DriftChanged         = "package-changed"
+	DriftDegraded        = "group-degraded"
+	DriftByHand          = "installed-by-hand"
+	DriftLeftover        = "leftover"
+	DriftMissingModel    = "model-missing"
+	DriftCorrupt         = "corrupt-file"
+	DriftStoreIncomplete = "store-entry-missing"
+)
+
+// Drift is one difference between what the manifest asks and what the
+// volume holds.
+type Drift struct {
+	Kind    string `json:"kind"`
+	Package string `json:"package,omitempty"`
+	Detail  string `json:"detail"`
+}
+
+// StatusReport is `volboot status` (DESIGN.md §7).
+type StatusReport struct {
+	InSync     bool           `json:"in_sync"`
+	Generation *string        `json:"generation"`
+	Current    string         `json:"current,omitempty"` // what venv points at
+	Groups     []GroupOutcome `json:"groups"`
+	Drift      []Drift        `json:"drift"`
+	Holder     *HolderInfo    `json:"lock_holder,omitempty"`
+	Verified   bool           `json:"verified"`
+}
+
+// HolderInfo describes a live writer, if one holds the volume lock.
+type HolderInfo struct {
+	Host  string `json:"host"`
+	PID   int    `json:"pid"`
+	Phase string `json:"phase"`
+}
+
+// Status compares the manifest and lock with the volume for this worker.
+// It never takes the writer lock and writes nothing. verify also hashes
+// every installed file against its RECORD, in parallel.
+func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
+	c.defaults()
+	r := &StatusReport{Drift: []Drift{}, Groups: []GroupOutcome{}}
+	key, err := c.bootKey()
+	if err != nil {
+		return nil, err
+	}
+	st, err := ReadState(c.Paths.State())
+	if err != nil {
+		return nil, err
+	}
+	r.Current = st.Current
+	if hs, err := lockfile.ReadHolder(c.Paths.Volboot()); err == nil && hs.Holder != nil && !hs.Released && hs.Epoch > 0 {
+		r.Holder = &HolderInfo{Host: hs.Holder.Host, PID: hs.Holder.PID, Phase: hs.Holder.Phase}
+	}
+	r.Drift = append(r.Drift, leftovers(c.Paths)...)
+
+	var gen *Generation
+	if id, ok := st.Keys[key]; ok {
+		gen = st.Generations[id]
+	}
+	if gen == nil {
+		// Nothing built for exactly this manifest, lock, interpreter and
+		// GPU: explain how the nearest generation differs.
+		r.Groups = c.missingGroups()
+		if err := c.explainMiss(ctx, st, r); err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+	r.Generation = &gen.ID
+	r.Groups = gen.Groups
+	marker, err := venv.ReadMarker(c.Paths.Env(gen.ID))
+	if err != nil {
+		r.Drift = append(r.Drift, Drift{Kind: DriftPartial, Detail: fmt.Sprintf("generation %s is recorded but not complete (%v): run `volboot repair`", gen.ID, err)})
+	} else {
+		r.Drift = append(r.Drift, c.byHand(gen, marker)...)
+	}
+	for _, g := range gen.Groups {
+		if g.State == GroupDegraded {
+			r.Drift = append(r.Drift, Drift{Kind: DriftDegraded, Detail: g.Name + ": " + g.Reason})
+		}
+	}
+	for _, m := range gen.Models {
+		if !m.OK {
+			r.Drift = append(r.Drift, Drift{Kind: DriftMissingModel, Package: m.Repo, Detail: m.Reason})
+		}
+	}
+	if verify {
+		r.Verified = true
+		r.Drift = append(r.Drift, c.verifyGeneration(ctx, gen)...)
+	}
+	r.InSync = true
+	for _, d := range r.Drift {
+		if d.Kind != DriftLeftover {
+			r.InSync = false
+		}
+	}
+	return r, nil
+}
+
+func (c *Config) missingGroups() []GroupOutcome {
+	var out []GroupOutcome
+	for _, g := range c.Manifest.Groups {
+		out = append(out, GroupOutcome{Name: g.Name, State: GroupMissing, Required: g.Required})
+	}
+	return out
+}
+
+// explainMiss reports why no generation matches this boot, against the
+// generation venv points at (or the newest one).
+func (c *Config) explainMiss(ctx context.Context, st *State, r *StatusReport) error {
+	ref := st.Generations[st.Current]
+	if ref == nil {
+		if ids := st.GenerationIDs(); len(ids) > 0 {
+			ref = st.Generations[ids[0]]
+		}
+	}
+	if ref == nil {
+		r.Drift = append(r.Drift, Drift{Kind: DriftNoGeneration, Detail: "nothing installed yet: run `volboot sync`"})
+		return nil
+	}
+	r.Drift = append(r.Drift, Drift{Kind: DriftNoGeneration, Detail: fmt.Sprintf("no generation for this manifest, lock, interpreter and GPU; the nearest is %s", ref.ID)})
+	if ref.Manifest != c.Manifest.Digest {
+		r.Drift = append(r.Drift, Drift{Kind: DriftManifest, Detail: "the manifest changed since generation " + ref.ID})
+	}
+	if ref.Lock != c.Lock.Digest {
+		r.Drift = append(r.Drift, Drift{Kind: DriftLock, Detail: "the lock changed since generation " + ref.ID})
+	}
+	info, err := interp.Probe(ctx, c.Python, c.Paths.InterpCache(), c.Logger)
+	if err != nil {
+		return fmt.Errorf("probe interpreter %s: %w", c.Python, err)
+	}
+	if ref.Interpreter != info.Identity() {
+		r.Drift = append(r.Drift, Drift{Kind: DriftInterpreter, Detail: fmt.Sprintf("generation %s was built for %s, the interpreter is now %s", ref.ID, ref.Interpreter, info.Identity())})
+	}
+	// Package-level difference: what the lock selects for every group now
+	// versus what the reference generation holds.
+	want := map[string]PackageRecord{}
+	py, err := pep440.Parse(info.Version)
+	if err != nil {
+		return err
+	}
+	for _, g := range c.Manifest.Groups {
+		sel, err := c.Lock.Select(targetFor(info, py, g.Name))
+		if err != nil {
+			continue // reported by sync as a degraded group
+		}
+		for _, s := range sel {
+			want[s.Package.Normalized] = PackageRecord{Name: s.Package.Name, Version: s.Package.Version, SHA256: s.Wheel.SHA256}
+		}
+	}
+	have := map[string]PackageRecord{}
+	for _, p := range ref.Packages {
+		have[pep508.NormalizeName(p.Name)] = p
+	}
+	for n, w := range want {
+		h, ok := have[n]
+		switch {
+		case !ok:
+			r.Drift = append(r.Drift, Drift{Kind: DriftAdded, Package: w.Name, Detail: "wanted " + w.Version})
+		case h.SHA256 != w.SHA256:
+			r.Drift = append(r.Drift, Drift{Kind: DriftChanged, Package: w.Name, Detail: fmt.Sprintf("%s -> %s", h.Version, w.Version)})
+		}
+	}
+	for n, h := range have {
+		if _, ok := want[n]; !ok {
+			r.Drift = append(r.Drift, Drift{Kind: DriftRemoved, Package: h.Name, Detail: "installed " + h.Version + ", no longer wanted"})
+		}
+	}
+	sort.SliceStable(r.Drift, func(i, j int) bool { return r.Drift[i].Kind < r.Drift[j].Kind })
+	return nil
+}
+
+// byHand lists distributions in the generation's site-packages that volboot
+// did not install (pip install run by hand into the volume's venv).
+func (c *Config) byHand(gen *Generation, marker *venv.Marker) []Drift {
+	ours := map[string]bool{}
+	for _, p := range marker.Packages {
+		ours[pep508.NormalizeName(p.Name)] = true
+	}
+	dirs, _ := filepath.Glob(filepath.Join(c.Paths.Env(gen.ID), "lib", "python*", "site-packages", "*.dist-info"))
+	var out []Drift
+	for _, d := range dirs {
+		name, _, _ := strings.Cut(strings.TrimSuffix(filepath.Base(d), ".dist-info"), "-")
+		if !ours[pep508.NormalizeName(name)] {
+			out = append(out, Drift{Kind: DriftByHand, Package: name, Detail: filepath.Base(d) + " was not installed by volboot"})
+		}
+	}
+	return out
+}
+
+// verifyGeneration checks every store file of the generation's packages
+// against RECORD (size and hash), and that each entry is complete.
+func (c *Config) verifyGeneration(ctx context.Context, gen *Generation) []Drift {
+	store := &wheel.Store{Dir: c.Paths.Store()}
+	type job struct {
+		pkg  string
+		path string
+		f    wheel.File
+	}
+	var jobs []job
+	var out []Drift
+	for _, p := range gen.Packages {
+		e, err := store.Open(p.SHA256)
+		if err != nil {
+			out = append(out, Drift{Kind: DriftStoreIncomplete, Package: p.Name, Detail: fmt.Sprintf("store entry %s: %v", p.SHA256[:12], err)})
+			continue
+		}
+		for _, f := range e.Files {
+			if f.Hash != "" {
+				jobs = append(jobs, job{pkg: p.Name, path: filepath.Join(e.Dir, filepath.FromSlash(f.Path)), f: f})
+			}
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	ch := make(chan job)
+	for w := 0; w < c.Jobs; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range ch {
+				if ctx.Err() != nil {
+					continue
+				}
+				if msg := checkFile(j.path, j.f); msg != "" {
+					mu.Lock()
+					out = append(out, Drift{Kind: DriftCorrupt, Package: j.pkg, Detail: msg})
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, j := range jobs {
+		ch <- j
+	}
+	close(ch)
+	wg.Wait()
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Detail < out[j].Detail })
+	return out
+}
+
+// checkFile compares a file with its RECORD size and hash ("sha256=...").
+func checkFile(path string, f wheel.File) string {
+	alg, want, ok := strings.Cut(f.Hash, "=")
+	if !ok || alg != "sha256" {
+		return ""
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("%s: %v", path, err)
+	}
+	defer fh.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, fh)
+	if err != nil {
+		return fmt.Sprintf("%s: %v", path, err)
+	}
+	if n != f.Size {
+		return fmt.Sprintf("%s: size %d, RECORD says %d", path, n, f.Size)
+	}
+	if got := base64.RawURLEncoding.EncodeToString(h.Sum(nil)); got != want {
+		return fmt.Sprintf("%s: sha256 differs from RECORD", path)
+	}
+	return ""
+}
+
+// leftovers finds temporary names of writers that are gone: same host and
+// a pid that no longer runs, or another host's names older than a day.
+func leftovers(p Paths) []Drift {
+	var out []Drift
+	host, _ := os.Hostname()
+	host = strings.NewReplacer(".", "_", "/", "_").Replace(host)
+	for _, dir := range []string{p.Root, p.Volboot(), p.Store(), p.Envs(), p.Wheels()} {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			ti, ok := atomicfile.ParseTempName(e.Name())
+			if !ok {
+				continue
+			}
+			if writerDead(ti, host, e) {
+				out = append(out, Drift{Kind: DriftLeftover, Detail: filepath.Join(dir, e.Name()) + " (a dead writer's temporary file)"})
+			}
+		}
+	}
+	return out
+}
+
+func writerDead(ti atomicfile.TempInfo, host string, e fs.DirEntry) bool {
+	if ti.Host == host {
+		err := syscall.Kill(ti.PID, 0)
+		return errors.Is(err, syscall.ESRCH)
+	}
+	info, err := e.Info()
+	return err == nil && time.Since(info.ModTime()) > 24*time.Hour
+}

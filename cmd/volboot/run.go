@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/volboot/volboot/bootstrap"
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/lockfile"
+	"github.com/volboot/volboot/manifests"
+	"github.com/volboot/volboot/runtime/health"
+	"github.com/volboot/volboot/runtime/readiness"
+	"github.com/volboot/volboot/runtime/supervise"
+)
+
+func (a *app) runCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "run [flags] [-- CMD ARGS...]",
+		Short: "Bring the volume in sync, then start and supervise the handler (the ENTRYPOINT)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.run(cmd.Context(), args)
+		},
+	}
+}
+
+// healthProgress forwards the reconciler's progress to the health state.
+type healthProgress struct{ s *health.State }
+
+func (h healthProgress) Phase(text string) { h.s.SetDetail(text) }
+func (h healthProgress) Bytes(done, total int64) {
+	p := h.s.Snapshot().Progress
+	p.BytesDone, p.BytesTotal = done, total
+	h.s.SetProgress(p)
+}
+func (h healthProgress) Packages(done, total int) {
+	p := h.s.Snapshot().Progress
+	p.PackagesDone, p.PackagesTotal = done, total
+	h.s.SetProgress(p)
+}
+
+func (a *app) run(ctx context.Context, argv []string) error {
+	state := health.NewState(time.Now)
+	cfg, err := a.syncConfig(healthProgress{state})
+	if err != nil {
+		return err
+	}
+	m := cfg.Manifest
+	if len(argv) == 0 {
+		argv = m.Run.Command
+	}
+	if len(argv) == 0 {
+		return usageError("no handler: pass it after -- or set [run].command in %s", m.File)
+	}
+	ready, err := readiness.Parse(m.Run.Ready)
+	if err != nil {
+		return usageError("%s: %v", m.Where("run.ready"), err)
+	}
+	restart, err := supervise.ParseRestart(m.Run.Restart)
+	if err != nil {
+		return usageError("%s: %v", m.Where("run.restart"), err)
+	}
+	initTimeout, err := health.ParseInitTimeout(a.env("RUNPOD_INIT_TIMEOUT"))
+	if err != nil {
+		return usageError("RUNPOD_INIT_TIMEOUT: %v", err)
+	}
+	if a.opts.healthAddr != "" {
+		srv, err := health.Listen(a.opts.healthAddr, state, a.log)
+		if err != nil {
+			return usageError("--health-addr: %v", err)
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+		}()
+	}
+	tmp, err := os.MkdirTemp("", "volboot-run-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	// The use-lease lives as long as the handler may run.
+	leaseCtx, stopLease := context.WithCancel(context.Background())
+	defer stopLease()
+	var lease *lockfile.Lease
+	defer func() {
+		if lease != nil {
+			lease.Release()
+		}
+	}()
+
+	res := supervise.Run(ctx, supervise.Config{
+		Logger: a.log,
+		State:  state,
+		Bootstrap: func(bctx context.Context) (supervise.Handler, error) {
+			o, err := bootstrap.Sync(bctx, cfg)
+			if err != nil {
+				return supervise.Handler{}, err
+			}
+			groups := make([]health.Group, 0, len(o.Groups))
+			for _, g := range o.Groups {
+				groups = append(groups, health.Group{Name: g.Name, State: g.State, Reason: g.Reason})
+			}
+			state.SetGroups(groups)
+			state.SetGeneration(o.Generation)
+			host, _ := os.Hostname()
+			lease, err = lockfile.HoldLease(leaseCtx, lockfile.LeaseOptions{
+				Dir: cfg.Paths.Volboot(), WorkerID: sanitizeID(host) + "-" + strconv.Itoa(os.Getpid()),
+				Generation: o.Generation, Logger: a.log,
+			})
+			if err != nil {
+				return supervise.Handler{}, fmt.Errorf("use-lease: %w", err)
+			}
+			env, err := handlerEnv(os.Environ(), cfg.Paths, m, o, tmp)
+			if err != nil {
+				return supervise.Handler{}, err
+			}
+			return supervise.Handler{Argv: argv, Env: env}, nil
+		},
+		Ready:        ready,
+		ReadyTimeout: m.Run.ReadyTimeout,
+		StopGrace:    m.Run.StopGrace,
+		Restart:      supervise.RestartPolicy{Mode: restart, MaxRestarts: m.Run.MaxRestarts},
+		InitTimeout:  initTimeout,
+		TempDir:      tmp,
+	})
+	if res.Err != nil {
+		a.log.Error("volboot run failed", zap.Error(res.Err))
+	}
+	if res.Code != 0 {
+		return &exitError{code: res.Code, err: nil}
+	}
+	return nil
+}
+
+// sanitizeID keeps a worker id to the characters a lease file name allows.
+func sanitizeID(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// capabilities is the JSON file VOLBOOT_CAPABILITIES names (DESIGN.md §8).
+type capabilities struct {
+	Generation string                   `json:"generation"`
+	Groups     []bootstrap.GroupOutcome `json:"groups"`
+	Usable     []string                 `json:"usable"`
+	Degraded   map[string]string        `json:"degraded"`
+	Models     []bootstrap.ModelRecord  `json:"models"`
+	GPU        json.RawMessage          `json:"gpu,omitempty"`
+}
+
+// handlerEnv builds the handler's environment: the inherited one, then
+// the generation's (VIRTUAL_ENV, PATH), the volume's caches, the group
+// facts, and the manifest's [run].env.
+func handlerEnv(base []string, p bootstrap.Paths, m *manifests.Manifest, o *bootstrap.Outcome, tmp string) ([]string, error) {
+	vars := map[string]string{}
+	var order []string
+	for _, kv := range base {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, dup := vars[k]; !dup {
+			order = append(order, k)
+		}
+		vars[k] = v
+	}
+	set := func(k, v string) {
+		if _, ok := vars[k]; !ok {
+			order = append(order, k)
+		}
+		vars[k] = v
+	}
+	for k, v := range m.Run.Env {
+		set(k, v)
+	}
+	delete(vars, "PYTHONHOME")
+	set("VIRTUAL_ENV", o.Dir)
+	path := filepath.Join(o.Dir, "bin")
+	if old := vars["PATH"]; old != "" {
+		path += ":" + old
+	}
+	set("PATH", path)
+	set("HF_HOME", p.HFHome())
+	set("HF_HUB_CACHE", p.Hub())
+	set("TORCH_HOME", p.TorchHome())
+	set("PYTHONUNBUFFERED", "1")
+	caps := capabilities{Generation: o.Generation, Groups: o.Groups, Usable: o.Usable(), Degraded: map[string]string{}, Models: o.Models, GPU: o.GPU}
+	var degraded []string
+	for _, g := range o.Groups {
+		if g.State == bootstrap.GroupDegraded {
+			caps.Degraded[g.Name] = g.Reason
+			degraded = append(degraded, g.Name+"="+strings.ReplaceAll(g.Reason, ",", ";"))
+		}
+	}
+	sort.Strings(degraded)
+	set("VOLBOOT_GROUPS", strings.Join(o.Usable(), ","))
+	set("VOLBOOT_DEGRADED", strings.Join(degraded, ","))
+	if offline := hfOffline(m.Run.HFOffline, o); offline {
+		set("HF_HUB_OFFLINE", "1")
+	}
+	data, err := json.MarshalIndent(caps, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	capsFile := filepath.Join(tmp, "capabilities.json")
+	if err := atomicfile.Write(capsFile, data, 0o644); err != nil {
+		return nil, err
+	}
+	set("VOLBOOT_CAPABILITIES", capsFile)
+	env := make([]string, 0, len(order))
+	for _, k := range order {
+		if v, ok := vars[k]; ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env, nil
+}
+
+// hfOffline decides HF_HUB_OFFLINE: always, never, or (auto) when every
+// model of the usable groups is present.
+func hfOffline(mode string, o *bootstrap.Outcome) bool {
+	switch mode {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
+	usable := map[string]bool{}
+	for _, g := range o.Usable() {
+		usable[g] = true
+	}
+	for _, md := range o.Models {
+		if usable[md.Group] && !md.OK {
+			return false
+		}
+	}
+	return true
+}
