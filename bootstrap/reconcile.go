@@ -40,6 +40,7 @@ import (
 	"github.com/volboot/volboot/bootstrap/fetch"
 	"github.com/volboot/volboot/bootstrap/gpu"
 	"github.com/volboot/volboot/bootstrap/interp"
+	"github.com/volboot/volboot/bootstrap/models"
 	"github.com/volboot/volboot/bootstrap/pep440"
 	"github.com/volboot/volboot/bootstrap/pep508"
 	"github.com/volboot/volboot/bootstrap/pylock"
@@ -333,7 +334,12 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 			p.fail(wheels[sha].Package.Name+" "+wheels[sha].Package.Version, reason)
 		}
 	}
-	entries, downloaded, err := c.fetchAndUnpack(ctx, lk, store, wheels, failWheel)
+	fetcher := c.fetcher(lk)
+	entries, downloaded, err := c.fetchAndUnpack(ctx, lk, fetcher, store, wheels, failWheel)
+	if err != nil {
+		return nil, err
+	}
+	modelRecords, err := c.syncModels(ctx, lk, fetcher, plans)
 	if err != nil {
 		return nil, err
 	}
@@ -348,6 +354,7 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 		if err != nil {
 			return nil, err
 		}
+		gen.Models = modelRecords
 		if !c.smoke(ctx, lk, gen, plans, entries) || round > len(plans) {
 			break
 		}
@@ -447,7 +454,7 @@ func requiredFailure(plans []*groupPlan) error {
 // fetchAndUnpack makes sure the store holds every wheel: store entries
 // already complete cost one stat; others are downloaded (resumably) into the
 // cache or read from the lock's path, then unpacked and verified.
-func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, store *wheel.Store, wheels map[string]*pylock.Selected, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
+func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
 	entries := map[string]*wheel.Entry{}
 	var items []fetch.Item
 	var srcs []wheel.Source
@@ -492,14 +499,6 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, store *w
 			return nil, 0, err
 		}
 		c.Progress.Phase("downloading")
-		f := fetch.New(fetch.Options{
-			Client: c.HTTP, Logger: c.Logger, Jobs: c.Jobs, Credentials: c.Credentials,
-			AllowHTTP: c.allowHTTP(),
-			Progress: fetch.ProgressOptions{Terminal: c.Terminal, Output: c.ProgressOut, Phase: func(s string) {
-				lk.SetPhase(s)
-				c.Progress.Phase(s)
-			}},
-		})
 		results, _ := f.Fetch(ctx, items)
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
@@ -550,6 +549,62 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, store *w
 		}
 	}
 	return entries, downloaded, nil
+}
+
+// fetcher is the downloader for wheels and model files; its progress goes
+// to the lock holder's phase and the health state.
+func (c *Config) fetcher(lk *lockfile.Lock) *fetch.Fetcher {
+	return fetch.New(fetch.Options{
+		Client: c.HTTP, Logger: c.Logger, Jobs: c.Jobs, Credentials: c.Credentials,
+		AllowHTTP: c.allowHTTP(),
+		Progress: fetch.ProgressOptions{Terminal: c.Terminal, Output: c.ProgressOut, Phase: func(s string) {
+			lk.SetPhase(s)
+			c.Progress.Phase(s)
+		}},
+	})
+}
+
+// syncModels puts the models of every active group into the hub cache. A
+// model that fails degrades its group, as a failing package does.
+func (c *Config) syncModels(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, plans []*groupPlan) ([]ModelRecord, error) {
+	byGroup := map[string]*groupPlan{}
+	for _, p := range plans {
+		byGroup[p.group.Name] = p
+	}
+	var want []models.Model
+	for _, m := range c.Manifest.Models {
+		if p := byGroup[m.Group]; p != nil && p.active() {
+			want = append(want, models.Model{Repo: m.Repo, Revision: m.Revision, RepoType: m.RepoType, Files: m.Files, Group: m.Group})
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	if err := lk.Check(); err != nil {
+		return nil, err
+	}
+	c.Progress.Phase(fmt.Sprintf("fetching %d models", len(want)))
+	lk.SetPhase(fmt.Sprintf("fetching %d models", len(want)))
+	endpoint := models.EndpointFromEnv(c.Getenv)
+	allow := c.allowHTTP()
+	syncer, err := models.New(models.Options{Endpoint: endpoint, HubDir: c.Paths.Hub(), Fetcher: f,
+		Credentials: c.Credentials, Logger: c.Logger, Jobs: c.Jobs, AllowHTTP: allow})
+	if err != nil {
+		return nil, fmt.Errorf("models: %w", err)
+	}
+	var records []ModelRecord
+	for _, r := range syncer.Sync(ctx, want) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		rec := ModelRecord{Repo: r.Model.Repo, Revision: r.Model.Revision, Commit: r.Snapshot.Commit, Group: r.Model.Group, OK: r.Err == nil}
+		if r.Err != nil {
+			rec.Reason = r.Err.Error()
+			byGroup[r.Model.Group].fail("model "+r.Model.Repo, r.Err.Error())
+		}
+		records = append(records, rec)
+	}
+	return records, nil
 }
 
 // unpackReason picks the line of a joined unpack error that names filename.
