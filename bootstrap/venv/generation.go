@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -348,7 +349,7 @@ func (b *Builder) plan(l Layout, pkgs []Package) ([]op, error) {
 				return nil, err
 			}
 		}
-		for _, ep := range e.EntryPoints {
+		for _, ep := range scriptsFor(e.EntryPoints, b.Python.Major, b.Python.Minor) {
 			data := launcher(ep)
 			o := op{kind: opWrite, data: data, exec: true, dst: path.Join(filepath.ToSlash(l.Scripts), ep.Name), pkg: i,
 				hash: recordHash(data), size: int64(len(data))}
@@ -622,4 +623,44 @@ func syncFS(dir string) error {
 		return fmt.Errorf("syncfs %s: %w", dir, err)
 	}
 	return nil
+}
+
+var (
+	pipScriptRE         = regexp.MustCompile(`^pip(\d+(\.\d+)?)?$`)
+	easyInstallScriptRE = regexp.MustCompile(`^easy_install(-\d+\.\d+)?$`)
+)
+
+// scriptsFor returns the scripts to generate for a wheel's entry points.
+// Like pip, it replaces the versioned pip and easy_install scripts a wheel
+// names (for the Python that built it) with ones for the target
+// interpreter: pip, pipX, pipX.Y and easy_install, easy_install-X.Y.
+func scriptsFor(eps []wheel.EntryPoint, major, minor int) []wheel.EntryPoint {
+	var pip, easy *wheel.EntryPoint
+	var out []wheel.EntryPoint
+	for _, ep := range eps {
+		switch {
+		case !ep.GUI && ep.Name == "pip":
+			pip = &ep
+		case !ep.GUI && ep.Name == "easy_install":
+			easy = &ep
+		}
+	}
+	for _, ep := range eps {
+		if ep.GUI {
+			out = append(out, ep)
+			continue
+		}
+		if pip != nil && pipScriptRE.MatchString(ep.Name) || easy != nil && easyInstallScriptRE.MatchString(ep.Name) {
+			continue
+		}
+		out = append(out, ep)
+	}
+	with := func(ep wheel.EntryPoint, name string) wheel.EntryPoint { ep.Name = name; return ep }
+	if pip != nil {
+		out = append(out, with(*pip, "pip"), with(*pip, fmt.Sprintf("pip%d", major)), with(*pip, fmt.Sprintf("pip%d.%d", major, minor)))
+	}
+	if easy != nil {
+		out = append(out, with(*easy, "easy_install"), with(*easy, fmt.Sprintf("easy_install-%d.%d", major, minor)))
+	}
+	return out
 }

@@ -1,0 +1,235 @@
+package venv_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
+)
+
+// TestTorchNvidiaLayout builds, with gcc against the machine's Python
+// headers, a wheel shipping fakens/fakecublas/lib/libfakecublas.so and a
+// wheel whose extension reaches it through an RPATH climbing out of its own
+// package ($ORIGIN/../../fakens/fakecublas/lib, as torch reaches
+// nvidia/cublas/lib). After volboot installs both (with a third wheel
+// sharing fakens/), the extension imports and calls into the library, and
+// the library is loaded from the generation, not the store.
+func TestTorchNvidiaLayout(t *testing.T) {
+	info := python(t)
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("gcc not on PATH")
+	}
+	if _, err := os.Stat(filepath.Join(info.Include, "Python.h")); err != nil {
+		t.Skipf("no Python headers at %s", info.Include)
+	}
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	os.Mkdir(src, 0o755)
+	os.WriteFile(filepath.Join(src, "fakecublas.c"), []byte("int fakecublas_gemm(int a, int b) { return a * b + 7; }\n"), 0o644)
+	os.WriteFile(filepath.Join(src, "ext.c"), []byte(`#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+extern int fakecublas_gemm(int, int);
+static PyObject *gemm(PyObject *self, PyObject *args) {
+    int a, b;
+    if (!PyArg_ParseTuple(args, "ii", &a, &b)) return NULL;
+    return PyLong_FromLong(fakecublas_gemm(a, b));
+}
+static PyMethodDef methods[] = {{"gemm", gemm, METH_VARARGS, "a*b+7"}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_C", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&mod); }
+`), 0o644)
+	lib := filepath.Join(src, "libfakecublas.so")
+	run(t, src, "gcc", "-shared", "-fPIC", "-O1", "-o", lib, "fakecublas.c")
+	ext := filepath.Join(src, "_C"+info.ExtSuffix)
+	run(t, src, "gcc", "-shared", "-fPIC", "-O1", "-I", info.Include, "-o", ext, "ext.c",
+		"-L"+src, "-lfakecublas", "-Wl,-rpath,$ORIGIN/../../fakens/fakecublas/lib")
+	libData, _ := os.ReadFile(lib)
+	extData, _ := os.ReadFile(ext)
+
+	tag := "cp" + strings.ReplaceAll(info.PyVersion(), ".", "") + "-" + info.ABI() + "-linux_" + info.Machine
+	cublas := wheeltest.Spec{Name: "fakens-cublas", Version: "12.8.4.1", Tag: "py3-none-" + "manylinux_2_17_" + info.Machine, Platlib: true,
+		Files: []wheeltest.File{
+			{Name: "fakens/__init__.py"},
+			{Name: "fakens/fakecublas/__init__.py"},
+			{Name: "fakens/fakecublas/lib/__init__.py"},
+			{Name: "fakens/fakecublas/lib/libfakecublas.so", Data: libData, Mode: 0o755},
+		}}
+	cudnn := wheeltest.Spec{Name: "fakens-cudnn", Version: "9.1", Tag: cublas.Tag, Platlib: true,
+		Files: []wheeltest.File{
+			{Name: "fakens/__init__.py"}, // the same empty file: shared, not a conflict
+			{Name: "fakens/fakecudnn/__init__.py", Data: []byte("OK = True\n")},
+		}}
+	torch := wheeltest.Spec{Name: "faketorch", Version: "2.8.0", Tag: tag, Platlib: true,
+		Files: []wheeltest.File{
+			{Name: "faketorch/__init__.py", Data: []byte("from faketorch.lib._C import gemm\n")},
+			{Name: "faketorch/lib/__init__.py"},
+			{Name: "faketorch/lib/_C" + info.ExtSuffix, Data: extData, Mode: 0o755},
+		}}
+	ws := []wheelFile{specWheel(t, tmp, cublas), specWheel(t, tmp, cudnn), specWheel(t, tmp, torch)}
+	volume := filepath.Join(tmp, "vol")
+	gen := install(t, info, volume, "gen-gpu", ws, venv.Hardlink)
+	out := run(t, "", filepath.Join(gen, "bin", "python"), "-c", `
+import faketorch, fakens.fakecudnn
+print(faketorch.gemm(6, 7), fakens.fakecudnn.OK)
+print([l.split()[-1] for l in open('/proc/self/maps') if 'libfakecublas' in l][0])
+`)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || lines[0] != "49 True" {
+		t.Fatalf("extension call printed %q", out)
+	}
+	wantLib := filepath.Join(gen, "lib", "python"+info.PyVersion(), "site-packages", "fakens", "fakecublas", "lib", "libfakecublas.so")
+	if lines[1] != wantLib {
+		t.Errorf("library loaded from %s, want %s (the generation, not the store)", lines[1], wantLib)
+	}
+	// It is still the store's file: a hard link, not a copy.
+	var a, b syscall.Stat_t
+	syscall.Stat(wantLib, &a)
+	matches, _ := filepath.Glob(filepath.Join(volume, ".volboot", "store", "*", "fakens", "fakecublas", "lib", "libfakecublas.so"))
+	if len(matches) != 1 {
+		t.Fatalf("store copies of the library: %v", matches)
+	}
+	syscall.Stat(matches[0], &b)
+	if a.Ino != b.Ino {
+		t.Errorf("generation file is not a hard link to the store")
+	}
+}
+
+func TestConflicts(t *testing.T) {
+	info := python(t)
+	tmp := t.TempDir()
+	mk := func(name, body string, extra ...wheeltest.File) wheelFile {
+		s := wheeltest.Spec{Name: name, Version: "1.0", Files: append([]wheeltest.File{
+			{Name: name + "/__init__.py"},
+			{Name: "shared/common.py", Data: []byte(body)},
+		}, extra...)}
+		return specWheel(t, tmp, s)
+	}
+	a := mk("pkg_a", "X = 1\n")
+	same := mk("pkg_b", "X = 1\n")
+	differ := mk("pkg_c", "X = 2\n")
+	volume := filepath.Join(tmp, "vol")
+
+	gen := install(t, info, volume, "ok", []wheelFile{a, same}, venv.Hardlink)
+	for _, d := range []string{"pkg_a-1.0.dist-info", "pkg_b-1.0.dist-info"} {
+		rec, err := os.ReadFile(filepath.Join(gen, "lib", "python"+info.PyVersion(), "site-packages", d, "RECORD"))
+		if err != nil || !strings.Contains(string(rec), "shared/common.py,sha256=") {
+			t.Errorf("%s/RECORD does not list the shared file: %s %v", d, rec, err)
+		}
+	}
+
+	_, err := installErr(info, volume, "bad", []wheelFile{a, differ}, venv.Hardlink)
+	if err == nil || !strings.Contains(err.Error(), a.filename) || !strings.Contains(err.Error(), differ.filename) ||
+		!strings.Contains(err.Error(), "shared/common.py") {
+		t.Fatalf("conflict error %v does not name both wheels and the path", err)
+	}
+	hijack := specWheel(t, tmp, wheeltest.Spec{Name: "hijack", Version: "1.0", Files: []wheeltest.File{
+		{Name: "hijack-1.0.data/scripts/python", Data: []byte("#!/bin/sh\necho owned\n")},
+	}})
+	_, err = installErr(info, volume, "bad2", []wheelFile{hijack}, venv.Hardlink)
+	if err == nil || !strings.Contains(err.Error(), "bin/python") || !strings.Contains(err.Error(), hijack.filename) {
+		t.Fatalf("overwriting bin/python: %v", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(volume, ".volboot", "envs"))
+	if len(ents) != 1 || ents[0].Name() != "ok" {
+		t.Fatalf("envs holds %v after failed builds, want only ok", ents)
+	}
+}
+
+// TestCopyModeAndRequested builds in copy mode: no file shares an inode
+// with the store, bytecode stays valid (mtimes kept), REQUESTED only for
+// requested packages, and a second Build of a complete id is a no-op.
+func TestCopyModeAndRequested(t *testing.T) {
+	info := python(t)
+	tmp := t.TempDir()
+	top := specWheel(t, tmp, wheeltest.Spec{Name: "top", Version: "1.0", Files: []wheeltest.File{{Name: "top.py", Data: []byte("import dep\nV = dep.V\n")}}})
+	dep := specWheel(t, tmp, wheeltest.Spec{Name: "dep", Version: "0.1", Files: []wheeltest.File{{Name: "dep.py", Data: []byte("V = 5\n")}}})
+	dep.requested = false
+	volume := filepath.Join(tmp, "vol")
+	gen := install(t, info, volume, "copy", []wheelFile{top, dep}, venv.Copy)
+	sp := filepath.Join(gen, "lib", "python"+info.PyVersion(), "site-packages")
+	if _, err := os.Stat(filepath.Join(sp, "top-1.0.dist-info", "REQUESTED")); err != nil {
+		t.Error("top has no REQUESTED")
+	}
+	if _, err := os.Stat(filepath.Join(sp, "dep-0.1.dist-info", "REQUESTED")); err == nil {
+		t.Error("dep has REQUESTED but was not requested")
+	}
+	var st syscall.Stat_t
+	syscall.Stat(filepath.Join(sp, "dep.py"), &st)
+	if st.Nlink != 1 {
+		t.Errorf("copy mode: dep.py has %d links", st.Nlink)
+	}
+	before := fileSet(t, gen)
+	if out := run(t, "", filepath.Join(gen, "bin", "python"), "-c", "import top; print(top.V)"); strings.TrimSpace(out) != "5" {
+		t.Fatalf("import printed %q", out)
+	}
+	if a, b := diff(before, fileSet(t, gen)); len(a)+len(b) > 0 {
+		t.Errorf("importing rewrote bytecode (copied mtimes lost?): %v %v", a, b)
+	}
+	m, err := venv.ReadMarker(gen)
+	if err != nil || len(m.Packages) != 2 || m.Packages[0].Name != "top" || !m.Packages[0].Requested {
+		t.Fatalf("marker %+v %v", m, err)
+	}
+	// Building a complete id again returns it untouched.
+	if _, err := installErr(info, volume, "copy", []wheelFile{top}, venv.Copy); err != nil {
+		t.Fatal(err)
+	}
+	if m2, _ := venv.ReadMarker(gen); len(m2.Packages) != 2 {
+		t.Fatal("rebuilt a complete generation")
+	}
+}
+
+func TestActivate(t *testing.T) {
+	info := python(t)
+	tmp := t.TempDir()
+	volume := filepath.Join(tmp, "vol")
+	gen := install(t, info, volume, "act", nil, venv.Hardlink)
+	if err := os.Symlink(filepath.Join(".volboot", "envs", "act"), filepath.Join(volume, "venv")); err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range []string{"bash", "zsh", "ksh"} {
+		if _, err := exec.LookPath(sh); err != nil {
+			continue
+		}
+		for _, root := range []string{gen, filepath.Join(volume, "venv")} {
+			out := run(t, tmp, sh, "-c", `. "$1/bin/activate" && echo "$VIRTUAL_ENV" && command -v python && python -c 'import sys; print(sys.prefix != sys.base_prefix)' && deactivate && echo "${VIRTUAL_ENV:-unset}"`, sh, root)
+			want := root + "\n" + root + "/bin/python\nTrue\nunset\n"
+			if out != want {
+				t.Errorf("%s: activate printed %q, want %q", sh, out, want)
+			}
+		}
+	}
+	if _, err := exec.LookPath("dash"); err == nil {
+		out, err := runErr(tmp, "dash", "-c", `. "$1/bin/activate"`, "dash", gen)
+		if err == nil || !strings.Contains(out, "bash, zsh or ksh") {
+			t.Errorf("dash: %v %q, want a clear refusal", err, out)
+		}
+	}
+	if _, err := exec.LookPath("fish"); err == nil {
+		out := run(t, tmp, "fish", "-c", "source "+gen+"/bin/activate.fish; echo $VIRTUAL_ENV")
+		if strings.TrimSpace(out) != gen {
+			t.Errorf("fish: %q", out)
+		}
+	}
+	if _, err := exec.LookPath("tcsh"); err == nil {
+		out := run(t, tmp, "tcsh", "-c", "source "+gen+"/bin/activate.csh; echo $VIRTUAL_ENV")
+		if strings.TrimSpace(out) != gen {
+			t.Errorf("tcsh: %q", out)
+		}
+	}
+	cfg, _ := os.ReadFile(filepath.Join(gen, "pyvenv.cfg"))
+	for _, want := range []string{"home = " + filepath.Dir(info.BaseExecutable) + "\n", "include-system-site-packages = false\n", "version = " + info.Version + "\n", "implementation = CPython\n"} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("pyvenv.cfg lacks %q:\n%s", want, cfg)
+		}
+	}
+	if info.Lib64 {
+		if l, err := os.Readlink(filepath.Join(gen, "lib64")); err != nil || l != "lib" {
+			t.Errorf("lib64 -> %q, %v", l, err)
+		}
+	}
+}
