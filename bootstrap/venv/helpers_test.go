@@ -51,7 +51,7 @@ func python(t *testing.T) *interp.Info {
 // wheelFile is a wheel on disk with its digest.
 type wheelFile struct {
 	path, filename, sha string
-	requested          bool
+	requested           bool
 }
 
 func fileWheel(t *testing.T, p string) wheelFile {
