@@ -149,7 +149,7 @@ type Hub struct {
 	blobs     map[string]*blob  // by sha256
 	resFaults map[string]resolveFault
 
-	hubHEAD, hubGET, api                atomic.Int64
+	hubHEAD, hubGET, api               atomic.Int64
 	cdnRequests, cdnBytes, cdnWithAuth atomic.Int64
 }
 
