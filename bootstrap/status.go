@@ -175,7 +175,14 @@ func (c *Config) explainMiss(ctx context.Context, st *State, r *StatusReport) er
 	if err != nil {
 		return err
 	}
+	refState := map[string]string{}
+	for _, o := range ref.Groups {
+		refState[o.Name] = o.State
+	}
 	for _, g := range c.Manifest.Groups {
+		if s := refState[g.Name]; s == GroupDegraded || s == GroupSkipped {
+			continue // its packages are missing on purpose; the group drift says why
+		}
 		sel, err := c.Lock.Select(targetFor(info, py, g.Name))
 		if err != nil {
 			continue // reported by sync as a degraded group

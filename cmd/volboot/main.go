@@ -190,29 +190,6 @@ func (a *app) loadManifest() (*manifests.Manifest, *pylock.Lock, error) {
 	return m, l, nil
 }
 
-// pendingCommand is a command whose machinery comes with a later issue. It
-// validates its input like the real one will, then says plainly that it
-// cannot do the work yet: never a fake success.
-func (a *app) pendingCommand(use, short, what string) *cobra.Command {
-	return &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, _, err := a.loadManifest(); err != nil {
-				return err
-			}
-			return usageError("%s: not implemented yet: it needs %s", cmd.CommandPath(), what)
-		},
-	}
-}
-
-func (a *app) gcCommand() *cobra.Command {
-	c := a.pendingCommand("gc", "Drop what no manifest, generation or live lease needs", "the reconciler (issue 6)")
-	c.Flags().Bool("dry-run", false, "list what would go, with sizes")
-	return c
-}
-
 func (a *app) versionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",

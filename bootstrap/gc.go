@@ -1,0 +1,241 @@
+package bootstrap
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/models"
+	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/lockfile"
+)
+
+// GCItem is one thing gc removes (or, in a dry run, would remove).
+type GCItem struct {
+	Kind  string `json:"kind"` // generation, store-entry, download, partial-download, leftover, model-blob, model-snapshot
+	Path  string `json:"path"`
+	Bytes int64  `json:"bytes"`
+	Why   string `json:"why"`
+}
+
+// GCReport lists what gc removed and what it kept.
+type GCReport struct {
+	DryRun  bool     `json:"dry_run"`
+	Kept    []string `json:"kept_generations"`
+	Removed []GCItem `json:"removed"`
+	Bytes   int64    `json:"bytes"`
+}
+
+// GC removes, under the volume lock, every generation that is neither
+// current, nor built from the current manifest and lock, nor named by a
+// live use-lease; then store entries and downloads no kept generation
+// needs, partial downloads the lock no longer wants, dead writers'
+// leftovers, and model snapshots and blobs no kept generation uses. Each
+// complete thing loses its marker before its content, so an interrupted gc
+// leaves incomplete things, never things that look complete. dryRun takes
+// no lock and removes nothing.
+func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
+	c.defaults()
+	if !dryRun {
+		lk, err := lockfile.Acquire(ctx, lockfile.Options{Dir: c.Paths.Volboot(), Logger: c.Logger, Mode: c.LockMode,
+			WaitTimeout: c.LockTimeout, Phase: "garbage collecting"})
+		if err != nil {
+			return nil, fmt.Errorf("volume lock: %w", err)
+		}
+		defer lk.Release()
+	}
+	st, err := ReadState(c.Paths.State())
+	if err != nil {
+		return nil, err
+	}
+	r := &GCReport{DryRun: dryRun}
+	var freed freedSpace
+	remove := func(kind, path, why, marker string) {
+		size := freed.add(path)
+		r.Removed = append(r.Removed, GCItem{Kind: kind, Path: path, Bytes: size, Why: why})
+		r.Bytes += size
+		if dryRun {
+			return
+		}
+		if marker != "" {
+			os.Remove(filepath.Join(path, marker))
+		}
+		if err := os.RemoveAll(path); err != nil {
+			c.Logger.Warn("gc: remove", zap.String("path", path), zap.Error(err))
+		}
+	}
+
+	// Generations.
+	keep := map[string]string{}
+	if st.Current != "" {
+		keep[st.Current] = "current"
+	}
+	for id, g := range st.Generations {
+		if g.Manifest == c.Manifest.Digest && g.Lock == c.Lock.Digest {
+			if _, ok := keep[id]; !ok {
+				keep[id] = "built from the current manifest and lock"
+			}
+		}
+	}
+	leases, err := lockfile.ListLeases(c.Paths.Volboot(), lockfile.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list use-leases: %w", err)
+	}
+	for _, l := range leases {
+		if l.Live && l.Record != nil {
+			keep[l.Record.Generation] = "used by live worker " + l.WorkerID
+		}
+	}
+	neededWheels := map[string]bool{}
+	ents, _ := os.ReadDir(c.Paths.Envs())
+	for _, e := range ents {
+		if _, tmp := atomicfile.ParseTempName(e.Name()); tmp {
+			continue // leftovers below
+		}
+		dir := c.Paths.Env(e.Name())
+		if _, ok := keep[e.Name()]; ok {
+			if m, err := venv.ReadMarker(dir); err == nil {
+				for _, p := range m.Packages {
+					neededWheels[p.SHA256] = true
+				}
+			}
+			continue
+		}
+		remove("generation", dir, "not current, not from the current manifest and lock, no live lease", venv.CompleteName)
+		if !dryRun {
+			delete(st.Generations, e.Name())
+		}
+	}
+	for id, why := range keep {
+		r.Kept = append(r.Kept, id+" ("+why+")")
+		if g := st.Generations[id]; g != nil {
+			for _, p := range g.Packages {
+				neededWheels[p.SHA256] = true
+			}
+		}
+	}
+	sort.Strings(r.Kept)
+
+	// Store entries and downloads.
+	ents, _ = os.ReadDir(c.Paths.Store())
+	for _, e := range ents {
+		if _, tmp := atomicfile.ParseTempName(e.Name()); tmp || neededWheels[e.Name()] {
+			continue
+		}
+		remove("store-entry", filepath.Join(c.Paths.Store(), e.Name()), "no kept generation installs it", wheel.CompleteName)
+	}
+	wanted := map[string]bool{}
+	for _, p := range c.Lock.Packages {
+		for _, w := range p.Wheels {
+			wanted[w.SHA256] = true
+		}
+	}
+	ents, _ = os.ReadDir(c.Paths.Wheels())
+	for _, e := range ents {
+		name := e.Name()
+		if _, tmp := atomicfile.ParseTempName(name); tmp {
+			continue
+		}
+		sha, _, _ := strings.Cut(name, ".")
+		switch {
+		case strings.HasSuffix(name, ".whl") && !neededWheels[sha]:
+			remove("download", filepath.Join(c.Paths.Wheels(), name), "no kept generation installs it", "")
+		case (strings.HasSuffix(name, ".part") || strings.HasSuffix(name, ".part.json")) && !wanted[sha]:
+			remove("partial-download", filepath.Join(c.Paths.Wheels(), name), "the lock no longer names this wheel", "")
+		}
+	}
+
+	// Leftovers of dead writers.
+	for _, d := range leftovers(c.Paths) {
+		path, _, _ := strings.Cut(d.Detail, " (")
+		remove("leftover", path, "a dead writer's temporary file", "")
+	}
+
+	// Models: keep the snapshots kept generations recorded.
+	commits := map[string][]string{}
+	for id := range keep {
+		if g := st.Generations[id]; g != nil {
+			for _, m := range g.Models {
+				if m.Commit != "" {
+					commits[m.Repo] = append(commits[m.Repo], m.Commit)
+				}
+			}
+		}
+	}
+	var keeps []models.Keep
+	for _, m := range c.Manifest.Models {
+		keeps = append(keeps, models.Keep{RepoType: m.RepoType, Repo: m.Repo, Commits: commits[m.Repo]})
+	}
+	if len(keeps) > 0 {
+		mr, err := models.GC(c.Paths.Hub(), keeps, dryRun)
+		if err != nil {
+			return nil, fmt.Errorf("models gc: %w", err)
+		}
+		for _, p := range mr.Snapshots {
+			r.Removed = append(r.Removed, GCItem{Kind: "model-snapshot", Path: p, Why: "no kept generation uses this commit"})
+		}
+		for _, p := range mr.Blobs {
+			r.Removed = append(r.Removed, GCItem{Kind: "model-blob", Path: p, Why: "no kept snapshot links to it"})
+		}
+		r.Bytes += mr.Bytes
+	}
+
+	if !dryRun {
+		for key, id := range st.Keys {
+			if st.Generations[id] == nil {
+				delete(st.Keys, key)
+			}
+		}
+		if err := st.Write(c.Paths.State()); err != nil {
+			return nil, fmt.Errorf("record state: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// freedSpace counts the bytes removals free. Generations hard-link their
+// files to the store, so a file's bytes are freed only when every one of
+// its links goes: each inode is counted once all its links were seen.
+type freedSpace struct {
+	links map[uint64]int // inode -> links seen among removed paths
+	total int64
+}
+
+// add walks path and returns the bytes its removal frees, given what was
+// added before.
+func (f *freedSpace) add(path string) int64 {
+	if f.links == nil {
+		f.links = map[uint64]int{}
+	}
+	var n int64
+	filepath.WalkDir(path, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		sys, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			n += info.Size()
+			return nil
+		}
+		f.links[sys.Ino]++
+		if uint64(f.links[sys.Ino]) == uint64(sys.Nlink) {
+			n += info.Size()
+		}
+		return nil
+	})
+	f.total += n
+	return n
+}
