@@ -107,8 +107,9 @@ type Config struct {
 	State *health.State
 	// Bootstrap makes the volume ready and says what to run. Its context
 	// is cancelled when a signal arrives (or Run's context ends); it must
-	// then return promptly, having released what it holds. Bootstrap may
-	// use os/exec: the reaper only starts after it returns.
+	// then return promptly, having released what it holds; Run waits for
+	// it at most StopGrace. Bootstrap may use os/exec: the reaper only
+	// starts after it returns.
 	Bootstrap func(ctx context.Context) (Handler, error)
 
 	Ready        readiness.Spec

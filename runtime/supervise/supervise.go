@@ -10,7 +10,9 @@
 //
 // Signals:
 //   - During the bootstrap (or a restart backoff), any of the six signals
-//     cancels it; Run exits 128+signal once the bootstrap has returned.
+//     cancels it; Run exits 128+signal once the bootstrap has returned, or
+//     after StopGrace if the bootstrap does not return (its goroutine is
+//     then abandoned to the process exit).
 //   - While the handler runs, each is sent to its process group. SIGTERM
 //     and SIGINT also mean "stop": no restart follows, and StopGrace later
 //     the group gets SIGKILL if the handler is still alive.
@@ -72,7 +74,7 @@ func Run(ctx context.Context, cfg Config) Result {
 	defer signal.Stop(sigs)
 	s := &supervisor{cfg: cfg, log: cfg.Logger, state: cfg.State, sigs: sigs, ctx: ctx}
 	res := s.run()
-	if res.Err != nil || s.state.Phase() == health.PhaseFailed {
+	if s.state.Phase() == health.PhaseFailed {
 		s.linger()
 	}
 	return res
@@ -179,6 +181,7 @@ func (s *supervisor) bootstrap() (h Handler, res Result, ok bool) {
 		done <- outcome{h, err}
 	}()
 	var stopSig os.Signal
+	var giveUp <-chan time.Time
 	ctxDone := s.ctx.Done()
 	for {
 		select {
@@ -188,6 +191,7 @@ func (s *supervisor) bootstrap() (h Handler, res Result, ok bool) {
 				s.log.Warn("signal during bootstrap; cancelling it", zap.String("signal", sig.String()))
 				s.state.SetPhase(health.PhaseStopping, "signal "+sig.String()+" during bootstrap")
 				cancel()
+				giveUp = time.After(s.cfg.StopGrace)
 			} else {
 				s.log.Warn("still waiting for the bootstrap to stop", zap.String("signal", sig.String()))
 			}
@@ -195,6 +199,18 @@ func (s *supervisor) bootstrap() (h Handler, res Result, ok bool) {
 			ctxDone = nil
 			s.state.SetPhase(health.PhaseStopping, "stopped during bootstrap")
 			cancel()
+			giveUp = time.After(s.cfg.StopGrace)
+		case <-giveUp:
+			// A bootstrap stuck in a system call on a hung network
+			// filesystem may never return. Exiting anyway is safe: the
+			// kernel drops our flock with the process, and what was
+			// half-written sits under temporary names for the next run.
+			err := fmt.Errorf("bootstrap did not stop within the stop grace (%s) after cancellation; exiting without it", s.cfg.StopGrace)
+			s.log.Error("giving up on the bootstrap", zap.Error(err))
+			if stopSig != nil {
+				return Handler{}, Result{Code: 128 + signum(stopSig), Signal: stopSig, Err: err}, false
+			}
+			return Handler{}, Result{Code: 1, Err: err}, false
 		case o := <-done:
 			if stopSig != nil {
 				return Handler{}, Result{Code: 128 + signum(stopSig), Signal: stopSig}, false

@@ -393,3 +393,22 @@ func TestExitCodeThroughPID1(t *testing.T) {
 		t.Errorf("exit code %d, want 3", got)
 	}
 }
+
+// A bootstrap that never returns after cancellation must not keep the
+// worker alive past the stop grace.
+func TestStuckBootstrapAbandonedAfterGrace(t *testing.T) {
+	t.Parallel()
+	p := start(t, nil, []string{"--bootstrap-sleep", "60s", "--bootstrap-ignore-cancel", "--stop-grace", "300ms"}, "true")
+	p.waitPhase(health.PhaseBootstrapping, 204, 5*time.Second)
+	sent := time.Now()
+	p.signal(syscall.SIGTERM)
+	if got := p.exitCode(5 * time.Second); got != 143 {
+		t.Errorf("exit code %d, want 143", got)
+	}
+	if el := time.Since(sent); el < 300*time.Millisecond {
+		t.Errorf("gave up after %s, before the grace", el)
+	}
+	if !logContains(p, "bootstrap did not stop within the stop grace") {
+		t.Error("giving up not logged")
+	}
+}

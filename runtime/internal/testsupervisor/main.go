@@ -46,6 +46,7 @@ func run() int {
 		bootSleep      = fs.Duration("bootstrap-sleep", 0, "simulated bootstrap duration")
 		bootFail       = fs.String("bootstrap-fail", "", "make the bootstrap fail with this message")
 		cancelMarker   = fs.String("bootstrap-cancel-file", "", "written when the bootstrap sees its context cancelled")
+		bootStuck      = fs.Bool("bootstrap-ignore-cancel", false, "the bootstrap sleeps on, ignoring cancellation")
 		linger         = fs.Duration("linger", 0, "keep answering 503 this long after a failure")
 		logLevel       = fs.String("log-level", "info", "debug | info | warn | error")
 	)
@@ -103,7 +104,9 @@ func run() int {
 
 	bootstrap := func(ctx context.Context) (supervise.Handler, error) {
 		state.SetTotals(100, 2)
-		if *bootSleep > 0 {
+		if *bootStuck {
+			time.Sleep(*bootSleep)
+		} else if *bootSleep > 0 {
 			t := time.NewTimer(*bootSleep)
 			defer t.Stop()
 			select {
