@@ -266,7 +266,13 @@ func (c *Config) underLock(ctx context.Context, key string, info *interp.Info, f
 	if err != nil {
 		return nil, fmt.Errorf("volume lock: %w", err)
 	}
-	o, err := c.apply(ctx, lk, key, info, facts)
+	var o *Outcome
+	if c.Repair {
+		err = c.repairVolume(ctx, lk, key)
+	}
+	if err == nil {
+		o, err = c.apply(ctx, lk, key, info, facts)
+	}
 	if rerr := lk.Release(); rerr != nil && err == nil {
 		if errors.Is(rerr, lockfile.ErrFenced) {
 			return nil, rerr
