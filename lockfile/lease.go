@@ -95,6 +95,11 @@ func HoldLease(ctx context.Context, o LeaseOptions) (*Lease, error) {
 	if err := l.refresh(); err != nil {
 		return nil, err
 	}
+	// Temporary files of workers that crashed mid-write: older than the
+	// TTL by the volume's clock (our fresh lease file's stamp).
+	if info, err := os.Stat(l.path); err == nil {
+		removeStaleTemps(o.Logger, dir, "", info.ModTime(), o.TTL)
+	}
 	go l.loop(ctx)
 	return l, nil
 }
@@ -219,18 +224,14 @@ func ListLeases(dir string, o ListOptions) ([]LeaseEntry, error) {
 			continue
 		}
 		ent := LeaseEntry{Path: filepath.Join(ldir, name), WorkerID: strings.TrimSuffix(name, ".json")}
-		info, err := os.Stat(ent.Path)
+		data, mtime, err := readRecordFile(ent.Path)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // released while we listed
 		}
-		if err != nil {
+		if err != nil && mtime.IsZero() {
 			return nil, fmt.Errorf("use-lease: %w", err)
 		}
-		ent.Age = now.Sub(info.ModTime())
-		data, err := readRecordFile(ent.Path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
+		ent.Age = now.Sub(mtime)
 		if err == nil {
 			var rec LeaseRecord
 			rec, err = ParseLease(data)

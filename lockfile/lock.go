@@ -252,7 +252,7 @@ func (w *waiter) run(ctx context.Context) (*Lock, error) {
 	log := w.o.Logger
 	clk := w.o.Clock
 	start := clk.Now()
-	var lastLog time.Time
+	var lastLog, readErrAt time.Time
 	backoff := w.o.PollMin
 	for {
 		if err := ctx.Err(); err != nil {
@@ -266,6 +266,8 @@ func (w *waiter) run(ctx context.Context) (*Lock, error) {
 				log.Warn("flock is not supported on this filesystem; using lease-only locking",
 					zap.String("path", w.fl.Path()), zap.Error(err))
 				w.fl, w.mode = nil, ModeLeaseOnly
+			case errors.Is(err, syscall.EINTR), errors.Is(err, syscall.EAGAIN):
+				// Refused for now; try again at the next poll.
 			case err != nil:
 				return nil, fmt.Errorf("flock %s: %w", w.fl.Path(), err)
 			case ok:
@@ -273,10 +275,23 @@ func (w *waiter) run(ctx context.Context) (*Lock, error) {
 			}
 		}
 		obs, err := w.observe()
-		if err != nil {
-			return nil, err
-		}
 		now := clk.Now()
+		if err != nil {
+			// A network filesystem has bad moments: keep polling through
+			// them for up to a TTL, but fail at once on permissions.
+			if errors.Is(err, fs.ErrPermission) || (!readErrAt.IsZero() && now.Sub(readErrAt) >= w.o.TTL) {
+				return nil, err
+			}
+			if readErrAt.IsZero() {
+				readErrAt = now
+				log.Warn("cannot read the volume lock's state; retrying", zap.Error(err))
+			}
+			if err := w.sleep(ctx, backoff); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		readErrAt = time.Time{}
 		if justGotFlock {
 			w.flockEpoch = obs.Epoch
 		}
@@ -314,20 +329,29 @@ func (w *waiter) run(ctx context.Context) (*Lock, error) {
 			}
 		}
 
-		d := jitter(backoff)
+		d := backoff
 		if w.o.WaitTimeout > 0 {
 			if left := w.o.WaitTimeout - now.Sub(start); left > 0 && d > left {
 				d = left
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for the volume lock in %s: %w", w.o.Dir, ctx.Err())
-		case <-clk.After(d):
+		if err := w.sleep(ctx, d); err != nil {
+			return nil, err
 		}
 		if backoff *= 2; backoff > w.o.PollMax {
 			backoff = w.o.PollMax
 		}
+	}
+}
+
+// sleep waits about d (spread by jitter so that many waiters do not poll in
+// step) or until ctx ends.
+func (w *waiter) sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the volume lock in %s: %w", w.o.Dir, ctx.Err())
+	case <-w.o.Clock.After(jitter(d)):
+		return nil
 	}
 }
 
@@ -416,6 +440,11 @@ func (w *waiter) claim(ctx context.Context, obs observation, reason string, warn
 		l.fl = w.fl
 	}
 	if err := l.beat(); err != nil {
+		if errors.Is(err, ErrFenced) {
+			// Taken over between our claim and our first record: as if
+			// we had lost the race.
+			return nil, false, nil
+		}
 		return nil, false, fmt.Errorf("volume lock epoch %d claimed but its holder record could not be written: %w", epoch, err)
 	}
 	if info, err := os.Stat(w.claims.path(epoch)); err == nil {
@@ -591,6 +620,11 @@ func (l *Lock) write(released bool) error {
 		return err
 	}
 	if err := f.Commit(); err != nil {
+		// A new holder removes temporary files of a paused predecessor:
+		// report the fencing rather than the missing file.
+		if ferr := l.fenceCheck(); errors.Is(ferr, ErrFenced) {
+			return ferr
+		}
 		return err
 	}
 	l.mu.Lock()
@@ -706,13 +740,11 @@ func readStatus(claims claimDir, holderPath string) (HolderStatus, []byte, error
 		return st, nil, err
 	}
 	st.Epoch = cur
-	raw, err := readRecordFile(holderPath)
+	raw, mtime, err := readRecordFile(holderPath)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return st, nil, err
 	}
-	if info, err := os.Stat(holderPath); err == nil {
-		st.ModTime = info.ModTime()
-	}
+	st.ModTime = mtime
 	var fileErr error
 	if raw != nil {
 		h, err := ParseHolder(raw)
@@ -729,7 +761,7 @@ func readStatus(claims claimDir, holderPath string) (HolderStatus, []byte, error
 		return st, raw, nil
 	}
 	cp := claims.path(cur)
-	craw, err := readRecordFile(cp)
+	craw, _, err := readRecordFile(cp)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			// Removed between the listing and the read: the next look

@@ -274,18 +274,24 @@ func cleanPhase(s string) string {
 	return s
 }
 
-// readRecordFile reads a record file, refusing more than maxRecordSize bytes.
-func readRecordFile(path string) ([]byte, error) {
+// readRecordFile reads a record file, refusing more than maxRecordSize
+// bytes, and returns its modification time from the open file (no second
+// lookup by name, which costs a round trip on a network filesystem).
+func readRecordFile(path string) ([]byte, time.Time, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	defer f.Close()
+	var mtime time.Time
+	if info, err := f.Stat(); err == nil {
+		mtime = info.ModTime()
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxRecordSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, time.Time{}, fmt.Errorf("read %s: %w", path, err)
 	}
-	return data, nil
+	return data, mtime, nil
 }
 
 func marshalRecord(v any) ([]byte, error) {

@@ -173,6 +173,12 @@ func FuzzParseProcStat(f *testing.F) {
 func TestLeaseRules(t *testing.T) {
 	dir := t.TempDir()
 	ldir := filepath.Join(dir, "leases")
+	// A temporary file a crashed worker left long ago goes when the next
+	// lease is taken; a fresh one (a write in progress) stays.
+	os.MkdirAll(ldir, 0o755)
+	oldTmp := filepath.Join(ldir, ".pod-8.json.vbtmp.h.1.abc")
+	os.WriteFile(oldTmp, []byte("{"), 0o644)
+	os.Chtimes(oldTmp, time.Now().Add(-time.Hour), time.Now().Add(-time.Hour))
 	ls, err := HoldLease(t.Context(), LeaseOptions{Dir: dir, WorkerID: "pod-1", Generation: "gen-1", Heartbeat: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +226,12 @@ func TestLeaseRules(t *testing.T) {
 	if got["garbled"].Err == nil || got["garbled"].Record != nil || got["mismatch"].Err == nil ||
 		!strings.Contains(got["mismatch"].Err.Error(), "does not match the file name") {
 		t.Errorf("errors: %v / %v", got["garbled"].Err, got["mismatch"].Err)
+	}
+	if _, err := os.Stat(oldTmp); !os.IsNotExist(err) {
+		t.Errorf("stale temporary lease file kept: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(ldir, ".pod-9.json.vbtmp.h.1.abc")); err != nil {
+		t.Errorf("fresh temporary lease file removed: %v", err)
 	}
 	// The probe file is gone again.
 	ents, _ := os.ReadDir(ldir)
