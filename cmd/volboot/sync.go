@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -90,13 +91,12 @@ func (a *app) syncCommand(repair bool) *cobra.Command {
 				return err
 			}
 			cfg.Repair = repair
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-			defer stop()
+			ctx, sig := cancelOnSignal(cmd.Context())
 			o, err := bootstrap.Sync(ctx, cfg)
+			if s := sig(); s != 0 {
+				return &exitError{code: 128 + int(s), err: fmt.Errorf("stopped by %v; the next sync carries on where this one stopped", s)}
+			}
 			if err != nil {
-				if ctx.Err() != nil {
-					return &exitError{code: 128 + int(syscall.SIGTERM), err: fmt.Errorf("interrupted: %w", err)}
-				}
 				return syncExit(err)
 			}
 			fmt.Fprintf(a.stdout, "generation %s\n", o.Generation)
@@ -118,4 +118,30 @@ func hostOf(raw string) string {
 		return ""
 	}
 	return u.Hostname()
+}
+
+// cancelOnSignal returns a context cancelled by SIGINT, SIGTERM or SIGHUP,
+// and a function naming the signal that cancelled it (0 if none). The
+// watching goroutine ends when ctx does.
+func cancelOnSignal(parent context.Context) (context.Context, func() syscall.Signal) {
+	ctx, cancel := context.WithCancel(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	done := make(chan struct{})
+	var got syscall.Signal
+	go func() {
+		defer close(done)
+		defer signal.Stop(ch)
+		select {
+		case s := <-ch:
+			got = s.(syscall.Signal)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() syscall.Signal {
+		cancel()
+		<-done
+		return got
+	}
 }
