@@ -10,14 +10,12 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/cavaliergopher/grab/v3"
 	"go.uber.org/zap"
 
-	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/redact"
 )
 
@@ -143,6 +141,8 @@ type attemptState struct {
 	validator string // for If-Range when resuming
 	total     int64  // expected size, -1 unknown until a response says
 	hasher    hash.Hash
+	sink      *streamHasher // feeds hasher from another goroutine during a transfer
+	writeback *writeback
 	streamed  atomic.Int64 // body bytes read in this attempt
 	lastRead  atomic.Int64 // unix nanos of the last progress
 	prog      *itemProgress
@@ -228,6 +228,17 @@ func (f *Fetcher) transfer(ctx context.Context, a *attemptState, part string) er
 	watchDone := make(chan struct{})
 	defer close(watchDone)
 	go f.watchStall(a, cancel, watchDone)
+	if a.hasher != nil {
+		sh := newStreamHasher(a.hasher, 4, f.opt.BufferSize)
+		a.sink = sh
+		// Runs before the deferred close(watchDone) and cancel: by then
+		// grab has stopped reading, and the hash must be complete before
+		// anyone reads it.
+		defer func() { sh.Close(); a.sink = nil }()
+	}
+	wb := newWriteback(part, f.opt.WritebackEvery)
+	a.writeback = wb
+	defer wb.Close()
 
 	client := &grab.Client{
 		HTTPClient: &httpDoer{f: f, a: a},
@@ -322,7 +333,8 @@ func discardPart(part string) error {
 	return nil
 }
 
-// commitPart fsyncs verified bytes and gives them their final name.
+// commitPart fsyncs verified bytes and gives them their final name. The
+// caller fsyncs the directory before reporting success.
 func commitPart(part, dest string) error {
 	fh, err := os.OpenFile(part, os.O_RDWR, 0)
 	if err != nil {
@@ -341,5 +353,7 @@ func commitPart(part, dest string) error {
 	if err := os.Rename(part, dest); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", part, dest, err)
 	}
-	return atomicfile.SyncDir(filepath.Dir(dest))
+	// The directory is fsynced once per Fetch for all its renames (see
+	// Fetcher.Fetch), not once per file.
+	return nil
 }

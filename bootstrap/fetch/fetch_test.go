@@ -69,10 +69,11 @@ func (e *env) logger() *zap.Logger {
 
 func (e *env) fetcher(mod func(*Options)) *Fetcher {
 	o := Options{
-		Logger:       e.logger(),
-		Sleep:        e.sleeps.sleep,
-		StallTimeout: 2 * time.Second,
-		BufferSize:   32 << 10,
+		Logger:        e.logger(),
+		Sleep:         e.sleeps.sleep,
+		StallTimeout:  2 * time.Second,
+		BufferSize:    32 << 10,
+		ResumeMinSize: -1, // the test files are small; exercise resume
 	}
 	if mod != nil {
 		mod(&o)
@@ -207,6 +208,26 @@ func TestFaultDropResumes(t *testing.T) {
 	}
 	if n := len(e.sleeps.all()); n != 2 {
 		t.Errorf("slept %d times, want 2 backoffs", n)
+	}
+}
+
+func TestSmallFileRestartsWithoutRecord(t *testing.T) {
+	e := newEnv(t)
+	data, it := e.addFile("small-1.0-py3-none-any.whl", 100_000)
+	e.fault(it.Name, testindex.Fault{Drop: true, DropAfter: 60_000, Times: 1})
+	f := e.fetcher(func(o *Options) { o.ResumeMinSize = 0; o.MaxAttempts = 1 })
+	if err := fetchOne(t, f, it); err == nil {
+		t.Fatal("dropped download succeeded with one attempt")
+	}
+	if _, err := os.Stat(it.partPath() + ".json"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a 100 kB file got a resume record: %v", err)
+	}
+	if err := fetchOne(t, e.fetcher(func(o *Options) { o.ResumeMinSize = 0 }), it); err != nil {
+		t.Fatal(err)
+	}
+	assertFinal(t, it, data)
+	if st := e.stats(it.Name); st.Bytes != 60_000+int64(len(data)) {
+		t.Errorf("served %d bytes, want the dropped 60000 plus a full copy", st.Bytes)
 	}
 }
 

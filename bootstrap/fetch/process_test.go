@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -60,6 +61,31 @@ func (l sockBufListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
+// killContent calls kill once, from the serving goroutine, when content at
+// or beyond offset at is read for sending.
+type killContent struct {
+	testindex.Content
+	mu   sync.Mutex
+	at   int64
+	kill func()
+}
+
+func (k *killContent) arm(at int64, kill func()) {
+	k.mu.Lock()
+	k.at, k.kill = at, kill
+	k.mu.Unlock()
+}
+
+func (k *killContent) ReadAt(p []byte, off int64) (int, error) {
+	k.mu.Lock()
+	if k.kill != nil && off+int64(len(p)) > k.at {
+		k.kill()
+		k.kill = nil
+	}
+	k.mu.Unlock()
+	return k.Content.ReadAt(p, off)
+}
+
 // fastDir is a directory on tmpfs when there is one (the data never needs to
 // reach a disk), else the test's temporary directory.
 func fastDir(t *testing.T) string {
@@ -83,8 +109,8 @@ const (
 func TestKillResume(t *testing.T) {
 	const size = 200 << 20
 	const kills = 22
-	content := testindex.NewGenerated(size, 42)
-	sha, err := testindex.SHA256(content)
+	content := &killContent{Content: testindex.NewGenerated(size, 42), at: -1}
+	sha, err := testindex.SHA256(content.Content)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,31 +143,26 @@ func TestKillResume(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		deadline := time.Now().Add(30 * time.Second)
-		var at int64
-	poll:
-		for {
-			select {
-			case err := <-exited:
-				t.Fatalf("child finished before the kill at %d: %v", off, err)
-			default:
+		// The server kills the child itself the moment it reads the
+		// content at off to send it: a kill in full flow, at that offset.
+		content.arm(off, func() { cmd.Process.Signal(syscall.SIGKILL) })
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+				t.Fatalf("child was not killed at offset %d: %v", off, err)
 			}
-			if fi, err := os.Stat(part); err == nil && fi.Size() >= off {
-				break poll
-			}
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				t.Fatalf("child made no progress to offset %d", off)
-			}
-			time.Sleep(200 * time.Microsecond)
+		case <-time.After(60 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("child never reached offset %d", off)
 		}
-		cmd.Process.Signal(syscall.SIGKILL)
-		<-exited
-		fi, _ := os.Stat(part)
-		at = fi.Size()
-		killedAt = append(killedAt, at)
+		content.arm(-1, nil)
+		fi, err := os.Stat(part)
+		if err != nil {
+			t.Fatalf("no part file after the kill at %d: %v", off, err)
+		}
+		killedAt = append(killedAt, fi.Size())
 	}
 	cmd := exec.Command(childBin, args...)
 	out, err := cmd.CombinedOutput()

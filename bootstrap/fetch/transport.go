@@ -117,11 +117,15 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		if a.total < 0 {
 			a.total = resp.ContentLength
 		}
-		m := partMeta{Schema: 1, URL: redact.URL(a.rawURL), ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Size: a.total}
-		b, _ := jsonMarshal(m)
-		if err := atomicfile.Write(a.metaPath, b, 0o644); err != nil {
-			discardBody(resp)
-			return nil, &localError{fmt.Errorf("record resume data: %w", err)}
+		// Files below ResumeMinSize get no resume record (it costs two
+		// fsyncs): a leftover part without one is discarded and refetched.
+		if a.total < 0 || a.total >= t.f.opt.ResumeMinSize {
+			m := partMeta{Schema: 1, URL: redact.URL(a.rawURL), ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Size: a.total}
+			b, _ := jsonMarshal(m)
+			if err := atomicfile.Write(a.metaPath, b, 0o644); err != nil {
+				discardBody(resp)
+				return nil, &localError{fmt.Errorf("record resume data: %w", err)}
+			}
 		}
 	}
 	limit := int64(-1)
@@ -191,10 +195,11 @@ func (b *hashingBody) Read(p []byte) (int, error) {
 		if b.limit >= 0 && b.n+int64(n) > b.limit {
 			return 0, &badResponseError{fmt.Sprintf("%s sent more than the expected %d bytes", b.url, b.limit)}
 		}
-		if b.a.hasher != nil {
-			b.a.hasher.Write(p[:n])
+		if b.a.sink != nil {
+			b.a.sink.Write(p[:n])
 		}
 		b.n += int64(n)
+		b.a.writeback.progress(b.n)
 		b.a.streamed.Add(int64(n))
 		b.a.prog.add(int64(n))
 		b.a.lastRead.Store(b.now().UnixNano())

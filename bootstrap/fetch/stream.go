@@ -1,0 +1,118 @@
+package fetch
+
+import (
+	"hash"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// streamHasher hashes on its own goroutine so that hashing overlaps with
+// network reads and file writes. Write copies into one of a few slots (the
+// caller's buffer is reused as soon as Write returns) and blocks only when
+// all slots wait to be hashed. Write is called from one goroutine at a
+// time; Close waits until everything written is hashed, and must be called
+// exactly once. The goroutine exits in Close.
+type streamHasher struct {
+	h    hash.Hash
+	full chan []byte
+	free chan []byte
+	done chan struct{}
+}
+
+func newStreamHasher(h hash.Hash, slots, size int) *streamHasher {
+	s := &streamHasher{h: h, full: make(chan []byte, slots), free: make(chan []byte, slots), done: make(chan struct{})}
+	for i := 0; i < slots; i++ {
+		s.free <- make([]byte, size)
+	}
+	go func() {
+		defer close(s.done)
+		for b := range s.full {
+			s.h.Write(b)
+			s.free <- b[:cap(b)]
+		}
+	}()
+	return s
+}
+
+func (s *streamHasher) Write(p []byte) {
+	for len(p) > 0 {
+		b := <-s.free
+		n := copy(b[:cap(b)], p)
+		s.full <- b[:n]
+		p = p[n:]
+	}
+}
+
+func (s *streamHasher) Close() {
+	close(s.full)
+	<-s.done
+}
+
+// writeback asks the kernel to start writing a growing part file to disk
+// every `every` bytes, so the fsync before the rename finds little left to
+// flush and dirty pages do not pile up. It is advisory: errors (a
+// filesystem without sync_file_range) only switch it off. progress is
+// called from the reading goroutine; the flush runs on a goroutine owned
+// by the writeback and stopped by Close.
+type writeback struct {
+	path  string
+	every int64
+	next  int64
+	kick  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newWriteback(path string, every int64) *writeback {
+	w := &writeback{path: path, every: every, next: every}
+	if every <= 0 {
+		return w
+	}
+	w.kick = make(chan struct{}, 1)
+	w.done = make(chan struct{})
+	go w.loop()
+	return w
+}
+
+func (w *writeback) progress(n int64) {
+	if w == nil || w.kick == nil || n < w.next {
+		return
+	}
+	w.next = n + w.every
+	select {
+	case w.kick <- struct{}{}:
+	default: // a flush is already pending
+	}
+}
+
+func (w *writeback) loop() {
+	defer close(w.done)
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	for range w.kick {
+		if f == nil {
+			var err error
+			if f, err = os.Open(w.path); err != nil {
+				continue
+			}
+		}
+		if err := unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE); err != nil {
+			return
+		}
+	}
+}
+
+// Close stops the flushing goroutine and waits for it.
+func (w *writeback) Close() {
+	if w == nil || w.kick == nil {
+		return
+	}
+	w.once.Do(func() { close(w.kick) })
+	<-w.done
+}
