@@ -711,6 +711,11 @@ func (fr *faultReader) Read(p []byte) (int, error) {
 		}
 	}
 	if fr.f.DropAt > 0 && fr.off == fr.f.DropAt {
+		// Headers and the bytes so far reach the client, then the
+		// connection closes without a clean end of body.
+		if fl, ok := fr.w.(http.Flusher); ok {
+			fl.Flush()
+		}
 		panic(http.ErrAbortHandler)
 	}
 	if fr.f.StallAt > 0 && fr.off == fr.f.StallAt {
