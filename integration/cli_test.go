@@ -1,47 +1,26 @@
 package integration
 
 import (
-	"archive/zip"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
 )
 
 // writeWheel writes a minimal wheel for name==version into dir and returns
 // its file name and sha256.
 func writeWheel(t *testing.T, dir, name, version string) (string, string) {
 	t.Helper()
-	fn := fmt.Sprintf("%s-%s-py3-none-any.whl", name, version)
-	f, err := os.Create(filepath.Join(dir, fn))
+	spec := wheeltest.Spec{Name: name, Version: version, Files: []wheeltest.File{{Name: name + "/__init__.py", Data: []byte("X = 1\n")}}}
+	path, sha, err := wheeltest.Write(dir, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	zw := zip.NewWriter(f)
-	di := fmt.Sprintf("%s-%s.dist-info/", name, version)
-	for path, body := range map[string]string{
-		name + "/__init__.py": "X = 1\n",
-		di + "METADATA":       fmt.Sprintf("Metadata-Version: 2.1\nName: %s\nVersion: %s\n", name, version),
-		di + "WHEEL":          "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-		di + "RECORD":         "",
-	} {
-		w, err := zw.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write([]byte(body))
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	b, _ := os.ReadFile(filepath.Join(dir, fn))
-	sum := sha256.Sum256(b)
-	return fn, hex.EncodeToString(sum[:])
+	return filepath.Base(path), sha
 }
 
 const checkManifest = `name = "t"
