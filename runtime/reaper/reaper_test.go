@@ -102,7 +102,9 @@ func TestOrphanedGrandchildReapedAsSubreaper(t *testing.T) {
 	ppidFile := filepath.Join(dir, "ppid")
 	// The subshell backgrounds the grandchild and exits at once, orphaning
 	// it; the grandchild then records who adopted it and exits.
-	script := `(sh -c 'sleep 0.2; echo $PPID > "$1.tmp"; mv "$1.tmp" "$1"' sh "$0" &) ; exit 0`
+	// $PPID is fixed when a shell starts, so the grandchild reads its
+	// parent from /proc after the subshell is surely gone.
+	script := `(sh -c 'sleep 0.2; awk "{print \$4}" /proc/$$/stat > "$1.tmp"; mv "$1.tmp" "$1"' sh "$0" &) ; exit 0`
 	_, ch, err := r.ForkExec("/bin/sh", []string{"sh", "-c", script, ppidFile}, attr())
 	if err != nil {
 		t.Fatal(err)

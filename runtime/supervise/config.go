@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -135,6 +136,10 @@ type Config struct {
 	// health.WatchInitBudget); InitWatchInterval defaults to 5s.
 	InitTimeout       time.Duration
 	InitWatchInterval time.Duration
+
+	// Signals, when set, is the channel from CatchSignals; otherwise Run
+	// catches signals itself from the moment it is called.
+	Signals <-chan os.Signal
 
 	// TempDir holds the notify socket; default os.TempDir().
 	TempDir string

@@ -17,6 +17,8 @@ import (
 // handler's command and environment, and the process exits with
 // Result.Code. (Compiled, not run: it would take over the test's signals.)
 func ExampleRun() {
+	sigs, stopSignals := supervise.CatchSignals() // before anything else
+	defer stopSignals()
 	logger := zap.NewExample()
 	state := health.NewState(time.Now)
 	if addr := health.DefaultAddr(os.Getenv); addr != "" {
@@ -50,6 +52,7 @@ func ExampleRun() {
 		StopGrace:    25 * time.Second,
 		Restart:      supervise.RestartPolicy{Mode: restart},
 		InitTimeout:  initTimeout,
+		Signals:      sigs,
 	})
 	if res.Err != nil {
 		logger.Error("volboot run", zap.Error(res.Err))

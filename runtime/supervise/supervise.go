@@ -47,6 +47,18 @@ import (
 // forwarded is what Run forwards to the handler's process group.
 var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
+// CatchSignals starts catching the signals Run handles (SIGTERM, SIGINT,
+// SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2) into a buffered channel. Call it first
+// thing in main and pass the channel as Config.Signals, so a signal that
+// arrives while flags are parsed or the health server starts is queued for
+// Run instead of killing volboot with the default action. stop ends the
+// catching; call it after Run returns.
+func CatchSignals() (sigs <-chan os.Signal, stop func()) {
+	c := make(chan os.Signal, 8)
+	signal.Notify(c, forwarded...)
+	return c, func() { signal.Stop(c) }
+}
+
 // Result is how Run ended.
 type Result struct {
 	// Code is what volboot should exit with: the handler's code, 128+n
@@ -69,9 +81,12 @@ func Run(ctx context.Context, cfg Config) Result {
 	if err != nil {
 		return Result{Code: 2, Err: err}
 	}
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwarded...)
-	defer signal.Stop(sigs)
+	sigs := cfg.Signals
+	if sigs == nil {
+		var stop func()
+		sigs, stop = CatchSignals()
+		defer stop()
+	}
 	s := &supervisor{cfg: cfg, log: cfg.Logger, state: cfg.State, sigs: sigs, ctx: ctx}
 	res := s.run()
 	if s.state.Phase() == health.PhaseFailed {
@@ -84,7 +99,7 @@ type supervisor struct {
 	cfg   Config
 	log   *zap.Logger
 	state *health.State
-	sigs  chan os.Signal
+	sigs  <-chan os.Signal
 	ctx   context.Context
 	rp    *reaper.Reaper
 }

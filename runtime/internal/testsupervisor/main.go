@@ -32,6 +32,10 @@ func main() {
 }
 
 func run() int {
+	// First, so a signal sent as soon as the health server answers (or
+	// the addr file appears) is Run's to handle, not fatal.
+	sigs, stopSignals := supervise.CatchSignals()
+	defer stopSignals()
 	fs := flag.NewFlagSet("testsupervisor", flag.ContinueOnError)
 	var (
 		ready          = fs.String("ready", "started", "notify | started | http:// URL")
@@ -143,6 +147,7 @@ func run() int {
 			MaxRestarts: *maxRestarts,
 		},
 		FailureLinger: *linger,
+		Signals:       sigs,
 	})
 	fields := []zap.Field{zap.Int("code", res.Code)}
 	if res.Signal != nil {
