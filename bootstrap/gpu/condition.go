@@ -83,6 +83,9 @@ func Values(f *Facts, fact string) ([]Value, error) {
 // "no NVIDIA GPU", "compute capability 7.5 does not satisfy >=8.0",
 // "CUDA 12.8 satisfies >=12.8".
 func Holds(f *Facts, fact string, c *semver.Constraints, text string) (ok bool, reason string) {
+	if c != nil && text == "" {
+		text = c.String()
+	}
 	if c == nil {
 		var err error
 		if c, err = semver.NewConstraint(text); err != nil {

@@ -168,3 +168,11 @@ func FuzzParseOverride(f *testing.F) {
 		}
 	})
 }
+
+func TestHoldsWithoutText(t *testing.T) {
+	c, _ := semver.NewConstraint(">=8.0")
+	f := &Facts{Driver: "570.86.15", CUDA: "12.8", GPUs: []GPU{{Name: "Tesla T4", ComputeCapability: "7.5"}}}
+	if ok, reason := Holds(f, FactComputeCapability, c, ""); ok || reason != "compute capability 7.5 does not satisfy >=8.0" {
+		t.Errorf("Holds = %v, %q", ok, reason)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // NVIDIA's PCI vendor id, and the PCI base class of display controllers
@@ -30,10 +31,12 @@ const (
 
 // Fingerprint returns a short string identifying this machine's NVIDIA
 // hardware and driver, for the fast path: it starts no process and reads
-// /proc/driver/nvidia/version, the vendor (and, for NVIDIA devices, class
-// and device) files of the PCI devices in sysfs, and the names of the
+// /proc/driver/nvidia/version, the vendor, class and device files of the
+// PCI devices bound to the nvidia driver in sysfs (of every PCI device when
+// no nvidia driver is registered; see pciGPUs), and the names of the
 // /dev/nvidiaN nodes. It is NoGPU when none of these show an NVIDIA driver
-// or GPU.
+// or GPU. It does not see whether nvidia-smi is on PATH: that belongs to
+// the image, which the caller fingerprints separately.
 //
 // The string holds the driver version, the sorted distinct PCI ids of
 // NVIDIA display controllers and the number of GPU device nodes. Distinct
@@ -155,16 +158,35 @@ func parseProcVersion(data []byte) (string, bool) {
 }
 
 // pciGPUs returns the sorted distinct "vendor:device" ids (lower-case hex,
-// "10de:2330") of NVIDIA display controllers in sysfs. Only NVIDIA devices
-// have their class and device read, so a server with a hundred PCI
-// functions costs a hundred one-line reads.
+// "10de:2330") of NVIDIA display controllers in sysfs.
+//
+// When the nvidia kernel driver is registered, only the devices bound to it
+// (/sys/bus/pci/drivers/nvidia/<address>) are candidates: those are the
+// GPUs CUDA can use (one passed through to a VM is bound to vfio-pci
+// instead), and a server's hundred other PCI functions cost nothing.
+// Otherwise every device in /sys/bus/pci/devices is a candidate, and only
+// NVIDIA ones have their class and device read.
 func pciGPUs(root string) ([]string, error) {
-	devs, err := filepath.Glob(filepath.Join(rootOf(root), pciDevicesGlob))
-	if err != nil {
+	r := rootOf(root)
+	devices := filepath.Join(r, "/sys/bus/pci/devices")
+	var dirs []string
+	names, err := readDirNames(filepath.Join(r, "/sys/bus/pci/drivers/nvidia"))
+	switch {
+	case err == nil:
+		for _, n := range names {
+			if strings.Count(n, ":") == 2 { // 0000:07:00.0; skip bind, unbind, module, ...
+				dirs = append(dirs, filepath.Join(devices, n))
+			}
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if dirs, err = filepath.Glob(filepath.Join(r, pciDevicesGlob)); err != nil {
+			return nil, fmt.Errorf("gpu fingerprint: %w", err)
+		}
+	default:
 		return nil, fmt.Errorf("gpu fingerprint: %w", err)
 	}
 	seen := map[string]bool{}
-	for _, dir := range devs {
+	for _, dir := range dirs {
 		vendor, ok, err := readHex(filepath.Join(dir, "vendor"))
 		if err != nil {
 			return nil, err
@@ -197,11 +219,20 @@ func pciGPUs(root string) ([]string, error) {
 	return ids, nil
 }
 
+func readDirNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
+}
+
 // readHex reads a sysfs attribute such as "0x10de\n". A missing file is not
 // an error (ok is false): devices can vanish between the glob and the read,
 // and some PCI functions lack attributes.
 func readHex(path string) (v uint64, ok bool, err error) {
-	data, err := os.ReadFile(path)
+	data, err := readSmall(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, false, nil
 	}
@@ -218,6 +249,38 @@ func readHex(path string) (v uint64, ok bool, err error) {
 		return 0, false, fmt.Errorf("gpu fingerprint: %s holds %q, not a hex number like 0x10de", path, truncate(s, 40))
 	}
 	return v, true, nil
+}
+
+// readSmall reads the first bytes of a small file (a sysfs attribute) with
+// three system calls, where os.ReadFile spends six (fstat for the size,
+// fcntl for the poller, a read to see EOF): on the fast path this is most
+// of the fingerprint's cost. Content past 64 bytes is not read; no sysfs
+// attribute read here is that long, and readHex rejects what was cut.
+func readSmall(path string) ([]byte, error) {
+	var fd int
+	var err error
+	for {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	var buf [64]byte
+	var n int
+	for {
+		n, err = syscall.Read(fd, buf[:])
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+	}
+	return append([]byte(nil), buf[:n]...), nil
 }
 
 func truncate(s string, n int) string {

@@ -7,19 +7,22 @@ import (
 	"testing"
 )
 
-// pciDev is one PCI function of a fake sysfs tree.
+// pciDev is one PCI function of a fake sysfs tree. When the fake driver is
+// loaded, NVIDIA display devices are bound to it unless driver names
+// another one.
 type pciDev struct {
 	addr, vendor, class, device string
+	driver                      string
 }
 
 var (
-	a100      = pciDev{"0000:07:00.0", "0x10de", "0x030200", "0x20b2"}
-	a100b     = pciDev{"0000:0f:00.0", "0x10de", "0x030200", "0x20b2"}
-	h100      = pciDev{"0000:47:00.0", "0x10de", "0x030200", "0x2330"}
-	t4        = pciDev{"0000:00:1e.0", "0x10de", "0x030000", "0x1eb8"}
-	gpuAudio  = pciDev{"0000:07:00.1", "0x10de", "0x040300", "0x10f0"} // HDMI audio function of a GPU
-	aspeedVGA = pciDev{"0000:02:00.0", "0x1a03", "0x030000", "0x2000"} // BMC display
-	nvme      = pciDev{"0000:41:00.0", "0x144d", "0x010802", "0xa80a"}
+	a100      = pciDev{"0000:07:00.0", "0x10de", "0x030200", "0x20b2", ""}
+	a100b     = pciDev{"0000:0f:00.0", "0x10de", "0x030200", "0x20b2", ""}
+	h100      = pciDev{"0000:47:00.0", "0x10de", "0x030200", "0x2330", ""}
+	t4        = pciDev{"0000:00:1e.0", "0x10de", "0x030000", "0x1eb8", ""}
+	gpuAudio  = pciDev{"0000:07:00.1", "0x10de", "0x040300", "0x10f0", ""} // HDMI audio function of a GPU
+	aspeedVGA = pciDev{"0000:02:00.0", "0x1a03", "0x030000", "0x2000", ""} // BMC display
+	nvme      = pciDev{"0000:41:00.0", "0x144d", "0x010802", "0xa80a", ""}
 )
 
 const (
@@ -29,7 +32,7 @@ const (
 
 // fakeRoot builds a tree shaped like the real one: devices live under
 // /sys/devices/pci0000:00/ and /sys/bus/pci/devices/ holds symlinks to them.
-func fakeRoot(t *testing.T, proc string, nodes int, devs ...pciDev) string {
+func fakeRoot(t testing.TB, proc string, nodes int, devs ...pciDev) string {
 	t.Helper()
 	root := t.TempDir()
 	must := func(err error) {
@@ -49,10 +52,25 @@ func fakeRoot(t *testing.T, proc string, nodes int, devs ...pciDev) string {
 			}
 		}
 		must(os.Symlink(filepath.Join("../../../devices/pci0000:00", d.addr), filepath.Join(bus, d.addr)))
+		driver := d.driver
+		if driver == "" && proc != "" && d.vendor == "0x10de" && strings.HasPrefix(d.class, "0x03") {
+			driver = "nvidia"
+		}
+		if driver != "" {
+			drv := filepath.Join(root, "sys/bus/pci/drivers", driver)
+			must(os.MkdirAll(drv, 0o755))
+			must(os.Symlink(filepath.Join("../../../../devices/pci0000:00", d.addr), filepath.Join(drv, d.addr)))
+		}
 	}
 	if proc != "" {
 		must(os.MkdirAll(filepath.Join(root, "proc/driver/nvidia"), 0o755))
 		must(os.WriteFile(filepath.Join(root, procVersionPath), []byte(proc), 0o444))
+		drv := filepath.Join(root, "sys/bus/pci/drivers/nvidia")
+		must(os.MkdirAll(drv, 0o755))
+		for _, f := range []string{"bind", "unbind", "new_id", "remove_id", "uevent"} {
+			must(os.WriteFile(filepath.Join(drv, f), nil, 0o200))
+		}
+		must(os.Symlink("../../../../module/nvidia", filepath.Join(drv, "module")))
 	}
 	must(os.MkdirAll(filepath.Join(root, "dev"), 0o755))
 	must(os.WriteFile(filepath.Join(root, "dev/null"), nil, 0o644))
@@ -128,6 +146,24 @@ func TestFingerprintIgnoresAddressesNotNodes(t *testing.T) {
 	}
 }
 
+// With the driver loaded, only GPUs bound to it count: one passed through
+// to a VM (vfio-pci) is not usable here. Without the drivers directory the
+// whole bus is scanned.
+func TestFingerprintBoundDevices(t *testing.T) {
+	passthrough := h100
+	passthrough.driver = "vfio-pci"
+	root := fakeRoot(t, procProprietary, 1, a100, passthrough, nvme)
+	if got := fingerprint(t, Options{Root: root}); got != "nvidia driver=570.86.15 pci=10de:20b2 nodes=1" {
+		t.Errorf("Fingerprint = %q", got)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "sys/bus/pci/drivers")); err != nil {
+		t.Fatal(err)
+	}
+	if got := fingerprint(t, Options{Root: root}); got != "nvidia driver=570.86.15 pci=10de:20b2,10de:2330 nodes=1" {
+		t.Errorf("Fingerprint without sysfs drivers = %q", got)
+	}
+}
+
 func TestFingerprintWSL(t *testing.T) {
 	root := fakeRoot(t, "", 0)
 	if err := os.WriteFile(filepath.Join(root, "dev/dxg"), nil, 0o644); err != nil {
@@ -141,6 +177,7 @@ func TestFingerprintWSL(t *testing.T) {
 func TestFingerprintBadSysfs(t *testing.T) {
 	bad := t4
 	bad.class = "display"
+	bad.driver = "nvidia"
 	root := fakeRoot(t, procProprietary, 1, bad)
 	_, err := Fingerprint(Options{Root: root})
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(root, "sys/bus/pci/devices", t4.addr, "class")) || !strings.Contains(err.Error(), `"display"`) {

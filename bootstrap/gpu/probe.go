@@ -118,7 +118,7 @@ func Probe(ctx context.Context, o Options) (*Facts, error) {
 		}
 		f.Source = "none"
 		f.Driver = procDriver
-		f.Notes = append(f.Notes, fmt.Sprintf("%s not found on PATH and no GPU device node: no NVIDIA GPU", o.smi()))
+		f.Notes = append(f.Notes, fmt.Sprintf("%s not found on PATH: no NVIDIA GPU can be used", o.smi()))
 		return f, nil
 	}
 	f.Source = "nvidia-smi"
