@@ -28,7 +28,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/volboot/volboot/bootstrap/fetch"
@@ -65,8 +64,35 @@ func runChild() error {
 		return fmt.Errorf("read spec: %w", err)
 	}
 	f := fetch.New(fetch.Options{Jobs: spec.Jobs, PerHost: spec.Jobs})
-	_, err := f.Fetch(context.Background(), spec.Items)
-	return err
+	if _, err := f.Fetch(context.Background(), spec.Items); err != nil {
+		return err
+	}
+	hwm, err := peakRSS()
+	if err != nil {
+		return err
+	}
+	fmt.Println(hwm)
+	return nil
+}
+
+// peakRSS reads this process's VmHWM. wait4's ru_maxrss is no use here: a
+// child started through vfork (Go's os/exec) inherits the parent's
+// high-water mark — this benchmark holds the small files in memory.
+func peakRSS() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				return 0, fmt.Errorf("parse VmHWM %q: %w", v, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/self/status")
 }
 
 type outcome struct {
@@ -151,11 +177,16 @@ func run(dir, bigSize string, nSmall, jobs int) error {
 		cmd.Stdin = strings.NewReader(string(b))
 		cmd.Stderr = os.Stderr
 		start := time.Now()
-		if err := cmd.Run(); err != nil {
+		out, err := cmd.Output()
+		if err != nil {
 			return outcome{}, fmt.Errorf("volboot child: %w", err)
 		}
 		el := time.Since(start)
-		return outcome{el, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss * 1024, cpuOf(cmd.ProcessState)}, nil
+		var rss int64
+		if _, err := fmt.Sscan(string(out), &rss); err != nil {
+			return outcome{}, fmt.Errorf("volboot child printed %q: %w", out, err)
+		}
+		return outcome{el, rss, cpuOf(cmd.ProcessState)}, nil
 	}
 	timed := func(cmds ...*exec.Cmd) (outcome, error) {
 		start := time.Now()

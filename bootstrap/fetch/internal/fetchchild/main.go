@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +24,7 @@ func main() {
 	dest := flag.String("dest", "", "destination path")
 	rcvbuf := flag.Int("rcvbuf", 0, "SO_RCVBUF for connections (0: kernel default)")
 	buffer := flag.Int("buffer", 0, "copy buffer size (0: fetch's default)")
+	hwm := flag.Bool("hwm", false, "print this process's peak RSS (VmHWM, bytes) on stdout at exit")
 	flag.Parse()
 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -48,4 +50,33 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if *hwm {
+		n, err := peakRSS()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(n)
+	}
+}
+
+// peakRSS reads VmHWM from /proc/self/status. Unlike the rusage a parent
+// gets from wait4, it covers only this program's memory: a child started
+// with vfork (as Go's os/exec does) inherits the parent's high-water mark
+// into ru_maxrss until it execs.
+func peakRSS() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				return 0, fmt.Errorf("parse VmHWM %q: %w", v, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
 }
