@@ -99,6 +99,28 @@ var oracleContains = []struct {
 	{"~=0.1", "0.9.9", nil}, {"~=0.1.0", "0.2", nil}, {"==0.*", "0.0.1", nil},
 }
 
+// specifierGrid crosses operators, spec versions and candidates (with the
+// default and the explicit pre-release rule): every clause kind against
+// every kind of candidate.
+func specifierGrid() [][3]any {
+	var specs []string
+	for _, op := range []string{"==", "!=", "<=", ">=", "<", ">", "~=", "==="} {
+		for _, v := range []string{"1.0", "1.0a1", "1.0.post1", "1.0.dev1", "1!1.0", "2.0.1", "1.0rc1.post1"} {
+			specs = append(specs, op+v)
+		}
+	}
+	specs = append(specs, "==1.*", "!=1.0.*", "==1.0.*", "==2.0.1.*", "!=1.0.post1.*", "==1.0+local", "!=1.0+local")
+	candidates := []string{"0.9", "1.0", "1.0a1", "1.0.dev0", "1.0.post1", "1.0+local", "1.0.post1+l", "1.1",
+		"1.0.1", "2.0", "2.0.1rc1", "1!0.5", "1!1.0", "1.0a1.post1.dev2", "1.0rc1.post1", "1.0.post1.dev1", "2.0.1+x"}
+	var out [][3]any
+	for _, s := range specs {
+		for _, c := range candidates {
+			out = append(out, [3]any{s, c, nil}, [3]any{s, c, true})
+		}
+	}
+	return out
+}
+
 var baseEnv = map[string]string{
 	"implementation_name": "cpython", "implementation_version": "3.11.7", "os_name": "posix",
 	"platform_machine": "x86_64", "platform_release": "6.1.0", "platform_system": "Linux",
@@ -257,6 +279,8 @@ func TestOracle(t *testing.T) {
 	for _, c := range oracleContains {
 		contains = append(contains, [3]any{c.spec, c.version, c.pre})
 	}
+	grid := specifierGrid()
+	contains = append(contains, grid...)
 	envFor := func(over map[string]string) map[string]string {
 		env := map[string]string{}
 		for k, v := range baseEnv {
@@ -313,6 +337,16 @@ func TestOracle(t *testing.T) {
 			got = set.Contains(v)
 		}
 		check("contains", i, c, got, ans.Contains[i])
+	}
+	for j, c := range grid {
+		i := len(oracleContains) + j
+		set := pep440.MustParseSpecifiers(c[0].(string))
+		v := pep440.MustParse(c[1].(string))
+		got := set.Contains(v)
+		if c[2] != nil {
+			got = set.ContainsPrereleases(v, true)
+		}
+		check("contains grid", i, c, got, ans.Contains[i])
 	}
 	for i, c := range oracleMarkers {
 		var got any = "error"

@@ -17,6 +17,10 @@
 //     no abi3 tags, as packaging 24+ does; 21.3 predates free threading.
 //   - Tags are restricted to ASCII letters, digits and "_" in each
 //     component, and lowercased (as packaging's Tag lowercases).
+//   - Like 21.3, CPython gets no "cpXY-none-any" tag (later packaging
+//     versions list one before the pyXY-none-any tags); wheels with that
+//     tag are vanishingly rare, and agreeing with the pip that is installed
+//     matters more.
 //
 // Values are immutable after construction and safe for concurrent use.
 package pep425
