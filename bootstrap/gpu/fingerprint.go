@@ -35,8 +35,8 @@ const (
 // PCI devices bound to the nvidia driver in sysfs (of every PCI device when
 // no nvidia driver is registered; see pciGPUs), and the names of the
 // /dev/nvidiaN nodes. It is NoGPU when none of these show an NVIDIA driver
-// or GPU. It does not see whether nvidia-smi is on PATH: that belongs to
-// the image, which the caller fingerprints separately.
+// or GPU. It does not see whether nvidia-smi is on PATH (the container
+// runtime mounts it with the driver; an image could also ship one).
 //
 // The string holds the driver version, the sorted distinct PCI ids of
 // NVIDIA display controllers and the number of GPU device nodes. Distinct

@@ -84,11 +84,12 @@ func (e *SMIError) Unwrap() error { return e.Err }
 // nvidia-smi failing without any GPU device node (/dev/nvidiaN) present
 // (e.g. a CUDA image run on a CPU machine), or "No devices were found".
 //
-// Errors: an *SMIError when GPU device nodes exist but nvidia-smi fails,
-// hangs past the timeout, is missing while the driver is loaded, or prints
-// what this package cannot parse — guessing "no GPU" there would record a
-// generation for the wrong hardware; ctx's error when ctx ends; a
-// bad override file.
+// Errors: an *SMIError when GPU device nodes exist (/dev/nvidiaN, or
+// WSL's /dev/dxg) but nvidia-smi fails, or is missing while the driver is
+// loaded; when nvidia-smi hangs past the timeout or prints what this
+// package cannot parse. Guessing "no GPU" there would record a generation
+// for the wrong hardware. Also ctx's error when ctx ends, and a bad
+// override file's error.
 func Probe(ctx context.Context, o Options) (*Facts, error) {
 	if o.Override != "" {
 		return LoadOverride(o.Override)
@@ -105,9 +106,15 @@ func Probe(ctx context.Context, o Options) (*Facts, error) {
 		f.Notes = append(f.Notes, fmt.Sprintf("no driver version found in %s", filepath.Join(root, procVersionPath)))
 		procDriver = ""
 	}
+	// nodes lists the GPU device nodes the container runtime gave this
+	// container: proof that a GPU was meant to be usable here.
 	nodes := func() []string {
 		m, _ := filepath.Glob(filepath.Join(root, devNodesGlob))
-		return gpuNodes(m)
+		m = gpuNodes(m)
+		if dxg := filepath.Join(root, devDXGPath); exists(dxg) {
+			m = append(m, dxg)
+		}
+		return m
 	}
 
 	smi, err := exec.LookPath(o.smi())
@@ -123,11 +130,11 @@ func Probe(ctx context.Context, o Options) (*Facts, error) {
 	}
 	f.Source = "nvidia-smi"
 
-	withCC := true
-	out, runErr := run(ctx, o, log, smi, queryFull, queryFormat)
+	withCC, query := true, queryFull
+	out, runErr := run(ctx, o, log, smi, query, queryFormat)
 	if runErr != nil && !isTimeout(runErr) && ctx.Err() == nil && mentionsComputeCap(runErr) {
-		withCC = false
-		out, runErr = run(ctx, o, log, smi, queryReduced, queryFormat)
+		withCC, query = false, queryReduced
+		out, runErr = run(ctx, o, log, smi, query, queryFormat)
 		if runErr == nil {
 			f.Notes = append(f.Notes, "compute capability unknown: this driver's nvidia-smi has no compute_cap field (needs driver >= 510)")
 		}
@@ -155,7 +162,7 @@ func Probe(ctx context.Context, o Options) (*Facts, error) {
 
 	gpus, drivers, err := parseQuery(out, withCC)
 	if err != nil {
-		return nil, &SMIError{Command: commandLine(smi, queryFull, queryFormat), Err: err, Output: "printed output this probe cannot parse: " + err.Error()}
+		return nil, &SMIError{Command: commandLine(smi, query, queryFormat), Err: err, Output: "printed output this probe cannot parse: " + err.Error()}
 	}
 	f.GPUs = gpus
 	if len(drivers) > 0 {

@@ -197,6 +197,18 @@ func TestProbeGivenGPUButCannotInspect(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+	t.Run("WSL", func(t *testing.T) {
+		t.Setenv("PATH", fakeSMI(t, "echo 'Failed to initialize NVML: GPU access blocked by the operating system'\nexit 17\n"))
+		root := fakeRoot(t, "", 0)
+		if err := os.WriteFile(filepath.Join(root, "dev/dxg"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := probe(t, Options{Root: root})
+		var se *SMIError
+		if !errors.As(err, &se) || se.ExitCode != 17 || !strings.Contains(err.Error(), "GPU access blocked") {
+			t.Fatalf("err = %v", err)
+		}
+	})
 	t.Run("unparsable output", func(t *testing.T) {
 		t.Setenv("PATH", fakeSMI(t, smiScript("NVIDIA A100, eight, 570.86.15, 81920\n", header570)))
 		_, err := probe(t, Options{Root: fakeRoot(t, procProprietary, 1, a100)})
