@@ -279,3 +279,18 @@ func TestWatchInitBudgetQuietWhenFast(t *testing.T) {
 		t.Fatalf("warned on a fast bootstrap: %v", logs.All()[0].Message)
 	}
 }
+
+func FuzzParseInitTimeout(f *testing.F) {
+	for _, s := range []string{"", "600", "10m", "-1", "1e9", "99999999999999999999", "1h30m", " 7 "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseInitTimeout(s)
+		if err == nil && d <= 0 {
+			t.Fatalf("ParseInitTimeout(%q) = %v without error", s, d)
+		}
+		if err != nil && !strings.Contains(err.Error(), "RUNPOD_INIT_TIMEOUT") {
+			t.Fatalf("error %q does not name the variable", err)
+		}
+	})
+}

@@ -14,6 +14,10 @@ import (
 // initializing after it are marked unhealthy.
 const DefaultInitTimeout = 7 * time.Minute
 
+// maxInitSeconds bounds RUNPOD_INIT_TIMEOUT in seconds far below where a
+// time.Duration overflows; no platform waits a year for a worker.
+const maxInitSeconds = 365 * 24 * 3600
+
 // ParseInitTimeout reads RUNPOD_INIT_TIMEOUT: whole seconds, as RunPod sets
 // it ("600"), or a Go duration ("10m"). Empty means DefaultInitTimeout.
 func ParseInitTimeout(v string) (time.Duration, error) {
@@ -22,8 +26,8 @@ func ParseInitTimeout(v string) (time.Duration, error) {
 		return DefaultInitTimeout, nil
 	}
 	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n <= 0 {
-			return 0, fmt.Errorf("RUNPOD_INIT_TIMEOUT=%q: must be a positive number of seconds", v)
+		if n <= 0 || n > maxInitSeconds {
+			return 0, fmt.Errorf("RUNPOD_INIT_TIMEOUT=%q: must be a number of seconds between 1 and %d", v, maxInitSeconds)
 		}
 		return time.Duration(n) * time.Second, nil
 	}

@@ -417,3 +417,62 @@ func TestStuckBootstrapAbandonedAfterGrace(t *testing.T) {
 		t.Error("giving up not logged")
 	}
 }
+
+// Every forwarded signal reaches the handler, and only SIGTERM/SIGINT stop
+// volboot.
+func TestAllForwardedSignalsReachHandler(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h := script(t, dir, "sigs.py", `#!/usr/bin/env python3
+import os, signal, sys
+d = sys.argv[1]
+got = []
+def rec(signum, frame):
+    got.append(signal.Signals(signum).name)
+    with open(os.path.join(d, "got.tmp"), "w") as f:
+        f.write(" ".join(got))
+    os.rename(os.path.join(d, "got.tmp"), os.path.join(d, "got"))
+    if signum == signal.SIGTERM:
+        sys.exit(7)
+for s in (signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
+    signal.signal(s, rec)
+open(os.path.join(d, "started"), "w").close()
+while True:
+    signal.pause()
+`)
+	p := start(t, nil, nil, h, dir)
+	p.waitFile(filepath.Join(dir, "started"), 10*time.Second)
+	want := ""
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2} {
+		p.signal(sig)
+		want = strings.TrimSpace(want + " " + strings.ToUpper("SIG"+sigName(sig)))
+		deadline := time.Now().Add(10 * time.Second)
+		for p.read(filepath.Join(dir, "got")) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("handler saw %q, want %q", p.read(filepath.Join(dir, "got")), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if p.ping() != 200 {
+			t.Fatalf("/ping %d after %s: volboot should keep supervising", p.ping(), sig)
+		}
+	}
+	p.signal(syscall.SIGTERM)
+	if got := p.exitCode(10 * time.Second); got != 7 {
+		t.Errorf("exit code %d, want the handler's 7", got)
+	}
+}
+
+func sigName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGHUP:
+		return "hup"
+	case syscall.SIGQUIT:
+		return "quit"
+	case syscall.SIGUSR1:
+		return "usr1"
+	case syscall.SIGUSR2:
+		return "usr2"
+	}
+	return s.String()
+}
