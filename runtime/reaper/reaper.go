@@ -99,8 +99,9 @@ func (r *Reaper) ForkExec(argv0 string, argv []string, attr *syscall.ProcAttr) (
 
 // Close stops the waiting goroutine and returns once it has ended. Children
 // still running are not signalled; their statuses are no longer collected
-// by this Reaper, and registered channels never receive. Close is
-// idempotent.
+// by this Reaper, and registered channels never receive. The process stays
+// a child subreaper (the flag cannot usefully be dropped while orphans may
+// already have been adopted). Close is idempotent.
 func (r *Reaper) Close() error {
 	r.mu.Lock()
 	if r.closed {

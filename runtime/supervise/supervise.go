@@ -69,13 +69,19 @@ type Result struct {
 	// Signal is the signal that stopped volboot, if one did.
 	Signal os.Signal
 	// Err says what failed, for logging; nil when the handler ran and
-	// ended (whatever its code) or a signal stopped the bootstrap.
+	// ended (whatever its code) or a signal stopped the bootstrap, which
+	// then returned within StopGrace.
 	Err error
 }
 
 // Run runs the bootstrap and then the handler, as Config says, and returns
 // when volboot should exit. Cancelling ctx acts like SIGTERM, except that
-// the Result carries no Signal.
+// the Result carries no Signal (and a bootstrap so stopped gives code 1
+// with ctx's error).
+//
+// After a failure (phase failed: bootstrap error, handler failed with
+// restart never, restarts exhausted) Run keeps answering 503 for
+// FailureLinger before it returns. It never calls os.Exit.
 func Run(ctx context.Context, cfg Config) Result {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
