@@ -14,6 +14,7 @@ package pep425_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"reflect"
 	"sort"
@@ -116,6 +117,43 @@ func specifierGrid() [][3]any {
 	for _, s := range specs {
 		for _, c := range candidates {
 			out = append(out, [3]any{s, c, nil}, [3]any{s, c, true})
+		}
+	}
+	return out
+}
+
+// markerGrid crosses variables, operators and values, left and right of
+// the operator, either way round. It leaves out what packaging 21.3 gets wrong by today's
+// rules: a left side that is not a PEP 440 version meeting a right side
+// that makes a valid specifier (21.3 answers false for any operator but
+// ===; PEP 508 says compare as strings).
+func markerGrid() []string {
+	values := map[string][]string{
+		"python_version":      {"3.11", "3.8", "3.12", "3", "3.11.*", "3.1"},
+		"python_full_version": {"3.11.7", "3.11", "3.11.10", "3.11.*"},
+		"os_name":             {"posix", "nt", "pos"},
+		"sys_platform":        {"linux", "linux2", "win32"},
+		"platform_release":    {"6.1.0", "6", "5.10"},
+		"platform_machine":    {"x86_64", "aarch64", "x86"},
+	}
+	ops := []string{"==", "!=", "<", "<=", ">", ">=", "~=", "===", "in", "not in"}
+	var out []string
+	for _, variable := range []string{"python_version", "python_full_version", "os_name", "sys_platform", "platform_release", "platform_machine"} {
+		lhs := baseEnv[variable]
+		_, lhsErr := pep440.Parse(lhs)
+		for _, op := range ops {
+			for _, v := range values[variable] {
+				_, specErr := pep440.ParseSpecifier(op + v)
+				if lhsErr == nil || specErr != nil || op == "===" {
+					out = append(out, fmt.Sprintf("%s %s '%s'", variable, op, v))
+				}
+				// The same with the literal on the left.
+				_, litErr := pep440.Parse(v)
+				_, specErr = pep440.ParseSpecifier(op + lhs)
+				if litErr == nil || specErr != nil || op == "===" {
+					out = append(out, fmt.Sprintf("'%s' %s %s", v, op, variable))
+				}
+			}
 		}
 	}
 	return out
@@ -295,6 +333,10 @@ func TestOracle(t *testing.T) {
 	for _, m := range oracleMarkers {
 		markers = append(markers, [2]any{m.marker, envFor(m.env)})
 	}
+	mgrid := markerGrid()
+	for _, m := range mgrid {
+		markers = append(markers, [2]any{m, baseEnv})
+	}
 	ans := runOracle(t, map[string]any{
 		"versions": oracleVersions, "compare": compare, "specifiers": oracleSpecifiers,
 		"contains": contains, "markers": markers, "requirements": oracleRequirements,
@@ -356,6 +398,14 @@ func TestOracle(t *testing.T) {
 			}
 		}
 		check("marker", i, c.marker, got, ans.Markers[i])
+	}
+	for j, m := range mgrid {
+		i := len(oracleMarkers) + j
+		var got any = "error"
+		if ok, err := pep508.MustParseMarker(m).Evaluate(pep508.Environment{Values: baseEnv}); err == nil {
+			got = ok
+		}
+		check("marker grid", i, m, got, ans.Markers[i])
 	}
 	type reqAnswer struct {
 		Name      string   `json:"name"`
