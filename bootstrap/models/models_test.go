@@ -473,7 +473,7 @@ func TestRetriesAndPatterns(t *testing.T) {
 // over, and that nothing half-written ever had a final name.
 func TestResumeAfterKill(t *testing.T) {
 	e := newEnv(t, fakehub.Options{})
-	const size, stallAt = 6 << 20, 2<<20 + 4096
+	const size, stallAt = 12 << 20, 5<<20 + 4096 // above fetch's ResumeMinSize (8 MiB)
 	w := randBytes(size, 9)
 	e.hub.Commit("model", "org/big", map[string]fakehub.File{"w.bin": {Content: fakehub.Bytes(w), LFS: true}}, "main")
 	e.hub.FaultBlob(sha(w), fakehub.Fault{StallAt: stallAt})
@@ -515,6 +515,9 @@ func TestResumeAfterKill(t *testing.T) {
 	mustOK(t, e.sync("", Model{Repo: "org/big", Files: []string{"w.bin"}}))
 	if got := e.hub.BlobStats(sha(w)).Bytes - sent; got != size-stallAt {
 		t.Errorf("resume fetched %d bytes, want the remaining %d", got, size-stallAt)
+		for _, ent := range e.log.All() {
+			t.Logf("log: %s %v", ent.Message, ent.ContextMap())
+		}
 	}
 	if l := pyLookup(t, e.dir, "model", "org/big", "main", "w.bin"); l.Status != "found" || l.SHA256 != sha(w) {
 		t.Errorf("after resume: %+v", l)
