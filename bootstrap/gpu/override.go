@@ -29,8 +29,8 @@ func LoadOverride(path string) (*Facts, error) {
 }
 
 // ParseOverride decodes an override file; name is used in errors and in
-// Facts.Source. The schema, strictly (unknown fields, trailing data and
-// wrong types are errors naming the file, line and field):
+// Facts.Source. The schema, strictly (unknown or repeated fields, trailing
+// data and wrong types are errors naming the file, line and field):
 //
 //	{
 //	  "driver": "570.86.15",            // 2 or 3 numeric parts; "" = no driver
@@ -63,6 +63,9 @@ func ParseOverride(name string, data []byte) (*Facts, error) {
 		}
 		line, col := lineCol(data, end)
 		return nil, fail("line %d column %d: unexpected data after the JSON object", line, col)
+	}
+	if err := checkDuplicateKeys(data); err != nil {
+		return nil, fail("%v", err)
 	}
 	if of.Driver != "" && !isDriverVersion(of.Driver) {
 		return nil, fail("driver %q is not a driver version like \"570.86.15\"", of.Driver)
@@ -158,4 +161,75 @@ func lineCol(data []byte, off int) (int, int) {
 	line := bytes.Count(before, []byte("\n")) + 1
 	col := off - bytes.LastIndexByte(before, '\n')
 	return line, col
+}
+
+// checkDuplicateKeys rejects an object that names a key twice, which
+// encoding/json accepts silently (the last one wins): in a file written by
+// hand, the first is usually the one meant. data must be valid JSON.
+func checkDuplicateKeys(data []byte) error {
+	type frame struct {
+		obj       bool
+		keys      map[string]bool
+		expectKey bool
+		key       string
+		next, cur int // array: index of the next and of the current element
+	}
+	var stack []*frame
+	path := func() string {
+		var b strings.Builder
+		for _, f := range stack {
+			if f.obj {
+				if b.Len() > 0 {
+					b.WriteByte('.')
+				}
+				b.WriteString(f.key)
+			} else {
+				fmt.Fprintf(&b, "[%d]", f.cur)
+			}
+		}
+		return b.String()
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return nil // the decoder proper reports syntax errors
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.obj && top.expectKey {
+			if k, ok := tok.(string); ok {
+				top.key = k
+				if top.keys[k] {
+					line, col := lineCol(data, int(dec.InputOffset())-1)
+					return fmt.Errorf("line %d column %d: field %s appears twice", line, col, path())
+				}
+				top.keys[k] = true
+				top.expectKey = false
+				continue
+			}
+		}
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		// tok starts a value inside top.
+		if top != nil {
+			if top.obj {
+				top.expectKey = true
+			} else {
+				top.cur = top.next
+				top.next++
+			}
+		}
+		if d, ok := tok.(json.Delim); ok {
+			stack = append(stack, &frame{obj: d == '{', keys: map[string]bool{}, expectKey: d == '{'})
+		}
+	}
 }
