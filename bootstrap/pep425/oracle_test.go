@@ -255,6 +255,7 @@ var oracleSynthetic = []struct {
 	Platform string `json:"platform"`
 	Glibc    []int  `json:"glibc,omitempty"`
 	Musl     []int  `json:"musl,omitempty"`
+	Is32     bool   `json:"is32,omitempty"`
 }{
 	{Impl: "cpython", Python: []int{3, 12}, ABI: "cp312", Platform: "linux-x86_64", Musl: []int{1, 2}},
 	{Impl: "cpython", Python: []int{3, 11}, ABI: "cp311", Platform: "linux-aarch64", Glibc: []int{2, 28}},
@@ -262,6 +263,8 @@ var oracleSynthetic = []struct {
 	{Impl: "cpython", Python: []int{3, 13}, ABI: "cp313", Platform: "linux-x86_64", Glibc: []int{2, 17}},
 	{Impl: "cpython", Python: []int{3, 12}, ABI: "cp312d", Platform: "linux-ppc64le", Glibc: []int{2, 31}},
 	{Impl: "pypy", Python: []int{3, 10}, ABI: "pypy310_pp73", Platform: "linux-x86_64", Glibc: []int{2, 35}},
+	{Impl: "cpython", Python: []int{3, 9}, ABI: "cp39", Platform: "linux-x86_64", Glibc: []int{2, 31}, Is32: true},
+	{Impl: "cpython", Python: []int{3, 11}, ABI: "cp311", Platform: "linux-aarch64", Glibc: []int{2, 35}, Is32: true},
 }
 
 type oracleAnswers struct {
@@ -471,7 +474,7 @@ func TestOracle(t *testing.T) {
 	for i, c := range oracleSynthetic {
 		in := pep425.Interpreter{
 			Implementation: c.Impl, Major: c.Python[0], Minor: c.Python[1], ABI: c.ABI,
-			Platform: strings.ReplaceAll(c.Platform, "-", "_"),
+			Platform: strings.ReplaceAll(c.Platform, "-", "_"), Is32Bit: c.Is32,
 		}
 		switch {
 		case c.Musl != nil:

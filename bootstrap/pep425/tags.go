@@ -124,6 +124,10 @@ type Interpreter struct {
 	Machine              string // platform.machine(): "x86_64"; used when Platform is empty
 	Libc                 string // "glibc", "musl" or "" (unknown, not Linux)
 	LibcMajor, LibcMinor int
+	// Is32Bit is sys.maxsize <= 2**32: a 32-bit interpreter on a 64-bit
+	// kernel reports linux-x86_64 / linux-aarch64 but needs i686 / armv7l
+	// wheels, which packaging corrects for, and so do we.
+	Is32Bit bool
 }
 
 var shortNames = map[string]string{
@@ -225,6 +229,14 @@ func platformTags(in Interpreter) []string {
 		plat = "linux_" + in.Machine
 	}
 	plat = strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToLower(plat))
+	if in.Is32Bit {
+		switch plat {
+		case "linux_x86_64":
+			plat = "linux_i686"
+		case "linux_aarch64":
+			plat = "linux_armv7l"
+		}
+	}
 	arch, isLinux := strings.CutPrefix(plat, "linux_")
 	if !isLinux {
 		return []string{plat}

@@ -52,6 +52,20 @@ const versionPattern = `v?` +
 
 var versionRE = regexp.MustCompile(`^` + versionPattern + `$`)
 
+// Submatch indices of versionRE's groups, looked up once.
+var (
+	reEpoch   = versionRE.SubexpIndex("epoch")
+	reRelease = versionRE.SubexpIndex("release")
+	rePreL    = versionRE.SubexpIndex("pre_l")
+	rePreN    = versionRE.SubexpIndex("pre_n")
+	rePost    = versionRE.SubexpIndex("post")
+	rePostN1  = versionRE.SubexpIndex("post_n1")
+	rePostN2  = versionRE.SubexpIndex("post_n2")
+	reDev     = versionRE.SubexpIndex("dev")
+	reDevN    = versionRE.SubexpIndex("dev_n")
+	reLocal   = versionRE.SubexpIndex("local")
+)
+
 // Version is a parsed PEP 440 version. The zero value is not a valid
 // version; obtain one from Parse.
 type Version struct {
@@ -80,15 +94,14 @@ func Parse(s string) (Version, error) {
 	if m == nil {
 		return Version{}, fmt.Errorf("invalid version %q: not a PEP 440 version", s)
 	}
-	g := func(name string) string { return m[versionRE.SubexpIndex(name)] }
 	v := Version{epoch: "0"}
-	if e := g("epoch"); e != "" {
+	if e := m[reEpoch]; e != "" {
 		v.epoch = trimZeros(e)
 	}
-	for _, p := range strings.Split(g("release"), ".") {
+	for _, p := range strings.Split(m[reRelease], ".") {
 		v.release = append(v.release, trimZeros(p))
 	}
-	if l := g("pre_l"); l != "" {
+	if l := m[rePreL]; l != "" {
 		switch l {
 		case "alpha":
 			l = "a"
@@ -97,17 +110,17 @@ func Parse(s string) (Version, error) {
 		case "c", "pre", "preview":
 			l = "rc"
 		}
-		v.preL, v.preN = l, trimZeros(g("pre_n"))
+		v.preL, v.preN = l, trimZeros(m[rePreN])
 	}
-	if g("post") != "" {
+	if m[rePost] != "" {
 		v.hasPost = true
-		v.postN = trimZeros(g("post_n1") + g("post_n2"))
+		v.postN = trimZeros(m[rePostN1] + m[rePostN2])
 	}
-	if g("dev") != "" {
+	if m[reDev] != "" {
 		v.hasDev = true
-		v.devN = trimZeros(g("dev_n"))
+		v.devN = trimZeros(m[reDevN])
 	}
-	if l := g("local"); l != "" {
+	if l := m[reLocal]; l != "" {
 		for _, p := range strings.FieldsFunc(l, func(r rune) bool { return r == '-' || r == '_' || r == '.' }) {
 			if isDigits(p) {
 				p = trimZeros(p)
