@@ -17,8 +17,8 @@
 // targets; see ParseOverride for its schema.
 //
 // No GPU is a valid answer, not an error: Facts with zero GPUs, whose
-// conditions do not hold. Probe returns an error only when the container was
-// given a GPU that cannot be inspected (see Probe), because guessing "no GPU"
+// conditions do not hold. Probe returns an error (*SMIError) only when a
+// GPU seems present but cannot be inspected, because guessing "no GPU"
 // there would build and record a generation for the wrong hardware.
 //
 // All functions are safe for concurrent use; they share no state. Facts are

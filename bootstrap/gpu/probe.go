@@ -29,11 +29,13 @@ const (
 // few hundred bytes per GPU.
 const maxOutput = 1 << 20
 
-// SMIError reports an nvidia-smi that exists but failed or hung while the
-// container has GPU device nodes, so a GPU was given to it and cannot be
-// inspected. Typical causes: the container's NVIDIA libraries do not match
-// the host's kernel module ("Driver/library version mismatch"), or a GPU in
-// a bad state (nvidia-smi hangs, the kernel log shows Xid errors).
+// SMIError reports a GPU that seems present but cannot be inspected: an
+// nvidia-smi that fails while the container has GPU device nodes, hangs
+// past the timeout, prints what Probe cannot parse, or is missing while the
+// driver is loaded and device nodes exist. Typical causes: the container's
+// NVIDIA libraries do not match the host's kernel module ("Driver/library
+// version mismatch"), or a GPU in a bad state (nvidia-smi hangs, the
+// kernel log shows Xid errors).
 type SMIError struct {
 	Command  string // the command line run
 	ExitCode int    // -1 when it did not exit by itself
