@@ -222,6 +222,19 @@ func TestLayoutReadByPythonLookup(t *testing.T) {
 	if st := Check(e.dir, m, &rs[0].Snapshot); !st.Complete || st.Commit != commit {
 		t.Errorf("Check with record = %+v", st)
 	}
+	// A record of the commit only (what the reconciler's state keeps) still
+	// checks the files, and notices when the branch moved on disk.
+	if st := Check(e.dir, m, &Snapshot{Commit: commit}); !st.Complete {
+		t.Errorf("Check with commit-only record = %+v", st)
+	}
+	if st := Check(e.dir, m, &Snapshot{Commit: strings.Repeat("0", 40)}); st.Complete || !strings.Contains(st.Problems[0], "was recorded") {
+		t.Errorf("Check with another commit = %+v", st)
+	}
+	os.Remove(filepath.Join(repoDir, "snapshots", commit, "config.json"))
+	if st := Check(e.dir, m, &Snapshot{Commit: commit}); st.Complete || !strings.Contains(st.Problems[0], "config.json: not in the snapshot") {
+		t.Errorf("Check after removing a link = %+v", st)
+	}
+	mustOK(t, e.sync("", m))
 	if st := Check(e.dir, Model{Repo: "org/tts", Files: []string{"**/*.txt", "*.json"}}, nil); !st.Complete {
 		t.Errorf("Check with patterns = %+v", st)
 	}

@@ -28,9 +28,10 @@ type Status struct {
 // one Readlink and one Stat of its snapshot link (the Stat follows the link
 // to the blob).
 //
-// With rec (the Snapshot of an earlier successful Sync) it checks exactly
-// rec's files, each link's target and each blob's size, and that the ref
-// still names rec's commit. Without rec it checks m's paths, and a glob
+// With rec (the Snapshot of an earlier successful Sync) it checks that the
+// ref still names rec's commit and, when rec lists files, exactly those:
+// each link's target and each blob's size. Without rec (or without its
+// files) it checks m's paths, and a glob
 // pattern by listing the snapshot directory (it must match at least one
 // file there); sizes are then not checked. Check never writes.
 func Check(hubDir string, m Model, rec *Snapshot) Status {
@@ -62,7 +63,7 @@ func Check(hubDir string, m Model, rec *Snapshot) Status {
 		return st
 	}
 	var files []FileInfo
-	if rec != nil {
+	if rec != nil && len(rec.Files) > 0 {
 		files = rec.Files
 	} else {
 		var listed []string

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -135,5 +137,23 @@ func TestFaults(t *testing.T) {
 	}
 	if r := do(t, "HEAD", s.URL+"/datasets/org/d/resolve/main/x.bin"); r.StatusCode != 302 {
 		t.Errorf("after resolve fault: %d", r.StatusCode)
+	}
+}
+
+func TestAddDir(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte("{}"), 0o644)
+	os.WriteFile(filepath.Join(dir, "sub", "w.bin"), make([]byte, 4096), 0o644)
+	s := start(t, Options{})
+	commit, err := s.Hub.AddDir("space", "org/s", dir, 1024, "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := do(t, "HEAD", s.URL+"/spaces/org/s/resolve/main/sub/w.bin"); r.StatusCode != 302 || r.Header.Get("X-Repo-Commit") != commit {
+		t.Errorf("large file from a directory: %d %v", r.StatusCode, r.Header)
+	}
+	if r := do(t, "HEAD", s.URL+"/spaces/org/s/resolve/main/config.json"); r.StatusCode != 200 {
+		t.Errorf("small file from a directory: %d", r.StatusCode)
 	}
 }
