@@ -124,7 +124,9 @@ func run(dir, bigSize string, nSmall, jobs int) error {
 
 	idx := testindex.New()
 	bigContent := testindex.NewGenerated(big, 1)
-	fmt.Printf("preparing: hashing %s of generated content...\n", human(big))
+	if big > 0 {
+		fmt.Printf("preparing: hashing %s of generated content...\n", human(big))
+	}
 	bigSHA, err := testindex.SHA256(bigContent)
 	if err != nil {
 		return err
@@ -202,90 +204,101 @@ func run(dir, bigSize string, nSmall, jobs int) error {
 	}
 
 	fmt.Printf("filesystem: %s\n\n", dir)
-	// 1. Big file.
-	vd, err := fresh("volboot-big")
-	if err != nil {
-		return err
-	}
-	vb, err := volboot([]fetch.Item{{Name: "big", URLs: []string{base + "/files/big.bin"}, Size: big,
-		Digest: fetch.Digest{Kind: fetch.SHA256, Hex: bigSHA}, Dest: filepath.Join(vd, bigSHA+".bin")}})
-	if err != nil {
-		return err
-	}
-	os.RemoveAll(vd)
-	cd, err := fresh("curl-big")
-	if err != nil {
-		return err
-	}
-	cf := filepath.Join(cd, "big.bin")
-	cb, err := timed(exec.Command("curl", "-sSf", "-o", cf, base+"/files/big.bin"), exec.Command("sync", cf))
-	if err != nil {
-		return err
-	}
-	if fi, err := os.Stat(cf); err != nil || fi.Size() != big {
-		return fmt.Errorf("curl wrote a wrong big file: %v", err)
-	}
-	os.RemoveAll(cd)
-	vRate, cRate := float64(big)/vb.elapsed.Seconds(), float64(big)/cb.elapsed.Seconds()
-	fmt.Printf("big file (%s, sha256 verified by volboot only):\n", human(big))
-	fmt.Printf("  volboot  %8.2fs  %8.1f MiB/s  cpu %6.2fs  peak RSS %.1f MiB\n", vb.elapsed.Seconds(), vRate/(1<<20), vb.cpu.Seconds(), float64(vb.rss)/(1<<20))
-	fmt.Printf("  curl     %8.2fs  %8.1f MiB/s  cpu %6.2fs  (curl + sync FILE)\n", cb.elapsed.Seconds(), cRate/(1<<20), cb.cpu.Seconds())
-	fmt.Printf("  ratio volboot/curl throughput: %.2fx (goal >= 0.90x)\n\n", vRate/cRate)
+	benchBig := func() error {
+		// 1. Big file.
+		vd, err := fresh("volboot-big")
+		if err != nil {
+			return err
+		}
+		vb, err := volboot([]fetch.Item{{Name: "big", URLs: []string{base + "/files/big.bin"}, Size: big,
+			Digest: fetch.Digest{Kind: fetch.SHA256, Hex: bigSHA}, Dest: filepath.Join(vd, bigSHA+".bin")}})
+		if err != nil {
+			return err
+		}
+		os.RemoveAll(vd)
+		cd, err := fresh("curl-big")
+		if err != nil {
+			return err
+		}
+		cf := filepath.Join(cd, "big.bin")
+		cb, err := timed(exec.Command("curl", "-sSf", "-o", cf, base+"/files/big.bin"), exec.Command("sync", cf))
+		if err != nil {
+			return err
+		}
+		if fi, err := os.Stat(cf); err != nil || fi.Size() != big {
+			return fmt.Errorf("curl wrote a wrong big file: %v", err)
+		}
+		os.RemoveAll(cd)
+		vRate, cRate := float64(big)/vb.elapsed.Seconds(), float64(big)/cb.elapsed.Seconds()
+		fmt.Printf("big file (%s, sha256 verified by volboot only):\n", human(big))
+		fmt.Printf("  volboot  %8.2fs  %8.1f MiB/s  cpu %6.2fs  peak RSS %.1f MiB\n", vb.elapsed.Seconds(), vRate/(1<<20), vb.cpu.Seconds(), float64(vb.rss)/(1<<20))
+		fmt.Printf("  curl     %8.2fs  %8.1f MiB/s  cpu %6.2fs  (curl + sync FILE)\n", cb.elapsed.Seconds(), cRate/(1<<20), cb.cpu.Seconds())
+		fmt.Printf("  ratio volboot/curl throughput: %.2fx (goal >= 0.90x)\n\n", vRate/cRate)
 
-	// 2. Small files.
-	vd, err = fresh("volboot-small")
-	if err != nil {
-		return err
+		return nil
 	}
-	var items []fetch.Item
-	for _, s := range smalls {
-		items = append(items, fetch.Item{Name: s.name, URLs: []string{base + "/files/" + s.name}, Size: s.size,
-			Digest: fetch.Digest{Kind: fetch.SHA256, Hex: s.sha}, Dest: filepath.Join(vd, s.sha+".whl")})
+	benchSmall := func() error {
+		// 2. Small files.
+		vd, err := fresh("volboot-small")
+		if err != nil {
+			return err
+		}
+		var items []fetch.Item
+		for _, s := range smalls {
+			items = append(items, fetch.Item{Name: s.name, URLs: []string{base + "/files/" + s.name}, Size: s.size,
+				Digest: fetch.Digest{Kind: fetch.SHA256, Hex: s.sha}, Dest: filepath.Join(vd, s.sha+".whl")})
+		}
+		vs, err := volboot(items)
+		if err != nil {
+			return err
+		}
+		cd, err := fresh("curl-small")
+		if err != nil {
+			return err
+		}
+		var perFile []*exec.Cmd
+		var files []string
+		for _, s := range smalls {
+			p := filepath.Join(cd, s.name)
+			files = append(files, p)
+			perFile = append(perFile, exec.Command("curl", "-sSf", "-o", p, base+"/files/"+s.name))
+		}
+		perFile = append(perFile, exec.Command("sync", files...))
+		cs, err := timed(perFile...)
+		if err != nil {
+			return err
+		}
+		cd2, err := fresh("curl-small-one")
+		if err != nil {
+			return err
+		}
+		oneArgs := []string{"-sSf"}
+		var files2 []string
+		for _, s := range smalls {
+			p := filepath.Join(cd2, s.name)
+			files2 = append(files2, p)
+			oneArgs = append(oneArgs, "-o", p, base+"/files/"+s.name)
+		}
+		cs1, err := timed(exec.Command("curl", oneArgs...), exec.Command("sync", files2...))
+		if err != nil {
+			return err
+		}
+		for _, d := range []string{vd, cd, cd2} {
+			os.RemoveAll(d)
+		}
+		fmt.Printf("%d small files (%s total, 8 KiB-2 MiB each):\n", nSmall, human(smallTotal))
+		fmt.Printf("  volboot (jobs %d)              %7.2fs  %6.1f files/s  cpu %6.2fs  peak RSS %.1f MiB\n", jobs, vs.elapsed.Seconds(), float64(nSmall)/vs.elapsed.Seconds(), vs.cpu.Seconds(), float64(vs.rss)/(1<<20))
+		fmt.Printf("  curl, one process per file    %7.2fs  %6.1f files/s  cpu %6.2fs\n", cs.elapsed.Seconds(), float64(nSmall)/cs.elapsed.Seconds(), cs.cpu.Seconds())
+		fmt.Printf("  curl, one process, all URLs   %7.2fs  %6.1f files/s  cpu %6.2fs\n", cs1.elapsed.Seconds(), float64(nSmall)/cs1.elapsed.Seconds(), cs1.cpu.Seconds())
+		fmt.Printf("  speed-up vs curl per file: %.2fx; vs one curl: %.2fx (goal > 1x)\n", cs.elapsed.Seconds()/vs.elapsed.Seconds(), cs1.elapsed.Seconds()/vs.elapsed.Seconds())
+		return nil
 	}
-	vs, err := volboot(items)
-	if err != nil {
-		return err
+	if big > 0 {
+		if err := benchBig(); err != nil {
+			return err
+		}
 	}
-	cd, err = fresh("curl-small")
-	if err != nil {
-		return err
-	}
-	var perFile []*exec.Cmd
-	var files []string
-	for _, s := range smalls {
-		p := filepath.Join(cd, s.name)
-		files = append(files, p)
-		perFile = append(perFile, exec.Command("curl", "-sSf", "-o", p, base+"/files/"+s.name))
-	}
-	perFile = append(perFile, exec.Command("sync", files...))
-	cs, err := timed(perFile...)
-	if err != nil {
-		return err
-	}
-	cd2, err := fresh("curl-small-one")
-	if err != nil {
-		return err
-	}
-	oneArgs := []string{"-sSf"}
-	var files2 []string
-	for _, s := range smalls {
-		p := filepath.Join(cd2, s.name)
-		files2 = append(files2, p)
-		oneArgs = append(oneArgs, "-o", p, base+"/files/"+s.name)
-	}
-	cs1, err := timed(exec.Command("curl", oneArgs...), exec.Command("sync", files2...))
-	if err != nil {
-		return err
-	}
-	for _, d := range []string{vd, cd, cd2} {
-		os.RemoveAll(d)
-	}
-	fmt.Printf("%d small files (%s total, 8 KiB-2 MiB each):\n", nSmall, human(smallTotal))
-	fmt.Printf("  volboot (jobs %d)              %7.2fs  %6.1f files/s  cpu %6.2fs  peak RSS %.1f MiB\n", jobs, vs.elapsed.Seconds(), float64(nSmall)/vs.elapsed.Seconds(), vs.cpu.Seconds(), float64(vs.rss)/(1<<20))
-	fmt.Printf("  curl, one process per file    %7.2fs  %6.1f files/s  cpu %6.2fs\n", cs.elapsed.Seconds(), float64(nSmall)/cs.elapsed.Seconds(), cs.cpu.Seconds())
-	fmt.Printf("  curl, one process, all URLs   %7.2fs  %6.1f files/s  cpu %6.2fs\n", cs1.elapsed.Seconds(), float64(nSmall)/cs1.elapsed.Seconds(), cs1.cpu.Seconds())
-	fmt.Printf("  speed-up vs curl per file: %.2fx; vs one curl: %.2fx (goal > 1x)\n", cs.elapsed.Seconds()/vs.elapsed.Seconds(), cs1.elapsed.Seconds()/vs.elapsed.Seconds())
-	return nil
+	return benchSmall()
 }
 
 func human(n int64) string {

@@ -141,7 +141,7 @@ type attemptState struct {
 	validator string // for If-Range when resuming
 	total     int64  // expected size, -1 unknown until a response says
 	hasher    hash.Hash
-	sink      *streamHasher // feeds hasher from another goroutine during a transfer
+	sink      hashSink // feeds hasher during a transfer
 	writeback *writeback
 	streamed  atomic.Int64 // body bytes read in this attempt
 	lastRead  atomic.Int64 // unix nanos of the last progress
@@ -228,8 +228,16 @@ func (f *Fetcher) transfer(ctx context.Context, a *attemptState, part string) er
 	watchDone := make(chan struct{})
 	defer close(watchDone)
 	go f.watchStall(a, cancel, watchDone)
-	if a.hasher != nil {
-		sh := newStreamHasher(a.hasher, 4, f.opt.BufferSize)
+	bufSize := f.opt.BufferSize
+	if a.total >= 0 && a.total-a.prefix < int64(bufSize) {
+		// Small files: a whole buffer each would only feed the GC.
+		bufSize = int(max(a.total-a.prefix, 4<<10))
+	}
+	if a.hasher != nil && a.total-a.prefix < asyncHashMin && a.total >= 0 {
+		// Too little to gain from overlapping: hash inline.
+		a.sink = inlineHasher{a.hasher}
+	} else if a.hasher != nil {
+		sh := newStreamHasher(a.hasher, 4, f.opt.BufferSize, &f.slots)
 		a.sink = sh
 		// Runs before the deferred close(watchDone) and cancel: by then
 		// grab has stopped reading, and the hash must be complete before
@@ -243,7 +251,7 @@ func (f *Fetcher) transfer(ctx context.Context, a *attemptState, part string) er
 	client := &grab.Client{
 		HTTPClient: &httpDoer{f: f, a: a},
 		UserAgent:  f.opt.UserAgent,
-		BufferSize: f.opt.BufferSize,
+		BufferSize: bufSize,
 	}
 	req, err := grab.NewRequest(part, a.rawURL)
 	if err != nil {
@@ -254,7 +262,7 @@ func (f *Fetcher) transfer(ctx context.Context, a *attemptState, part string) er
 	}
 	req.NoCreateDirectories = true
 	req.IgnoreRemoteTime = true
-	req.BufferSize = f.opt.BufferSize
+	req.BufferSize = bufSize
 	req = req.WithContext(actx)
 	resp := client.Do(req)
 	err = resp.Err()

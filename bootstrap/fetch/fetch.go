@@ -182,6 +182,7 @@ type Fetcher struct {
 	hosts   map[string]*semaphore.Weighted
 	randMu  sync.Mutex
 	rand    *rand.Rand
+	slots   sync.Pool // *[]byte of BufferSize, for streamHasher
 }
 
 // New returns a Fetcher with opt's defaults filled in.

@@ -8,6 +8,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// asyncHashMin is the transfer size from which hashing runs on its own
+// goroutine.
+const asyncHashMin = 4 << 20
+
+// hashSink receives body bytes to hash.
+type hashSink interface{ Write(p []byte) }
+
+type inlineHasher struct{ h hash.Hash }
+
+func (i inlineHasher) Write(p []byte) { i.h.Write(p) }
+
 // streamHasher hashes on its own goroutine so that hashing overlaps with
 // network reads and file writes. Write copies into one of a few slots (the
 // caller's buffer is reused as soon as Write returns) and blocks only when
@@ -15,16 +26,25 @@ import (
 // time; Close waits until everything written is hashed, and must be called
 // exactly once. The goroutine exits in Close.
 type streamHasher struct {
-	h    hash.Hash
-	full chan []byte
-	free chan []byte
-	done chan struct{}
+	h     hash.Hash
+	full  chan []byte
+	free  chan []byte
+	done  chan struct{}
+	pool  *sync.Pool
+	slots int
 }
 
-func newStreamHasher(h hash.Hash, slots, size int) *streamHasher {
-	s := &streamHasher{h: h, full: make(chan []byte, slots), free: make(chan []byte, slots), done: make(chan struct{})}
+// newStreamHasher takes its slots from pool (buffers of exactly size bytes)
+// and returns them in Close.
+func newStreamHasher(h hash.Hash, slots, size int, pool *sync.Pool) *streamHasher {
+	s := &streamHasher{h: h, full: make(chan []byte, slots), free: make(chan []byte, slots), done: make(chan struct{}), pool: pool, slots: slots}
 	for i := 0; i < slots; i++ {
-		s.free <- make([]byte, size)
+		b, _ := pool.Get().(*[]byte)
+		if b == nil || len(*b) != size {
+			nb := make([]byte, size)
+			b = &nb
+		}
+		s.free <- *b
 	}
 	go func() {
 		defer close(s.done)
@@ -48,6 +68,10 @@ func (s *streamHasher) Write(p []byte) {
 func (s *streamHasher) Close() {
 	close(s.full)
 	<-s.done
+	for i := 0; i < s.slots; i++ {
+		b := <-s.free
+		s.pool.Put(&b)
+	}
 }
 
 // writeback asks the kernel to start writing a growing part file to disk
