@@ -60,6 +60,13 @@ type proc struct {
 // command line (e.g. unshare).
 func start(t *testing.T, wrap []string, flags []string, argv ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, wrap, flags, argv...)
+}
+
+// startEnv is start with env added to the supervisor's (and so the
+// handler's) environment.
+func startEnv(t *testing.T, env []string, wrap []string, flags []string, argv ...string) *proc {
+	t.Helper()
 	dir := t.TempDir()
 	p := &proc{t: t, dir: dir, stdout: filepath.Join(dir, "stdout"), stderr: filepath.Join(dir, "stderr"), done: make(chan struct{})}
 	addrFile := filepath.Join(dir, "addr")
@@ -67,6 +74,7 @@ func start(t *testing.T, wrap []string, flags []string, argv ...string) *proc {
 	args = append(append(args, "--"), argv...)
 	args = append(append([]string(nil), wrap...), args...)
 	p.cmd = exec.Command(args[0], args[1:]...)
+	p.cmd.Env = append(os.Environ(), env...)
 	out, err := os.Create(p.stdout)
 	if err != nil {
 		t.Fatal(err)

@@ -363,12 +363,15 @@ func (s *supervisor) runOnce(path string, h Handler) outcome {
 				notes = nil
 				continue
 			}
+			// Ready first: entering a phase clears the detail, and
+			// "READY=1\nSTATUS=serving" means the status of the ready
+			// handler.
+			if m.Ready {
+				markReady("notify")
+			}
 			if m.HasStatus {
 				s.log.Info("handler status", zap.String("status", m.Status))
 				s.state.SetDetail(m.Status)
-			}
-			if m.Ready {
-				markReady("notify")
 			}
 			if m.Stopping && !stopping {
 				stopping = true
