@@ -539,3 +539,33 @@ func TestResumeAfterKill(t *testing.T) {
 		t.Error("part file left behind")
 	}
 }
+
+func TestPullRequestRevisionAndEndpointPolicy(t *testing.T) {
+	e := newEnv(t, fakehub.Options{})
+	c1, _ := e.hub.Commit("model", "org/m", map[string]fakehub.File{"a.txt": {Content: fakehub.Bytes([]byte("one"))}}, "main")
+	c2, _ := e.hub.Commit("model", "org/m", map[string]fakehub.File{"a.txt": {Content: fakehub.Bytes([]byte("two"))}}, "refs/pr/1")
+	rs := e.sync("", Model{Repo: "org/m", Revision: "refs/pr/1", Files: []string{"a.txt"}}, Model{Repo: "org/m", Files: []string{"a.txt"}})
+	mustOK(t, rs)
+	if rs[0].Snapshot.Commit != c2 || rs[1].Snapshot.Commit != c1 {
+		t.Fatalf("commits %s %s", rs[0].Snapshot.Commit, rs[1].Snapshot.Commit)
+	}
+	if l := pyLookup(t, e.dir, "model", "org/m", "refs/pr/1", "a.txt"); l.SHA256 != sha([]byte("two")) {
+		t.Errorf("refs/pr/1 lookup: %+v", l)
+	}
+
+	f := fetch.New(fetch.Options{})
+	for _, ep := range []string{"http://hub.example.com", "ftp://x", "https://", "https://hub.example.com?x=1"} {
+		if _, err := New(Options{Endpoint: ep, HubDir: t.TempDir(), Fetcher: f}); err == nil {
+			t.Errorf("endpoint %q accepted", ep)
+		}
+	}
+	if _, err := New(Options{Endpoint: "http://hub.example.com", HubDir: t.TempDir(), Fetcher: f, AllowHTTP: []string{"hub.example.com"}}); err != nil {
+		t.Errorf("allowed http endpoint: %v", err)
+	}
+	if got := EndpointFromEnv(func(string) string { return "" }); got != DefaultEndpoint {
+		t.Error(got)
+	}
+	if got := EndpointFromEnv(func(string) string { return "https://mirror.example/hf/ " }); got != "https://mirror.example/hf" {
+		t.Error(got)
+	}
+}
