@@ -4,9 +4,9 @@ import "testing"
 
 func FuzzParseVersion(f *testing.F) {
 	for _, s := range []string{"1.0", "1!2.0rc1.post2.dev3+local.7", "v1.0-1", "1.0_post2", "1.0.0-RC1", "2.8.0+cu128", "0.9999999999999999999999"} {
-		f.Add(s, "1.0")
+		f.Add(s, "1.0", "1.0.post1")
 	}
-	f.Fuzz(func(t *testing.T, a, b string) {
+	f.Fuzz(func(t *testing.T, a, b, c string) {
 		va, errA := Parse(a)
 		if errA == nil {
 			again, err := Parse(va.String())
@@ -27,6 +27,9 @@ func FuzzParseVersion(f *testing.F) {
 			}
 			if (va.String() == vb.String()) && va.Compare(vb) != 0 {
 				t.Fatalf("equal strings compare unequal: %q %q", a, b)
+			}
+			if vc, err := Parse(c); err == nil && va.Compare(vb) <= 0 && vb.Compare(vc) <= 0 && va.Compare(vc) > 0 {
+				t.Fatalf("Compare not transitive: %q <= %q <= %q but %q > %q", a, b, c, a, c)
 			}
 		}
 	})
