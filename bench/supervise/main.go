@@ -9,9 +9,10 @@
 // Runs alternate (direct, supervised, direct, ...) so machine load hits both
 // alike. The supervisor is runtime/internal/testsupervisor (no bootstrap
 // work: the in-sync case) until `volboot run` exists; pass --supervisor to
-// measure another binary taking the same "-- CMD" form.
+// measure another binary, with -supervisor-args for what goes before
+// "-- CMD" (for volboot: "run --volume ... --manifest ...").
 //
-//	go run ./bench/supervise [-n 30] [-python python3] [-supervisor path]
+//	go run ./bench/supervise [-n 30] [-python python3] [-supervisor path] [-supervisor-args "..."]
 package main
 
 import (
@@ -46,6 +47,7 @@ func run() error {
 	n := flag.Int("n", 30, "runs of each kind")
 	python := flag.String("python", "python3", "interpreter for the handler")
 	supervisor := flag.String("supervisor", "", "supervisor binary (default: build runtime/internal/testsupervisor)")
+	supArgs := flag.String("supervisor-args", "", `arguments before "--", space-separated (e.g. "run --volume /tmp/vol" for volboot)`)
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "bench-supervise-")
@@ -73,16 +75,18 @@ func run() error {
 	}
 	py := strings.TrimSpace(string(real))
 	handler := []string{py, "-u", script}
+	supervised := append(append([]string{*supervisor}, strings.Fields(*supArgs)...), "--")
+	supervised = append(supervised, handler...)
 
 	// One unmeasured run of each warms the page cache.
 	if _, _, err := once(handler, false); err != nil {
 		return err
 	}
-	if _, _, err := once(append([]string{*supervisor, "--"}, handler...), true); err != nil {
+	if _, _, err := once(supervised, true); err != nil {
 		return err
 	}
 
-	var direct, supervised []time.Duration
+	var direct, underSup []time.Duration
 	var rss, hwm []int64
 	for i := 0; i < *n; i++ {
 		d, _, err := once(handler, false)
@@ -90,32 +94,32 @@ func run() error {
 			return fmt.Errorf("direct run %d: %w", i, err)
 		}
 		direct = append(direct, d)
-		d, mem, err := once(append([]string{*supervisor, "--"}, handler...), true)
+		d, mem, err := once(supervised, true)
 		if err != nil {
 			return fmt.Errorf("supervised run %d: %w", i, err)
 		}
-		supervised = append(supervised, d)
+		underSup = append(underSup, d)
 		rss = append(rss, mem[0])
 		hwm = append(hwm, mem[1])
 	}
 
-	md, ms := median(direct), median(supervised)
+	md, ms := median(direct), median(underSup)
 	fmt.Printf("handler: %s -u handler.py (prints its first line, then waits for SIGTERM)\n", py)
-	fmt.Printf("supervisor: %s\n", *supervisor)
+	fmt.Printf("supervisor: %s\n", strings.Join(supervised[:len(supervised)-len(handler)], " "))
 	fmt.Printf("runs: %d each, alternating\n\n", *n)
 	fmt.Printf("%-34s %10s %10s %10s\n", "time to the handler's first line", "median", "p90", "min")
 	fmt.Printf("%-34s %10s %10s %10s\n", "  direct", ms3(md), ms3(pct(direct, 90)), ms3(pct(direct, 0)))
-	fmt.Printf("%-34s %10s %10s %10s\n", "  under the supervisor", ms3(ms), ms3(pct(supervised, 90)), ms3(pct(supervised, 0)))
+	fmt.Printf("%-34s %10s %10s %10s\n", "  under the supervisor", ms3(ms), ms3(pct(underSup, 90)), ms3(pct(underSup, 0)))
 	// Under shared-machine load the medians drift; the median of the
 	// per-pair differences (each supervised run minus the direct run just
 	// before it) is the steadier figure, and the goal is judged on it.
 	var diffs []time.Duration
 	for i := range direct {
-		diffs = append(diffs, supervised[i]-direct[i])
+		diffs = append(diffs, underSup[i]-direct[i])
 	}
 	over := median(diffs)
 	fmt.Printf("overhead: median of paired differences %s, difference of medians %s, difference of minima %s; ratio of medians %.3f  [goal <= 20 ms: %s]\n\n",
-		ms3(over), ms3(ms-md), ms3(pct(supervised, 0)-pct(direct, 0)), float64(ms)/float64(md), verdict(over <= 20*time.Millisecond))
+		ms3(over), ms3(ms-md), ms3(pct(underSup, 0)-pct(direct, 0)), float64(ms)/float64(md), verdict(over <= 20*time.Millisecond))
 	sort.Slice(rss, func(i, j int) bool { return rss[i] < rss[j] })
 	sort.Slice(hwm, func(i, j int) bool { return hwm[i] < hwm[j] })
 	fmt.Printf("supervisor RSS while supervising: median %.1f MiB, max %.1f MiB; peak (VmHWM) max %.1f MiB  [goal <= 30 MiB: %s]\n",
