@@ -27,9 +27,11 @@
 //     length, as packaging 22+ does: "==1.0.0.*" admits 1.0a1 (a
 //     pre-release of 1.0.0). packaging 21.3 compares the spec as written
 //     and cuts before padding, so it says no.
-//   - The pre-release default of a set follows packaging 21.3 (an inclusive
-//     clause naming a pre-release admits them); `<` and `>` naming a
-//     pre-release do not count.
+//   - Not a difference, but a surprise worth stating: a set's pre-release
+//     default counts only inclusive clauses (== >= <= ~= ===) naming a
+//     pre-release, so "<3.0a8" alone does not admit 3.0a7 unless the caller
+//     asks for pre-releases. packaging 21.3 and later versions agree
+//     (pypa/packaging#788).
 //
 // Values are immutable after parsing and safe for concurrent use.
 package pep440

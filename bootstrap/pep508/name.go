@@ -12,7 +12,8 @@
 //     their values; packaging looks the right-hand literal up as a variable
 //     name (or treats a right-hand variable's name as a literal).
 //   - Version comparisons in markers admit pre-releases on the left
-//     ("3.13.0rc1" >= "3.8" is true, as packaging 22+ does; 21.3 says false).
+//     ("3.13.0rc1" >= "3.8" is true, as packaging 22+ does since
+//     pypa/packaging#523; 21.3 says false).
 //     When the left side is not a valid version, the comparison falls back
 //     to Python string comparison, as PEP 508 prescribes (21.3 answers false).
 //   - `extra` is compared after PEP 503 normalization of both sides (PEP 685);
