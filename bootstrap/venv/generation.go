@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -67,6 +68,9 @@ type Builder struct {
 	// Creator is written to pyvenv.cfg (e.g. "volboot 0.3.0").
 	Creator string
 	Logger  *zap.Logger
+	// Sync is the durability mode (default wheel.SyncFiles: every new
+	// file and directory of the generation is fsynced before the rename).
+	Sync wheel.SyncMode
 }
 
 // Marker is the content of a generation's .complete file.
@@ -175,6 +179,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	if jobs <= 0 {
 		jobs = 64
 	}
+	start := time.Now()
 	if err := mkdirAll(ctx, tmp, dirs, jobs); err != nil {
 		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
 	}
@@ -212,8 +217,9 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		m.Packages = append(m.Packages, MarkerEntry{Name: p.Entry.Name, Version: p.Entry.Version, SHA256: p.Entry.SHA256, Requested: p.Requested})
 	}
 	mb, _ := json.MarshalIndent(m, "", "  ")
-	if err := syncFS(tmp); err != nil {
-		return nil, err
+	linked := time.Now()
+	if err := b.syncGeneration(ctx, tmp, ops, dirs, jobs); err != nil {
+		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
 	}
 	if err := atomicfile.Write(filepath.Join(tmp, CompleteName), mb, 0o644); err != nil {
 		return nil, err
@@ -230,7 +236,8 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		return nil, err
 	}
 	b.logger().Debug("built generation", zap.String("dir", dir), zap.Int("packages", len(pkgs)),
-		zap.Int("files", len(ops)), zap.Int64("copied", copied.Load()))
+		zap.Int("files", len(ops)), zap.Int64("copied", copied.Load()), zap.Duration("link", linked.Sub(start)),
+		zap.Duration("sync", time.Since(linked)))
 	return m, nil
 }
 
@@ -609,6 +616,28 @@ func mkdirAll(ctx context.Context, root string, dirs map[string]bool, jobs int) 
 		}
 	}
 	return ctx.Err()
+}
+
+// syncGeneration makes the generation durable per b.Sync. Hard links are
+// directory entries: fsyncing the directories covers them; written and
+// copied files are fsynced themselves.
+func (b *Builder) syncGeneration(ctx context.Context, root string, ops []op, dirs map[string]bool, jobs int) error {
+	switch b.Sync {
+	case wheel.SyncNone:
+		return nil
+	case wheel.SyncFS:
+		return syncFS(root)
+	}
+	paths := []string{".", "bin", "lib"}
+	for d := range dirs {
+		paths = append(paths, d)
+	}
+	for _, o := range ops {
+		if o.kind != opLink || b.Mode == Copy {
+			paths = append(paths, o.dst)
+		}
+	}
+	return wheel.FsyncAll(ctx, root, paths, jobs)
 }
 
 // syncFS flushes the filesystem holding dir (one syncfs instead of an fsync

@@ -36,6 +36,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/zip"
 	"go.uber.org/zap"
@@ -86,6 +87,24 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
+// SyncMode says how a new store entry (or generation) is made durable
+// before it is renamed into place (rule 1).
+type SyncMode int
+
+const (
+	// SyncFiles fsyncs every file as it is written, from the worker pool
+	// (so the writeback overlaps decompression), and every directory
+	// before the rename. Only this entry's data is flushed.
+	SyncFiles SyncMode = iota
+	// SyncFS flushes the whole filesystem once with syncfs(2) before the
+	// rename: fewer calls, but it also waits for everyone else's dirty data.
+	SyncFS
+	// SyncNone relies on the kernel's writeback (like pip). A host crash
+	// may leave a complete-looking entry with missing data, which only
+	// status --verify would notice. For throwaway directories.
+	SyncNone
+)
+
 // Store unpacks wheels into Dir (<volume>/.volboot/store).
 type Store struct {
 	Dir string
@@ -97,6 +116,8 @@ type Store struct {
 	Compiler *Compiler
 	// Logger receives progress at debug level; nil means zap.NewNop.
 	Logger *zap.Logger
+	// Sync is the durability mode; the default is SyncFiles.
+	Sync SyncMode
 }
 
 // Source is one verified wheel file to unpack.
@@ -205,6 +226,7 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 	// One semaphore for file operations across all wheels keeps the total in
 	// flight bounded however many wheels unpack at once.
 	sem := make(chan struct{}, s.jobs())
+	start := time.Now()
 	var wg sync.WaitGroup
 	wheelSem := make(chan struct{}, 4)
 	for i, src := range srcs {
@@ -231,6 +253,7 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 		}()
 	}
 	wg.Wait()
+	extracted := time.Now()
 
 	if s.Compiler != nil {
 		var ps []*pendingEntry
@@ -251,6 +274,7 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 			}
 		}
 	}
+	compiled := time.Now()
 	for i, p := range pending {
 		if p == nil {
 			continue
@@ -262,6 +286,8 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 		}
 		out[i] = e
 	}
+	s.logger().Debug("store unpack", zap.Int("wheels", len(srcs)), zap.Duration("extract", extracted.Sub(start)),
+		zap.Duration("compile", compiled.Sub(extracted)), zap.Duration("commit", time.Since(compiled)))
 	return out, errors.Join(errs...)
 }
 
@@ -269,6 +295,7 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 type pendingEntry struct {
 	src   Source
 	tmp   string
+	dirs  []string // relative directories, for SyncFiles
 	entry Entry
 }
 
@@ -570,7 +597,7 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}) (_ *
 		}
 		g.Go(func() error {
 			defer func() { <-sem }()
-			fl, err := writeMember(tmp, m)
+			fl, err := writeMember(tmp, m, s.Sync == SyncFiles)
 			if err != nil {
 				return wf("entry %q: %v", m.name, err)
 			}
@@ -586,7 +613,12 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}) (_ *
 	}
 	slices.SortFunc(out, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 
-	p := &pendingEntry{src: src, tmp: tmp, entry: Entry{
+	dirList := make([]string, 0, len(dirs)+1)
+	for d := range dirs {
+		dirList = append(dirList, d)
+	}
+	dirList = append(dirList, ".")
+	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, entry: Entry{
 		Schema:        ManifestSchema,
 		SHA256:        src.SHA256,
 		Filename:      src.Filename,
@@ -604,7 +636,7 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}) (_ *
 
 // writeMember writes one zip member to dir and verifies it against RECORD
 // while it streams.
-func writeMember(dir string, m zipMember) (File, error) {
+func writeMember(dir string, m zipMember, fsync bool) (File, error) {
 	perm := os.FileMode(0o644)
 	if m.exec {
 		perm = 0o755
@@ -633,6 +665,9 @@ func writeMember(dir string, m zipMember) (File, error) {
 	// The zip reader itself refuses more bytes than the header declares.
 	n, err := io.CopyBuffer(hw, io.LimitReader(rc, int64(m.f.UncompressedSize64)+1), *bp)
 	copyBufs.Put(bp)
+	if err == nil && fsync {
+		err = w.Sync()
+	}
 	if cerr := w.Close(); err == nil {
 		err = cerr
 	}
@@ -703,7 +738,7 @@ func (s *Store) commit(p *pendingEntry) (*Entry, error) {
 		os.RemoveAll(p.tmp)
 		return nil, err
 	}
-	if err := syncTree(p.tmp); err != nil {
+	if err := s.syncEntry(p); err != nil {
 		os.RemoveAll(p.tmp)
 		return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
 	}
@@ -725,6 +760,52 @@ func (s *Store) commit(p *pendingEntry) (*Entry, error) {
 	e := p.entry
 	e.Dir = final
 	return &e, nil
+}
+
+// syncEntry makes the entry's files and directories durable per s.Sync.
+// Bytecode files were written by the interpreter; SyncFiles fsyncs them here.
+func (s *Store) syncEntry(p *pendingEntry) error {
+	switch s.Sync {
+	case SyncNone:
+		return nil
+	case SyncFS:
+		return syncTree(p.tmp)
+	}
+	var paths []string
+	for _, f := range p.entry.Files {
+		if f.Bytecode {
+			paths = append(paths, f.Path)
+		}
+	}
+	for _, d := range p.dirs {
+		paths = append(paths, d)
+	}
+	return FsyncAll(context.Background(), p.tmp, paths, s.jobs())
+}
+
+// FsyncAll fsyncs the given paths (relative to root, files or
+// directories) with up to jobs in flight. Directories that cannot be
+// fsynced (EINVAL) are tolerated.
+func FsyncAll(ctx context.Context, root string, paths []string, jobs int) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(jobs, 1))
+	for _, p := range paths {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			f, err := os.Open(filepath.Join(root, filepath.FromSlash(p)))
+			if err != nil {
+				return fmt.Errorf("fsync %s: %w", p, err)
+			}
+			defer f.Close()
+			if err := f.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("fsync %s: %w", p, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // syncTree makes the files under dir durable before it is renamed into

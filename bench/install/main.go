@@ -1,0 +1,385 @@
+// Command install benchmarks volboot's native wheel installation against
+// pip, python -m venv and unzip, side by side on the same machine and
+// filesystem, and prints ratios (issue 5):
+//
+//	(a) a venv with pip and setuptools from their wheels vs python -m venv
+//	    (which installs the same bundled wheels through pip); bytecode is
+//	    compiled on both sides;
+//	(b) a generated stack shaped like the F5-TTS closure vs
+//	    pip install --no-deps --no-index of the same files, and vs unzip run
+//	    on both cores over the same wheels;
+//	(c) a second generation that changes one wheel vs the first built from
+//	    an empty store.
+//
+// Usage: go run ./bench/install [-scale 1] [-only abc] [-dir DIR] [-sync files|fs|none]
+//
+// The stack is generated into a temporary directory (never committed) and
+// removed afterwards unless -keep. `sync` runs (untimed) before every timed
+// phase so no phase pays for another's dirty pages.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/volboot/volboot/bootstrap/interp"
+	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
+)
+
+type options struct {
+	python string
+	scale  float64
+	only   string
+	dir    string
+	keep   bool
+	runs   int
+	sync   wheel.SyncMode
+	jobs   int
+	log    *zap.Logger
+}
+
+func main() {
+	var o options
+	var syncName string
+	flag.StringVar(&o.python, "python", "python3", "target interpreter")
+	flag.Float64Var(&o.scale, "scale", 1, "size of the synthetic stack for (b) and (c); 1 is >= 150 wheels, 40k files, 2 GB")
+	flag.StringVar(&o.only, "only", "abc", "which benchmarks to run")
+	flag.StringVar(&o.dir, "dir", "", "work directory (default: a new temporary directory)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	flag.IntVar(&o.runs, "runs", 3, "runs of (a) per side (the median is compared)")
+	flag.StringVar(&syncName, "sync", "files", "volboot durability: files, fs or none")
+	flag.IntVar(&o.jobs, "jobs", 0, "volboot file operations in flight (0: default)")
+	verbose := flag.Bool("v", false, "log volboot's phase timings")
+	flag.Parse()
+	o.log = zap.NewNop()
+	if *verbose {
+		cfg := zap.NewDevelopmentConfig()
+		o.log, _ = cfg.Build()
+	}
+	switch syncName {
+	case "files":
+		o.sync = wheel.SyncFiles
+	case "fs":
+		o.sync = wheel.SyncFS
+	case "none":
+		o.sync = wheel.SyncNone
+	default:
+		fmt.Fprintln(os.Stderr, "-sync must be files, fs or none")
+		os.Exit(2)
+	}
+	if err := run(context.Background(), o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/install:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	dir := o.dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "volboot-bench-install-")
+		if err != nil {
+			return err
+		}
+		dir = d
+	}
+	if !o.keep {
+		defer os.RemoveAll(dir)
+	}
+	info, err := interp.Probe(ctx, o.python, "", nil)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("python %s (%s), %d CPUs, work dir %s, sync=%d (0 files, 1 fs, 2 none)\n", info.Version, info.Executable, nprocs(), dir, o.sync)
+	if strings.Contains(o.only, "a") {
+		if err := benchVenv(ctx, o, dir, info); err != nil {
+			return fmt.Errorf("(a): %w", err)
+		}
+	}
+	if strings.ContainsAny(o.only, "bc") {
+		if err := benchStack(ctx, o, dir, info); err != nil {
+			return fmt.Errorf("(b)/(c): %w", err)
+		}
+	}
+	return nil
+}
+
+func nprocs() int {
+	out, err := exec.Command("nproc").Output()
+	if err != nil {
+		return 0
+	}
+	var n int
+	fmt.Sscan(string(out), &n)
+	return n
+}
+
+func syncAll() { exec.Command("sync").Run() }
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func sha256File(p string) (string, error) {
+	return shaOf(p)
+}
+
+// install is volboot's whole path for a set of wheels: probe the
+// interpreter (uncached, as on a first boot), unpack what the store lacks,
+// compile, build the generation.
+func install(ctx context.Context, o options, python string, volume, id string, srcs []wheel.Source, requested func(int) bool) (time.Duration, error) {
+	start := time.Now()
+	info, err := interp.Probe(ctx, python, "", nil)
+	if err != nil {
+		return 0, err
+	}
+	st := &wheel.Store{Dir: filepath.Join(volume, ".volboot", "store"), Sync: o.sync, Jobs: o.jobs, Logger: o.log,
+		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: max(nprocs(), 2)}}
+	es, err := st.Unpack(ctx, srcs...)
+	if err != nil {
+		return 0, err
+	}
+	pkgs := make([]venv.Package, len(es))
+	for i, e := range es {
+		pkgs[i] = venv.Package{Entry: e, Requested: requested(i)}
+	}
+	b := &venv.Builder{Python: info, Sync: o.sync, Jobs: o.jobs * 2, Logger: o.log}
+	if _, err := b.Build(ctx, filepath.Join(volume, ".volboot", "envs", id), pkgs); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+func timeCmd(name string, args ...string) (time.Duration, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "PIP_DISABLE_PIP_VERSION_CHECK=1")
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args[:min(len(args), 6)], " "), err, tailOf(string(out)))
+	}
+	return time.Since(start), nil
+}
+
+func tailOf(s string) string {
+	if len(s) > 3000 {
+		return s[len(s)-3000:]
+	}
+	return s
+}
+
+// (a) pip + setuptools.
+func benchVenv(ctx context.Context, o options, dir string, info *interp.Info) error {
+	out, err := exec.Command(info.Executable, "-I", "-c", "import ensurepip,os;print(os.path.dirname(ensurepip.__file__))").Output()
+	if err != nil {
+		return fmt.Errorf("ensurepip: %w", err)
+	}
+	bundled := filepath.Join(strings.TrimSpace(string(out)), "_bundled")
+	ws, _ := filepath.Glob(filepath.Join(bundled, "*.whl"))
+	if len(ws) == 0 {
+		return fmt.Errorf("no wheels in %s", bundled)
+	}
+	var srcs []wheel.Source
+	var names []string
+	for _, w := range ws {
+		sha, err := sha256File(w)
+		if err != nil {
+			return err
+		}
+		srcs = append(srcs, wheel.Source{Path: w, Filename: filepath.Base(w), SHA256: sha})
+		names = append(names, filepath.Base(w))
+	}
+	fmt.Printf("\n(a) venv with %s\n", strings.Join(names, " + "))
+	var ours, theirs []time.Duration
+	for i := 0; i < o.runs; i++ {
+		syncAll()
+		vol := filepath.Join(dir, fmt.Sprintf("a-vol-%d", i))
+		d, err := install(ctx, o, info.Executable, vol, "gen", srcs, func(int) bool { return true })
+		if err != nil {
+			return err
+		}
+		ours = append(ours, d)
+		syncAll()
+		pv := filepath.Join(dir, fmt.Sprintf("a-venv-%d", i))
+		d2, err := timeCmd(info.Executable, "-m", "venv", pv)
+		if err != nil {
+			return err
+		}
+		theirs = append(theirs, d2)
+		fmt.Printf("  run %d: volboot %6.3fs   python -m venv %6.3fs\n", i+1, ours[i].Seconds(), theirs[i].Seconds())
+		if i == 0 {
+			// Sanity: the result works and matches what venv made.
+			if out, err := exec.Command(filepath.Join(vol, ".volboot", "envs", "gen", "bin", "pip"), "--version").CombinedOutput(); err != nil {
+				return fmt.Errorf("volboot's bin/pip --version: %v: %s", err, out)
+			}
+			a, _ := exec.Command("find", filepath.Join(vol, ".volboot", "envs", "gen"), "-name", "*.pyc").Output()
+			b, _ := exec.Command("find", pv, "-name", "*.pyc").Output()
+			fmt.Printf("  bytecode files: volboot %d, python -m venv %d\n", strings.Count(string(a), "\n"), strings.Count(string(b), "\n"))
+		}
+		os.RemoveAll(vol)
+		os.RemoveAll(pv)
+	}
+	m1, m2 := median(ours), median(theirs)
+	fmt.Printf("  median: volboot %.3fs, python -m venv %.3fs: ratio %.2fx (goal >= 2.5x)\n", m1.Seconds(), m2.Seconds(), m2.Seconds()/m1.Seconds())
+	return nil
+}
+
+// (b) and (c): the synthetic stack.
+func benchStack(ctx context.Context, o options, dir string, info *interp.Info) error {
+	wdir := filepath.Join(dir, "wheels")
+	os.MkdirAll(wdir, 0o755)
+	start := time.Now()
+	ws, err := writeStack(wdir, stackShape{scale: o.scale})
+	if err != nil {
+		return err
+	}
+	var files int
+	var bytes, compressed int64
+	var srcs []wheel.Source
+	for _, w := range ws {
+		files += w.files
+		bytes += w.bytes
+		st, _ := os.Stat(w.path)
+		compressed += st.Size()
+		srcs = append(srcs, wheel.Source{Path: w.path, Filename: w.filename, SHA256: w.sha})
+	}
+	fmt.Printf("\n(b) synthetic stack (scale %.2f): %d wheels, %d files, %.2f GB unpacked, %.2f GB of wheels (generated in %.1fs)\n",
+		o.scale, len(ws), files, float64(bytes)/1e9, float64(compressed)/1e9, time.Since(start).Seconds())
+
+	// volboot from an empty store: this is also (c)'s first generation.
+	syncAll()
+	volume := filepath.Join(dir, "b-vol")
+	tv, err := install(ctx, o, info.Executable, volume, "gen1", srcs, func(i int) bool { return i%3 == 0 })
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  volboot (probe + verify + unpack + compile + generation): %.2fs\n", tv.Seconds())
+
+	if strings.Contains(o.only, "c") {
+		// (c): one wheel changes (a new release of a medium wheel).
+		i := slices.IndexFunc(ws, func(w benchWheel) bool { return strings.HasPrefix(w.filename, "fakemedium05") })
+		if i < 0 {
+			i = len(ws) / 2
+		}
+		changed := wheeltest.Spec{Name: "fakemedium05", Version: "4.58.0", Tag: "py3-none-any"}
+		for k := 0; k < 600; k++ {
+			changed.Files = append(changed.Files, wheeltest.File{Name: fmt.Sprintf("fakemedium05/m%02d/mod%04d.py", k%25, k), Data: []byte(fmt.Sprintf("V = %d\ndef f(x):\n    return x * V\n", k))})
+		}
+		cp, csha, err := wheeltest.Write(wdir, changed)
+		if err != nil {
+			return err
+		}
+		srcs2 := slices.Clone(srcs)
+		srcs2[i] = wheel.Source{Path: cp, Filename: changed.Filename(), SHA256: csha}
+		syncAll()
+		t2, err := install(ctx, o, info.Executable, volume, "gen2", srcs2, func(i int) bool { return i%3 == 0 })
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n(c) second generation changing %s -> %s: %.3fs vs first from an empty store %.2fs: ratio %.1fx (goal >= 10x)\n",
+			ws[i].filename, changed.Filename(), t2.Seconds(), tv.Seconds(), tv.Seconds()/t2.Seconds())
+	}
+	if !strings.Contains(o.only, "b") {
+		return nil
+	}
+	if out, err := exec.Command(filepath.Join(volume, ".volboot", "envs", "gen1", "bin", "python"), "-c", "import faketorch, nvidia.cublas, fakemedium03, faketail007; print('ok')").CombinedOutput(); err != nil {
+		return fmt.Errorf("the volboot generation does not import: %v: %s", err, out)
+	}
+	os.RemoveAll(volume)
+
+	// volboot unpack only (verify + write, no bytecode, no generation), to
+	// set beside unzip, which does neither.
+	syncAll()
+	st := &wheel.Store{Dir: filepath.Join(dir, "b-store-only"), Sync: o.sync, Jobs: o.jobs}
+	start = time.Now()
+	if _, err := st.Unpack(ctx, srcs...); err != nil {
+		return err
+	}
+	tu := time.Since(start)
+	os.RemoveAll(st.Dir)
+
+	// unzip on both cores: the wheels split into two size-balanced lists.
+	syncAll()
+	var lists [2][]string
+	var sizes [2]int64
+	for _, w := range ws { // biggest first
+		k := 0
+		if sizes[1] < sizes[0] {
+			k = 1
+		}
+		lists[k] = append(lists[k], w.path)
+		sizes[k] += w.bytes
+	}
+	var script strings.Builder
+	for k, l := range lists {
+		fmt.Fprintf(&script, "( for w in %s; do unzip -q -o \"$w\" -d %s/unzip%d || exit 1; done ) &\n", strings.Join(quoteAll(l), " "), dir, k)
+	}
+	script.WriteString("wait\n")
+	tz, err := timeCmd("sh", "-c", script.String())
+	if err != nil {
+		return err
+	}
+	os.RemoveAll(filepath.Join(dir, "unzip0"))
+	os.RemoveAll(filepath.Join(dir, "unzip1"))
+
+	// pip into a fresh venv (created untimed).
+	pv := filepath.Join(dir, "b-pip")
+	if _, err := timeCmd(info.Executable, "-m", "venv", pv); err != nil {
+		return err
+	}
+	syncAll()
+	args := []string{"install", "--no-deps", "--no-index", "--no-cache-dir", "-q"}
+	paths := make([]string, len(ws))
+	for i, w := range ws {
+		paths[i] = w.path
+	}
+	sort.Strings(paths)
+	tp, err := timeCmd(filepath.Join(pv, "bin", "pip"), append(args, paths...)...)
+	if err != nil {
+		return err
+	}
+	os.RemoveAll(pv)
+	fmt.Printf("  pip install --no-deps --no-index: %.2fs\n", tp.Seconds())
+	fmt.Printf("  unzip on 2 cores (no verification, no bytecode): %.2fs\n", tz.Seconds())
+	fmt.Printf("  volboot unpack only (verify + write, no bytecode): %.2fs\n", tu.Seconds())
+	fmt.Printf("  ratio pip/volboot %.2fx (goal >= 3x); volboot/unzip %.2fx (whole install), %.2fx (unpack only)\n",
+		tp.Seconds()/tv.Seconds(), tv.Seconds()/tz.Seconds(), tu.Seconds()/tz.Seconds())
+	return nil
+}
+
+func quoteAll(xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = "'" + strings.ReplaceAll(x, "'", `'\''`) + "'"
+	}
+	return out
+}
+
+func shaOf(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
