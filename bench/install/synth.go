@@ -24,8 +24,8 @@ import (
 
 type benchWheel struct {
 	path, filename, sha string
-	files              int
-	bytes              int64
+	files               int
+	bytes               int64
 }
 
 type stackShape struct {
