@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/volboot/volboot/runtime/health"
 	"github.com/volboot/volboot/runtime/notify"
@@ -275,10 +276,15 @@ func (s *supervisor) runOnce(path string, h Handler) outcome {
 		env = append(env, "NOTIFY_SOCKET="+l.Path())
 		notes = l.C
 	}
+	files, closeFiles, err := stdioFiles()
+	if err != nil {
+		return outcome{startErr: err}
+	}
+	defer closeFiles()
 	attr := &syscall.ProcAttr{
 		Dir:   h.Dir,
 		Env:   env,
-		Files: []uintptr{0, 1, 2},
+		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
 	started := time.Now()
@@ -400,6 +406,32 @@ func (s *supervisor) runOnce(path string, h Handler) outcome {
 			return o
 		}
 	}
+}
+
+// stdioFiles is volboot's own fds 0, 1 and 2 for the handler to inherit;
+// one that is closed (volboot started with <&- or >&-) is replaced by
+// /dev/null, since the exec would otherwise fail with EBADF.
+func stdioFiles() ([]uintptr, func(), error) {
+	files := []uintptr{0, 1, 2}
+	var opened []*os.File
+	closeAll := func() {
+		for _, f := range opened {
+			f.Close()
+		}
+	}
+	for fd := range files {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+			continue
+		}
+		f, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("replacing closed fd %d with %s: %w", fd, os.DevNull, err)
+		}
+		opened = append(opened, f)
+		files[fd] = f.Fd()
+	}
+	return files, closeAll, nil
 }
 
 // signalGroup sends sig to the handler's process group, or to the handler

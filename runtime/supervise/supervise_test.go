@@ -476,3 +476,16 @@ func sigName(s syscall.Signal) string {
 	}
 	return s.String()
 }
+
+// volboot started with stdin closed still starts the handler (on
+// /dev/null) rather than failing the exec with EBADF.
+func TestClosedStdinBecomesDevNull(t *testing.T) {
+	t.Parallel()
+	p := start(t, []string{"sh", "-c", `exec "$0" "$@" <&-`}, nil, "sh", "-c", "cat; echo cat=$?")
+	if got := p.exitCode(10 * time.Second); got != 0 {
+		t.Fatalf("exit code %d, want 0", got)
+	}
+	if out := p.read(p.stdout); out != "cat=0\n" {
+		t.Errorf("stdout %q", out)
+	}
+}
