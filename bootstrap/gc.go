@@ -133,8 +133,12 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 		}
 		remove("store-entry", filepath.Join(c.Paths.Store(), e.Name()), "no kept generation installs it", wheel.CompleteName)
 	}
+	lock, err := c.Lock.Parse()
+	if err != nil {
+		return nil, err
+	}
 	wanted := map[string]bool{}
-	for _, p := range c.Lock.Packages {
+	for _, p := range lock.Packages {
 		for _, w := range p.Wheels {
 			wanted[w.SHA256] = true
 		}

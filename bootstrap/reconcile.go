@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -58,7 +59,7 @@ const FormatVersion = 1
 type Config struct {
 	Paths    Paths
 	Manifest *manifests.Manifest
-	Lock     *pylock.Lock
+	Lock     *LockSource
 	Python   string // the interpreter as configured (--python)
 	Jobs     int
 	Logger   *zap.Logger
@@ -402,9 +403,13 @@ func (c *Config) planGroups(info *interp.Info, facts *gpu.Facts, previous *Gener
 	if err != nil {
 		return nil, fmt.Errorf("interpreter version %q: %w", info.Version, err)
 	}
-	if !c.Manifest.Python.Requires.Contains(pyVersion) {
-		return nil, fmt.Errorf("%s: the manifest requires Python %s, but %s is %s: point --python at a matching interpreter",
-			c.Manifest.Where("python.requires"), c.Manifest.Python.Requires, c.Python, info.Version)
+	if !c.Manifest.Python.Requires.ContainsPrereleases(pyVersion, true) {
+		return nil, &InputError{fmt.Errorf("%s: the manifest requires Python %s, but %s is %s: point --python at a matching interpreter",
+			c.Manifest.Where("python.requires"), c.Manifest.Python.Requires, c.Python, info.Version)}
+	}
+	lock, err := c.Lock.Parse()
+	if err != nil {
+		return nil, err
 	}
 	prev := map[string]GroupOutcome{}
 	if previous != nil {
@@ -433,7 +438,7 @@ func (c *Config) planGroups(info *interp.Info, facts *gpu.Facts, previous *Gener
 				continue
 			}
 		}
-		sel, err := c.Lock.Select(targetFor(info, pyVersion, g.Name))
+		sel, err := lock.Select(targetFor(info, pyVersion, g.Name))
 		if err != nil {
 			p.fail("", err.Error())
 			continue
@@ -461,6 +466,10 @@ func requiredFailure(plans []*groupPlan) error {
 // already complete cost one stat; others are downloaded (resumably) into the
 // cache or read from the lock's path, then unpacked and verified.
 func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
+	lock, err := c.Lock.Parse()
+	if err != nil {
+		return nil, 0, err
+	}
 	entries := map[string]*wheel.Entry{}
 	var items []fetch.Item
 	var srcs []wheel.Source
@@ -480,7 +489,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 			estimate += s.Wheel.Size * 3 // wheels unpack to about three times their size
 		}
 		if s.Wheel.URL == "" {
-			path := c.Lock.WheelPath(s.Wheel)
+			path := lock.WheelPath(s.Wheel)
 			if err := verifyFile(path, s.Wheel.SHA256, s.Wheel.Size); err != nil {
 				failWheel(sha, err.Error())
 				continue
@@ -509,6 +518,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
 		}
+		results = c.refetchLostRaces(ctx, f, results)
 		failed := map[string]bool{}
 		for _, r := range results {
 			sha := r.Item.Digest.Hex
@@ -555,6 +565,35 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 		}
 	}
 	return entries, downloaded, nil
+}
+
+// refetchLostRaces fetches once more every item whose part file vanished
+// under it: another writer of the same content-named download (lock mode
+// off, or a lock two clients both believe they hold) removed or renamed it.
+// That writer may have finished the file or may still be writing it; one
+// more round settles it, finding the verified file or downloading again.
+func (c *Config) refetchLostRaces(ctx context.Context, f *fetch.Fetcher, results []fetch.Result) []fetch.Result {
+	var again []fetch.Item
+	for _, r := range results {
+		if r.Err != nil && errors.Is(r.Err, fs.ErrNotExist) {
+			c.Logger.Info("a download lost a race with another writer; fetching it again", zap.String("item", r.Item.Name), zap.Error(r.Err))
+			again = append(again, r.Item)
+		}
+	}
+	if len(again) == 0 || ctx.Err() != nil {
+		return results
+	}
+	retried, _ := f.Fetch(ctx, again)
+	byDigest := map[string]fetch.Result{}
+	for _, r := range retried {
+		byDigest[r.Item.Digest.Hex] = r
+	}
+	for i, r := range results {
+		if n, ok := byDigest[r.Item.Digest.Hex]; ok {
+			results[i] = n
+		}
+	}
+	return results
 }
 
 // fetcher is the downloader for wheels and model files; its progress goes

@@ -170,6 +170,10 @@ func (c *Config) explainMiss(ctx context.Context, st *State, r *StatusReport) er
 	}
 	// Package-level difference: what the lock selects for every group now
 	// versus what the reference generation holds.
+	lock, err := c.Lock.Parse()
+	if err != nil {
+		return err
+	}
 	want := map[string]PackageRecord{}
 	py, err := pep440.Parse(info.Version)
 	if err != nil {
@@ -183,7 +187,7 @@ func (c *Config) explainMiss(ctx context.Context, st *State, r *StatusReport) er
 		if s := refState[g.Name]; s == GroupDegraded || s == GroupSkipped {
 			continue // its packages are missing on purpose; the group drift says why
 		}
-		sel, err := c.Lock.Select(targetFor(info, py, g.Name))
+		sel, err := lock.Select(targetFor(info, py, g.Name))
 		if err != nil {
 			continue // reported by sync as a degraded group
 		}

@@ -1,6 +1,7 @@
 package pylock
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -212,4 +213,25 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkParseLarge parses a lock the size of the F5-TTS stack's (about
+// 150 packages, 3 wheels each): it is read on every boot, the in-sync one
+// included.
+func BenchmarkParseLarge(b *testing.B) {
+	var doc strings.Builder
+	doc.WriteString("lock-version = \"1.0\"\nrequires-python = \">=3.11\"\n")
+	for i := 0; i < 150; i++ {
+		fmt.Fprintf(&doc, "[[packages]]\nname = \"pkg%d\"\nversion = \"1.%d.0\"\nmarker = \"'tts' in dependency_groups and python_version >= '3.9'\"\n", i, i)
+		for _, tag := range []string{"cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64", "cp312-cp312-manylinux_2_17_x86_64", "py3-none-any"} {
+			fmt.Fprintf(&doc, "[[packages.wheels]]\nurl = \"https://files.example/pkg%d-1.%d.0-%s.whl\"\nsize = 12345\nhashes = { sha256 = %q }\n", i, i, tag, h1)
+		}
+	}
+	data := []byte(doc.String())
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := Parse("pylock.toml", data); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

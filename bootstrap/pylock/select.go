@@ -26,13 +26,14 @@ type Selected struct {
 	Wheel   *Wheel
 }
 
-// Select applies PEP 751's installation steps for t: the lock's
+// Select applies PEP 751's installation steps for t (requires-python admits
+// a pre-release interpreter such as 3.13.0rc1, as pip does): the lock's
 // requires-python and environments must admit the target; every package whose
 // marker holds is needed; each needs exactly one entry and one compatible
 // wheel, the best ranked by t.Tags (ties go to the higher build number). All
 // problems are reported together, each naming the package and its line.
 func (l *Lock) Select(t Target) ([]Selected, error) {
-	if !l.RequiresPython.Contains(t.Python) {
+	if !l.RequiresPython.ContainsPrereleases(t.Python, true) {
 		return nil, fmt.Errorf("%s: the lock requires Python %s, the interpreter is %s", l.pos.Where("requires-python"), l.RequiresPython, t.Python)
 	}
 	if len(l.Environments) > 0 {
@@ -65,7 +66,7 @@ func (l *Lock) Select(t Target) ([]Selected, error) {
 			continue
 		}
 		seen[p.Normalized] = p
-		if !p.RequiresPython.Contains(t.Python) {
+		if !p.RequiresPython.ContainsPrereleases(t.Python, true) {
 			errs = append(errs, fmt.Errorf("%s: package %s %s requires Python %s, the interpreter is %s", l.Where(p), p.Name, p.Version, p.RequiresPython, t.Python))
 			continue
 		}

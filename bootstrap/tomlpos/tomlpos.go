@@ -11,6 +11,7 @@ package tomlpos
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -21,13 +22,22 @@ import (
 type Index struct {
 	file  string
 	lines map[string]int
+	// starts holds the offset at which each line begins: the parser's own
+	// Shape scans from the top of the document for every call, which is
+	// quadratic on a lock of thousands of values.
+	starts []int
 }
 
 // Build indexes data, which came from file (the name is only used in
 // messages). A document that does not parse yields an error naming
 // file:line:column.
 func Build(file string, data []byte) (*Index, error) {
-	ix := &Index{file: file, lines: map[string]int{}}
+	ix := &Index{file: file, lines: map[string]int{}, starts: []int{0}}
+	for i, b := range data {
+		if b == '\n' {
+			ix.starts = append(ix.starts, i+1)
+		}
+	}
 	p := unstable.Parser{}
 	p.Reset(data)
 	prefix := ""
@@ -52,7 +62,7 @@ func Build(file string, data []byte) (*Index, error) {
 				path = resolve(arrays, "", parts)
 			}
 			prefix = path
-			ix.lines[path] = lineOf(&p, firstKey(e))
+			ix.lines[path] = ix.lineOf(firstKey(e))
 		case unstable.KeyValue:
 			ix.keyValue(&p, arrays, prefix, e)
 		}
@@ -102,7 +112,7 @@ func resolve(arrays map[string]int, base string, parts []string) string {
 
 func (ix *Index) keyValue(p *unstable.Parser, arrays map[string]int, prefix string, kv *unstable.Node) {
 	path := resolve(arrays, prefix, keyParts(kv))
-	line := lineOf(p, firstKey(kv))
+	line := ix.lineOf(firstKey(kv))
 	ix.lines[path] = line
 	ix.value(p, arrays, path, kv.Value(), line)
 }
@@ -114,7 +124,7 @@ func (ix *Index) value(p *unstable.Parser, arrays map[string]int, path string, v
 		for i := 0; it.Next(); i++ {
 			el := it.Node()
 			elPath := path + "[" + strconv.Itoa(i) + "]"
-			elLine := lineOf(p, el)
+			elLine := ix.lineOf(el)
 			if elLine == 0 {
 				elLine = line
 			}
@@ -131,11 +141,12 @@ func (ix *Index) value(p *unstable.Parser, arrays map[string]int, path string, v
 	}
 }
 
-func lineOf(p *unstable.Parser, n *unstable.Node) int {
+func (ix *Index) lineOf(n *unstable.Node) int {
 	if n == nil || n.Raw.Length == 0 {
 		return 0
 	}
-	return p.Shape(n.Raw).Start.Line
+	off := int(n.Raw.Offset)
+	return sort.Search(len(ix.starts), func(i int) bool { return ix.starts[i] > off })
 }
 
 // File is the name Build was given.

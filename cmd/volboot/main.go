@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/volboot/volboot/bootstrap/pylock"
+	"github.com/volboot/volboot/bootstrap"
 	"github.com/volboot/volboot/manifests"
 )
 
@@ -161,10 +161,11 @@ workers booting at once, then starts and supervises the inference handler.`,
 	return root
 }
 
-// loadManifest loads the manifest and its lock, as every command that acts
-// on a volume does first, so that a missing lock is reported the same way
-// everywhere: one line saying how to make it.
-func (a *app) loadManifest() (*manifests.Manifest, *pylock.Lock, error) {
+// loadManifest loads the manifest and reads its lock, as every command
+// that acts on a volume does first, so that a missing lock is reported the
+// same way everywhere: one line saying how to make it. The lock is parsed
+// only when a command needs its content (the in-sync boot only hashes it).
+func (a *app) loadManifest() (*manifests.Manifest, *bootstrap.LockSource, error) {
 	m, err := manifests.Load(a.opts.manifest)
 	if err != nil {
 		return nil, nil, &exitError{code: exitUsage, err: err}
@@ -183,11 +184,15 @@ func (a *app) loadManifest() (*manifests.Manifest, *pylock.Lock, error) {
 			return nil, nil, &exitError{code: exitUsage, err: err}
 		}
 	}
-	l, err := pylock.Parse(strings.TrimPrefix(name, manifests.EmbeddedPrefix), data)
-	if err != nil {
-		return nil, nil, &exitError{code: exitUsage, err: err}
+	return m, bootstrap.NewLockSource(strings.TrimPrefix(name, manifests.EmbeddedPrefix), data), nil
+}
+
+// inputError marks an error in the manifest or lock as exit code 2.
+func inputError(err error) error {
+	if err == nil {
+		return nil
 	}
-	return m, l, nil
+	return &exitError{code: exitUsage, err: err}
 }
 
 func (a *app) versionCommand() *cobra.Command {

@@ -23,9 +23,13 @@ func (a *app) manifestCommand() *cobra.Command {
 // checkManifest validates the manifest, loads its lock and cross-checks
 // them for the default container platform; exit 2 on any error.
 func (a *app) checkManifest() error {
-	m, l, err := a.loadManifest()
+	m, src, err := a.loadManifest()
 	if err != nil {
 		return err
+	}
+	l, err := src.Parse()
+	if err != nil {
+		return inputError(err)
 	}
 	p := m.DefaultPlatform()
 	r := m.CheckLock(l, p)

@@ -69,6 +69,10 @@ func syncExit(err error) error {
 	if errors.As(err, &ee) {
 		return err
 	}
+	var ie *bootstrap.InputError
+	if errors.As(err, &ie) {
+		return &exitError{code: exitUsage, err: err}
+	}
 	var ge *bootstrap.GroupError
 	if errors.As(err, &ge) {
 		return &exitError{code: exitDrift, err: err}
