@@ -57,7 +57,10 @@ type Error struct {
 	// Hidden is set for Unauthorized when the hub said the repository was
 	// not found (the hub hides private repositories that way).
 	Hidden bool
-	Err    error
+	// Gated is set for Unauthorized when the repository is gated and the
+	// token's account has not been granted access.
+	Gated bool
+	Err   error
 }
 
 func (e *Error) Error() string {
@@ -71,6 +74,9 @@ func (e *Error) Error() string {
 		msg = fmt.Sprintf("HF_TOKEN missing or lacks access to %s (HTTP %d", repo, e.Status)
 		if e.NoToken {
 			msg += "; HF_TOKEN is not set"
+		}
+		if e.Gated {
+			msg += "; the repository is gated: accept its conditions on the hub with the account HF_TOKEN belongs to"
 		}
 		if e.Hidden {
 			msg += "; the hub also answers this way for a repository that does not exist"
@@ -111,6 +117,8 @@ type httpError struct {
 	commit string // X-Repo-Commit, when the hub sent one
 	url    string // redacted
 	msg    string // X-Error-Message
+	// retryAfter is the server's Retry-After for 429/503, 0 if none.
+	retryAfter time.Duration
 }
 
 func (e *httpError) Error() string {
@@ -201,6 +209,7 @@ func (c *hubClient) request(ctx context.Context, method, rawURL string) (*http.R
 		if err == nil {
 			he := &httpError{status: resp.StatusCode, code: resp.Header.Get("X-Error-Code"), commit: resp.Header.Get("X-Repo-Commit"),
 				url: redact.URL(rawURL), msg: resp.Header.Get("X-Error-Message")}
+			he.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 			io.CopyN(io.Discard, resp.Body, 64<<10)
 			resp.Body.Close()
 			err, retry = he, he.temporary()
@@ -218,11 +227,36 @@ func (c *hubClient) request(ctx context.Context, method, rawURL string) (*http.R
 		}
 		d := c.backoff << (attempt - 1)
 		d = time.Duration(float64(d) * (0.5 + 0.5*rand.Float64()))
+		var he *httpError
+		if errors.As(last, &he) && he.retryAfter > 0 {
+			d = min(he.retryAfter, maxRetryAfter)
+		}
 		c.log.Warn("hub request failed; retrying", zap.String("url", redact.URL(rawURL)), zap.Int("attempt", attempt), zap.Duration("delay", d), zap.Error(last))
 		if err := c.sleep(ctx, d); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// maxRetryAfter caps how long a server's Retry-After is honoured.
+const maxRetryAfter = 5 * time.Minute
+
+// parseRetryAfter reads delay-seconds or an HTTP date; 0 if absent or bad.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, int64(maxRetryAfter/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 func isNetError(err error) bool {

@@ -622,6 +622,7 @@ func (s *Syncer) classify(m Model, file string, err error) error {
 			_, has := s.creds.For(s.host)
 			e.NoToken = !has
 			e.Hidden = he.code == "RepoNotFound"
+			e.Gated = he.code == "GatedRepo"
 		case he.status == http.StatusNotFound && he.code == "RepoNotFound":
 			e.Kind = RepoNotFound
 		case he.status == http.StatusNotFound && he.code == "RevisionNotFound":

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -567,5 +569,73 @@ func TestPullRequestRevisionAndEndpointPolicy(t *testing.T) {
 	}
 	if got := EndpointFromEnv(func(string) string { return "https://mirror.example/hf/ " }); got != "https://mirror.example/hf" {
 		t.Error(got)
+	}
+}
+
+func TestVerifyFindsChangedBlobs(t *testing.T) {
+	e := newEnv(t, fakehub.Options{})
+	w := randBytes(100000, 11)
+	e.hub.Commit("model", "org/m", map[string]fakehub.File{"w.bin": {Content: fakehub.Bytes(w), LFS: true}, "c.json": {Content: fakehub.Bytes([]byte(`{"a":1}`))}}, "main")
+	m := Model{Repo: "org/m", Files: []string{"w.bin", "c.json"}}
+	rs := e.sync("", m)
+	mustOK(t, rs)
+	if st := Verify(e.dir, m, &rs[0].Snapshot); !st.Complete || len(st.BadBlobs) != 0 {
+		t.Fatalf("Verify of a fresh sync = %+v", st)
+	}
+	for _, f := range rs[0].Snapshot.Files {
+		p := filepath.Join(e.dir, "models--org--m", "blobs", f.ETag)
+		b, _ := os.ReadFile(p)
+		b[len(b)/2] ^= 1
+		os.WriteFile(p, b, 0o644)
+	}
+	if st := Check(e.dir, m, &rs[0].Snapshot); !st.Complete {
+		t.Fatalf("Check (sizes only) = %+v", st)
+	}
+	st := Verify(e.dir, m, &rs[0].Snapshot)
+	if st.Complete || len(st.BadBlobs) != 2 {
+		t.Fatalf("Verify after bit flips = %+v", st)
+	}
+	for _, b := range st.BadBlobs {
+		os.Remove(b)
+	}
+	mustOK(t, e.sync("", m))
+	if st := Verify(e.dir, m, nil); !st.Complete {
+		t.Errorf("after repair: %+v", st)
+	}
+}
+
+func TestMetadataRetryAfterAndGated(t *testing.T) {
+	var n int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n++
+		if n == 1 {
+			w.Header().Set("Retry-After", "7")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		if r.URL.Path == "/gated/m/resolve/main/a" {
+			w.Header().Set("X-Error-Code", "GatedRepo")
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		w.Header().Set("X-Repo-Commit", strings.Repeat("c", 40))
+		w.Header().Set("ETag", `"`+strings.Repeat("e", 40)+`"`)
+		w.Header().Set("Content-Length", "3")
+	}))
+	defer srv.Close()
+	var slept []time.Duration
+	s, err := New(Options{Endpoint: srv.URL, HubDir: t.TempDir(), Fetcher: fetch.New(fetch.Options{}),
+		Sleep: func(ctx context.Context, d time.Duration) error { slept = append(slept, d); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := s.client.head(context.Background(), srv.URL+"/o/m/resolve/main/a")
+	if err != nil || md.size != 3 || len(slept) != 1 || slept[0] != 7*time.Second {
+		t.Fatalf("head = %+v, %v; slept %v", md, err, slept)
+	}
+	rs := s.Sync(context.Background(), []Model{{Repo: "gated/m", Files: []string{"a"}}})
+	var me *Error
+	if !errors.As(rs[0].Err, &me) || me.Kind != Unauthorized || !me.Gated || !strings.Contains(me.Error(), "gated") {
+		t.Errorf("gated: %v", rs[0].Err)
 	}
 }

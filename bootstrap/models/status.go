@@ -1,7 +1,13 @@
 package models
 
 import (
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -21,6 +27,9 @@ type Status struct {
 	// Problems says what is missing or wrong, one entry per file or ref,
 	// naming it (e.g. "F5TTS_v1_Base/vocab.txt: not in the snapshot").
 	Problems []string
+	// BadBlobs (Verify only) are blob paths whose content does not match
+	// their name.
+	BadBlobs []string
 }
 
 // Check reports, without network, whether m is complete on disk. It reads
@@ -146,4 +155,74 @@ func shortErr(err error) string {
 		return pe.Err.Error()
 	}
 	return err.Error()
+}
+
+// Verify is Check plus the content: it hashes every blob the snapshot links
+// to (sha256 for a 64-hex name, git blob sha1 for a 40-hex name; other names
+// are checked by size only, as Sync did) and lists those whose content does
+// not match their name in BadBlobs, so that repair can remove them and Sync
+// fetch them again. It reads every byte: it is for `status --verify` and
+// `repair`, never for the boot path.
+func Verify(hubDir string, m Model, rec *Snapshot) Status {
+	st := Check(hubDir, m, rec)
+	if st.Commit == "" {
+		return st
+	}
+	m = m.normalized()
+	repoDir := RepoDir(hubDir, m.RepoType, m.Repo)
+	seen := map[string]bool{}
+	for _, p := range listSnapshot(filepath.Join(repoDir, "snapshots", st.Commit)) {
+		target, err := os.Readlink(snapshotPath(repoDir, st.Commit, p))
+		if err != nil {
+			continue
+		}
+		etag := path.Base(filepath.ToSlash(target))
+		blob := filepath.Join(repoDir, "blobs", etag)
+		if seen[blob] {
+			continue
+		}
+		seen[blob] = true
+		ok, err := blobMatches(blob, etag)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				st.Problems = append(st.Problems, fmt.Sprintf("%s: %v", p, err))
+			}
+			continue
+		}
+		if !ok {
+			st.BadBlobs = append(st.BadBlobs, blob)
+			st.Problems = append(st.Problems, fmt.Sprintf("%s: blob %s does not match its name (content changed on disk)", p, etag))
+		}
+	}
+	st.Complete = len(st.Problems) == 0
+	return st
+}
+
+// blobMatches hashes a blob and compares the digest its name states.
+func blobMatches(blob, etag string) (bool, error) {
+	var h hash.Hash
+	switch {
+	case isHex(etag, 64):
+		h = sha256.New()
+	case isHex(etag, 40):
+		h = sha1.New()
+	default:
+		return true, nil
+	}
+	f, err := os.Open(blob)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if len(etag) == 40 {
+		fmt.Fprintf(h, "blob %d\x00", fi.Size())
+	}
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
+		return false, fmt.Errorf("read blob: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)) == etag, nil
 }
