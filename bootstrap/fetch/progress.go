@@ -36,8 +36,7 @@ type itemProgress struct {
 	total   int64
 	done    atomic.Int64
 	state   atomic.Int32 // 0 waiting, 1 active, 2 finished
-	bar     *mpb.Bar
-	barOnce sync.Once
+	bar     *mpb.Bar // guarded by tracker.barMu
 	// carry is touched only by the item's own (sequential) attempts.
 	carry *hashCarry
 }
@@ -67,6 +66,7 @@ type tracker struct {
 	finished atomic.Int64
 	bars     *mpb.Progress
 	totalBar *mpb.Bar
+	barMu    sync.Mutex // guards itemProgress.bar
 	began    time.Time
 }
 
@@ -90,6 +90,8 @@ func (tr *tracker) finish(i int, ok bool) {
 		return
 	}
 	tr.finished.Add(1)
+	tr.barMu.Lock()
+	defer tr.barMu.Unlock()
 	if p.bar != nil {
 		if ok {
 			p.bar.SetTotal(-1, true)
@@ -104,7 +106,7 @@ func (tr *tracker) finish(i int, ok bool) {
 func (tr *tracker) start(ctx context.Context) (stop func()) {
 	opt := tr.f.opt.Progress
 	if opt.Terminal && opt.Output != nil {
-		tr.bars = mpb.NewWithContext(ctx, mpb.WithOutput(opt.Output), mpb.WithWidth(40), mpb.WithRefreshRate(200*time.Millisecond))
+		tr.bars = mpb.NewWithContext(ctx, mpb.WithOutput(opt.Output), mpb.WithAutoRefresh(), mpb.WithWidth(40), mpb.WithRefreshRate(200*time.Millisecond))
 		tr.totalBar = tr.bars.AddBar(tr.total,
 			mpb.BarPriority(1<<30),
 			mpb.PrependDecorators(decor.Name(fmt.Sprintf("total (%d files)", len(tr.items)), decor.WCSyncSpaceR)),
@@ -149,11 +151,13 @@ func (tr *tracker) start(ctx context.Context) (stop func()) {
 		<-exited
 		if tr.bars != nil {
 			tr.updateBars()
+			tr.barMu.Lock()
 			for _, p := range tr.items {
 				if p.bar != nil && !p.bar.Completed() {
 					p.bar.Abort(true)
 				}
 			}
+			tr.barMu.Unlock()
 			tr.totalBar.SetCurrent(tr.done.Load())
 			tr.totalBar.SetTotal(-1, true)
 			tr.bars.Wait()
@@ -168,17 +172,19 @@ func (tr *tracker) updateBars() {
 	if tr.bars == nil {
 		return
 	}
+	tr.barMu.Lock()
+	defer tr.barMu.Unlock()
 	for _, p := range tr.items {
 		if p.state.Load() != 1 {
 			continue
 		}
-		p.barOnce.Do(func() {
+		if p.bar == nil {
 			p.bar = tr.bars.AddBar(max(p.total, 0),
 				mpb.BarRemoveOnComplete(),
 				mpb.PrependDecorators(decor.Name(p.name, decor.WCSyncSpaceR)),
 				mpb.AppendDecorators(decor.Counters(decor.SizeB1024(0), "% .1f / % .1f"), decor.Name(" "), decor.Percentage()),
 			)
-		})
+		}
 		p.bar.SetCurrent(p.done.Load())
 	}
 	tr.totalBar.SetCurrent(tr.done.Load())

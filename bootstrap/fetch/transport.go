@@ -168,7 +168,7 @@ func checkPartial(resp *http.Response, start, total int64) error {
 		return &restartError{fmt.Sprintf("206 with unknown total in Content-Range %q", cr)}
 	}
 	tot, _ := strconv.ParseInt(m[3], 10, 64)
-	if s != start || tot != total || e != total-1 {
+	if s != start || tot != total || e != total-1 || s > e {
 		return &restartError{fmt.Sprintf("206 with Content-Range %q, expected bytes %d-%d/%d", cr, start, total-1, total)}
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength != total-start {

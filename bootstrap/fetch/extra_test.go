@@ -1,0 +1,162 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/volboot/volboot/integration/testindex"
+)
+
+func TestCheckPartial(t *testing.T) {
+	mk := func(status int, cr string, cl int64) *http.Response {
+		h := http.Header{}
+		if cr != "" {
+			h.Set("Content-Range", cr)
+		}
+		return &http.Response{StatusCode: status, Header: h, ContentLength: cl}
+	}
+	if err := checkPartial(mk(206, "bytes 100-999/1000", 900), 100, 1000); err != nil {
+		t.Fatalf("valid 206 refused: %v", err)
+	}
+	for _, tc := range []struct {
+		resp *http.Response
+		why  string
+	}{
+		{mk(200, "", 1000), "200"},
+		{mk(206, "bytes 0-999/1000", 1000), "wrong start"},
+		{mk(206, "bytes 100-999/2000", 900), "other total"},
+		{mk(206, "bytes 100-499/1000", 400), "short range"},
+		{mk(206, "bytes 100-999/*", 900), "unknown total"},
+		{mk(206, "", 900), "no Content-Range"},
+		{mk(206, "bytes 100-999/1000", 10), "Content-Length disagrees"},
+	} {
+		err := checkPartial(tc.resp, 100, 1000)
+		var re *restartError
+		if !errors.As(err, &re) {
+			t.Errorf("%s: got %v, want a restart", tc.why, err)
+		}
+	}
+}
+
+func FuzzCheckPartial(f *testing.F) {
+	f.Add("bytes 10-99/100", int64(10), int64(100))
+	f.Add("bytes 0-0/1", int64(0), int64(1))
+	f.Add("bytes 5-2/3", int64(5), int64(3))
+	f.Fuzz(func(t *testing.T, cr string, start, total int64) {
+		h := http.Header{}
+		h.Set("Content-Range", cr)
+		err := checkPartial(&http.Response{StatusCode: 206, Header: h, ContentLength: -1}, start, total)
+		if err != nil {
+			return
+		}
+		m := contentRange.FindStringSubmatch(strings.TrimSpace(cr))
+		if m == nil || start < 0 || start > total-1 {
+			t.Fatalf("accepted %q for start %d total %d", cr, start, total)
+		}
+		if s, _ := strconv.ParseInt(m[1], 10, 64); s != start {
+			t.Fatalf("accepted %q starting at %d for start %d", cr, s, start)
+		}
+	})
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Duration{
+		"120": 2 * time.Minute, "0": 0, "-5": 0, "soon": 0, "": 0,
+		now.Add(90 * time.Second).Format(http.TimeFormat): 90 * time.Second,
+		now.Add(-time.Hour).Format(http.TimeFormat):       0,
+	} {
+		if got := parseRetryAfter(in, now); got != want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestCancelKeepsPartThenResumes(t *testing.T) {
+	e := newEnv(t)
+	data, it := e.addFile("can-1.0-py3-none-any.whl", 600_000)
+	e.fault(it.Name, testindex.Fault{Stall: time.Minute, StallAfter: 250_000, Times: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for {
+			if fi, err := os.Stat(it.partPath()); err == nil && fi.Size() >= 250_000 {
+				cancel()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	_, err := e.fetcher(func(o *Options) { o.StallTimeout = time.Minute }).Fetch(ctx, []Item{it})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled fetch: %v", err)
+	}
+	assertNoFinal(t, it)
+	if fi, err := os.Stat(it.partPath()); err != nil || fi.Size() != 250_000 {
+		t.Fatalf("part after cancel: %v", err)
+	}
+	if err := fetchOne(t, e.fetcher(nil), it); err != nil {
+		t.Fatal(err)
+	}
+	assertFinal(t, it, data)
+	if st := e.stats(it.Name); st.Bytes != int64(len(data)) {
+		t.Errorf("served %d bytes in total, want exactly one copy", st.Bytes)
+	}
+}
+
+func TestUnknownSizeResumes(t *testing.T) {
+	e := newEnv(t)
+	data, it := e.addFile("unk-1.0-py3-none-any.whl", 400_000)
+	it.Size = -1
+	e.fault(it.Name, testindex.Fault{Drop: true, DropAfter: 150_000, Times: 1})
+	if err := fetchOne(t, e.fetcher(nil), it); err != nil {
+		t.Fatal(err)
+	}
+	assertFinal(t, it, data)
+	if st := e.stats(it.Name); st.Bytes != int64(len(data)) {
+		t.Errorf("served %d bytes, want %d (resumed with the size from Content-Length)", st.Bytes, len(data))
+	}
+}
+
+func TestTerminalProgress(t *testing.T) {
+	e := newEnv(t)
+	var out bytes.Buffer
+	var items []Item
+	for i, n := range []string{"a-1.0-py3-none-any.whl", "b-1.0-py3-none-any.whl"} {
+		_, it := e.addFile(n, 200_000+i)
+		e.fault(n, testindex.Fault{Stall: 600 * time.Millisecond, StallAfter: 100_000, Times: 1})
+		items = append(items, it)
+	}
+	f := e.fetcher(func(o *Options) { o.Progress = ProgressOptions{Terminal: true, Output: &out} })
+	if _, err := f.Fetch(context.Background(), items); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "total (2 files)") {
+		t.Errorf("no total bar in %q", out.String())
+	}
+}
+
+func TestItemValidation(t *testing.T) {
+	e := newEnv(t)
+	f := e.fetcher(nil)
+	items := []Item{
+		{Name: "nourl", Size: 1, Dest: "/tmp/x"},
+		{Name: "badhex", URLs: []string{"https://h/x"}, Size: 1, Digest: Digest{Kind: SHA256, Hex: "zz"}, Dest: "/tmp/y"},
+		{Name: "blobnosize", URLs: []string{"https://h/x"}, Size: -1, Digest: Digest{Kind: GitBlobSHA1, Hex: strings.Repeat("a", 40)}, Dest: "/tmp/z"},
+	}
+	res, err := f.Fetch(context.Background(), items)
+	if err == nil {
+		t.Fatal("invalid items accepted")
+	}
+	for i, r := range res {
+		if r.Err == nil || !strings.Contains(r.Err.Error(), items[i].Name) {
+			t.Errorf("item %s: error %v does not name it", items[i].Name, r.Err)
+		}
+	}
+}
