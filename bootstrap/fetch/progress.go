@@ -31,12 +31,12 @@ type ProgressOptions struct {
 
 // itemProgress counts one item's bytes; methods are safe for concurrent use.
 type itemProgress struct {
-	tr      *tracker
-	name    string
-	total   int64
-	done    atomic.Int64
-	state   atomic.Int32 // 0 waiting, 1 active, 2 finished
-	bar     *mpb.Bar // guarded by tracker.barMu
+	tr    *tracker
+	name  string
+	total int64
+	done  atomic.Int64
+	state atomic.Int32 // 0 waiting, 1 active, 2 finished
+	bar   *mpb.Bar     // guarded by tracker.barMu
 	// carry is touched only by the item's own (sequential) attempts.
 	carry *hashCarry
 }
