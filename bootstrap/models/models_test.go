@@ -252,7 +252,7 @@ func TestLayoutReadByPythonLookup(t *testing.T) {
 }
 
 func TestSecondRevisionSharesBlobs(t *testing.T) {
-	e := newEnv(t, fakehub.Options{})
+	e := newEnv(t, fakehub.Options{ResolveCache: true})
 	a, b1, b2 := randBytes(1<<20, 2), randBytes(1<<20, 3), randBytes(1<<20, 4)
 	cfg := fakehub.File{Content: fakehub.Bytes([]byte(`{}`))}
 	c1, _ := e.hub.Commit("model", "org/m", map[string]fakehub.File{"a.bin": {Content: fakehub.Bytes(a), LFS: true}, "b.bin": {Content: fakehub.Bytes(b1), LFS: true}, "config.json": cfg}, "main", "v1")
@@ -315,7 +315,7 @@ func TestSecondRevisionSharesBlobs(t *testing.T) {
 }
 
 func TestTokenStaysOnHubHost(t *testing.T) {
-	e := newEnv(t, fakehub.Options{})
+	e := newEnv(t, fakehub.Options{ResolveCache: true})
 	const token = "hf_SECRETsecret1234"
 	w := randBytes(2<<20, 5)
 	if _, err := e.hub.Commit("model", "org/private", map[string]fakehub.File{"w.bin": {Content: fakehub.Bytes(w), LFS: true}, "c.json": {Content: fakehub.Bytes([]byte("{}"))}}, "main"); err != nil {

@@ -114,6 +114,11 @@ type Options struct {
 	// WeakETags sends the ETag of non-LFS files as a weak validator
 	// (W/"..."), as the hub does for compressed responses.
 	WeakETags bool
+	// ResolveCache answers resolve requests for non-LFS files with a 307
+	// to a relative /api/resolve-cache/{type}s/{repo}/{commit}/{path} URL
+	// that serves them, as the hub does today; metadata then come from
+	// the end of a relative redirect.
+	ResolveCache bool
 }
 
 type blob struct {
@@ -562,6 +567,18 @@ func (h *Hub) serveResolve(w http.ResponseWriter, r *http.Request, typ, id, rev,
 		w.WriteHeader(http.StatusFound)
 		return
 	}
+	if h.opt.ResolveCache {
+		loc := h.opt.BasePath + "/api/resolve-cache/" + typ + "s/" + escapeID(rp.id) + "/" + commit + "/" + escapeID(path)
+		w.Header().Set("Location", loc)
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		return
+	}
+	h.serveSmall(w, r, e)
+}
+
+// serveSmall serves a non-LFS file's bytes with its ETag (X-Repo-Commit is
+// already set).
+func (h *Hub) serveSmall(w http.ResponseWriter, r *http.Request, e *fileEntry) {
 	etag := `"` + e.etag + `"`
 	if h.opt.WeakETags {
 		etag = "W/" + etag
@@ -584,6 +601,10 @@ func resolveRev(rp *repo, rev string) (string, map[string]*fileEntry) {
 }
 
 func (h *Hub) serveAPI(w http.ResponseWriter, r *http.Request, segs []string) {
+	if len(segs) > 0 && segs[0] == "resolve-cache" {
+		h.serveResolveCache(w, r, segs[1:])
+		return
+	}
 	h.api.Add(1)
 	if r.Method != http.MethodGet || len(segs) < 4 {
 		http.NotFound(w, r)
@@ -775,4 +796,49 @@ func Start(h *Hub) (*Servers, error) {
 	h.SetCDNURL(cdnURL)
 	hub := httptest.NewServer(h)
 	return &Servers{Hub: h, HubSrv: hub, CDNSrv: cdn, URL: hub.URL, CDNURL: cdnURL}, nil
+}
+
+// serveResolveCache serves /api/resolve-cache/{type}s/{repo}/{commit}/{path}
+// (the target of ResolveCache redirects): a non-LFS file at a commit.
+func (h *Hub) serveResolveCache(w http.ResponseWriter, r *http.Request, segs []string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if len(segs) < 4 {
+		http.NotFound(w, r)
+		return
+	}
+	typ := strings.TrimSuffix(segs[0], "s")
+	segs = segs[1:]
+	i := 1
+	if !isCommit(segs[i]) {
+		i = 2
+	}
+	if i >= len(segs)-1 || !isCommit(segs[i]) {
+		http.NotFound(w, r)
+		return
+	}
+	id, commit, path := strings.Join(segs[:i], "/"), segs[i], strings.Join(segs[i+1:], "/")
+	rp := h.lookup(w, r, typ, id, "/api/resolve-cache/"+typ+"s/", "/"+commit+"/"+escapeID(path))
+	if rp == nil {
+		return
+	}
+	h.mu.Lock()
+	e := rp.commits[commit][path]
+	h.mu.Unlock()
+	if e == nil || e.lfs {
+		hubError(w, http.StatusNotFound, "EntryNotFound", path+" not in the resolve cache")
+		return
+	}
+	w.Header().Set("X-Repo-Commit", commit)
+	h.serveSmall(w, r, e)
+}
+
+func isCommit(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil && strings.ToLower(s) == s
 }

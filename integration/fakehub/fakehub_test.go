@@ -157,3 +157,18 @@ func TestAddDir(t *testing.T) {
 		t.Errorf("small file from a directory: %d", r.StatusCode)
 	}
 }
+
+func TestResolveCacheRedirect(t *testing.T) {
+	s := start(t, Options{ResolveCache: true})
+	commit, _ := s.Hub.Commit("model", "m", map[string]File{"d/a.txt": {Content: Bytes([]byte("abc"))}}, "main")
+	r := do(t, "HEAD", s.URL+"/m/resolve/main/d/a.txt")
+	loc := r.Header.Get("Location")
+	if r.StatusCode != 307 || loc != "/api/resolve-cache/models/m/"+commit+"/d/a.txt" {
+		t.Fatalf("resolve: %d %q", r.StatusCode, loc)
+	}
+	r = do(t, "GET", s.URL+loc)
+	b, _ := io.ReadAll(r.Body)
+	if r.StatusCode != 200 || string(b) != "abc" || r.Header.Get("X-Repo-Commit") != commit || r.Header.Get("ETag") == "" {
+		t.Fatalf("resolve-cache: %d %q %v", r.StatusCode, b, r.Header)
+	}
+}
