@@ -28,6 +28,9 @@ type GCReport struct {
 	NoExist   []string // .no_exist/{commit} directories
 	Blobs     []string // blobs no kept snapshot links to
 	Bytes     int64    // size of those blobs
+	// Leftovers are temporary names (atomicfile.TempName) of writers that
+	// died between creating and renaming them.
+	Leftovers []string
 	// Unmanaged are repository folders of the cache that no Keep names;
 	// GC leaves them alone (the handler may have put them there).
 	Unmanaged []string
@@ -40,7 +43,11 @@ type GCReport struct {
 // reports what it would remove.
 //
 // GC must run under the volume lock: a Sync running at the same time could
-// link a blob GC has just judged unused. It reads every link of the kept
+// link a blob GC has just judged unused. For the same reason every
+// temporary name it finds in a kept repository's folder belongs to a dead
+// writer, and it removes those too.
+//
+// A Keep without commits keeps nothing of its repository but the folder. It reads every link of the kept
 // snapshots (O(files)); it is never on the boot path.
 func GC(hubDir string, keep []Keep, dryRun bool) (GCReport, error) {
 	var rep GCReport
@@ -100,6 +107,18 @@ func GC(hubDir string, keep []Keep, dryRun bool) (GCReport, error) {
 
 func gcRepo(repoDir string, commits map[string]bool, remove func(string, bool) error, rep *GCReport) error {
 	var errs []error
+	filepath.WalkDir(repoDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if _, tmp := atomicfile.ParseTempName(d.Name()); tmp && !d.IsDir() {
+			rep.Leftovers = append(rep.Leftovers, p)
+			if err := remove(p, false); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return nil
+	})
 	for _, sub := range []string{"snapshots", ".no_exist"} {
 		ents, _ := os.ReadDir(filepath.Join(repoDir, sub))
 		for _, e := range ents {

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/fetch"
 	"github.com/volboot/volboot/integration/fakehub"
 )
@@ -288,6 +289,12 @@ func TestSecondRevisionSharesBlobs(t *testing.T) {
 		}
 	}
 
+	// A writer that died between symlink and rename left a temporary name.
+	leftover := atomicfile.TempName(filepath.Join(repoDir, "snapshots", c2, "a.bin"))
+	if err := os.Symlink("../../blobs/"+sha(a), leftover); err != nil {
+		t.Fatal(err)
+	}
+
 	// gc keeping only the new commit: dry run first.
 	keep := []Keep{{Repo: "org/m", Commits: []string{c2}}}
 	rep, err := GC(e.dir, keep, true)
@@ -297,8 +304,11 @@ func TestSecondRevisionSharesBlobs(t *testing.T) {
 	if _, err := os.Stat(rep.Blobs[0]); err != nil {
 		t.Fatalf("dry run removed %s", rep.Blobs[0])
 	}
-	if _, err := GC(e.dir, keep, false); err != nil {
-		t.Fatal(err)
+	if rep, err = GC(e.dir, keep, false); err != nil || len(rep.Leftovers) != 1 || rep.Leftovers[0] != leftover {
+		t.Fatalf("gc = %+v, %v", rep, err)
+	}
+	if _, err := os.Lstat(leftover); err == nil {
+		t.Error("temporary name kept")
 	}
 	if _, err := os.Stat(filepath.Join(repoDir, "blobs", sha(b1))); err == nil {
 		t.Error("unused blob kept")

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
 )
 
 // Status is what Check found for one model.
@@ -138,6 +140,9 @@ func listSnapshot(dir string) []string {
 	out := []string{}
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
+			return nil
+		}
+		if _, tmp := atomicfile.ParseTempName(d.Name()); tmp {
 			return nil
 		}
 		if d.Type()&fs.ModeSymlink != 0 {
