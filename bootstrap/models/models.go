@@ -152,7 +152,8 @@ type Result struct {
 	// Offline is true when the revision is a commit whose snapshot was
 	// already complete: nothing was asked of the hub.
 	Offline bool
-	// Downloaded counts blobs fetched now (the rest were present).
+	// Downloaded counts blobs fetched now (the rest were present); a blob
+	// two models of one Sync share counts for the first.
 	Downloaded int
 	// Err is nil when every file is in place; otherwise an *Error whose
 	// message is fit to be a degraded group's reason.
@@ -380,6 +381,7 @@ func (s *Syncer) Sync(ctx context.Context, models []Model) []Result {
 	}
 
 	results := make([]Result, len(plans))
+	counted := map[int]bool{} // a blob two models share counts once
 	for i, p := range plans {
 		r := &results[i]
 		r.Model = p.m
@@ -391,7 +393,8 @@ func (s *Syncer) Sync(ctx context.Context, models []Model) []Result {
 					p.fail(Download, f.path, fr.Err)
 					break
 				}
-				if !fr.Cached {
+				if !fr.Cached && !counted[f.item] {
+					counted[f.item] = true
 					r.Downloaded++
 				}
 			}

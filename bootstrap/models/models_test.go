@@ -289,6 +289,20 @@ func TestSecondRevisionSharesBlobs(t *testing.T) {
 		}
 	}
 
+	// Both revisions into an empty cache in one Sync: the shared blob is
+	// one download.
+	e2 := filepath.Join(t.TempDir(), "hub")
+	s2, err := newSyncer(e.srv.URL, e2, "", zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	aReqs := e.hub.BlobStats(sha(a)).Requests
+	rs2 := s2.Sync(context.Background(), []Model{{Repo: "org/m", Revision: "main", Files: files}, {Repo: "org/m", Revision: "v1", Files: files}})
+	mustOK(t, rs2)
+	if got := e.hub.BlobStats(sha(a)).Requests - aReqs; got != 1 || rs2[0].Downloaded != 3 || rs2[1].Downloaded != 1 {
+		t.Errorf("one Sync of two revisions: shared blob fetched %d times, downloaded %d and %d", got, rs2[0].Downloaded, rs2[1].Downloaded)
+	}
+
 	// A writer that died between symlink and rename left a temporary name.
 	leftover := atomicfile.TempName(filepath.Join(repoDir, "snapshots", c2, "a.bin"))
 	if err := os.Symlink("../../blobs/"+sha(a), leftover); err != nil {
