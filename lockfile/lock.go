@@ -208,7 +208,9 @@ func Acquire(ctx context.Context, o Options) (*Lock, error) {
 		w.holderID = w.holderID[len(w.holderID)-maxIDBytes:]
 	}
 	if w.mode == ModeFlock {
-		w.fl = flock.New(filepath.Join(o.Dir, "lock"), flock.SetPermissions(0o644))
+		// Read-write: NFS emulates flock with POSIX locks, which refuse an
+		// exclusive lock on a descriptor opened read-only.
+		w.fl = flock.New(filepath.Join(o.Dir, "lock"), flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o644))
 	}
 	l, err := w.run(ctx)
 	if err != nil && w.fl != nil {
@@ -219,15 +221,16 @@ func Acquire(ctx context.Context, o Options) (*Lock, error) {
 
 // waiter is the state of one Acquire call.
 type waiter struct {
-	o          Options
-	claims     claimDir
-	holderPath string
-	holderID   string
-	mode       Mode
-	fl         *flock.Flock
-	haveFlock  bool
-	flockTrust bool   // false once an epoch was claimed while we held flock
-	flockEpoch uint64 // the current epoch when we got flock
+	o               Options
+	claims          claimDir
+	holderPath      string
+	holderID        string
+	mode            Mode
+	fl              *flock.Flock
+	haveFlock       bool
+	flockTrust      bool   // false once an epoch was claimed while we held flock
+	flockEpoch      uint64 // the current epoch when we got flock
+	flockEpochKnown bool
 
 	lastKey    string
 	lastChange time.Time
@@ -258,7 +261,6 @@ func (w *waiter) run(ctx context.Context) (*Lock, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("waiting for the volume lock in %s: %w", w.o.Dir, err)
 		}
-		justGotFlock := false
 		if w.fl != nil && !w.haveFlock {
 			ok, err := w.fl.TryLock()
 			switch {
@@ -271,7 +273,7 @@ func (w *waiter) run(ctx context.Context) (*Lock, error) {
 			case err != nil:
 				return nil, fmt.Errorf("flock %s: %w", w.fl.Path(), err)
 			case ok:
-				w.haveFlock, justGotFlock = true, true
+				w.haveFlock, w.flockEpochKnown = true, false
 			}
 		}
 		obs, err := w.observe()
@@ -292,8 +294,8 @@ func (w *waiter) run(ctx context.Context) (*Lock, error) {
 			continue
 		}
 		readErrAt = time.Time{}
-		if justGotFlock {
-			w.flockEpoch = obs.Epoch
+		if w.haveFlock && !w.flockEpochKnown {
+			w.flockEpoch, w.flockEpochKnown = obs.Epoch, true
 		}
 		if w.haveFlock && w.flockTrust && obs.Epoch != w.flockEpoch {
 			w.flockTrust = false

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
+	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -58,11 +59,12 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	return ch
 }
 
-// advanceToNext waits until at least one timer is pending, moves the clock
-// to the earliest one and fires every timer that is due.
-func (c *fakeClock) advanceToNext(t *testing.T) time.Time {
+// drive moves the clock from timer to timer (each time at least one is
+// pending) until the Acquire running behind ch returns; each, if not nil,
+// runs after every step.
+func (c *fakeClock) drive(t *testing.T, ch <-chan acquireResult, each func()) acquireResult {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c.mu.Lock()
 		if len(c.waiters) > 0 {
@@ -84,17 +86,21 @@ func (c *fakeClock) advanceToNext(t *testing.T) time.Time {
 				}
 			}
 			c.waiters = kept
-			now := c.now
 			c.mu.Unlock()
-			return now
+			if each != nil {
+				each()
+			}
+			continue
 		}
 		c.mu.Unlock()
 		select {
+		case r := <-ch:
+			return r
 		case <-c.changed:
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("fake clock: nobody is waiting on a timer")
+			t.Fatal("fake clock: Acquire neither returned nor waited on a timer")
 		}
 	}
 }
@@ -135,7 +141,14 @@ func acquireAsync(ctx context.Context, o Options) chan acquireResult {
 	go func() {
 		l, err := Acquire(ctx, o)
 		r := acquireResult{l: l, err: err}
-		if o.Clock != nil {
+		switch {
+		case l != nil:
+			// The claim time: the clock may move on for the heartbeat
+			// before we get here.
+			l.mu.Lock()
+			r.at = l.rec.Started
+			l.mu.Unlock()
+		case o.Clock != nil:
 			r.at = o.Clock.Now()
 		}
 		ch <- r
@@ -155,14 +168,7 @@ func TestStaleTakeoverFakeClock(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := acquireAsync(ctx, Options{Dir: dir, Mode: ModeLeaseOnly, Clock: clk, Logger: zap.New(core)})
-	var r acquireResult
-	for r.l == nil && r.err == nil {
-		clk.advanceToNext(t)
-		select {
-		case r = <-ch:
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	r := clk.drive(t, ch, nil)
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -191,20 +197,14 @@ func TestChangingHolderIsNotStale(t *testing.T) {
 	writeHolder(t, dir, h)
 	clk := newFakeClock()
 	start := clk.Now()
-	ch := acquireAsync(context.Background(), Options{Dir: dir, Mode: ModeLeaseOnly, Clock: clk, TTL: 5 * time.Second, WaitTimeout: 2 * time.Minute})
-	var r acquireResult
-	for r.l == nil && r.err == nil {
-		clk.advanceToNext(t)
+	ch := acquireAsync(context.Background(), Options{Dir: dir, Mode: ModeLeaseOnly, Clock: clk, TTL: 20 * time.Second, WaitTimeout: 2 * time.Minute})
+	r := clk.drive(t, ch, func() {
 		h.Heartbeat++
 		data, _ := marshalRecord(h)
-		if err := os.WriteFile(filepath.Join(dir, "holder.json"), data, 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, "holder.json"), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case r = <-ch:
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	})
 	if !errors.Is(r.err, ErrTimeout) {
 		t.Fatalf("got %v, want ErrTimeout", r.err)
 	}
@@ -465,14 +465,7 @@ func TestLingeringFlock(t *testing.T) {
 	start := clk.Now()
 	core, logs := observer.New(zap.InfoLevel)
 	ch := acquireAsync(context.Background(), Options{Dir: dir, Clock: clk, TTL: 10 * time.Second, Logger: zap.New(core)})
-	var r acquireResult
-	for r.l == nil && r.err == nil {
-		clk.advanceToNext(t)
-		select {
-		case r = <-ch:
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	r := clk.drive(t, ch, nil)
 	if r.err != nil {
 		t.Fatal(r.err)
 	}

