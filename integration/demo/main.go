@@ -36,8 +36,9 @@ import (
 func main() {
 	bin := flag.String("volboot", "bin/volboot", "the volboot binary")
 	keep := flag.Bool("keep", false, "keep the temporary volume")
+	dir := flag.String("dir", "", "work in this (new or empty) directory and keep it, instead of a temporary one")
 	flag.Parse()
-	if err := run(*bin, *keep); err != nil {
+	if err := run(*bin, *dir, *keep); err != nil {
 		fmt.Fprintf(os.Stderr, "demo: FAILED: %v\n", err)
 		os.Exit(1)
 	}
@@ -46,12 +47,18 @@ func main() {
 
 func say(format string, args ...any) { fmt.Printf("demo: "+format+"\n", args...) }
 
-func run(bin string, keep bool) error {
+func run(bin, dir string, keep bool) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "volboot-demo-")
+	tmp := dir
+	if tmp == "" {
+		tmp, err = os.MkdirTemp("", "volboot-demo-")
+	} else {
+		keep = true
+		err = os.MkdirAll(tmp, 0o755)
+	}
 	if err != nil {
 		return err
 	}
