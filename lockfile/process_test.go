@@ -16,6 +16,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
 )
 
 // TestContention16 runs 16 processes that each take the lock 3 times and,
@@ -159,23 +161,34 @@ func TestKillHolderLeaseOnlySameHost(t *testing.T) {
 // TestPausedHolderFenced: a holder stopped past the TTL loses the lock to a
 // waiter; resumed, it learns of the fencing at its next heartbeat, writes
 // neither the holder record nor the protected resource again, and refuses
-// the next write with ErrFenced.
+// the next write with ErrFenced. In flock mode the stopped holder keeps its
+// flock, so the waiter meets the "lingering lock" rule and takes over
+// without flock.
 func TestPausedHolderFenced(t *testing.T) {
+	for _, mode := range []Mode{ModeLeaseOnly, ModeFlock} {
+		t.Run(string(mode), func(t *testing.T) { testPausedHolderFenced(t, mode) })
+	}
+}
+
+func testPausedHolderFenced(t *testing.T, mode Mode) {
 	const ttl = 2 * time.Second
 	dir := t.TempDir()
 	vb := filepath.Join(dir, ".volboot")
 	res := filepath.Join(dir, "resource")
-	a := startHelper(t, "holder A", "hold", holderEnv(dir, ModeLeaseOnly, "LF_HOST", "host-a", "LF_TTL", ttl.String()))
+	a := startHelper(t, "holder A", "hold", holderEnv(dir, mode, "LF_HOST", "host-a", "LF_TTL", ttl.String()))
 	a.expect("acquired 1 ", 20*time.Second)
 	a.write("phase building generation")
 	a.expect("ok", 5*time.Second)
 	a.write("w")
 	a.expect("wrote 1", 5*time.Second)
 
-	b := startHelper(t, "waiter B", "hold", holderEnv(dir, ModeLeaseOnly, "LF_HOST", "host-b", "LF_TTL", ttl.String()))
+	b := startHelper(t, "waiter B", "hold", holderEnv(dir, mode, "LF_HOST", "host-b", "LF_TTL", ttl.String()))
 	b.waitStderr("waiting for the volume lock", 20*time.Second)
 	a.signal(syscall.SIGSTOP)
 	b.expect("acquired 2 ", 10*time.Second)
+	if mode == ModeFlock {
+		b.waitStderr("a dead client's lock may linger", 5*time.Second)
+	}
 	b.write("w")
 	b.expect("wrote 1", 5*time.Second)
 
@@ -352,4 +365,83 @@ func TestLeaseProcesses(t *testing.T) {
 	if !strings.Contains(all[0].Reason, "not refreshed") || !strings.Contains(all[1].Reason, "dead: ") {
 		t.Fatalf("reasons: %q, %q", all[0].Reason, all[1].Reason)
 	}
+}
+
+// TestSimultaneousTakeover: eight lease-only waiters watch one holder whose
+// record stops changing at one moment, so all judge it stale within a poll
+// of each other and race to claim the next epoch: exactly one wins, the
+// others see the new holder alive and keep waiting.
+func TestSimultaneousTakeover(t *testing.T) {
+	const n, ttl = 8, 1500 * time.Millisecond
+	dir := t.TempDir()
+	vb := filepath.Join(dir, ".volboot")
+	h := Holder{Schema: 1, HolderID: "vanishing", Identity: Identity{Host: "far-host", PID: 4242}, Mode: ModeLeaseOnly,
+		Epoch: 1, Started: time.Now().UTC(), Updated: time.Now().UTC(), Phase: "about to vanish"}
+	if err := os.MkdirAll(filepath.Join(vb, "claims"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	beat := func() {
+		h.Heartbeat++
+		data, _ := marshalRecord(h)
+		if h.Heartbeat == 1 {
+			if won, err := (claimDir{dir: filepath.Join(vb, "claims")}).create(1, data); !won || err != nil {
+				t.Fatal(won, err)
+			}
+		}
+		if err := atomicfile.Write(filepath.Join(vb, "holder.json"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat()
+	ws := make([]*proc, n)
+	for i := range ws {
+		ws[i] = startHelper(t, fmt.Sprintf("waiter %d", i), "hold",
+			holderEnv(dir, ModeLeaseOnly, "LF_TTL", ttl.String(), "LF_POLLMIN", "2ms", "LF_POLLMAX", "5ms", "LF_HB", "100ms"))
+	}
+	for _, w := range ws {
+		for !strings.Contains(w.stderr.String(), "waiting for the volume lock") {
+			beat()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for i := 0; i < 5; i++ { // a few more beats that every waiter sees
+		beat()
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The holder vanishes now. Collect who acquires in the next 2 TTLs.
+	var winners []int
+	deadline := time.After(2 * ttl)
+	merged := make(chan int, n)
+	for i, w := range ws {
+		go func() {
+			for l := range w.lines {
+				if strings.HasPrefix(l, "acquired ") {
+					merged <- i
+				}
+			}
+		}()
+	}
+collect:
+	for {
+		select {
+		case i := <-merged:
+			winners = append(winners, i)
+		case <-deadline:
+			break collect
+		}
+	}
+	if len(winners) != 1 {
+		t.Fatalf("%d waiters believe they hold the lock: %v", len(winners), winners)
+	}
+	lost := 0
+	for _, w := range ws {
+		if strings.Contains(w.stderr.String(), "another worker claimed the volume lock first") {
+			lost++
+		}
+	}
+	st, err := ReadHolder(vb)
+	if err != nil || st.Epoch != 2 || st.Holder == nil || st.Holder.PID != ws[winners[0]].pid() {
+		t.Fatalf("holder after the race: %+v %v", st, err)
+	}
+	t.Logf("waiter %d won epoch 2; %d others lost the claim race on claims/2 and went back to waiting", winners[0], lost)
 }
