@@ -29,7 +29,8 @@
 // file the hub says does not exist at that commit. Everything appears
 // atomically: blobs by the fetcher's verified rename, symlinks and refs by
 // a temporary name renamed into place. refs/{revision} is written last, so
-// a reader that finds it finds the snapshot complete. Blobs are shared by
+// a reader that finds it finds every file of the snapshot linked or recorded
+// as absent (it is not written when a download failed). Blobs are shared by
 // every revision of a repository: a blob already present is not fetched
 // again (the fetcher only ever gives a blob its final name after
 // verification, so its presence with the right size is proof enough).
@@ -40,7 +41,11 @@
 // the volume lock; races are still harmless for readers, since every name
 // appears complete and blobs are named by content.
 //
-// Status (Check) and GC need no network.
+// A revision that is a commit, with a snapshot that already links every
+// listed path, is not asked of the hub at all: commits never change.
+//
+// Check (cheap: a Readlink and a Stat per file), Verify (hashes every
+// blob) and GC need no network.
 package models
 
 import (
