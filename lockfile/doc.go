@@ -31,7 +31,8 @@
 //     complete temporary file, which fails with EEXIST when the name exists;
 //     on filesystems without hard links, open(O_CREAT|O_EXCL)), and
 //  2. at every check since (right after the claim, at each heartbeat, at
-//     each Check call) no claim numbered above N exists.
+//     each Check call) no claim numbered above N exists and claims/N is
+//     still there.
 //
 // Exclusive create is reliable on network filesystems (NFSv3+, FUSE
 // filesystems such as MooseFS) even where flock is not. Two waiters that
@@ -52,19 +53,24 @@
 // epoch while this contender holds flock, flock is evidently unreliable on
 // this filesystem, and the contender falls back to the record rules.
 //
-// Without flock (flock refused, or lease-only mode) the record rules decide:
+// In lease-only mode, and in flock mode once flock is ours but the holder ran
+// without it (or flock proved unreliable), the record rules decide:
 //
 //   - free: no epoch yet, or holder.json names the current epoch and says
 //     released → take the next epoch;
-//   - dead (lease-only mode, or flock held by us): the record's host, boot id
-//     and pid namespace equal ours and its pid is gone, a zombie, or now
-//     belongs to a process with another start time (pid reuse) → take over
-//     at once, with a warning;
+//   - dead: the record's host, boot id and pid namespace equal ours and its
+//     pid is gone, a zombie, or now belongs to a process with another start
+//     time (pid reuse; our own pid with our own start time is alive) → take
+//     over at once, with a warning;
 //   - stale: the observed state (current epoch and the bytes of holder.json)
 //     has not changed for the TTL, measured by this process's own monotonic
 //     clock; no timestamp written by another host is ever compared with ours
-//     → take over with a warning. When flock is still refused this is the
-//     lingering lock of a dead client, and the new holder runs without flock.
+//     → take over, with a warning.
+//
+// In flock mode while flock is refused, someone holds it: a live holder, a
+// contender about to claim, or a dead client whose lock lingers on the file
+// server. Only the stale rule applies then; the new holder runs without
+// flock, and its record says so (has_flock false).
 //
 // # Fencing
 //
@@ -102,6 +108,16 @@
 //
 // # Use-leases
 //
-// See HoldLease and ListLeases for the lease files and the rule that judges
-// a lease live in one shot.
+// leases/<worker-id>.json names the generation a running worker uses; the
+// Lease rewrites it every few seconds. A lister cannot wait a TTL to see
+// whether a lease changes, so ListLeases compares each lease file's
+// modification time with that of a file it has just created in the same
+// directory: both stamps come from the volume's clock, never from two hosts'
+// clocks. Older than the TTL, or written on this machine by a process that
+// is gone, means dead. See ListLeases.
+//
+// # Read-only use
+//
+// ReadHolder reads the holder record without locking or writing anything,
+// for status.
 package lockfile

@@ -29,8 +29,9 @@ type LeaseOptions struct {
 	Logger     *zap.Logger
 	// Identity: zero fields are filled from LocalIdentity.
 	Identity Identity
-	// TTL is only used to warn when refreshing falls behind (default 60 s);
-	// listers apply their own TTL.
+	// TTL sets the default Heartbeat and the age past which temporary
+	// files of crashed writers in leases/ are removed (default 60 s).
+	// Listers apply their own TTL (ListOptions.TTL), which must match.
 	TTL time.Duration
 	// Heartbeat is how often the lease file is rewritten (default TTL/6).
 	Heartbeat time.Duration
@@ -200,6 +201,11 @@ type LeaseEntry struct {
 // must then keep every generation. (On a filesystem that stamps times with
 // each client's clock, the rule degrades to comparing client clocks, which
 // the TTL's margin must absorb.)
+//
+// The listing is a snapshot. A worker that starts after it may pick a
+// generation the caller is about to remove, so a worker must write its lease
+// before it starts using a generation, and gc must re-check the leases after
+// it has made a generation unreachable and before it deletes the files.
 func ListLeases(dir string, o ListOptions) ([]LeaseEntry, error) {
 	if o.TTL <= 0 {
 		o.TTL = DefaultTTL

@@ -166,6 +166,9 @@ type Lock struct {
 	err    error // non-nil once lost or released
 	lastOK time.Time
 
+	prev       *Holder // the holder taken over from, if any
+	prevReason string
+
 	lost        chan struct{}
 	stop        chan struct{}
 	done        chan struct{}
@@ -441,6 +444,9 @@ func (w *waiter) claim(ctx context.Context, obs observation, reason string, warn
 	if w.haveFlock {
 		l.fl = w.fl
 	}
+	if warn {
+		l.prev, l.prevReason = obs.Holder, reason
+	}
 	if err := l.beat(); err != nil {
 		if errors.Is(err, ErrFenced) {
 			// Taken over between our claim and our first record: as if
@@ -518,6 +524,15 @@ func (l *Lock) HolderID() string { return l.holderID }
 // back to ModeLeaseOnly).
 func (l *Lock) Mode() Mode {
 	return l.mode
+}
+
+// Takeover reports whether this lock was taken from a holder judged dead or
+// stale rather than handed over by a release: the reason, and that holder's
+// last record when one was readable. The caller may want to clean up after
+// the previous holder's interrupted work (its temporary files name its host
+// and pid).
+func (l *Lock) Takeover() (reason string, previous *Holder) {
+	return l.prevReason, l.prev
 }
 
 // SetPhase sets the phase text, such as "downloading torch-2.8.0 (45%)";

@@ -180,6 +180,9 @@ func TestStaleTakeoverFakeClock(t *testing.T) {
 	if r.l.Epoch() != 2 {
 		t.Fatalf("epoch %d", r.l.Epoch())
 	}
+	if reason, prev := r.l.Takeover(); prev == nil || prev.HolderID != "far-holder" || !strings.Contains(reason, "TTL") {
+		t.Fatalf("Takeover() = %q, %+v", reason, prev)
+	}
 	tk := logs.FilterMessage("took over the volume lock").All()
 	if len(tk) != 1 || tk[0].Level != zap.WarnLevel || !strings.Contains(tk[0].ContextMap()["reason"].(string), "has not changed for 1m") {
 		t.Fatalf("takeover log: %+v", tk)
@@ -295,6 +298,9 @@ func TestReleaseHandsOver(t *testing.T) {
 				l, err := Acquire(context.Background(), o)
 				if err != nil {
 					t.Fatal(err)
+				}
+				if reason, prev := l.Takeover(); reason != "" || prev != nil {
+					t.Fatalf("a handover reported as takeover: %q", reason)
 				}
 				if l.Epoch() != want || l.Mode() != mode {
 					t.Fatalf("epoch %d mode %s, want %d %s", l.Epoch(), l.Mode(), want, mode)
