@@ -270,6 +270,8 @@ func (c *Config) underLock(ctx context.Context, key string, info *interp.Info, f
 	var o *Outcome
 	if c.Repair {
 		err = c.repairVolume(ctx, lk, key)
+	} else {
+		c.removeLeftovers()
 	}
 	if err == nil {
 		o, err = c.apply(ctx, lk, key, info, facts)

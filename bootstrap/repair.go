@@ -13,6 +13,18 @@ import (
 	"github.com/volboot/volboot/lockfile"
 )
 
+// removeLeftovers removes the temporary files and directories of writers
+// that are gone (see leftovers). It runs under the volume lock, before any
+// sync that does work, so a worker killed mid-sync costs the next one only
+// time, never space.
+func (c *Config) removeLeftovers() {
+	for _, d := range leftovers(c.Paths) {
+		path, _, _ := strings.Cut(d.Detail, " (")
+		c.Logger.Info("removing a dead writer's leftover", zap.String("path", path))
+		os.RemoveAll(path)
+	}
+}
+
 // repairVolume runs under the volume lock before a repairing sync: it
 // removes dead writers' leftovers and, when the generation this boot maps
 // to has files that fail their RECORD check, drops the broken store entries
@@ -20,11 +32,7 @@ import (
 // sync that follows re-fetches, re-unpacks and rebuilds exactly what was
 // broken (same content, so the same generation id).
 func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string) error {
-	for _, d := range leftovers(c.Paths) {
-		path, _, _ := strings.Cut(d.Detail, " (")
-		c.Logger.Info("repair: removing a dead writer's leftover", zap.String("path", path))
-		os.RemoveAll(path)
-	}
+	c.removeLeftovers()
 	st := c.readState()
 	gen := st.Generations[st.Keys[key]]
 	if gen == nil {
