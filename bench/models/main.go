@@ -27,6 +27,8 @@ import (
 	"sort"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/volboot/volboot/bootstrap/fetch"
 	"github.com/volboot/volboot/bootstrap/models"
 	"github.com/volboot/volboot/integration/fakehub"
@@ -62,8 +64,12 @@ func runChild() error {
 	if err := json.NewDecoder(os.Stdin).Decode(&spec); err != nil {
 		return fmt.Errorf("read spec: %w", err)
 	}
-	f := fetch.New(fetch.Options{})
-	s, err := models.New(models.Options{Endpoint: spec.Endpoint, HubDir: spec.HubDir, Fetcher: f})
+	log := zap.NewNop()
+	if os.Getenv("BENCH_MODELS_LOG") != "" {
+		log, _ = zap.NewDevelopment()
+	}
+	f := fetch.New(fetch.Options{Logger: log})
+	s, err := models.New(models.Options{Endpoint: spec.Endpoint, HubDir: spec.HubDir, Fetcher: f, Logger: log})
 	if err != nil {
 		return err
 	}
