@@ -16,6 +16,7 @@ import (
 	"github.com/cavaliergopher/grab/v3"
 	"go.uber.org/zap"
 
+	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/redact"
 )
 
@@ -124,11 +125,28 @@ func classify(err error) (retry, immediate bool, wait time.Duration) {
 }
 
 // hashCarry is a hash state left by a failed attempt: valid for the next
-// attempt if the part file still holds exactly n bytes from url.
+// attempt if the part file is still the same inode (fh pins it, so its
+// number cannot be reused) and holds exactly n bytes from url. Whoever
+// drops a carry closes fh.
 type hashCarry struct {
 	url      string
 	n, total int64
 	h        hash.Hash
+	fh       *os.File
+}
+
+func (c *hashCarry) drop() {
+	if c != nil && c.fh != nil {
+		c.fh.Close()
+	}
+}
+
+// replacedError: the part file path no longer names the file we wrote
+// (another writer, whose volume lock failed, replaced it).
+type replacedError struct{ path string }
+
+func (e *replacedError) Error() string {
+	return fmt.Sprintf("partial download %s was replaced by another writer; not using it", e.path)
 }
 
 // attemptState is shared between one attempt and its transport.
@@ -150,49 +168,87 @@ type attemptState struct {
 
 // attempt makes one try at downloading it from rawURL into its part file and,
 // if the bytes verify, renames the part to it.Dest.
+//
+// The attempt holds its own descriptor of the part file from start to
+// commit and hands grab that very file (as /proc/self/fd/N), so the bytes
+// grab writes, the bytes hashed and the inode renamed at the end are one
+// file even if another writer replaces the path meanwhile.
 func (f *Fetcher) attempt(ctx context.Context, it *Item, rawURL string, prog *itemProgress) error {
 	part := it.partPath()
 	metaPath := part + ".json"
 	ru := redact.URL(rawURL)
 	a := &attemptState{it: it, rawURL: rawURL, metaPath: metaPath, total: it.Size, prog: prog}
+	carry := prog.carry
+	prog.carry = nil
 
-	meta, _ := readMeta(metaPath)
-	fi, statErr := os.Stat(part)
-	if statErr == nil && meta != nil && meta.URL == ru && meta.validator() != "" && meta.Size >= 0 &&
-		(it.Size < 0 || meta.Size == it.Size) && fi.Size() > 0 && fi.Size() <= meta.Size {
-		a.resume, a.prefix, a.validator, a.total = true, fi.Size(), meta.validator(), meta.Size
-	} else if err := discardPart(part); err != nil {
+	fh, fi, err := openPart(part)
+	if err != nil {
+		carry.drop()
 		return &localError{err}
 	}
+	keep := false // true once fh is handed to a carry or committed
+	defer func() {
+		if !keep && fh != nil {
+			fh.Close()
+		}
+	}()
+	meta, _ := readMeta(metaPath)
+	if fi != nil && meta != nil && meta.URL == ru && meta.validator() != "" && meta.Size >= 0 &&
+		(it.Size < 0 || meta.Size == it.Size) && fi.Size() > 0 && fi.Size() <= meta.Size {
+		a.resume, a.prefix, a.validator, a.total = true, fi.Size(), meta.validator(), meta.Size
+	} else if fi != nil {
+		// Not resumable: start over in a new file.
+		fh.Close()
+		fh, fi = nil, nil
+		if err := discardPart(part); err != nil {
+			carry.drop()
+			return &localError{err}
+		}
+	}
+	if fi == nil {
+		// openPart found no file and created none: create ours.
+		fh, err = os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			carry.drop()
+			return &replacedError{part}
+		}
+		if err != nil {
+			carry.drop()
+			return &localError{fmt.Errorf("create partial download: %w", err)}
+		}
+	}
 	if a.total < 0 && it.Digest.Kind == GitBlobSHA1 {
+		carry.drop()
 		return &localError{fmt.Errorf("git blob digest needs the size")}
 	}
 	a.hasher = it.Digest.newHasher(a.total)
 	prog.set(0)
-	if c := prog.carry; a.resume && c != nil && c.url == ru && c.n == a.prefix && c.total == a.total {
+	if c := carry; a.resume && c != nil && c.url == ru && c.n == a.prefix && c.total == a.total && sameFile(c.fh, fi) {
 		// The previous attempt in this process hashed exactly the bytes
-		// the part file holds: continue its hash instead of re-reading.
+		// this file holds: continue its hash instead of re-reading.
 		a.hasher = c.h
 	} else if a.resume {
-		if err := hashPrefix(part, a.prefix, a.hasher); err != nil {
-			return &localError{err}
+		if err := hashPrefix(fh, a.prefix, a.hasher); err != nil {
+			carry.drop()
+			return err
 		}
 	}
-	prog.carry = nil
+	carry.drop()
 	if a.resume {
 		prog.set(a.prefix)
 		f.log.Debug("resuming download", zap.String("item", it.Name), zap.String("url", ru), zap.Int64("offset", a.prefix), zap.Int64("size", a.total))
 	}
 
 	if !(a.resume && a.prefix == a.total) {
-		if err := f.transfer(ctx, a, part); err != nil {
+		if err := f.transfer(ctx, a, fh); err != nil {
 			var re *restartError
 			if errors.As(err, &re) {
-				if derr := discardPart(part); derr != nil {
+				if derr := discardOurs(part, fh); derr != nil {
 					return &localError{derr}
 				}
 			} else if a.hasher != nil && a.total >= 0 {
-				prog.carry = &hashCarry{url: ru, n: a.prefix + a.streamed.Load(), total: a.total, h: a.hasher}
+				prog.carry = &hashCarry{url: ru, n: a.prefix + a.streamed.Load(), total: a.total, h: a.hasher, fh: fh}
+				keep = true
 			}
 			return err
 		}
@@ -200,28 +256,63 @@ func (f *Fetcher) attempt(ctx context.Context, it *Item, rawURL string, prog *it
 
 	n := a.prefix + a.streamed.Load()
 	if it.Size >= 0 && n != it.Size {
-		discardPart(part)
+		discardOurs(part, fh)
 		return &badResponseError{fmt.Sprintf("%s sent %d bytes, expected %d", ru, n, it.Size)}
 	}
 	if want := it.Digest.Hex; it.Digest.Kind != SizeOnly {
 		got := sumHex(a.hasher)
 		if got != want {
-			if err := discardPart(part); err != nil {
+			if err := discardOurs(part, fh); err != nil {
 				return &localError{err}
 			}
 			return &DigestError{URL: ru, Kind: it.Digest.Kind, Want: want, Got: got}
 		}
 	}
-	if err := commitPart(part, it.Dest); err != nil {
+	keep = true
+	if err := commitPart(fh, part, it.Dest, n); err != nil {
+		var re *replacedError
+		if errors.As(err, &re) {
+			return err // another writer's file: leave it, retry later
+		}
 		return &localError{err}
 	}
 	os.Remove(metaPath)
 	return nil
 }
 
+// openPart opens an existing part file for reading and writing; (nil, nil,
+// nil) if there is none.
+func openPart(part string) (*os.File, os.FileInfo, error) {
+	fh, err := os.OpenFile(part, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("open partial download: %w", err)
+	}
+	fi, err := fh.Stat()
+	if err != nil {
+		fh.Close()
+		return nil, nil, fmt.Errorf("stat partial download: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		fh.Close()
+		return nil, nil, fmt.Errorf("partial download %s is not a regular file", part)
+	}
+	return fh, fi, nil
+}
+
+func sameFile(fh *os.File, fi os.FileInfo) bool {
+	if fh == nil || fi == nil {
+		return false
+	}
+	cur, err := fh.Stat()
+	return err == nil && os.SameFile(cur, fi)
+}
+
 // transfer runs grab for one attempt with a cancellable context watched for
 // stalls.
-func (f *Fetcher) transfer(ctx context.Context, a *attemptState, part string) error {
+func (f *Fetcher) transfer(ctx context.Context, a *attemptState, fh *os.File) error {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	a.lastRead.Store(f.opt.Now().UnixNano())
@@ -244,7 +335,7 @@ func (f *Fetcher) transfer(ctx context.Context, a *attemptState, part string) er
 		// anyone reads it.
 		defer func() { sh.Close(); a.sink = nil }()
 	}
-	wb := newWriteback(part, f.opt.WritebackEvery)
+	wb := newWriteback(fh, f.opt.WritebackEvery)
 	a.writeback = wb
 	defer wb.Close()
 
@@ -253,7 +344,9 @@ func (f *Fetcher) transfer(ctx context.Context, a *attemptState, part string) er
 		UserAgent:  f.opt.UserAgent,
 		BufferSize: bufSize,
 	}
-	req, err := grab.NewRequest(part, a.rawURL)
+	// grab opens its file by name; this name is our descriptor's inode,
+	// whatever happens to the part path meanwhile.
+	req, err := grab.NewRequest(fmt.Sprintf("/proc/self/fd/%d", fh.Fd()), a.rawURL)
 	if err != nil {
 		return &PolicyError{Msg: fmt.Sprintf("bad URL %s: %v", redact.URL(a.rawURL), err)}
 	}
@@ -290,7 +383,7 @@ func (f *Fetcher) transfer(ctx context.Context, a *attemptState, part string) er
 	}
 	var fe *fs.PathError
 	if errors.As(err, &fe) {
-		return &localError{fmt.Errorf("write %s: %w", part, err)}
+		return &localError{fmt.Errorf("write %s: %w", a.it.partPath(), fe.Err)}
 	}
 	return fmt.Errorf("%s: %w", redact.URL(a.rawURL), err)
 }
@@ -314,19 +407,19 @@ func (f *Fetcher) watchStall(a *attemptState, cancel context.CancelCauseFunc, do
 	}
 }
 
-// hashPrefix feeds the first n bytes of path to h.
-func hashPrefix(path string, n int64, h hash.Hash) error {
-	fh, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("open partial download: %w", err)
-	}
-	defer fh.Close()
+// hashPrefix feeds the first n bytes of fh to h. A file that no longer
+// has n bytes (another writer truncated it) is a retryable error.
+func hashPrefix(fh *os.File, n int64, h hash.Hash) error {
 	if h == nil {
 		return nil
 	}
 	buf := make([]byte, 1<<20)
-	if _, err := io.CopyBuffer(h, io.LimitReader(fh, n), buf); err != nil {
-		return fmt.Errorf("hash partial download %s: %w", path, err)
+	got, err := io.CopyBuffer(h, io.NewSectionReader(fh, 0, n), buf)
+	if err != nil {
+		return &localError{fmt.Errorf("hash partial download %s: %w", fh.Name(), err)}
+	}
+	if got != n {
+		return &replacedError{fh.Name()}
 	}
 	return nil
 }
@@ -341,27 +434,62 @@ func discardPart(part string) error {
 	return nil
 }
 
-// commitPart fsyncs verified bytes and gives them their final name. The
-// caller fsyncs the directory before reporting success.
-func commitPart(part, dest string) error {
-	fh, err := os.OpenFile(part, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("open verified download: %w", err)
+// discardOurs removes the part file and its record if the path still names
+// our file; another writer's part is left alone.
+func discardOurs(part string, fh *os.File) error {
+	fi, err := os.Lstat(part)
+	if err != nil || !sameFile(fh, fi) {
+		return nil
+	}
+	return discardPart(part)
+}
+
+// commitPart fsyncs verified bytes (size of them) and gives them their
+// final name, then closes fh. The caller fsyncs the directory before reporting success.
+//
+// The part path is shared with any other writer of the same item (one
+// whose volume lock failed), so it may name someone else's inode by now.
+// The rename must move the inode whose bytes we verified — the one fh
+// holds open — and checking the path and then renaming it leaves a window
+// (the fsync alone can take a second). So the part is first renamed to a
+// name only this process uses, the inode behind that name is compared with
+// fh, and only then renamed to dest. Another writer's file caught this way
+// is removed (it will fail its own check and retry): correctness over
+// throughput in a race that the volume lock normally prevents.
+func commitPart(fh *os.File, part, dest string, size int64) error {
+	defer fh.Close()
+	// Our writes are appends of verified bytes; a file larger than what we
+	// verified had someone else's appends interleaved.
+	if fi, err := fh.Stat(); err != nil {
+		return fmt.Errorf("stat %s: %w", part, err)
+	} else if fi.Size() != size {
+		discardOurs(part, fh)
+		return &replacedError{part}
 	}
 	if err := fh.Sync(); err != nil {
-		fh.Close()
 		return fmt.Errorf("fsync %s: %w", part, err)
 	}
-	if err := fh.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", part, err)
-	}
-	if err := os.Chmod(part, 0o644); err != nil {
+	if err := fh.Chmod(0o644); err != nil {
 		return fmt.Errorf("chmod %s: %w", part, err)
 	}
-	if err := os.Rename(part, dest); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", part, dest, err)
+	claim := atomicfile.TempName(dest)
+	if err := os.Rename(part, claim); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return &replacedError{part}
+		}
+		return fmt.Errorf("rename %s to %s: %w", part, claim, err)
 	}
-	// The directory is fsynced once per Fetch for all its renames (see
-	// Fetcher.Fetch), not once per file.
+	cfi, err := os.Lstat(claim)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", claim, err)
+	}
+	if !sameFile(fh, cfi) {
+		os.Remove(claim)
+		return &replacedError{part}
+	}
+	if err := os.Rename(claim, dest); err != nil {
+		os.Remove(claim)
+		return fmt.Errorf("rename %s to %s: %w", claim, dest, err)
+	}
 	return nil
 }

@@ -160,3 +160,76 @@ func TestItemValidation(t *testing.T) {
 		}
 	}
 }
+
+// gateContent blocks reads that start at or beyond offset at until open
+// is closed.
+type gateContent struct {
+	testindex.Content
+	at   int64
+	open chan struct{}
+}
+
+func (g *gateContent) ReadAt(p []byte, off int64) (int, error) {
+	if off >= g.at {
+		<-g.open
+	}
+	return g.Content.ReadAt(p, off)
+}
+
+// TestReplacedPartNeverNamed: another writer (whose volume lock failed)
+// replaces the part file while we download. Our stream verifies, but the
+// file at the part path is not what we verified, so it must not be renamed
+// to the final name; the download retries and ends byte-identical.
+func TestReplacedPartNeverNamed(t *testing.T) {
+	for _, mode := range []string{"replace", "append"} {
+		t.Run(mode, func(t *testing.T) { testOtherWriter(t, mode) })
+	}
+}
+
+// testOtherWriter plays the other writer: it replaces the part file or
+// appends to it while our download is paused mid-way.
+func testOtherWriter(t *testing.T, mode string) {
+	e := newEnv(t)
+	data, it := e.addFile("race-1.0-py3-none-any.whl", 400_000)
+	gate := &gateContent{Content: testindex.Bytes(data), at: 200_000, open: make(chan struct{})}
+	if err := e.idx.AddWheel(it.Name, gate); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(gate.open)
+		for i := 0; i < 10_000; i++ {
+			if fi, err := os.Stat(it.partPath()); err == nil && fi.Size() >= 200_000 {
+				garbage := bytes.Repeat([]byte("garbage!"), 12_500)
+				if mode == "replace" {
+					os.Remove(it.partPath())
+					os.WriteFile(it.partPath(), garbage, 0o644)
+					return
+				}
+				f, err := os.OpenFile(it.partPath(), os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				f.Write(garbage)
+				f.Close()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		t.Error("download never reached the gate")
+	}()
+	err := fetchOne(t, e.fetcher(nil), it)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertFinal(t, it, data)
+	found := false
+	for _, l := range e.logs.All() {
+		if msg, _ := l.ContextMap()["error"].(string); strings.Contains(msg, "replaced by another writer") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("the replaced part was not detected")
+	}
+}

@@ -74,14 +74,15 @@ func (s *streamHasher) Close() {
 	}
 }
 
-// writeback asks the kernel to start writing a growing part file to disk
+// writeback asks the kernel to start writing a growing part file (fh,
+// owned by the caller and open until Close returns) to disk
 // every `every` bytes, so the fsync before the rename finds little left to
 // flush and dirty pages do not pile up. It is advisory: errors (a
 // filesystem without sync_file_range) only switch it off. progress is
 // called from the reading goroutine; the flush runs on a goroutine owned
 // by the writeback and stopped by Close.
 type writeback struct {
-	path  string
+	fh    *os.File
 	every int64
 	next  int64
 	kick  chan struct{}
@@ -89,8 +90,8 @@ type writeback struct {
 	once  sync.Once
 }
 
-func newWriteback(path string, every int64) *writeback {
-	w := &writeback{path: path, every: every, next: every}
+func newWriteback(fh *os.File, every int64) *writeback {
+	w := &writeback{fh: fh, every: every, next: every}
 	if every <= 0 {
 		return w
 	}
@@ -113,20 +114,9 @@ func (w *writeback) progress(n int64) {
 
 func (w *writeback) loop() {
 	defer close(w.done)
-	var f *os.File
-	defer func() {
-		if f != nil {
-			f.Close()
-		}
-	}()
+	fd := int(w.fh.Fd())
 	for range w.kick {
-		if f == nil {
-			var err error
-			if f, err = os.Open(w.path); err != nil {
-				continue
-			}
-		}
-		if err := unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE); err != nil {
+		if err := unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE); err != nil {
 			return
 		}
 	}

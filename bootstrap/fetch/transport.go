@@ -67,7 +67,7 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if c, ok := t.f.opt.Credentials.For(r.URL.Hostname()); ok && r.URL.User == nil {
 		r.Header.Set("Authorization", c.header())
 	}
-	if r.Method == http.MethodHead && a.resume {
+	if r.Method == http.MethodHead && a.total >= 0 {
 		return t.syntheticHead(r), nil
 	}
 	if a.resume {
@@ -77,6 +77,11 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		}
 		r.Header.Set("If-Range", a.validator)
 	} else {
+		// Grab asks for "bytes=0-" on our fresh, empty file; anything else
+		// means the file grew under us (another writer).
+		if got := r.Header.Get("Range"); got != "" && got != "bytes=0-" {
+			return nil, &replacedError{a.it.partPath()}
+		}
 		r.Header.Del("Range")
 		r.Header.Del("If-Range")
 	}
@@ -136,9 +141,11 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	return resp, nil
 }
 
-// syntheticHead answers grab's HEAD before a resume: the resource's size and
-// range support as the resume record knows them. Grab needs this to send
-// the ranged GET; the GET's 206 check is what actually validates.
+// syntheticHead answers grab's HEAD (sent whenever its file exists, and
+// ours always does) with the size we expect and range support. Grab needs
+// this to resume; the ranged GET's 206 check is what actually validates,
+// and a fresh download's "Range: bytes=0-" is dropped above. Some signed
+// URLs refuse HEAD, and the round trip would be wasted anyway.
 func (t *attemptTransport) syntheticHead(r *http.Request) *http.Response {
 	h := http.Header{}
 	h.Set("Accept-Ranges", "bytes")
