@@ -21,6 +21,8 @@
 //	                   every heartbeat (phase text, heartbeat counter); on
 //	                   release it is rewritten once more with "released": true
 //	leases/<worker>.json   use-leases (see HoldLease, ListLeases)
+//	flock-unreliable   present once flock was seen letting two processes
+//	                   hold it at once (see below)
 //
 // # Who holds the lock: epochs and exclusive claims
 //
@@ -50,8 +52,17 @@
 // held flock (the kernel or file server dropped that flock, so the holder is
 // gone). A holder that runs without flock (lease-only) is judged by the
 // record rules below even when flock is free. If some other process claims an
-// epoch while this contender holds flock, flock is evidently unreliable on
-// this filesystem, and the contender falls back to the record rules.
+// epoch while this contender holds flock, the contender falls back to the
+// record rules.
+//
+// A filesystem may let two clients hold flock at once. Then a newcomer takes
+// over a live holder at once, and the next would take over from it, and so
+// on. To stop that, a holder fenced by a newcomer whose record says it took
+// flock while the holder still held flock (and a contender that sees such a
+// claim appear while it holds flock) writes .volboot/flock-unreliable. While
+// that marker exists, contenders still take flock but never treat a free
+// flock as proof that the holder is gone; people remove the marker once the
+// filesystem is fixed. ReadHolder reports it.
 //
 // In lease-only mode, and in flock mode once flock is ours but the holder ran
 // without it (or flock proved unreliable), the record rules decide:

@@ -152,7 +152,7 @@ type Lock struct {
 	o          Options
 	claims     claimDir
 	holderPath string
-	fl         *flock.Flock // nil without flock
+	fl         flocker // nil without flock
 	epoch      uint64
 	holderID   string
 	mode       Mode
@@ -183,6 +183,21 @@ type Lock struct {
 // after which the lock counts as lost; keep ctx alive for as long as the
 // lock is used.
 func Acquire(ctx context.Context, o Options) (*Lock, error) {
+	return acquire(ctx, o, func(path string) flocker {
+		// Read-write: NFS emulates flock with POSIX locks, which refuse an
+		// exclusive lock on a descriptor opened read-only.
+		return flock.New(path, flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o644))
+	})
+}
+
+// flocker is the part of *flock.Flock we use; tests substitute a broken one.
+type flocker interface {
+	TryLock() (bool, error)
+	Unlock() error
+	Path() string
+}
+
+func acquire(ctx context.Context, o Options, newFlock func(path string) flocker) (*Lock, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
@@ -211,9 +226,12 @@ func Acquire(ctx context.Context, o Options) (*Lock, error) {
 		w.holderID = w.holderID[len(w.holderID)-maxIDBytes:]
 	}
 	if w.mode == ModeFlock {
-		// Read-write: NFS emulates flock with POSIX locks, which refuse an
-		// exclusive lock on a descriptor opened read-only.
-		w.fl = flock.New(filepath.Join(o.Dir, "lock"), flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o644))
+		w.fl = newFlock(filepath.Join(o.Dir, "lock"))
+		if _, err := os.Stat(filepath.Join(o.Dir, unreliableName)); err == nil {
+			w.flockTrust = false
+			o.Logger.Info("flock was seen failing on this volume; judging holders by their records only",
+				zap.String("marker", filepath.Join(o.Dir, unreliableName)))
+		}
 	}
 	l, err := w.run(ctx)
 	if err != nil && w.fl != nil {
@@ -229,7 +247,7 @@ type waiter struct {
 	holderPath      string
 	holderID        string
 	mode            Mode
-	fl              *flock.Flock
+	fl              flocker
 	haveFlock       bool
 	flockTrust      bool   // false once an epoch was claimed while we held flock
 	flockEpoch      uint64 // the current epoch when we got flock
@@ -302,8 +320,12 @@ func (w *waiter) run(ctx context.Context) (*Lock, error) {
 		}
 		if w.haveFlock && w.flockTrust && obs.Epoch != w.flockEpoch {
 			w.flockTrust = false
-			log.Warn("another worker claimed the volume lock while this one held flock: flock is unreliable here, judging by holder records",
+			log.Warn("another worker claimed the volume lock while this one held flock; judging by holder records",
 				zap.String("path", w.fl.Path()), zap.Uint64("epoch", obs.Epoch))
+			if obs.Holder != nil && obs.Holder.HasFlock {
+				markFlockUnreliable(log, w.o.Dir, fmt.Sprintf("%s (pid %d) took flock and epoch %d while %s (pid %d) held flock",
+					obs.Holder.Host, obs.Holder.PID, obs.Epoch, w.o.Identity.Host, w.o.Identity.PID))
+			}
 		}
 		if obs.key != w.lastKey {
 			w.lastKey, w.lastChange = obs.key, now
@@ -671,6 +693,7 @@ func (l *Lock) heartbeatLoop(ctx context.Context) {
 			l.o.Logger.Error("volume lock lost: another worker took over; stopping work under it",
 				zap.Uint64("epoch", l.epoch), zap.Error(err))
 			l.lose(err)
+			l.noteFlockFailure()
 			return
 		}
 		l.mu.Lock()
@@ -684,6 +707,36 @@ func (l *Lock) heartbeatLoop(ctx context.Context) {
 			l.lose(err)
 			return
 		}
+	}
+}
+
+// unreliableName marks a volume on which two processes were seen holding
+// flock at once. Contenders then still take flock but no longer treat a free
+// flock as proof that a holder is gone. People may remove the file once the
+// filesystem is fixed.
+const unreliableName = "flock-unreliable"
+
+// noteFlockFailure runs when this holder was fenced: if we held flock all
+// along and the new holder says it took flock too, flock let two processes
+// hold it at once, and the volume is marked so that nobody trusts it again.
+func (l *Lock) noteFlockFailure() {
+	if l.fl == nil {
+		return
+	}
+	st, _, err := readStatus(l.claims, l.holderPath)
+	if err != nil || st.Holder == nil || !st.Holder.HasFlock || st.Epoch <= l.epoch {
+		return
+	}
+	markFlockUnreliable(l.o.Logger, l.o.Dir, fmt.Sprintf("%s (pid %d) took flock and epoch %d while %s (pid %d) held flock and epoch %d",
+		st.Holder.Host, st.Holder.PID, st.Epoch, l.o.Identity.Host, l.o.Identity.PID, l.epoch))
+}
+
+func markFlockUnreliable(log *zap.Logger, dir, why string) {
+	p := filepath.Join(dir, unreliableName)
+	log.Warn("flock let two workers hold the volume lock at once; from now on holders are judged by their records only",
+		zap.String("marker", p), zap.String("evidence", why))
+	if err := atomicfile.Write(p, []byte(why+"\n"), 0o644); err != nil {
+		log.Warn("could not write the flock-unreliable marker", zap.Error(err))
 	}
 }
 
@@ -737,6 +790,9 @@ type HolderStatus struct {
 	// approximate age for people, never used for decisions.
 	ModTime time.Time
 	Err     error
+	// FlockUnreliable: two workers were once seen holding flock at once on
+	// this volume (the flock-unreliable marker; see package doc).
+	FlockUnreliable bool
 }
 
 // ReadHolder reports who holds the lock in dir (the .volboot directory)
@@ -745,6 +801,9 @@ type HolderStatus struct {
 // record's Heartbeat counter and ModTime help people judge.
 func ReadHolder(dir string) (HolderStatus, error) {
 	st, _, err := readStatus(claimDir{dir: filepath.Join(dir, "claims")}, filepath.Join(dir, "holder.json"))
+	if _, serr := os.Stat(filepath.Join(dir, unreliableName)); serr == nil {
+		st.FlockUnreliable = true
+	}
 	return st, err
 }
 

@@ -638,3 +638,79 @@ func TestNoGoroutineLeaks(t *testing.T) {
 	l.Release()
 	ls.Release()
 }
+
+// fakeFlock stands in for flock on filesystems we cannot reproduce here.
+type fakeFlock struct {
+	path string
+	err  error // returned by TryLock when set; otherwise every TryLock succeeds
+}
+
+func (f *fakeFlock) TryLock() (bool, error) { return f.err == nil, f.err }
+func (f *fakeFlock) Unlock() error          { return nil }
+func (f *fakeFlock) Path() string           { return f.path }
+
+func withFlock(err error) func(string) flocker {
+	return func(p string) flocker { return &fakeFlock{path: p, err: err} }
+}
+
+// TestFlockUnsupportedFallsBack: ENOLCK from flock (NFS without lockd)
+// switches to lease-only with a warning instead of failing.
+func TestFlockUnsupportedFallsBack(t *testing.T) {
+	dir := t.TempDir()
+	core, logs := observer.New(zap.InfoLevel)
+	l, err := acquire(context.Background(), Options{Dir: dir, Logger: zap.New(core)}, withFlock(&os.PathError{Op: "flock", Path: "lock", Err: syscall.ENOLCK}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	st, _ := ReadHolder(dir)
+	if l.Mode() != ModeLeaseOnly || st.Holder.HasFlock || st.Holder.Mode != ModeLeaseOnly {
+		t.Fatalf("mode %s, record %+v", l.Mode(), st.Holder)
+	}
+	if len(logs.FilterMessageSnippet("flock is not supported").All()) != 1 {
+		t.Fatalf("no fallback warning: %v", logs.All())
+	}
+	if _, err := acquire(context.Background(), Options{Dir: t.TempDir()}, withFlock(syscall.EIO)); err == nil || !strings.Contains(err.Error(), "flock") {
+		t.Fatalf("other flock errors must fail: %v", err)
+	}
+}
+
+// TestFlockTwoHolders: a filesystem whose flock lets everyone hold it. The
+// first newcomer fences the live holder (flock looked free); the fenced
+// holder recognises the double grant and marks the volume, after which
+// newcomers judge holders by their records and wait.
+func TestFlockTwoHolders(t *testing.T) {
+	dir := t.TempDir()
+	broken := withFlock(nil)
+	a, err := acquire(context.Background(), Options{Dir: dir, TTL: 10 * time.Second, Heartbeat: 20 * time.Millisecond}, broken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := acquire(context.Background(), Options{Dir: dir, TTL: 10 * time.Second, Heartbeat: 20 * time.Millisecond, WaitTimeout: time.Second}, broken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Release()
+	select {
+	case <-a.Lost():
+	case <-time.After(5 * time.Second):
+		t.Fatal("first holder not fenced")
+	}
+	if err := a.Release(); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a.Release: %v", err)
+	}
+	st, err := ReadHolder(dir)
+	if err != nil || !st.FlockUnreliable || st.Holder.HolderID != b.HolderID() {
+		t.Fatalf("after the double grant: %+v %v", st, err)
+	}
+	_, err = acquire(context.Background(), Options{Dir: dir, WaitTimeout: 300 * time.Millisecond, PollMax: 20 * time.Millisecond}, broken)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("newcomer trusted a broken flock over a live holder: %v", err)
+	}
+	b.Release()
+	c, err := acquire(context.Background(), Options{Dir: dir, WaitTimeout: time.Second}, broken)
+	if err != nil {
+		t.Fatalf("released lock not taken: %v", err)
+	}
+	c.Release()
+}
