@@ -571,6 +571,22 @@ func (l *Lock) SetPhase(phase string) {
 // ctx given to Acquire ends, or on Release.
 func (l *Lock) Lost() <-chan struct{} { return l.lost }
 
+// Context returns a context derived from parent that ends when the lock is
+// lost or released, with l.Err() as its cause (context.Cause), so that work
+// done under the lock stops promptly on fencing. The helper goroutine ends
+// when either context ends; call cancel when done with the context.
+func (l *Lock) Context(parent context.Context) (ctx context.Context, cancel context.CancelFunc) {
+	ctx, cancelCause := context.WithCancelCause(parent)
+	go func() {
+		select {
+		case <-l.lost:
+			cancelCause(l.Err())
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancelCause(context.Canceled) }
+}
+
 // Err is nil while the lock is held; afterwards it says why not: ErrFenced,
 // ErrReleased or the context's error, wrapped.
 func (l *Lock) Err() error {
@@ -581,7 +597,9 @@ func (l *Lock) Err() error {
 
 // Check confirms, with a fresh read of the claims directory, that no newer
 // epoch exists. Call it right before each write that must not happen after
-// a takeover; it returns an error wrapping ErrFenced if one did.
+// a takeover; it returns an error wrapping ErrFenced if one did. It costs a
+// directory read (a network round trip): call it at commit points, not for
+// every file.
 func (l *Lock) Check() error {
 	if err := l.Err(); err != nil {
 		return err

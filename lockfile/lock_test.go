@@ -372,14 +372,16 @@ func TestFencedInProcess(t *testing.T) {
 	if err := l.Check(); err != nil {
 		t.Fatal(err)
 	}
+	work, cancel := l.Context(context.Background())
+	defer cancel()
 	writeHolder(t, dir, farHolder(2))
 	before, _ := os.ReadFile(filepath.Join(dir, "holder.json"))
 	select {
-	case <-l.Lost():
+	case <-work.Done():
 	case <-time.After(3 * time.Second):
 		t.Fatal("fencing not detected")
 	}
-	if !errors.Is(l.Err(), ErrFenced) || !errors.Is(l.Check(), ErrFenced) {
+	if !errors.Is(l.Err(), ErrFenced) || !errors.Is(l.Check(), ErrFenced) || !errors.Is(context.Cause(work), ErrFenced) {
 		t.Fatalf("Err %v, Check %v", l.Err(), l.Check())
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -607,8 +609,16 @@ func TestNoGoroutineLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		_, cancelWork := l.Context(context.Background()) // ended by cancel
+		cancelWork()
+		work, cancelWork := l.Context(context.Background()) // ended by Release
 		time.Sleep(20 * time.Millisecond)
 		l.Release()
+		<-work.Done()
+		if !errors.Is(context.Cause(work), ErrReleased) {
+			t.Fatalf("cause %v", context.Cause(work))
+		}
+		cancelWork()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l, err := Acquire(ctx, Options{Dir: dir, Heartbeat: 5 * time.Millisecond, TTL: time.Second})
