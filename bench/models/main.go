@@ -140,6 +140,7 @@ func run(dir, sizeStr string, runs int) error {
 			return 0, fmt.Errorf("volboot child: %w", err)
 		}
 		el := time.Since(start)
+		fmt.Printf("  volboot child cpu: user %.2fs sys %.2fs\n", cmd.ProcessState.UserTime().Seconds(), cmd.ProcessState.SystemTime().Seconds())
 		blob := filepath.Join(models.RepoDir(hubDir, "model", "bench/big"), "snapshots", commit, "model.safetensors")
 		if fi, err := os.Stat(blob); err != nil || fi.Size() != size {
 			return 0, fmt.Errorf("volboot's snapshot file: %v", err)
@@ -168,6 +169,7 @@ func run(dir, sizeStr string, runs int) error {
 			}
 			if i == 0 {
 				exited = time.Since(start)
+				fmt.Printf("  curl cpu: user %.2fs sys %.2fs\n", c.ProcessState.UserTime().Seconds(), c.ProcessState.SystemTime().Seconds())
 			}
 		}
 		durable = time.Since(start)
