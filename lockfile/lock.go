@@ -484,7 +484,11 @@ func (w *waiter) claim(ctx context.Context, obs observation, reason string, warn
 	fields := []zap.Field{zap.Uint64("epoch", epoch), zap.String("lock_mode", string(w.mode)),
 		zap.Bool("flock", w.haveFlock), zap.Duration("waited", waited), zap.String("reason", reason)}
 	if warn {
-		fields = append(fields, w.holderFields(obs, waited, 0)...)
+		if h := obs.Holder; h != nil {
+			fields = append(fields, zap.Uint64("previous_epoch", h.Epoch), zap.String("previous_host", h.Host),
+				zap.Int("previous_pid", h.PID), zap.String("previous_holder_id", h.HolderID),
+				zap.String("previous_phase", h.Phase), zap.Uint64("previous_heartbeat", h.Heartbeat))
+		}
 		w.o.Logger.Warn("took over the volume lock", fields...)
 	} else {
 		w.o.Logger.Info("acquired the volume lock", fields...)
@@ -513,9 +517,17 @@ func (w *waiter) timeoutError(obs observation, waited, unchanged time.Duration) 
 		return fmt.Errorf("%w in %s after %s: host %s pid %d (holder %s, epoch %d, phase %q) holds it and its record last changed %s ago: another worker is still working on this volume; wait for it, check that worker's logs, or raise --lock-timeout",
 			ErrTimeout, w.o.Dir, waited.Round(time.Second), h.Host, h.PID, h.HolderID, h.Epoch, h.Phase, unchanged.Round(time.Second))
 	}
-	why := "flock on " + filepath.Join(w.o.Dir, "lock") + " is held"
-	if obs.Err != nil {
-		why += " and the holder record is unreadable (" + obs.Err.Error() + ")"
+	var why string
+	switch {
+	case w.mode == ModeFlock && !w.haveFlock:
+		why = "flock on " + filepath.Join(w.o.Dir, "lock") + " is held"
+		if obs.Err != nil {
+			why += " and the holder record is unreadable (" + obs.Err.Error() + ")"
+		}
+	case obs.Err != nil:
+		why = "the holder record is unreadable (" + obs.Err.Error() + ")"
+	default:
+		why = fmt.Sprintf("epoch %d is held", obs.Epoch)
 	}
 	return fmt.Errorf("%w in %s after %s: %s, and the holder cannot be named: another worker is probably still working on this volume; wait for it or raise --lock-timeout",
 		ErrTimeout, w.o.Dir, waited.Round(time.Second), why)

@@ -187,6 +187,9 @@ func TestStaleTakeoverFakeClock(t *testing.T) {
 	if len(tk) != 1 || tk[0].Level != zap.WarnLevel || !strings.Contains(tk[0].ContextMap()["reason"].(string), "has not changed for 1m") {
 		t.Fatalf("takeover log: %+v", tk)
 	}
+	if f := tk[0].ContextMap(); f["previous_host"] != "far-host" || f["previous_pid"] != int64(4242) || f["previous_phase"] != "unpacking torch" || f["epoch"] != uint64(2) {
+		t.Fatalf("takeover log fields: %v", f)
+	}
 	if n := len(logs.FilterMessage("waiting for the volume lock").All()); n < 6 || n > 8 {
 		t.Fatalf("%d waiting log lines over 60s at one per 10s", n)
 	}
