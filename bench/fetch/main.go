@@ -10,7 +10,10 @@
 // volboot runs as a child process (this binary with -child) so its start-up
 // is counted like curl's and its peak RSS can be read from rusage.
 //
-//	go run ./bench/fetch [-dir DIR] [-big 2G] [-small 200] [-jobs 8]
+// Each comparison runs -rounds times in rotating order; medians are
+// reported, with every round's time.
+//
+//	go run ./bench/fetch [-dir DIR] [-big 2G] [-small 200] [-jobs 8] [-rounds 3]
 package main
 
 import (
@@ -27,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -45,12 +49,13 @@ func main() {
 	bigSize := flag.String("big", "2G", "size of the big file")
 	small := flag.Int("small", 200, "number of small files")
 	jobs := flag.Int("jobs", 8, "volboot's files at once (and per host)")
+	rounds := flag.Int("rounds", 3, "rounds per comparison (the median is reported)")
 	flag.Parse()
 	var err error
 	if *child {
 		err = runChild()
 	} else {
-		err = run(*dir, *bigSize, *small, *jobs)
+		err = run(*dir, *bigSize, *small, *jobs, *rounds)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/fetch:", err)
@@ -103,7 +108,7 @@ type outcome struct {
 
 func cpuOf(ps *os.ProcessState) time.Duration { return ps.UserTime() + ps.SystemTime() }
 
-func run(dir, bigSize string, nSmall, jobs int) error {
+func run(dir, bigSize string, nSmall, jobs, rounds int) error {
 	if _, err := exec.LookPath("curl"); err != nil {
 		return errors.New("curl not found: install it (apt-get install -y curl)")
 	}
@@ -204,92 +209,116 @@ func run(dir, bigSize string, nSmall, jobs int) error {
 	}
 
 	fmt.Printf("filesystem: %s\n\n", dir)
-	benchBig := func() error {
-		// 1. Big file.
-		vd, err := fresh("volboot-big")
-		if err != nil {
-			return err
+	// contender is one side of a comparison: it downloads into a fresh
+	// directory and reports its outcome; the directory is removed after.
+	type contender struct {
+		name string
+		run  func(dir string) (outcome, error)
+	}
+	// compare runs every contender `rounds` times, rotating the order each
+	// round (so none always runs first, on a colder or busier machine), and
+	// returns each one's median outcome.
+	compare := func(cs []contender) ([]outcome, [][]time.Duration, error) {
+		all := make([][]outcome, len(cs))
+		times := make([][]time.Duration, len(cs))
+		for r := 0; r < rounds; r++ {
+			for k := range cs {
+				i := (k + r) % len(cs)
+				d, err := fresh(fmt.Sprintf("%s-%d", strings.ReplaceAll(cs[i].name, " ", "-"), r))
+				if err != nil {
+					return nil, nil, err
+				}
+				o, err := cs[i].run(d)
+				os.RemoveAll(d)
+				if err != nil {
+					return nil, nil, fmt.Errorf("%s: %w", cs[i].name, err)
+				}
+				all[i] = append(all[i], o)
+				times[i] = append(times[i], o.elapsed)
+			}
 		}
-		vb, err := volboot([]fetch.Item{{Name: "big", URLs: []string{base + "/files/big.bin"}, Size: big,
-			Digest: fetch.Digest{Kind: fetch.SHA256, Hex: bigSHA}, Dest: filepath.Join(vd, bigSHA+".bin")}})
-		if err != nil {
-			return err
+		med := make([]outcome, len(cs))
+		for i := range all {
+			sort.Slice(all[i], func(a, b int) bool { return all[i][a].elapsed < all[i][b].elapsed })
+			med[i] = all[i][len(all[i])/2]
 		}
-		os.RemoveAll(vd)
-		cd, err := fresh("curl-big")
-		if err != nil {
-			return err
+		return med, times, nil
+	}
+	show := func(ts []time.Duration) string {
+		var parts []string
+		for _, t := range ts {
+			parts = append(parts, fmt.Sprintf("%.2f", t.Seconds()))
 		}
-		cf := filepath.Join(cd, "big.bin")
-		cb, err := timed(exec.Command("curl", "-sSf", "-o", cf, base+"/files/big.bin"), exec.Command("sync", cf))
-		if err != nil {
-			return err
-		}
-		if fi, err := os.Stat(cf); err != nil || fi.Size() != big {
-			return fmt.Errorf("curl wrote a wrong big file: %v", err)
-		}
-		os.RemoveAll(cd)
-		vRate, cRate := float64(big)/vb.elapsed.Seconds(), float64(big)/cb.elapsed.Seconds()
-		fmt.Printf("big file (%s, sha256 verified by volboot only):\n", human(big))
-		fmt.Printf("  volboot  %8.2fs  %8.1f MiB/s  cpu %6.2fs  peak RSS %.1f MiB\n", vb.elapsed.Seconds(), vRate/(1<<20), vb.cpu.Seconds(), float64(vb.rss)/(1<<20))
-		fmt.Printf("  curl     %8.2fs  %8.1f MiB/s  cpu %6.2fs  (curl + sync FILE)\n", cb.elapsed.Seconds(), cRate/(1<<20), cb.cpu.Seconds())
-		fmt.Printf("  ratio volboot/curl throughput: %.2fx (goal >= 0.90x)\n\n", vRate/cRate)
+		return "rounds " + strings.Join(parts, " ") + " s"
+	}
 
+	benchBig := func() error {
+		med, times, err := compare([]contender{
+			{"volboot", func(d string) (outcome, error) {
+				return volboot([]fetch.Item{{Name: "big", URLs: []string{base + "/files/big.bin"}, Size: big,
+					Digest: fetch.Digest{Kind: fetch.SHA256, Hex: bigSHA}, Dest: filepath.Join(d, bigSHA+".bin")}})
+			}},
+			{"curl", func(d string) (outcome, error) {
+				cf := filepath.Join(d, "big.bin")
+				o, err := timed(exec.Command("curl", "-sSf", "-o", cf, base+"/files/big.bin"), exec.Command("sync", cf))
+				if err == nil {
+					if fi, serr := os.Stat(cf); serr != nil || fi.Size() != big {
+						err = fmt.Errorf("curl wrote a wrong big file: %v", serr)
+					}
+				}
+				return o, err
+			}},
+		})
+		if err != nil {
+			return err
+		}
+		vb, cb := med[0], med[1]
+		vRate, cRate := float64(big)/vb.elapsed.Seconds(), float64(big)/cb.elapsed.Seconds()
+		fmt.Printf("big file (%s, sha256 verified by volboot only), median of %d:\n", human(big), rounds)
+		fmt.Printf("  volboot  %8.2fs  %8.1f MiB/s  cpu %6.2fs  peak RSS %.1f MiB  (%s)\n", vb.elapsed.Seconds(), vRate/(1<<20), vb.cpu.Seconds(), float64(vb.rss)/(1<<20), show(times[0]))
+		fmt.Printf("  curl     %8.2fs  %8.1f MiB/s  cpu %6.2fs  (curl + sync FILE; %s)\n", cb.elapsed.Seconds(), cRate/(1<<20), cb.cpu.Seconds(), show(times[1]))
+		fmt.Printf("  ratio volboot/curl throughput: %.2fx (goal >= 0.90x)\n\n", vRate/cRate)
 		return nil
 	}
 	benchSmall := func() error {
-		// 2. Small files.
-		vd, err := fresh("volboot-small")
+		med, times, err := compare([]contender{
+			{"volboot", func(d string) (outcome, error) {
+				var items []fetch.Item
+				for _, s := range smalls {
+					items = append(items, fetch.Item{Name: s.name, URLs: []string{base + "/files/" + s.name}, Size: s.size,
+						Digest: fetch.Digest{Kind: fetch.SHA256, Hex: s.sha}, Dest: filepath.Join(d, s.sha+".whl")})
+				}
+				return volboot(items)
+			}},
+			{"curl per file", func(d string) (outcome, error) {
+				var cmds []*exec.Cmd
+				var files []string
+				for _, s := range smalls {
+					p := filepath.Join(d, s.name)
+					files = append(files, p)
+					cmds = append(cmds, exec.Command("curl", "-sSf", "-o", p, base+"/files/"+s.name))
+				}
+				return timed(append(cmds, exec.Command("sync", files...))...)
+			}},
+			{"curl all URLs", func(d string) (outcome, error) {
+				args := []string{"-sSf"}
+				var files []string
+				for _, s := range smalls {
+					p := filepath.Join(d, s.name)
+					files = append(files, p)
+					args = append(args, "-o", p, base+"/files/"+s.name)
+				}
+				return timed(exec.Command("curl", args...), exec.Command("sync", files...))
+			}},
+		})
 		if err != nil {
 			return err
 		}
-		var items []fetch.Item
-		for _, s := range smalls {
-			items = append(items, fetch.Item{Name: s.name, URLs: []string{base + "/files/" + s.name}, Size: s.size,
-				Digest: fetch.Digest{Kind: fetch.SHA256, Hex: s.sha}, Dest: filepath.Join(vd, s.sha+".whl")})
-		}
-		vs, err := volboot(items)
-		if err != nil {
-			return err
-		}
-		cd, err := fresh("curl-small")
-		if err != nil {
-			return err
-		}
-		var perFile []*exec.Cmd
-		var files []string
-		for _, s := range smalls {
-			p := filepath.Join(cd, s.name)
-			files = append(files, p)
-			perFile = append(perFile, exec.Command("curl", "-sSf", "-o", p, base+"/files/"+s.name))
-		}
-		perFile = append(perFile, exec.Command("sync", files...))
-		cs, err := timed(perFile...)
-		if err != nil {
-			return err
-		}
-		cd2, err := fresh("curl-small-one")
-		if err != nil {
-			return err
-		}
-		oneArgs := []string{"-sSf"}
-		var files2 []string
-		for _, s := range smalls {
-			p := filepath.Join(cd2, s.name)
-			files2 = append(files2, p)
-			oneArgs = append(oneArgs, "-o", p, base+"/files/"+s.name)
-		}
-		cs1, err := timed(exec.Command("curl", oneArgs...), exec.Command("sync", files2...))
-		if err != nil {
-			return err
-		}
-		for _, d := range []string{vd, cd, cd2} {
-			os.RemoveAll(d)
-		}
-		fmt.Printf("%d small files (%s total, 8 KiB-2 MiB each):\n", nSmall, human(smallTotal))
-		fmt.Printf("  volboot (jobs %d)              %7.2fs  %6.1f files/s  cpu %6.2fs  peak RSS %.1f MiB\n", jobs, vs.elapsed.Seconds(), float64(nSmall)/vs.elapsed.Seconds(), vs.cpu.Seconds(), float64(vs.rss)/(1<<20))
-		fmt.Printf("  curl, one process per file    %7.2fs  %6.1f files/s  cpu %6.2fs\n", cs.elapsed.Seconds(), float64(nSmall)/cs.elapsed.Seconds(), cs.cpu.Seconds())
-		fmt.Printf("  curl, one process, all URLs   %7.2fs  %6.1f files/s  cpu %6.2fs\n", cs1.elapsed.Seconds(), float64(nSmall)/cs1.elapsed.Seconds(), cs1.cpu.Seconds())
+		vs, cs, cs1 := med[0], med[1], med[2]
+		fmt.Printf("%d small files (%s total, 8 KiB-2 MiB each), median of %d:\n", nSmall, human(smallTotal), rounds)
+		fmt.Printf("  volboot (jobs %d)              %7.2fs  %6.1f files/s  cpu %6.2fs  peak RSS %.1f MiB  (%s)\n", jobs, vs.elapsed.Seconds(), float64(nSmall)/vs.elapsed.Seconds(), vs.cpu.Seconds(), float64(vs.rss)/(1<<20), show(times[0]))
+		fmt.Printf("  curl, one process per file    %7.2fs  %6.1f files/s  cpu %6.2fs  (%s)\n", cs.elapsed.Seconds(), float64(nSmall)/cs.elapsed.Seconds(), cs.cpu.Seconds(), show(times[1]))
+		fmt.Printf("  curl, one process, all URLs   %7.2fs  %6.1f files/s  cpu %6.2fs  (%s)\n", cs1.elapsed.Seconds(), float64(nSmall)/cs1.elapsed.Seconds(), cs1.cpu.Seconds(), show(times[2]))
 		fmt.Printf("  speed-up vs curl per file: %.2fx; vs one curl: %.2fx (goal > 1x)\n", cs.elapsed.Seconds()/vs.elapsed.Seconds(), cs1.elapsed.Seconds()/vs.elapsed.Seconds())
 		return nil
 	}

@@ -192,7 +192,10 @@ func (f *Fetcher) attempt(ctx context.Context, it *Item, rawURL string, prog *it
 			fh.Close()
 		}
 	}()
-	meta, _ := readMeta(metaPath)
+	var meta *partMeta
+	if fi != nil {
+		meta, _ = readMeta(metaPath)
+	}
 	if fi != nil && meta != nil && meta.URL == ru && meta.validator() != "" && meta.Size >= 0 &&
 		(it.Size < 0 || meta.Size == it.Size) && fi.Size() > 0 && fi.Size() <= meta.Size {
 		a.resume, a.prefix, a.validator, a.total = true, fi.Size(), meta.validator(), meta.Size
@@ -468,9 +471,6 @@ func commitPart(fh *os.File, part, dest string, size int64) error {
 	}
 	if err := fh.Sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", part, err)
-	}
-	if err := fh.Chmod(0o644); err != nil {
-		return fmt.Errorf("chmod %s: %w", part, err)
 	}
 	claim := atomicfile.TempName(dest)
 	if err := os.Rename(part, claim); err != nil {
