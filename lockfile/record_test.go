@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func validHolderJSON() string {
@@ -248,5 +251,37 @@ func TestLeaseRules(t *testing.T) {
 	}
 	if _, err := HoldLease(t.Context(), LeaseOptions{Dir: dir, WorkerID: "../x", Generation: "g"}); err == nil {
 		t.Fatal("bad worker id accepted")
+	}
+}
+
+// TestLeaseRewrittenAfterRemoval: a lease removed by another worker (gc
+// judged this one dead, say after a pause) comes back at the next refresh,
+// with an error logged, since the generation may be gone.
+func TestLeaseRewrittenAfterRemoval(t *testing.T) {
+	dir := t.TempDir()
+	core, logs := observer.New(zap.InfoLevel)
+	ls, err := HoldLease(t.Context(), LeaseOptions{Dir: dir, WorkerID: "w", Generation: "g", Heartbeat: 10 * time.Millisecond, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Release()
+	if err := os.Remove(ls.Path()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(logs.FilterMessageSnippet("use-lease file was removed").All()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("removal not reported")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for {
+		if _, err := os.Stat(ls.Path()); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lease not rewritten")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
