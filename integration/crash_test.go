@@ -1,0 +1,235 @@
+package integration
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/integration/testindex"
+)
+
+// fastDir is a directory on tmpfs when the machine has one, so that crash
+// iterations cost process time rather than disk flushes.
+func fastDir(t *testing.T) string {
+	t.Helper()
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "volboot-it-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}
+
+// TestCrashTorture kills `volboot sync` (with everything it started, as a
+// container's death does) with SIGKILL at random moments spread over a
+// sync's duration: downloading, unpacking, compiling, building,
+// smoke-checking, flipping. After every kill, status must not claim in sync
+// for an incomplete generation, and venv must point only at a complete one.
+// Kills come in chains of one to four on the same volume (each restart
+// inherits the leftovers of the last), then a sync runs to the end and must
+// converge to the generation an undisturbed sync builds. The volume is then
+// emptied (but for the interpreter probe's cache) for the next chain; the
+// last one is kept for status --verify.
+func TestCrashTorture(t *testing.T) {
+	base := fastDir(t)
+	f := newFixture(t, filepath.Join(base, "reference"))
+	ws := f.add(synthstack.Small("crash", 6, 80)...)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	var mods []string
+	for _, w := range ws {
+		mods = append(mods, w.Spec.Module())
+	}
+	importAll := "import " + strings.Join(mods, ", ")
+
+	// Downloads from loopback take microseconds; a short stall in every
+	// response gives the fetching phase a share of the sync's time.
+	for _, w := range ws {
+		if err := f.index.SetFault(testindex.FileURLPath(w.Filename), testindex.Fault{Stall: 60 * time.Millisecond, StallAfter: 4096}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := f.sync()
+	// The interpreter probe's cache survives between chains (it is written
+	// once, atomically, and probing costs more than half a small sync):
+	// each chain starts from a volume holding only that cache.
+	f.vol = filepath.Join(base, "vol")
+	wipe := func() {
+		if err := os.MkdirAll(filepath.Join(f.vol, ".volboot"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for dir, keep := range map[string]string{f.vol: ".volboot", filepath.Join(f.vol, ".volboot"): "cache"} {
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				if e.Name() != keep {
+					if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+	}
+	wipe()
+	if out, err := exec.Command("cp", "-a", filepath.Join(base, "reference", ".volboot", "cache"), filepath.Join(f.vol, ".volboot")).CombinedOutput(); err != nil {
+		t.Fatalf("copy the interpreter cache: %v\n%s", err, out)
+	}
+	t0 := time.Now()
+	if got := f.sync(); got != want {
+		t.Fatalf("sync with a copied interpreter cache built %s, the reference %s", got, want)
+	}
+	full := time.Since(t0)
+	t.Logf("undisturbed sync: generation %s in %s", want, full.Round(time.Millisecond))
+
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 6))
+	t.Logf("seed %d", seed)
+	const wantKills = 100
+	budget := 80 * time.Second
+	start := time.Now()
+	kills, finished, chains := 0, 0, 0
+	var delays []time.Duration
+	phases := map[string]int{}
+	for round := 0; kills < wantKills; round++ {
+		if time.Since(start) > budget {
+			t.Fatalf("only %d kills in %s (sync takes %s here): the machine is too slow for this test's budget", kills, budget, full)
+		}
+		wipe()
+		chains++
+		for k := 1 + rng.IntN(4); k > 0; k-- {
+			delay := time.Duration(rng.Int64N(int64(full) * 11 / 10))
+			if crashSync(t, f, delay) {
+				kills++
+				delays = append(delays, delay)
+				phases[phaseOnDisk(f.vol, len(ws))]++
+			} else {
+				finished++
+			}
+			checkAfterCrash(t, f, importAll)
+		}
+		if got := f.sync(); got != want {
+			t.Fatalf("after %d kills, sync converged to %s, the undisturbed sync to %s", kills, got, want)
+		}
+		st, r := f.status()
+		if !st.InSync || *st.Generation != want {
+			t.Fatalf("status after converging:\n%s%s", r.stdout, r.stderr)
+		}
+	}
+	st, r := f.status("--verify")
+	if !st.InSync || !st.Verified || len(st.Drift) != 0 {
+		t.Fatalf("status --verify after the torture:\n%s%s", r.stdout, r.stderr)
+	}
+	// Killed moments, in tenths of the undisturbed sync's duration.
+	hist := make([]int, 11)
+	for _, d := range delays {
+		hist[min(10, int(d*10/full))]++
+	}
+	t.Logf("%d kills in %d chains (%d syncs finished before their kill) in %s; kill moments by tenth of a sync: %v; the volume after each kill: %v",
+		kills, chains, finished, time.Since(start).Round(time.Millisecond), hist, phases)
+	for _, p := range []string{"fetching", "unpacking", "building"} {
+		if phases[p] == 0 {
+			t.Errorf("no kill landed while %s: %v", p, phases)
+		}
+	}
+}
+
+// phaseOnDisk says how far the killed sync had come, judged by what the
+// volume holds: "probing" (no download cache yet), "fetching" (fewer than
+// n verified downloads), "unpacking" (fewer than n complete store
+// entries, bytecode compiling included), "building" (no complete
+// generation), "smoke-check/flip" (a complete generation that venv or
+// state does not name yet), "recorded".
+func phaseOnDisk(vol string, n int) string {
+	count := func(pattern string) int {
+		m, _ := filepath.Glob(filepath.Join(vol, pattern))
+		return len(m)
+	}
+	switch {
+	case count("cache/wheels") == 0:
+		return "probing"
+	case count("cache/wheels/*.whl") < n:
+		return "fetching"
+	case count(".volboot/store/*/"+wheel.CompleteName) < n:
+		return "unpacking"
+	}
+	envs, _ := filepath.Glob(filepath.Join(vol, ".volboot", "envs", "*"))
+	complete := ""
+	for _, e := range envs {
+		if _, err := venv.ReadMarker(e); err == nil {
+			complete = filepath.Base(e)
+		}
+	}
+	if complete == "" {
+		return "building"
+	}
+	state, _ := os.ReadFile(filepath.Join(vol, ".volboot", "state.json"))
+	if _, err := os.Lstat(filepath.Join(vol, "venv")); err != nil || !bytes.Contains(state, []byte(complete)) {
+		return "smoke-check/flip"
+	}
+	return "recorded"
+}
+
+// crashSync starts a sync and SIGKILLs its process group after delay. It
+// reports whether the kill landed before the sync finished.
+func crashSync(t *testing.T, f *fixture, delay time.Duration) bool {
+	t.Helper()
+	cmd := f.command("sync")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("sync failed on its own: %v\n%s", err, out.String())
+		}
+		return false
+	case <-time.After(delay):
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	err := <-done
+	if err == nil {
+		return false // finished in the instant before the kill
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+		t.Fatalf("sync failed on its own: %v\n%s", err, out.String())
+	}
+	return true
+}
+
+// checkAfterCrash: status never says in sync for an incomplete generation,
+// and venv points only at a complete one.
+func checkAfterCrash(t *testing.T, f *fixture, importAll string) {
+	t.Helper()
+	r := f.run("status", "--json")
+	if r.code != 0 && r.code != 1 {
+		t.Fatalf("status after a kill: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	st := decodeStatus(t, r)
+	if st.InSync {
+		gen := filepath.Join(f.vol, ".volboot", "envs", *st.Generation)
+		if _, err := venv.ReadMarker(gen); err != nil {
+			t.Fatalf("status says in sync, but generation %s is incomplete: %v", *st.Generation, err)
+		}
+		if out, err := exec.Command(filepath.Join(gen, "bin", "python"), "-c", importAll).CombinedOutput(); err != nil {
+			t.Fatalf("status says in sync, but the generation does not import: %v\n%s", err, out)
+		}
+	}
+	if link, err := os.Readlink(filepath.Join(f.vol, "venv")); err == nil {
+		if _, err := venv.ReadMarker(filepath.Join(f.vol, link)); err != nil {
+			t.Fatalf("venv -> %s, an incomplete generation: %v", link, err)
+		}
+	}
+}

@@ -1,0 +1,386 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/volboot/volboot/bench/sync/synthstack"
+)
+
+// TestSyncConverges syncs ~20 synthetic wheels plus the machine's real pip
+// onto an empty volume, then checks what DESIGN.md promises about the
+// result: status agrees, the second boot starts no process, --verify finds
+// nothing, venv is a relative link, and the generation keeps working after
+// the volume is moved.
+func TestSyncConverges(t *testing.T) {
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("conv", 20, 24)...)
+	pip := f.addPip()
+	all := append(ws, pip)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(all...)}}, f.entries("core", all...))
+
+	id := f.sync()
+	for _, w := range all {
+		if s := f.stats(w); s.Bytes != w.Size {
+			t.Errorf("%s: index served %d bytes, the wheel has %d", w.Filename, s.Bytes, w.Size)
+		}
+	}
+
+	st, r := f.status()
+	if !st.InSync || st.Generation == nil || *st.Generation != id {
+		t.Fatalf("status after sync: want in sync at %s\n%s", id, r.stdout)
+	}
+	if state, _ := st.group("core"); state != "installed" || len(st.Drift) != 0 {
+		t.Fatalf("status after sync: core %q, drift %v", state, st.Drift)
+	}
+
+	// The second boot is the fast path: no interpreter is started.
+	before := f.pythonStarts()
+	if before == 0 {
+		t.Fatal("the interpreter wrapper was never started: the test cannot tell the fast path apart")
+	}
+	if id2 := f.sync(); id2 != id {
+		t.Fatalf("second sync: generation %s, first %s", id2, id)
+	}
+	if n := f.pythonStarts(); n != before {
+		t.Errorf("the in-sync sync started the interpreter %d times", n-before)
+	}
+
+	st, r = f.status("--verify")
+	if !st.InSync || !st.Verified || len(st.Drift) != 0 {
+		t.Fatalf("status --verify: %s%s", r.stdout, r.stderr)
+	}
+
+	link, err := os.Readlink(filepath.Join(f.vol, "venv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.IsAbs(link) || filepath.Clean(link) != filepath.Join(".volboot", "envs", id) {
+		t.Errorf("venv -> %q, want the relative .volboot/envs/%s", link, id)
+	}
+
+	// Move the volume: the generation must not know where it was.
+	moved := f.vol + "-moved"
+	if err := os.Rename(f.vol, moved); err != nil {
+		t.Fatal(err)
+	}
+	f.vol = moved
+	gen := filepath.Join(moved, ".volboot", "envs", id)
+	var imports []string
+	for _, w := range all {
+		imports = append(imports, w.Spec.Module())
+	}
+	py := exec.Command(filepath.Join(gen, "bin", "python"), "-c", "import sys, "+strings.Join(imports, ", ")+"; import pip; print(pip.__file__); print(sys.prefix)")
+	out, err := py.CombinedOutput()
+	if err != nil {
+		t.Fatalf("import in the moved generation: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), gen) {
+		t.Errorf("the moved generation's python does not run from it:\n%s", out)
+	}
+	// A console script finds its interpreter relative to itself.
+	out, err = exec.Command(filepath.Join(gen, "bin", "conv-00")).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "conv-00" {
+		t.Errorf("console script in the moved generation: %v\n%s", err, out)
+	}
+	out, err = exec.Command(filepath.Join(moved, "venv", "bin", "python"), "-m", "pip", "--version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), pip.Spec.Version) {
+		t.Errorf("pip through the moved venv link: %v\n%s", err, out)
+	}
+	// And volboot itself still sees the moved volume in sync, without a probe.
+	before = f.pythonStarts()
+	if id2 := f.sync(); id2 != id {
+		t.Errorf("sync of the moved volume: generation %s, want %s", id2, id)
+	}
+	if n := f.pythonStarts(); n != before {
+		t.Errorf("the moved volume's sync started the interpreter %d times", n-before)
+	}
+}
+
+// degradeFixture is a required group of three wheels and one optional group
+// per way an optional group can fail.
+type degradeFixture struct {
+	*fixture
+	core                             []synthstack.Wheel
+	gone, badHash, noImport, gpuOnly synthstack.Wheel
+}
+
+func newDegradeFixture(t *testing.T) *degradeFixture {
+	f := &degradeFixture{fixture: newFixture(t, "")}
+	f.core = f.add(synthstack.Small("core", 3, 6)...)
+	opt, err := synthstack.Write(f.wheels, []synthstack.Spec{
+		{Name: "gone", Version: "1.0", PyFiles: 2},
+		{Name: "badhash", Version: "1.0", PyFiles: 2},
+		{Name: "noimport", Version: "1.0", PyFiles: 2, ImportError: true},
+		{Name: "gpuonly", Version: "1.0", PyFiles: 2},
+	}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.gone, f.badHash, f.noImport, f.gpuOnly = opt[0], opt[1], opt[2], opt[3]
+	// gone is not served (404) until the test serves it.
+	for _, w := range opt[1:] {
+		f.serve(w)
+	}
+	// badhash: the lock pins bytes the index does not serve.
+	hashEntry := f.entry(f.badHash, "hash")
+	hashEntry.SHA256 = strings.Repeat("0f", 32)
+	f.write([]synthstack.Group{
+		{Name: "core", Required: true, Requirements: requirements(f.core...)},
+		{Name: "missing", Requirements: requirements(f.gone)},
+		{Name: "hash", Requirements: requirements(f.badHash)},
+		{Name: "import", Requirements: requirements(f.noImport)},
+		{Name: "gpu", Requirements: requirements(f.gpuOnly), When: map[string]string{"compute-capability": ">=8.0"}},
+	}, append(f.entries("core", f.core...),
+		synthstack.Entry{Name: "gone", Version: "1.0", Filename: f.gone.Filename, URL: f.srv.URL + "/files/" + f.gone.Filename, SHA256: f.gone.SHA256, Size: f.gone.Size, Group: "missing"},
+		hashEntry,
+		f.entry(f.noImport, "import"),
+		f.entry(f.gpuOnly, "gpu"),
+	))
+	probe := filepath.Join(f.work, "gpu.json")
+	os.WriteFile(probe, []byte(`{"driver": "550.54.15", "cuda": "12.4", "gpus": [{"name": "Tesla T4", "compute_capability": "7.5", "memory_mib": 15360}]}`), 0o644)
+	f.env = append(f.env, "VOLBOOT_GPU_PROBE="+probe)
+	return f
+}
+
+// TestOptionalGroupsDegrade: a 404, a hash mismatch, an import failure and
+// an unmet `when` each leave the sync successful, the group degraded or
+// skipped with its cause in status and in the handler's environment; the
+// next sync does not retry them, repair does.
+func TestOptionalGroupsDegrade(t *testing.T) {
+	f := newDegradeFixture(t)
+	r := f.run("sync")
+	if r.code != 0 {
+		t.Fatalf("sync: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	id := generationOf(t, r.stdout)
+
+	want := map[string]struct{ state, cause string }{
+		"core":    {"installed", ""},
+		"missing": {"degraded", "404"},
+		"hash":    {"degraded", "sha256"},
+		"import":  {"degraded", "synthetic noimport is built for another ABI"},
+		"gpu":     {"skipped", "7.5"},
+	}
+	st, sr := f.status()
+	if st.InSync {
+		t.Errorf("status says in sync with degraded groups:\n%s", sr.stdout)
+	}
+	for name, w := range want {
+		state, reason := st.group(name)
+		if state != w.state || !strings.Contains(reason, w.cause) {
+			t.Errorf("group %s: %s %q, want %s with a reason naming %q", name, state, reason, w.state, w.cause)
+		}
+	}
+	for _, name := range []string{"gone", "badhash", "noimport"} {
+		if !strings.Contains(sr.stdout, name) {
+			t.Errorf("status does not name package %s:\n%s", name, sr.stdout)
+		}
+	}
+	degradedDrift := 0
+	for _, d := range st.Drift {
+		if d.Kind == "group-degraded" {
+			degradedDrift++
+		}
+	}
+	if degradedDrift != 3 {
+		t.Errorf("%d group-degraded drift entries, want 3 (skipped is not drift): %+v", degradedDrift, st.Drift)
+	}
+
+	// The handler learns the same facts.
+	env := handlerFacts(t, f.fixture)
+	if env.Groups != "core" {
+		t.Errorf("VOLBOOT_GROUPS=%q, want core", env.Groups)
+	}
+	for _, g := range []string{"missing=", "hash=", "import="} {
+		if !strings.Contains(env.Degraded, g) {
+			t.Errorf("VOLBOOT_DEGRADED=%q lacks %s", env.Degraded, g)
+		}
+	}
+	if !strings.Contains(env.Degraded, "404") || !strings.Contains(env.Degraded, "another ABI") {
+		t.Errorf("VOLBOOT_DEGRADED=%q does not say why", env.Degraded)
+	}
+	caps := env.Capabilities
+	if caps.Generation != id {
+		t.Errorf("capabilities generation %q, want %s", caps.Generation, id)
+	}
+	capState := map[string]string{}
+	for _, g := range caps.Groups {
+		capState[g.Name] = g.State
+	}
+	for name, w := range want {
+		if capState[name] != w.state {
+			t.Errorf("capabilities: group %s is %q, want %s", name, capState[name], w.state)
+		}
+	}
+	if !strings.Contains(string(caps.GPU), "7.5") {
+		t.Errorf("capabilities carry no GPU facts: %s", caps.GPU)
+	}
+
+	// The next boot is the fast path: degraded groups wait for their back-off.
+	before, goneReqs := f.pythonStarts(), f.index.Stats("/files/"+f.gone.Filename).Requests
+	if id2 := f.sync(); id2 != id {
+		t.Errorf("second sync: generation %s, want %s", id2, id)
+	}
+	if n := f.pythonStarts(); n != before {
+		t.Errorf("the second sync started the interpreter %d times: it retried", n-before)
+	}
+	if n := f.index.Stats("/files/" + f.gone.Filename).Requests; n != goneReqs {
+		t.Errorf("the second sync asked for the 404 wheel again (%d requests)", n-goneReqs)
+	}
+
+	// Fix the index, then repair: the missing group is retried and installed.
+	f.serve(f.gone)
+	r = f.run("repair")
+	if r.code != 0 {
+		t.Fatalf("repair: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if f.index.Stats("/files/"+f.gone.Filename).Requests == 0 {
+		t.Error("repair did not fetch the wheel that 404ed")
+	}
+	st, sr = f.status()
+	if state, reason := st.group("missing"); state != "installed" {
+		t.Errorf("after repair, group missing is %s %q\n%s", state, reason, sr.stdout)
+	}
+	if state, _ := st.group("import"); state != "degraded" {
+		t.Errorf("after repair, group import is %s, want still degraded", state)
+	}
+}
+
+// TestRequiredGroupFails: a required group's failure fails the sync with
+// exit 1 and one message naming the group, the package and the cause.
+func TestRequiredGroupFails(t *testing.T) {
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("req", 3, 6)...)
+	gone := synthstack.Entry{Name: "vanished", Version: "2.0", Filename: "vanished-2.0-py3-none-any.whl",
+		URL: f.srv.URL + "/files/vanished-2.0-py3-none-any.whl", SHA256: strings.Repeat("ab", 32), Size: 1234, Group: "core"}
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: append(requirements(ws...), "vanished==2.0")}},
+		append(f.entries("core", ws...), gone))
+	r := f.run("sync")
+	if r.code != 1 {
+		t.Fatalf("sync: exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var msgs []string
+	for _, line := range strings.Split(r.stderr, "\n") {
+		if strings.Contains(line, "required group") {
+			msgs = append(msgs, line)
+		}
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("want one message about the required group, got %d:\n%s", len(msgs), r.stderr)
+	}
+	for _, want := range []string{"core", "vanished", "404"} {
+		if !strings.Contains(msgs[0], want) {
+			t.Errorf("message does not name %q: %s", want, msgs[0])
+		}
+	}
+	if st, sr := f.status(); st.InSync {
+		t.Errorf("status in sync after a failed required group:\n%s", sr.stdout)
+	}
+}
+
+// facts is what a handler started by `volboot run` sees.
+type facts struct {
+	Groups, Degraded string
+	Capabilities     struct {
+		Generation string `json:"generation"`
+		Groups     []struct {
+			Name, State, Reason string
+		} `json:"groups"`
+		GPU json.RawMessage `json:"gpu"`
+	}
+}
+
+// handlerFacts runs a tiny handler under `volboot run` that prints its
+// VOLBOOT_* environment and the capabilities file.
+func handlerFacts(t *testing.T, f *fixture) facts {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "facts.json")
+	script := fmt.Sprintf(`import json, os
+caps = json.load(open(os.environ["VOLBOOT_CAPABILITIES"]))
+json.dump({"Groups": os.environ["VOLBOOT_GROUPS"], "Degraded": os.environ["VOLBOOT_DEGRADED"], "Capabilities": caps}, open(%q, "w"))
+`, out)
+	r := f.run("run", "--", "python", "-c", script)
+	if r.code != 0 {
+		t.Fatalf("volboot run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("the handler wrote nothing: %v\n%s", err, r.stderr)
+	}
+	var fc facts
+	if err := json.Unmarshal(data, &fc); err != nil {
+		t.Fatalf("handler facts: %v\n%s", err, data)
+	}
+	return fc
+}
+
+// TestConcurrentSyncs starts 8 syncs at once on an empty volume: all agree
+// on the generation and, under the volume lock, each wheel is downloaded
+// once. With the lock off, duplicate work is allowed but nothing breaks.
+func TestConcurrentSyncs(t *testing.T) {
+	for _, mode := range []string{"flock", "off"} {
+		t.Run(mode, func(t *testing.T) {
+			f := newFixture(t, "")
+			ws := f.add(synthstack.Small("conc", 10, 30)...)
+			f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+			f.env = append(f.env, "VOLBOOT_LOCK_MODE="+mode)
+			const n = 8
+			results := make([]result, n)
+			cmds := make([]*exec.Cmd, n)
+			outs := make([]*strings.Builder, n)
+			errs := make([]*strings.Builder, n)
+			for i := range cmds {
+				cmds[i] = f.command("sync")
+				outs[i], errs[i] = &strings.Builder{}, &strings.Builder{}
+				cmds[i].Stdout, cmds[i].Stderr = outs[i], errs[i]
+			}
+			var wg sync.WaitGroup
+			for i, c := range cmds {
+				if err := c.Start(); err != nil {
+					t.Fatal(err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					err := c.Wait()
+					results[i] = result{code: c.ProcessState.ExitCode(), stdout: outs[i].String(), stderr: errs[i].String()}
+					_ = err
+				}()
+			}
+			wg.Wait()
+			var ids []string
+			for i, r := range results {
+				if r.code != 0 {
+					t.Fatalf("sync %d: exit %d\n%s%s", i, r.code, r.stdout, r.stderr)
+				}
+				ids = append(ids, generationOf(t, r.stdout))
+			}
+			for _, id := range ids[1:] {
+				if id != ids[0] {
+					t.Fatalf("syncs disagree on the generation: %v", ids)
+				}
+			}
+			for _, w := range ws {
+				s := f.stats(w)
+				if mode == "flock" && (s.Bytes != w.Size) {
+					t.Errorf("%s: %d requests, %d bytes served for a %d-byte wheel; want it served once", w.Filename, s.Requests, s.Bytes, w.Size)
+				}
+			}
+			st, r := f.status("--verify")
+			if !st.InSync || len(st.Drift) != 0 || *st.Generation != ids[0] {
+				t.Fatalf("status --verify after %d concurrent syncs:\n%s%s", n, r.stdout, r.stderr)
+			}
+			py := filepath.Join(f.vol, ".volboot", "envs", ids[0], "bin", "python")
+			if out, err := exec.Command(py, "-c", "import conc_00, conc_09").CombinedOutput(); err != nil {
+				t.Errorf("import: %v\n%s", err, out)
+			}
+		})
+	}
+}
