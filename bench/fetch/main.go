@@ -10,6 +10,8 @@
 // volboot runs as a child process (this binary with -child) so its start-up
 // is counted like curl's and its peak RSS can be read from rusage.
 //
+// VOLBOOT_BENCH_CPUPROFILE=FILE writes the volboot child's CPU profile.
+//
 // Each comparison runs -rounds times in rotating order; medians are
 // reported, with every round's time.
 //
@@ -30,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -64,6 +67,17 @@ func main() {
 }
 
 func runChild() error {
+	if p := os.Getenv("VOLBOOT_BENCH_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var spec childSpec
 	if err := json.NewDecoder(os.Stdin).Decode(&spec); err != nil {
 		return fmt.Errorf("read spec: %w", err)
