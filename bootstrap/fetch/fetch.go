@@ -23,13 +23,19 @@
 // Transfers use github.com/cavaliergopher/grab/v3, whose HTTP client is
 // wrapped (see transport.go) to add what grab lacks: If-Range, the 206 and
 // Content-Range check, hashing in the stream, status classification,
-// per-host credentials and the HTTPS policy.
+// per-host credentials and the HTTPS policy. Grab writes through a
+// descriptor the attempt owns (/proc/self/fd/N, so Linux with /proc), which
+// ties the bytes written, the bytes hashed and the inode finally renamed to
+// one file.
 //
-// Concurrency: a Fetcher is safe for concurrent use, but two Fetch calls (or
-// two processes) must not download the same Item at the same time: they
-// would write one part file. Callers serialise through the volume lock;
-// because files are named by content, a lost race costs time, never
-// correctness (the loser's bytes fail verification and are discarded).
+// Concurrency: a Fetcher is safe for concurrent use. Two Fetch calls or two
+// processes downloading the same item at once (the volume lock normally
+// prevents it) share one part path; each renames only the inode it wrote
+// and verified, at the size it verified, so the race costs retries, never
+// a wrong file under a final name.
+//
+// Files below Options.ResumeMinSize keep no resume record and restart from
+// zero after a crash; every other download resumes.
 package fetch
 
 import (
