@@ -2,6 +2,7 @@ package models
 
 import (
 	"errors"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -193,6 +194,31 @@ func FuzzParseRevisionInfo(f *testing.F) {
 		for _, s := range ri.Siblings {
 			if !inside("/snap", s.RFilename) {
 				t.Fatalf("sibling %q leaves the snapshot", s.RFilename)
+			}
+		}
+	})
+}
+
+func FuzzRepoIDAndRevision(f *testing.F) {
+	f.Add("SWivid/F5-TTS", "main")
+	f.Add("gpt2", "refs/pr/1")
+	f.Add("a--b/c", "../x")
+	f.Add("a-/-b", "v1.0")
+	f.Fuzz(func(t *testing.T, id, rev string) {
+		if checkRepoID(id) == nil {
+			name := RepoDirName("model", id)
+			back := strings.ReplaceAll(strings.TrimPrefix(name, "models--"), "--", "/")
+			if back != id || strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
+				t.Fatalf("repo %q: folder %q does not map back (%q)", id, name, back)
+			}
+		}
+		if checkRevision(rev) == nil {
+			if !inside("/repo/refs", rev) {
+				t.Fatalf("revision %q leaves refs/", rev)
+			}
+			e := pathEscape(rev)
+			if back, err := url.PathUnescape(e); err != nil || back != rev || strings.ContainsAny(e, "/?# ") {
+				t.Fatalf("revision %q escaped to %q (back %q, %v)", rev, e, back, err)
 			}
 		}
 	})
