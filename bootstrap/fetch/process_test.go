@@ -158,6 +158,9 @@ func TestKillResume(t *testing.T) {
 			t.Fatalf("child never reached offset %d", off)
 		}
 		content.arm(-1, nil)
+		if _, err := os.Stat(dest); err == nil {
+			t.Fatalf("the final name exists after a kill at %d", off)
+		}
 		fi, err := os.Stat(part)
 		if err != nil {
 			t.Fatalf("no part file after the kill at %d: %v", off, err)
