@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,5 +232,45 @@ func testOtherWriter(t *testing.T, mode string) {
 	}
 	if !found {
 		t.Error("the replaced part was not detected")
+	}
+}
+
+// TestRange416Restarts: a server that answers 416 to our resume range makes
+// us start over from zero, not give up.
+func TestRange416Restarts(t *testing.T) {
+	e := newEnv(t)
+	data, it := e.addFile("r416-1.0-py3-none-any.whl", 300_000)
+	e.partial(it.Name, it, 100_000)
+	var ranged, full int
+	var mu sync.Mutex
+	e.idx.Mux().HandleFunc("/r416", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Header.Get("Range") != "" {
+			ranged++
+			w.Header().Set("Content-Range", "bytes */300000")
+			w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+			return
+		}
+		full++
+		w.Header().Set("ETag", `"x"`)
+		w.Write(data)
+	})
+	// The resume record names the original URL; point it at the handler.
+	metaPath := it.partPath() + ".json"
+	m, err := readMeta(metaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it.URLs = []string{e.srv.URL + "/r416"}
+	m.URL = it.URLs[0]
+	b, _ := jsonMarshal(m)
+	os.WriteFile(metaPath, b, 0o644)
+	if err := fetchOne(t, e.fetcher(nil), it); err != nil {
+		t.Fatal(err)
+	}
+	assertFinal(t, it, data)
+	if ranged != 1 || full != 1 {
+		t.Errorf("ranged %d, full %d requests; want 1 and 1", ranged, full)
 	}
 }

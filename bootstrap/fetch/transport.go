@@ -94,6 +94,12 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
 		return resp, nil
 	}
+	if resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && a.resume {
+		// Our prefix does not fit the resource (servers that check Range
+		// before If-Range answer a changed file this way): start over.
+		discardBody(resp)
+		return nil, &restartError{fmt.Sprintf("%s answered 416 to a range from byte %d", shown, a.prefix)}
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		se := &StatusError{Status: resp.StatusCode, URL: shown}
 		if se.Temporary() {
