@@ -175,9 +175,13 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 			}
 		}
 	}
+	// A repository with no recorded commit (its group failed, say) is left
+	// alone: an empty Keep would drop everything already downloaded for it.
 	var keeps []models.Keep
 	for _, m := range c.Manifest.Models {
-		keeps = append(keeps, models.Keep{RepoType: m.RepoType, Repo: m.Repo, Commits: commits[m.Repo]})
+		if len(commits[m.Repo]) > 0 {
+			keeps = append(keeps, models.Keep{RepoType: m.RepoType, Repo: m.Repo, Commits: commits[m.Repo]})
+		}
 	}
 	if len(keeps) > 0 {
 		mr, err := models.GC(c.Paths.Hub(), keeps, dryRun)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/interp"
+	"github.com/volboot/volboot/bootstrap/models"
 	"github.com/volboot/volboot/bootstrap/pep440"
 	"github.com/volboot/volboot/bootstrap/pep508"
 	"github.com/volboot/volboot/bootstrap/venv"
@@ -115,11 +116,7 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 			r.Drift = append(r.Drift, Drift{Kind: DriftDegraded, Detail: g.Name + ": " + g.Reason})
 		}
 	}
-	for _, m := range gen.Models {
-		if !m.OK {
-			r.Drift = append(r.Drift, Drift{Kind: DriftMissingModel, Package: m.Repo, Detail: m.Reason})
-		}
-	}
+	r.Drift = append(r.Drift, c.modelDrift(gen)...)
 	if verify {
 		r.Verified = true
 		r.Drift = append(r.Drift, c.verifyGeneration(ctx, gen)...)
@@ -342,4 +339,26 @@ func writerDead(ti atomicfile.TempInfo, host string, e fs.DirEntry) bool {
 	}
 	info, err := e.Info()
 	return err == nil && time.Since(info.ModTime()) > 24*time.Hour
+}
+
+// modelDrift checks, without network, that every model the generation
+// recorded is still complete on disk (a few stats per file).
+func (c *Config) modelDrift(gen *Generation) []Drift {
+	var out []Drift
+	for _, rec := range gen.Models {
+		if !rec.OK {
+			out = append(out, Drift{Kind: DriftMissingModel, Package: rec.Repo, Detail: rec.Reason})
+			continue
+		}
+		for _, m := range c.Manifest.Models {
+			if m.Repo != rec.Repo || m.Revision != rec.Revision {
+				continue
+			}
+			mm := models.Model{Repo: m.Repo, Revision: m.Revision, RepoType: m.RepoType, Files: m.Files, Group: m.Group}
+			if st := models.Check(c.Paths.Hub(), mm, &models.Snapshot{Commit: rec.Commit}); !st.Complete {
+				out = append(out, Drift{Kind: DriftMissingModel, Package: rec.Repo, Detail: strings.Join(st.Problems, "; ")})
+			}
+		}
+	}
+	return out
 }

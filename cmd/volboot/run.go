@@ -49,6 +49,10 @@ func (h healthProgress) Packages(done, total int) {
 }
 
 func (a *app) run(ctx context.Context, argv []string) error {
+	// Catch signals before anything slow: one that arrives while the
+	// health server starts is queued for the supervisor, not fatal.
+	sigs, stopSignals := supervise.CatchSignals()
+	defer stopSignals()
 	state := health.NewState(time.Now)
 	cfg, err := a.syncConfig(healthProgress{state})
 	if err != nil {
@@ -133,6 +137,7 @@ func (a *app) run(ctx context.Context, argv []string) error {
 		StopGrace:    m.Run.StopGrace,
 		Restart:      supervise.RestartPolicy{Mode: restart, MaxRestarts: m.Run.MaxRestarts},
 		InitTimeout:  initTimeout,
+		Signals:      sigs,
 		TempDir:      tmp,
 	})
 	if res.Err != nil {

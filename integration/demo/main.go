@@ -96,9 +96,13 @@ func run(bin, dir string, keep bool) error {
 		return err
 	}
 	hub := fakehub.New(fakehub.Options{})
-	cdn := httptest.NewServer(hub.CDN())
-	defer cdn.Close()
-	hub.SetCDNURL(cdn.URL)
+	// The CDN runs on another loopback host, so that credentials for the
+	// hub would not reach it (as on the real hub).
+	hubs, err := fakehub.Start(hub)
+	if err != nil {
+		return err
+	}
+	defer hubs.Close()
 	voice := make([]byte, 4<<20)
 	rand.Read(voice)
 	commit, err := hub.Commit("model", "volboot/demo-voice", map[string]fakehub.File{
@@ -110,9 +114,7 @@ func run(bin, dir string, keep bool) error {
 	}
 	indexSrv := httptest.NewServer(index)
 	defer indexSrv.Close()
-	hubSrv := httptest.NewServer(hub)
-	defer hubSrv.Close()
-	say("index %s/simple/, hub %s (commit %s), CDN %s", indexSrv.URL, hubSrv.URL, commit[:12], cdn.URL)
+	say("index %s/simple/, hub %s (commit %s), CDN %s", indexSrv.URL, hubs.URL, commit[:12], hubs.CDNURL)
 
 	// 3. The manifest and its lock.
 	manifest, err := os.ReadFile("manifests/demo.toml")
@@ -141,7 +143,7 @@ func run(bin, dir string, keep bool) error {
 		return err
 	}
 	env := append(os.Environ(),
-		"HF_ENDPOINT="+hubSrv.URL,
+		"HF_ENDPOINT="+hubs.URL,
 		"DEMO_PORT="+fmt.Sprint(handlerPort),
 		"VOLBOOT_LOG_FORMAT=console",
 	)
