@@ -727,3 +727,36 @@ func TestFlockTwoHolders(t *testing.T) {
 	}
 	c.Release()
 }
+
+// TestCrashLeftoversCleaned: temporary files of claimers and holders that
+// crashed mid-write go once they are older than the TTL by the volume's
+// clock; fresh ones (maybe a write in progress) stay.
+func TestCrashLeftoversCleaned(t *testing.T) {
+	dir := t.TempDir()
+	claims := filepath.Join(dir, "claims")
+	os.MkdirAll(claims, 0o755)
+	old := time.Now().Add(-time.Hour)
+	leftovers := map[string]bool{ // path -> should survive
+		filepath.Join(claims, ".1.vbtmp.deadhost.77.abcdef"):      false,
+		filepath.Join(dir, ".holder.json.vbtmp.deadhost.77.abc"):  false,
+		filepath.Join(claims, ".2.vbtmp.livehost.78.abcdef"):      true,
+		filepath.Join(dir, ".state.json.vbtmp.deadhost.77.abcde"): true, // not ours to judge
+	}
+	for p, fresh := range leftovers {
+		os.WriteFile(p, []byte("{"), 0o644)
+		if !fresh || strings.Contains(p, "state.json") {
+			os.Chtimes(p, old, old)
+		}
+	}
+	l, err := Acquire(context.Background(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	for p, keep := range leftovers {
+		_, err := os.Stat(p)
+		if keep != (err == nil) {
+			t.Errorf("%s: kept=%v, want %v", filepath.Base(p), err == nil, keep)
+		}
+	}
+}
