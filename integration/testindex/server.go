@@ -71,7 +71,7 @@ type Fault struct {
 // Stats counts what the server did for one file.
 type Stats struct {
 	Requests int64 // HEAD and GET requests, faulted or not
-	Bytes    int64 // body bytes handed to the connection
+	Bytes    int64 // body bytes handed to the connection (counted just before each write)
 }
 
 type entry struct {
@@ -395,8 +395,11 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, e *entry) {
 			if f.Corrupt && f.CorruptAt >= off && f.CorruptAt < off+int64(m) {
 				chunk[f.CorruptAt-off] ^= 0xff
 			}
+			// Count before writing: a client can then never have received
+			// bytes that Stats does not show yet.
+			e.bytes.Add(int64(len(chunk)))
 			w2, err := w.Write(chunk)
-			e.bytes.Add(int64(w2))
+			e.bytes.Add(int64(w2 - len(chunk)))
 			sent += int64(w2)
 			off += int64(w2)
 			if err != nil {
