@@ -36,6 +36,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zip"
@@ -221,19 +222,35 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 	}
 	out := make([]*Entry, len(srcs))
 	errs := make([]error, len(srcs))
-	pending := make([]*pendingEntry, len(srcs))
-
-	// One semaphore for file operations across all wheels keeps the total in
-	// flight bounded however many wheels unpack at once.
-	sem := make(chan struct{}, s.jobs())
-	start := time.Now()
-	var wg sync.WaitGroup
-	wheelSem := make(chan struct{}, 4)
+	var todo []int
 	for i, src := range srcs {
 		if e, err := s.Open(src.SHA256); err == nil {
 			out[i] = e
-			continue
+		} else {
+			todo = append(todo, i)
 		}
+	}
+	if len(todo) == 0 {
+		return out, nil
+	}
+	start := time.Now()
+	// Bytecode compiles in one interpreter run fed wheel by wheel, so
+	// compiling the first wheels overlaps extracting the next.
+	var sess *compileSession
+	if s.Compiler != nil {
+		var err error
+		if sess, err = s.Compiler.start(ctx); err != nil {
+			return out, err
+		}
+	}
+	// One semaphore for file operations across all wheels keeps the total in
+	// flight bounded however many wheels unpack at once.
+	sem := make(chan struct{}, s.jobs())
+	wheelSem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	var extractNs, compileWaitNs atomic.Int64
+	for _, i := range todo {
+		src := srcs[i]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -243,51 +260,40 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 				errs[i] = fmt.Errorf("wheel %s: %w", src.Filename, ctx.Err())
 				return
 			}
-			defer func() { <-wheelSem }()
+			t0 := time.Now()
 			p, err := s.extract(ctx, src, sem)
+			<-wheelSem
+			extractNs.Add(int64(time.Since(t0)))
 			if err != nil {
 				errs[i] = err
 				return
 			}
-			pending[i] = p
+			if sess != nil {
+				t1 := time.Now()
+				err := sess.compile(ctx, p)
+				compileWaitNs.Add(int64(time.Since(t1)))
+				if err != nil {
+					os.RemoveAll(p.tmp)
+					errs[i] = fmt.Errorf("wheel %s: %w", src.Filename, err)
+					return
+				}
+			}
+			e, err := s.commit(p)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			out[i] = e
 		}()
 	}
 	wg.Wait()
-	extracted := time.Now()
-
-	if s.Compiler != nil {
-		var ps []*pendingEntry
-		for _, p := range pending {
-			if p != nil {
-				ps = append(ps, p)
-			}
-		}
-		if len(ps) > 0 {
-			if err := s.Compiler.compileEntries(ctx, ps); err != nil {
-				for i, p := range pending {
-					if p != nil {
-						os.RemoveAll(p.tmp)
-						pending[i] = nil
-						errs[i] = fmt.Errorf("wheel %s: %w", p.src.Filename, err)
-					}
-				}
-			}
+	if sess != nil {
+		if err := sess.close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	compiled := time.Now()
-	for i, p := range pending {
-		if p == nil {
-			continue
-		}
-		e, err := s.commit(p)
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		out[i] = e
-	}
-	s.logger().Debug("store unpack", zap.Int("wheels", len(srcs)), zap.Duration("extract", extracted.Sub(start)),
-		zap.Duration("compile", compiled.Sub(extracted)), zap.Duration("commit", time.Since(compiled)))
+	s.logger().Debug("store unpack", zap.Int("wheels", len(todo)), zap.Duration("took", time.Since(start)),
+		zap.Duration("extract_sum", time.Duration(extractNs.Load())), zap.Duration("compile_wait_sum", time.Duration(compileWaitNs.Load())))
 	return out, errors.Join(errs...)
 }
 

@@ -280,3 +280,21 @@ func TestUnpackBatchKeepsGoodWheels(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCompilerFailure: an interpreter that dies is an error naming the
+// wheel, not a hang, and leaves nothing in the store.
+func TestCompilerFailure(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "python")
+	os.WriteFile(fake, []byte("#!/bin/sh\necho compiler exploded >&2\nexit 7\n"), 0o755)
+	spec := goodSpec()
+	p, sha, _ := wheeltest.Write(dir, spec)
+	st := &wheel.Store{Dir: filepath.Join(dir, "store"), Compiler: &wheel.Compiler{Python: fake, CacheTag: "cpython-311"}}
+	_, err := st.Unpack(context.Background(), wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha})
+	if err == nil || !strings.Contains(err.Error(), spec.Filename()) || !strings.Contains(err.Error(), "compiler exploded") {
+		t.Fatalf("err = %v", err)
+	}
+	if ents, _ := os.ReadDir(st.Dir); len(ents) != 0 {
+		t.Fatalf("store holds %v", ents)
+	}
+}
