@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"strconv"
@@ -273,4 +274,49 @@ func TestRange416Restarts(t *testing.T) {
 	if ranged != 1 || full != 1 {
 		t.Errorf("ranged %d, full %d requests; want 1 and 1", ranged, full)
 	}
+}
+
+// TestSecretsNotInErrorsOrRecords: a URL with a password and a signed
+// query reaches neither the error, the logs nor the resume record.
+func TestSecretsNotInErrorsOrRecords(t *testing.T) {
+	e := newEnv(t)
+	data, it := e.addFile("sec-1.0-py3-none-any.whl", 300_000)
+	u := strings.Replace(it.URLs[0], "http://", "http://bob:s3cr3tpw@", 1) + "?X-Amz-Signature=deadbeefsig"
+	it.URLs = []string{u}
+	e.fault(it.Name, testindex.Fault{Drop: true, DropAfter: 100_000, Times: 1})
+	if err := fetchOne(t, e.fetcher(func(o *Options) { o.MaxAttempts = 1 }), it); err == nil {
+		t.Fatal("dropped download succeeded")
+	}
+	rec, err := os.ReadFile(it.partPath() + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fault(it.Name, testindex.Fault{Status: 404})
+	err = fetchOne(t, e.fetcher(nil), it)
+	if err == nil {
+		t.Fatal("404 succeeded")
+	}
+	var logs strings.Builder
+	for _, l := range e.logs.All() {
+		logs.WriteString(l.Message + " " + strings.ReplaceAll(strings.TrimSpace(strings.Join(strings.Fields(fmtMap(l.ContextMap())), " ")), "\n", " "))
+	}
+	for what, s := range map[string]string{"error": err.Error(), "resume record": string(rec), "logs": logs.String()} {
+		if strings.Contains(s, "s3cr3tpw") || strings.Contains(s, "deadbeefsig") {
+			t.Errorf("%s leaks a secret: %s", what, s)
+		}
+	}
+	// And the resume record still works for the same (secret) URL.
+	e.fault(it.Name, testindex.Fault{})
+	if err := fetchOne(t, e.fetcher(nil), it); err != nil {
+		t.Fatal(err)
+	}
+	assertFinal(t, it, data)
+}
+
+func fmtMap(m map[string]any) string {
+	var b strings.Builder
+	for k, v := range m {
+		b.WriteString(k + "=" + strings.TrimSpace(strings.ReplaceAll(fmt.Sprint(v), "\n", " ")) + " ")
+	}
+	return b.String()
 }
