@@ -41,8 +41,9 @@ func (d *httpDoer) Do(req *http.Request) (*http.Response, error) {
 //   - drops any Authorization it did not put there for this very host and
 //     adds the host's own credential (so none crosses to another host,
 //     whatever net/http's same-domain rule would forward);
-//   - answers grab's pre-resume HEAD itself from the resume record (the GET
-//     that follows is checked anyway, and some signed URLs refuse HEAD);
+//   - answers grab's HEAD itself when the size is known (grab probes before
+//     every transfer into an existing file, and ours always exists; the
+//     GET that follows is checked anyway, and some signed URLs refuse HEAD);
 //   - sends If-Range with every Range, and accepts a ranged answer only as a
 //     206 whose Content-Range continues our prefix with our total;
 //   - turns 429/5xx and other error statuses into StatusError, and checks
