@@ -162,7 +162,7 @@ func (c *Compiler) start(ctx context.Context) (*compileSession, error) {
 	// The pool's workers are the interpreter's children: on cancellation
 	// kill the whole process group, so no orphan keeps compiling or holds
 	// the pipes open.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("compile bytecode with %s: %w", c.Python, err)
