@@ -32,8 +32,7 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	childBin = filepath.Join(dir, "fetchchild")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	cmd := exec.Command(goBin, "build", "-o", childBin, "./internal/fetchchild")
+	cmd := exec.Command(goTool(), "build", "-o", childBin, "./internal/fetchchild")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build fetchchild:", err)
@@ -233,4 +232,16 @@ func TestPeakRSS(t *testing.T) {
 	if rss >= 64<<20 {
 		t.Fatalf("peak RSS %d bytes, want < 64 MiB", rss)
 	}
+}
+
+// goTool is the go command that built this test: GOROOT's (empty under
+// -trimpath), else the one on PATH.
+func goTool() string {
+	if r := runtime.GOROOT(); r != "" {
+		return filepath.Join(r, "bin", "go")
+	}
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "go"
 }

@@ -18,7 +18,7 @@ import (
 func TestCommand(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "testindex")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	build := exec.Command(goTool(), "build", "-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
@@ -105,4 +105,16 @@ func TestHelperMain(t *testing.T) {
 		}
 	}
 	main()
+}
+
+// goTool is the go command that built this test: GOROOT's (empty under
+// -trimpath), else the one on PATH.
+func goTool() string {
+	if r := runtime.GOROOT(); r != "" {
+		return filepath.Join(r, "bin", "go")
+	}
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "go"
 }
