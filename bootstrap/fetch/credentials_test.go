@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,4 +177,32 @@ func FuzzParseSize(f *testing.F) {
 			t.Fatalf("ParseSize(%q) = %d", s, n)
 		}
 	})
+}
+
+func TestDiskUsageCountsHardLinksOnce(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	os.MkdirAll(store, 0o755)
+	big := filepath.Join(store, "torch.so")
+	if err := os.WriteFile(big, make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, err := diskUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		gen := filepath.Join(dir, "envs", fmt.Sprint(i), "lib")
+		os.MkdirAll(gen, 0o755)
+		if err := os.Link(big, filepath.Join(gen, "torch.so")); err != nil {
+			t.Skip("no hard links here:", err)
+		}
+	}
+	after, err := diskUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after < 4<<20 || after-before > 1<<20 {
+		t.Fatalf("usage %d before links, %d after three hard links of a 4 MiB file: links counted again", before, after)
+	}
 }

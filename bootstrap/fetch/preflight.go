@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -53,8 +54,9 @@ func BytesNeeded(items []Item, unpackEstimate int64) int64 {
 // FreeSpace reports the bytes available under dir. With volumeSize > 0
 // (--volume-size / VOLBOOT_VOLUME_SIZE, for filesystems such as RunPod's
 // whose statfs reports the whole cluster) it is volumeSize less the space
-// dir's tree occupies, found by walking it: O(files), run only before a
-// download, never on the in-sync path. Otherwise it is statfs's figure for
+// dir's tree occupies, found by walking it (hard links counted once, 32
+// operations in flight): O(files), run only before a download, never on
+// the in-sync path. Otherwise it is statfs's figure for
 // unprivileged users.
 func FreeSpace(dir string, volumeSize int64) (free int64, source string, err error) {
 	if volumeSize > 0 {
@@ -75,31 +77,86 @@ func FreeSpace(dir string, volumeSize int64) (free int64, source string, err err
 	return int64(avail), "statfs", nil
 }
 
+// diskUsage is the space dir's tree occupies, counting each hard-linked
+// inode once (generations hard-link the store: counting per path would
+// count torch once per generation). It keeps up to 32 directory reads and
+// stats in flight, since on a network filesystem each is a round trip.
 func diskUsage(dir string) (int64, error) {
-	var used int64
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // removed while we walked
-			}
-			return err
+	var (
+		mu       sync.Mutex
+		used     int64
+		seen     = map[[2]uint64]bool{}
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	sem := make(chan struct{}, 32)
+	fail := func(err error) {
+		if errors.Is(err, fs.ErrNotExist) {
+			return // removed while we walked
 		}
-		fi, err := d.Info()
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
 		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			used += st.Blocks * 512
-		} else {
+		mu.Unlock()
+	}
+	add := func(fi fs.FileInfo) {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		mu.Lock()
+		defer mu.Unlock()
+		if !ok {
 			used += fi.Size()
+			return
 		}
-		return nil
-	})
+		if st.Nlink > 1 && !fi.IsDir() {
+			k := [2]uint64{uint64(st.Dev), st.Ino}
+			if seen[k] {
+				return
+			}
+			seen[k] = true
+		}
+		used += st.Blocks * 512
+	}
+	var walk func(d string)
+	walk = func(d string) {
+		defer wg.Done()
+		sem <- struct{}{}
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			<-sem
+			fail(err)
+			return
+		}
+		var subdirs []string
+		for _, e := range ents {
+			fi, err := e.Info()
+			if err != nil {
+				fail(err)
+				continue
+			}
+			add(fi)
+			if e.IsDir() {
+				subdirs = append(subdirs, filepath.Join(d, e.Name()))
+			}
+		}
+		<-sem
+		for _, sd := range subdirs {
+			wg.Add(1)
+			go walk(sd)
+		}
+	}
+	root, err := os.Lstat(dir)
 	if err != nil {
 		return 0, fmt.Errorf("measure usage of %s: %w", dir, err)
+	}
+	add(root)
+	if root.IsDir() {
+		wg.Add(1)
+		go walk(dir)
+		wg.Wait()
+	}
+	if firstErr != nil {
+		return 0, fmt.Errorf("measure usage of %s: %w", dir, firstErr)
 	}
 	return used, nil
 }
