@@ -3,10 +3,13 @@ package fetch
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -319,4 +322,36 @@ func fmtMap(m map[string]any) string {
 		b.WriteString(k + "=" + strings.TrimSpace(strings.ReplaceAll(fmt.Sprint(v), "\n", " ")) + " ")
 	}
 	return b.String()
+}
+
+// TestNoHEADReachesServer: grab's HEAD probes are answered locally, so a
+// server whose HEAD lies (length 0) or refuses (signed GET-only URLs)
+// changes nothing, even when the size is unknown.
+func TestNoHEADReachesServer(t *testing.T) {
+	e := newEnv(t)
+	data := bytes.Repeat([]byte("0123456789"), 30_000)
+	sum := sha256.Sum256(data)
+	var heads int
+	var mu sync.Mutex
+	e.idx.Mux().HandleFunc("/lying-head", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			mu.Lock()
+			heads++
+			mu.Unlock()
+			w.Header().Set("Content-Length", "0")
+			return
+		}
+		w.Write(data)
+	})
+	for _, size := range []int64{-1, int64(len(data))} {
+		it := Item{Name: "lying", URLs: []string{e.srv.URL + "/lying-head"}, Size: size,
+			Digest: Digest{Kind: SHA256, Hex: hex.EncodeToString(sum[:])}, Dest: filepath.Join(e.dir, fmt.Sprintf("lying%d", size))}
+		if err := fetchOne(t, e.fetcher(nil), it); err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		assertFinal(t, it, data)
+	}
+	if heads != 0 {
+		t.Errorf("%d HEAD requests reached the server", heads)
+	}
 }

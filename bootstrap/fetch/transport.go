@@ -41,9 +41,10 @@ func (d *httpDoer) Do(req *http.Request) (*http.Response, error) {
 //   - drops any Authorization it did not put there for this very host and
 //     adds the host's own credential (so none crosses to another host,
 //     whatever net/http's same-domain rule would forward);
-//   - answers grab's HEAD itself when the size is known (grab probes before
-//     every transfer into an existing file, and ours always exists; the
-//     GET that follows is checked anyway, and some signed URLs refuse HEAD);
+//   - answers grab's HEAD itself (grab probes before every transfer into
+//     an existing file, and ours always exists; the GET that follows is
+//     checked anyway, some signed URLs refuse HEAD, and a server's HEAD
+//     claiming length 0 would make grab skip the GET);
 //   - sends If-Range with every Range, and accepts a ranged answer only as a
 //     206 whose Content-Range continues our prefix with our total;
 //   - turns 429/5xx and other error statuses into StatusError, and checks
@@ -68,7 +69,7 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if c, ok := t.f.opt.Credentials.For(r.URL.Hostname()); ok && r.URL.User == nil {
 		r.Header.Set("Authorization", c.header())
 	}
-	if r.Method == http.MethodHead && a.total >= 0 {
+	if r.Method == http.MethodHead {
 		return t.syntheticHead(r), nil
 	}
 	if a.resume {
@@ -149,14 +150,16 @@ func (t *attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 }
 
 // syntheticHead answers grab's HEAD (sent whenever its file exists, and
-// ours always does) with the size we expect and range support. Grab needs
+// ours always does) with the size we expect, if known, and range support. Grab needs
 // this to resume; the ranged GET's 206 check is what actually validates,
 // and a fresh download's "Range: bytes=0-" is dropped above. Some signed
 // URLs refuse HEAD, and the round trip would be wasted anyway.
 func (t *attemptTransport) syntheticHead(r *http.Request) *http.Response {
 	h := http.Header{}
 	h.Set("Accept-Ranges", "bytes")
-	h.Set("Content-Length", strconv.FormatInt(t.a.total, 10))
+	if t.a.total >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(t.a.total, 10))
+	}
 	return &http.Response{
 		Status: "200 OK", StatusCode: 200, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Body: http.NoBody, ContentLength: t.a.total, Request: r,
