@@ -1,55 +1,71 @@
 package wheel
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Compiler precompiles bytecode into store entries with the target
-// interpreter's own compileall, as pip does after an install: only .py files
-// that land in site-packages (the wheel root and .data/purelib|platlib),
-// optimization level of the interpreter (plain .pyc), timestamp
+// interpreter, as pip does after an install: only .py files that land in
+// site-packages (the wheel root and .data/purelib|platlib), at the
+// interpreter's own optimization level (plain .pyc), with timestamp
 // invalidation, errors ignored (pip ignores them too: a Python 2 only file
 // simply has no bytecode).
+//
+// The interpreter's workers compile in memory exactly as py_compile does
+// (compile(source, dfile, "exec", dont_inherit=True), then magic number,
+// flags, source mtime and size, marshalled code) and return the bytes;
+// volboot writes the .pyc files itself, with many creates in flight and
+// the store's durability rules. On a filesystem where a create is a round
+// trip this is the difference between one create at a time per worker and
+// dozens in flight.
 //
 // Each .pyc records its source path relative to site-packages, so no store
 // or volume path is baked into the bytes; the import system replaces
 // co_filename with the real path at load time anyway.
 type Compiler struct {
 	Python   string // the target interpreter
-	CacheTag string // sys.implementation.cache_tag, e.g. "cpython-311"
+	CacheTag string // sys.implementation.cache_tag, e.g. "cpython-311"; "" disables bytecode
 	Workers  int    // parallel compile processes; default 2
 }
 
 // compileScript reads one JSON request per line on stdin,
-// {"id": N, "files": [[path, stripdir], ...]}, compiles the files in a pool
-// of forked workers, and answers each request, in order, with one line
-// {"id": N, "pycs": [pyc path or null, ...]}. Workers are forked
-// explicitly (and started before the answering thread exists): the script
-// has no file a spawned or forkserver child could import.
+// {"id": N, "files": [[path, dfile], ...]}, compiles the files in a pool of
+// forked workers, and answers each request, in request order, with a JSON
+// line {"id": N, "sizes": [...]} followed by the concatenated .pyc bytes
+// (size 0: the file did not compile). Workers are forked explicitly (and
+// started before the answering thread exists): the script has no file a
+// spawned or forkserver child could import.
 const compileScript = `
-import sys, os, json, compileall, importlib.util, py_compile, multiprocessing, threading, queue
+import sys, os, json, marshal, struct, importlib.util, multiprocessing, threading, queue
 from concurrent.futures import ProcessPoolExecutor
+MAGIC = importlib.util.MAGIC_NUMBER
 def one(item):
-    full, strip = item
+    full, dfile = item
     try:
-        ok = compileall.compile_file(full, stripdir=strip, quiet=2, force=True,
-                                     invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+        st = os.stat(full)
+        with open(full, "rb") as f:
+            source = f.read()
+        code = compile(source, dfile, "exec", dont_inherit=True)
+        return MAGIC + struct.pack("<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF) + marshal.dumps(code)
     except Exception:
-        ok = False
-    pyc = importlib.util.cache_from_source(full)
-    return pyc if ok and os.path.exists(pyc) else None
+        return b""
 def batch(items):
     return [one(i) for i in items]
 def noop(_):
@@ -59,6 +75,7 @@ ex = None
 if workers > 1:
     ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     list(ex.map(noop, range(workers * 4)))
+out = sys.stdout.buffer
 answers = queue.Queue()
 def answer():
     try:
@@ -70,8 +87,10 @@ def answer():
             pycs = []
             for p in parts:
                 pycs.extend(p if isinstance(p, list) else p.result())
-            sys.stdout.write(json.dumps({"id": rid, "pycs": pycs}) + "\n")
-            sys.stdout.flush()
+            out.write(json.dumps({"id": rid, "sizes": [len(b) for b in pycs]}).encode() + b"\n")
+            for b in pycs:
+                out.write(b)
+            out.flush()
     except BaseException:
         import traceback
         traceback.print_exc()
@@ -126,14 +145,9 @@ type compileSession struct {
 
 	mu      sync.Mutex
 	nextID  int
-	waiting map[int]chan compileAnswer
+	waiting map[int]chan [][]byte
 	failed  error         // set once the process's output ended
 	done    chan struct{} // closed when the reader is finished
-}
-
-type compileAnswer struct {
-	ID   int       `json:"id"`
-	Pycs []*string `json:"pycs"`
 }
 
 // start runs the compile process. The caller must call close.
@@ -143,7 +157,6 @@ func (c *Compiler) start(ctx context.Context) (*compileSession, error) {
 		workers = 2
 	}
 	cmd := exec.CommandContext(ctx, c.Python, "-I", "-S", "-c", compileScript, fmt.Sprint(workers))
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=", "SOURCE_DATE_EPOCH=")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -156,7 +169,7 @@ func (c *Compiler) start(ctx context.Context) (*compileSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &compileSession{c: c, cmd: cmd, stdin: stdin, waiting: map[int]chan compileAnswer{},
+	s := &compileSession{c: c, cmd: cmd, stdin: stdin, waiting: map[int]chan [][]byte{},
 		done: make(chan struct{}), stderrDone: make(chan struct{})}
 	cmd.WaitDelay = 10 * time.Second
 	// The pool's workers are the interpreter's children: on cancellation
@@ -178,34 +191,73 @@ func (c *Compiler) start(ctx context.Context) (*compileSession, error) {
 // read delivers answers to their waiters until the process's stdout ends.
 func (s *compileSession) read(r io.Reader) {
 	defer close(s.done)
-	dec := json.NewDecoder(r)
+	br := bufio.NewReaderSize(r, 1<<20)
+	fail := func(err error) {
+		s.mu.Lock()
+		s.failed = fmt.Errorf("compile bytecode with %s: output ended (%v)", s.c.Python, err)
+		for id, ch := range s.waiting {
+			close(ch)
+			delete(s.waiting, id)
+		}
+		s.mu.Unlock()
+		io.Copy(io.Discard, br)
+	}
 	for {
-		var a compileAnswer
-		if err := dec.Decode(&a); err != nil {
-			s.mu.Lock()
-			s.failed = fmt.Errorf("compile bytecode with %s: output ended (%v)", s.c.Python, err)
-			for id, ch := range s.waiting {
-				close(ch)
-				delete(s.waiting, id)
-			}
-			s.mu.Unlock()
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			fail(err)
 			return
 		}
+		var hdr struct {
+			ID    int     `json:"id"`
+			Sizes []int64 `json:"sizes"`
+		}
+		if err := json.Unmarshal(line, &hdr); err != nil {
+			fail(fmt.Errorf("bad answer %q: %v", lastLines(string(line), 1), err))
+			return
+		}
+		pycs := make([][]byte, len(hdr.Sizes))
+		for i, n := range hdr.Sizes {
+			if n < 0 || n > 1<<30 {
+				fail(fmt.Errorf("bad size %d", n))
+				return
+			}
+			pycs[i] = make([]byte, n)
+			if _, err := io.ReadFull(br, pycs[i]); err != nil {
+				fail(err)
+				return
+			}
+		}
 		s.mu.Lock()
-		ch := s.waiting[a.ID]
-		delete(s.waiting, a.ID)
+		ch := s.waiting[hdr.ID]
+		delete(s.waiting, hdr.ID)
 		s.mu.Unlock()
 		if ch != nil {
-			ch <- a
+			ch <- pycs
 		}
 	}
 }
 
-// compile compiles one extracted entry and adds its bytecode to the
-// manifest. Safe for concurrent use.
-func (s *compileSession) compile(ctx context.Context, p *pendingEntry) error {
+// pycPath is where the import system looks for the bytecode of src (a
+// '/'-separated relative path ending in .py).
+func pycPath(src, cacheTag string) string {
+	dir, base := path.Split(src)
+	return dir + "__pycache__/" + strings.TrimSuffix(base, ".py") + "." + cacheTag + ".pyc"
+}
+
+// compile compiles one extracted entry, writes its .pyc files (sem bounds
+// the creates in flight) and adds them to the manifest. Safe for
+// concurrent use.
+func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan struct{}, fsync bool) error {
 	e := &p.entry
+	if s.c.CacheTag == "" {
+		return nil
+	}
 	e.CacheTag = s.c.CacheTag
+	have := make(map[string]bool, len(e.Files))
+	for _, f := range e.Files {
+		have[f.Path] = true
+	}
 	var srcs []string
 	var files [][2]string
 	for _, f := range e.Files {
@@ -216,17 +268,21 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry) error {
 		if !ok {
 			continue
 		}
-		strip := p.tmp
+		pyc := pycPath(f.Path, s.c.CacheTag)
+		if have[pyc] || have[path.Dir(pyc)] {
+			continue // the wheel ships this .pyc (or a file named __pycache__) itself
+		}
+		dfile := f.Path
 		if root != "" {
-			strip = filepath.Join(p.tmp, filepath.FromSlash(root))
+			dfile = strings.TrimPrefix(f.Path, root+"/")
 		}
 		srcs = append(srcs, f.Path)
-		files = append(files, [2]string{filepath.Join(p.tmp, filepath.FromSlash(f.Path)), strip})
+		files = append(files, [2]string{filepath.Join(p.tmp, filepath.FromSlash(f.Path)), dfile})
 	}
 	if len(files) == 0 {
 		return nil
 	}
-	ch := make(chan compileAnswer, 1)
+	ch := make(chan [][]byte, 1)
 	s.mu.Lock()
 	if s.failed != nil {
 		s.mu.Unlock()
@@ -244,43 +300,85 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry) error {
 	if err != nil {
 		return fmt.Errorf("compile bytecode with %s: %w: %s", s.c.Python, err, s.errorf())
 	}
-	var a compileAnswer
+	var pycs [][]byte
 	var ok bool
 	select {
-	case a, ok = <-ch:
+	case pycs, ok = <-ch:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	if !ok {
 		return s.errorf()
 	}
-	if len(a.Pycs) != len(files) {
-		return fmt.Errorf("compile bytecode with %s: %d answers for %d files", s.c.Python, len(a.Pycs), len(files))
+	if len(pycs) != len(files) {
+		return fmt.Errorf("compile bytecode with %s: %d answers for %d files", s.c.Python, len(pycs), len(files))
 	}
-	have := make(map[string]bool, len(e.Files))
-	for _, f := range e.Files {
-		have[f.Path] = true
+
+	// __pycache__ directories first, then the files, many in flight.
+	dirs := map[string]bool{}
+	for i, b := range pycs {
+		if len(b) > 0 {
+			dirs[path.Dir(pycPath(srcs[i], s.c.CacheTag))] = true
+		}
 	}
-	for i, r := range a.Pycs {
-		if r == nil {
+	if err := mkdirs(ctx, p.tmp, dirs, sem); err != nil {
+		return fmt.Errorf("bytecode: %w", err)
+	}
+	for d := range dirs {
+		p.dirs = append(p.dirs, d)
+	}
+	added := make([]File, len(pycs))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, b := range pycs {
+		if len(b) == 0 {
 			continue
 		}
-		rel, err := filepath.Rel(p.tmp, *r)
-		if err != nil || strings.HasPrefix(rel, "..") {
-			return fmt.Errorf("compile bytecode: %s (for %s) is outside %s", *r, srcs[i], p.tmp)
+		select {
+		case sem <- struct{}{}:
+		case <-gctx.Done():
 		}
-		rel = filepath.ToSlash(rel)
-		if have[rel] {
-			continue // the wheel shipped this .pyc itself; RECORD already covers it
+		if gctx.Err() != nil {
+			break
 		}
-		st, err := os.Stat(*r)
-		if err != nil {
-			return fmt.Errorf("compile bytecode: %w", err)
+		g.Go(func() error {
+			defer func() { <-sem }()
+			rel := pycPath(srcs[i], s.c.CacheTag)
+			if err := writeNew(filepath.Join(p.tmp, filepath.FromSlash(rel)), b, 0o644, fsync); err != nil {
+				return fmt.Errorf("bytecode %s: %w", rel, err)
+			}
+			added[i] = File{Path: rel, Size: int64(len(b)), Bytecode: true}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, f := range added {
+		if f.Path != "" {
+			e.Files = append(e.Files, f)
 		}
-		e.Files = append(e.Files, File{Path: rel, Size: st.Size(), Bytecode: true})
 	}
 	slices.SortFunc(e.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	return nil
+}
+
+// writeNew creates path (which must not exist) with data.
+func writeNew(path string, data []byte, perm os.FileMode, fsync bool) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil && fsync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
 }
 
 func (s *compileSession) errorf() error {
@@ -293,12 +391,10 @@ func (s *compileSession) errorf() error {
 	failed := s.failed
 	s.mu.Unlock()
 	if failed == nil {
-		failed = fmt.Errorf("compile bytecode with %s failed", s.c.Python)
+		failed = errors.New("compile bytecode with " + s.c.Python + " failed")
 	}
-	return fmt.Errorf("%w: %s", failed, lastLines(s.stderrString(), 5))
+	return fmt.Errorf("%w: %s", failed, lastLines(s.stderr.String(), 5))
 }
-
-func (s *compileSession) stderrString() string { return s.stderr.String() }
 
 // close ends the process and waits for it.
 func (s *compileSession) close() error {
@@ -306,7 +402,7 @@ func (s *compileSession) close() error {
 	<-s.done
 	<-s.stderrDone
 	if err := s.cmd.Wait(); err != nil {
-		return fmt.Errorf("compile bytecode with %s: %w: %s", s.c.Python, err, lastLines(s.stderrString(), 5))
+		return fmt.Errorf("compile bytecode with %s: %w: %s", s.c.Python, err, lastLines(s.stderr.String(), 5))
 	}
 	return nil
 }

@@ -270,7 +270,7 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 			}
 			if sess != nil {
 				t1 := time.Now()
-				err := sess.compile(ctx, p)
+				err := sess.compile(ctx, p, sem, s.Sync == SyncFiles)
 				compileWaitNs.Add(int64(time.Since(t1)))
 				if err != nil {
 					os.RemoveAll(p.tmp)
@@ -768,8 +768,8 @@ func (s *Store) commit(p *pendingEntry) (*Entry, error) {
 	return &e, nil
 }
 
-// syncEntry makes the entry's files and directories durable per s.Sync.
-// Bytecode files were written by the interpreter; SyncFiles fsyncs them here.
+// syncEntry makes the entry durable per s.Sync. Under SyncFiles every
+// file was fsynced as it was written; the directories remain.
 func (s *Store) syncEntry(p *pendingEntry) error {
 	switch s.Sync {
 	case SyncNone:
@@ -777,16 +777,7 @@ func (s *Store) syncEntry(p *pendingEntry) error {
 	case SyncFS:
 		return syncTree(p.tmp)
 	}
-	var paths []string
-	for _, f := range p.entry.Files {
-		if f.Bytecode {
-			paths = append(paths, f.Path)
-		}
-	}
-	for _, d := range p.dirs {
-		paths = append(paths, d)
-	}
-	return FsyncAll(context.Background(), p.tmp, paths, s.jobs())
+	return FsyncAll(context.Background(), p.tmp, p.dirs, s.jobs())
 }
 
 // FsyncAll fsyncs the given paths (relative to root, files or

@@ -88,6 +88,19 @@ func TestUnpackVerifiesAndCompiles(t *testing.T) {
 			t.Errorf("%s holds the store's absolute path", want)
 		}
 	}
+	// The bytes are exactly what py_compile writes for the same source and
+	// the same site-packages-relative name.
+	ref := filepath.Join(t.TempDir(), "ref.pyc")
+	out, err := exec.Command(info.Executable, "-I", "-c", "import sys, py_compile as p; p.compile(sys.argv[1], cfile=sys.argv[2], dfile=sys.argv[3], doraise=True, invalidation_mode=p.PycInvalidationMode.TIMESTAMP)",
+		filepath.Join(e.Dir, "demo_pkg-1.0.data/purelib/demo_extra.py"), ref, "demo_extra.py").CombinedOutput()
+	if err != nil {
+		t.Fatalf("py_compile: %v: %s", err, out)
+	}
+	want, _ := os.ReadFile(ref)
+	got, _ := os.ReadFile(filepath.Join(e.Dir, "demo_pkg-1.0.data/purelib/__pycache__/demo_extra."+tag+".pyc"))
+	if !bytes.Equal(got, want) {
+		t.Errorf("bytecode differs from py_compile's (%d vs %d bytes)", len(got), len(want))
+	}
 	for p := range files {
 		if strings.Contains(p, "scripts/__pycache__") || strings.Contains(p, "data/share/demo/__pycache__") {
 			t.Errorf("compiled a file outside site-packages: %s", p)
