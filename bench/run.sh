@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every benchmark, each printing its figures and a ratio against a baseline
+# run side by side (curl, pip, python -m venv, unzip). Run from the
+# repository root after `make build` (make bench does both). The machines
+# are shared and noisy: read medians, and run again before believing a miss.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${BENCH_DIR:-$(mktemp -d /tmp/volboot-bench-XXXXXX)}
+echo "== bench: work directory $out"
+
+echo "== fetch (issue 4): one 2 GiB file and 200 small files vs curl"
+go run ./bench/fetch -dir "$out/fetch"
+echo "== fetch (issue 4): peak RSS while downloading 2 GiB"
+VOLBOOT_FETCH_BIG=1 go test -count=1 -run TestPeakRSS -v ./bootstrap/fetch | grep -E 'RSS|ok|FAIL|---'
+
+echo "== models (issue 8): one 2 GiB model file vs curl"
+go run ./bench/models -dir "$out/models"
+
+echo "== install (issue 5): venv vs python -m venv, synthetic stack vs pip and unzip, second generation"
+go run ./bench/install -dir "$out/install"
+
+echo "== sync (issue 6): in-sync boot, large vs small stack, vs pip's no-op"
+go run ./bench/sync -dir "$out/sync"
+
+echo "== supervise (issue 7): volboot run to the handler's first line vs the handler alone; RSS"
+rm -rf "$out/demo"
+go run ./integration/demo -volboot bin/volboot -dir "$out/demo" >/dev/null
+go run ./bench/supervise -n 30 -supervisor bin/volboot \
+  -supervisor-args "run --volume $out/demo/volume --manifest $out/demo/work/demo.toml" \
+  -python "$out/demo/volume/venv/bin/python"
