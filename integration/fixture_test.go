@@ -1,15 +1,20 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
 	"github.com/volboot/volboot/integration/testindex"
@@ -28,6 +33,9 @@ type fixture struct {
 	python string // wrapper around python3 that logs each start to pyLog
 	pyLog  string
 	env    []string
+
+	authMu sync.Mutex
+	auth   []string // Authorization headers the index received
 }
 
 // newFixture makes an empty fixture whose volume is vol (a fresh temporary
@@ -56,12 +64,26 @@ func newFixture(t *testing.T, vol string) *fixture {
 		t.Fatal(err)
 	}
 	f.index = testindex.New()
-	f.srv = httptest.NewServer(f.index)
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := r.Header.Get("Authorization"); a != "" {
+			f.authMu.Lock()
+			f.auth = append(f.auth, a)
+			f.authMu.Unlock()
+		}
+		f.index.ServeHTTP(w, r)
+	}))
 	t.Cleanup(func() {
 		f.srv.Close()
 		f.index.Close()
 	})
 	return f
+}
+
+// authHeaders are the Authorization headers the index has received.
+func (f *fixture) authHeaders() []string {
+	f.authMu.Lock()
+	defer f.authMu.Unlock()
+	return append([]string(nil), f.auth...)
 }
 
 // add writes the wheels of specs and serves them.
@@ -153,10 +175,44 @@ func (f *fixture) args(cmd string, more ...string) []string {
 	return append([]string{cmd, "--volume", f.vol, "--manifest", f.manifest(), "--python", f.python}, more...)
 }
 
+// runTimeout bounds every volboot process a fixture runs: a hang fails the
+// test with volboot's goroutines (SIGQUIT) instead of the package timeout.
+const runTimeout = 3 * time.Minute
+
 // run runs a volboot command against the fixture.
 func (f *fixture) run(cmd string, more ...string) result {
 	f.t.Helper()
-	return volboot(f.t, f.work, f.env, f.args(cmd, more...)...)
+	c := f.command(cmd, more...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(runTimeout):
+		c.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		f.t.Fatalf("volboot %s hung for %s; its output and goroutines:\n%s%s", cmd, runTimeout, out.String(), errb.String())
+	}
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		f.t.Fatalf("run volboot %s: %v", cmd, err)
+	}
+	return r
 }
 
 // command is a volboot process against the fixture, not started.

@@ -1,8 +1,13 @@
 package integration
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/integration/fakehub"
 )
 
 // TestSyncConverges syncs ~20 synthetic wheels plus the machine's real pip
@@ -383,4 +389,216 @@ func TestConcurrentSyncs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mountTmpfs mounts a tmpfs of size at a new directory, or skips the test
+// saying why (not root, no mount permission in this container).
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := filepath.Join(t.TempDir(), "tmpfs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+			exec.Command("umount", "-l", dir).Run()
+		}
+	})
+	return dir
+}
+
+// diskFullStack is four wheels of one incompressible 1.5 MB library each:
+// 6 MB to download, 6 MB more to unpack.
+func diskFullStack(t *testing.T, vol string) (*fixture, []synthstack.Wheel) {
+	f := newFixture(t, vol)
+	var specs []synthstack.Spec
+	for i := 0; i < 4; i++ {
+		specs = append(specs, synthstack.Spec{Name: fmt.Sprintf("heavy-%d", i), Version: "1.0", PyFiles: 3, Blobs: 1, BlobSize: 1536 << 10, Seed: uint64(i)})
+	}
+	ws := f.add(specs...)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	return f, ws
+}
+
+// TestDiskTooSmallFailsAtPreflight: a volume that cannot hold the stack is
+// refused before the first byte is downloaded, saying what is needed and
+// what is free.
+func TestDiskTooSmallFailsAtPreflight(t *testing.T) {
+	vol := mountTmpfs(t, "3m")
+	f, ws := diskFullStack(t, vol)
+	r := f.run("sync")
+	if r.code != 1 {
+		t.Fatalf("sync on a 3 MB volume: exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	msg := lastLine(r.stderr)
+	if !strings.Contains(msg, "not enough space") || !strings.Contains(msg, "need") || !strings.Contains(msg, "free") {
+		t.Errorf("the error does not say needed vs free: %s", msg)
+	}
+	for _, w := range ws {
+		if s := f.stats(w); s.Requests != 0 || s.Bytes != 0 {
+			t.Errorf("%s: %d requests, %d bytes served before the preflight refused", w.Filename, s.Requests, s.Bytes)
+		}
+	}
+}
+
+// TestDiskFillsDuringUnpack: the downloads fit, the unpacked files do not
+// (--volume-size lies to get past the preflight). The error is clear,
+// nothing is recorded as complete, and after the volume grows the next sync
+// converges and leaves nothing behind.
+func TestDiskFillsDuringUnpack(t *testing.T) {
+	vol := mountTmpfs(t, "9m")
+	f, ws := diskFullStack(t, vol)
+	r := f.run("sync", "--volume-size", "1G")
+	if r.code != 1 {
+		t.Fatalf("sync on a 9 MB volume: exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// The message may span lines (one per wheel that did not fit).
+	_, msg, _ := strings.Cut(r.stderr, "volboot: ")
+	for _, want := range []string{"the volume is full", "no space left on device", "grow the volume"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the error does not say %q:\n%s", want, msg)
+		}
+	}
+	for _, w := range ws {
+		if s := f.stats(w); s.Bytes != w.Size {
+			t.Errorf("%s: %d of %d bytes served: the downloads should have fit", w.Filename, s.Bytes, w.Size)
+		}
+	}
+	if st, sr := f.status(); st.InSync || st.Generation != nil {
+		t.Errorf("status after the disk filled:\n%s", sr.stdout)
+	}
+	if envs, _ := filepath.Glob(filepath.Join(vol, ".volboot", "envs", "*")); len(envs) != 0 {
+		t.Errorf("generations after the disk filled: %v", envs)
+	}
+	if _, err := os.Lstat(filepath.Join(vol, "venv")); err == nil {
+		t.Error("venv exists after the disk filled")
+	}
+
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", vol).CombinedOutput(); err != nil {
+		t.Fatalf("grow the tmpfs: %v: %s", err, out)
+	}
+	id := f.sync()
+	st, sr := f.status("--verify")
+	if !st.InSync || *st.Generation != id || len(st.Drift) != 0 {
+		t.Fatalf("status --verify after growing the volume:\n%s%s", sr.stdout, sr.stderr)
+	}
+	for _, w := range ws {
+		if s := f.stats(w); s.Bytes != w.Size {
+			t.Errorf("%s: %d bytes served in all for a %d-byte wheel: the verified download was not reused", w.Filename, s.Bytes, w.Size)
+		}
+	}
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestSecretsNeverLogged: credentials in a lock URL's userinfo, in
+// VOLBOOT_AUTH_<HOST> and in HF_TOKEN are used, and appear nowhere in what
+// volboot prints, at debug level, in JSON logs, even in error messages
+// about the very URLs that carry them.
+func TestSecretsNeverLogged(t *testing.T) {
+	const (
+		urlSecret  = "urlsekrit-4f1c"
+		authSecret = "authsekrit-9b2e"
+		hfSecret   = "hf_sekrit-77aa"
+	)
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("sec", 3, 4)...)
+	gone := synthstack.Spec{Name: "sec-gone", Version: "1.0"}
+	withUserinfo := func(e synthstack.Entry) synthstack.Entry {
+		e.URL = strings.Replace(e.URL, "http://", "http://someone:"+urlSecret+"@", 1)
+		return e
+	}
+	entries := []synthstack.Entry{withUserinfo(f.entry(ws[0], "core")), f.entry(ws[1], "core"), f.entry(ws[2], "core"),
+		withUserinfo(synthstack.Entry{Name: gone.Name, Version: gone.Version, Filename: gone.Filename(),
+			URL: f.srv.URL + "/files/" + gone.Filename(), SHA256: strings.Repeat("12", 32), Size: 100, Group: "extra"})}
+	f.write([]synthstack.Group{
+		{Name: "core", Required: true, Requirements: requirements(ws...)},
+		{Name: "extra", Requirements: []string{"sec-gone"}},
+	}, entries)
+
+	// A gated model on a fake hub: it only downloads with HF_TOKEN.
+	// Index, hub and CDN on three loopback addresses, so that each
+	// credential has exactly one host it belongs to.
+	hub := fakehub.New(fakehub.Options{})
+	cdn := serveOn(t, "127.0.0.2", hub.CDN())
+	hub.SetCDNURL(cdn.URL)
+	if _, err := hub.Commit("model", "volboot/secret-voice", map[string]fakehub.File{
+		"voice.bin": {Content: fakehub.Bytes(bytes.Repeat([]byte("voice"), 1000)), LFS: true},
+	}, "main"); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.RequireToken("model", "volboot/secret-voice", hfSecret); err != nil {
+		t.Fatal(err)
+	}
+	hubSrv := serveOn(t, "127.0.0.3", hub)
+	m, err := os.OpenFile(f.manifest(), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(m, "\n[[model]]\nrepo = \"volboot/secret-voice\"\nrevision = \"main\"\nfiles = [\"voice.bin\"]\ngroup = \"core\"\n")
+	m.Close()
+
+	f.env = append(f.env, "HF_ENDPOINT="+hubSrv.URL, "HF_TOKEN="+hfSecret, "VOLBOOT_AUTH_127_0_0_1=someone:"+authSecret)
+	r := f.run("sync", "-v", "--log-format", "json")
+	if r.code != 0 {
+		t.Fatalf("sync: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	st, sr := f.status()
+	if state, reason := st.group("extra"); state != "degraded" || !strings.Contains(reason, "404") || !strings.Contains(reason, "/files/"+gone.Filename()) {
+		t.Errorf("group extra: %s %q, want degraded by the 404, naming the URL", state, reason)
+	} else {
+		t.Logf("the reason names the URL that carries a password: %s", reason)
+	}
+	if len(r.stderr) < 200 {
+		t.Errorf("suspiciously little debug logging to search:\n%s", r.stderr)
+	}
+	for _, secret := range []string{urlSecret, authSecret, hfSecret} {
+		for name, text := range map[string]string{"sync stdout": r.stdout, "sync stderr": r.stderr, "status": sr.stdout + sr.stderr} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s shows the secret %q:\n%s", name, secret, text)
+			}
+		}
+	}
+	// The secrets were really in play: the index got credentials, the
+	// gated model was fetched, and the CDN never saw the token.
+	var sawCreds bool
+	for _, a := range f.authHeaders() {
+		if user, ok := strings.CutPrefix(a, "Basic "); ok {
+			dec, _ := base64.StdEncoding.DecodeString(user)
+			sawCreds = sawCreds || strings.Contains(string(dec), urlSecret) || strings.Contains(string(dec), authSecret)
+		}
+	}
+	if !sawCreds {
+		t.Errorf("the index never received the credentials: %q", f.authHeaders())
+	}
+	if hs := hub.Stats(); hs.CDNBytes == 0 || hs.CDNWithAuth != 0 {
+		t.Errorf("hub stats %+v: want the gated model fetched and no Authorization sent to the CDN", hs)
+	}
+}
+
+// serveOn serves h on addr (a loopback address other than 127.0.0.1, to
+// tell hosts apart), falling back to 127.0.0.1 where addr cannot be bound.
+func serveOn(t *testing.T, addr string, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	if l, err := net.Listen("tcp", addr+":0"); err == nil {
+		srv.Listener.Close()
+		srv.Listener = l
+	} else {
+		t.Logf("cannot listen on %s (%v): sharing 127.0.0.1", addr, err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
 }
