@@ -1,0 +1,244 @@
+// Command sync benchmarks the in-sync boot (issue 6, DESIGN.md rule 6): a
+// `volboot sync` whose generation is already complete must cost the same
+// whatever the stack's size, and far less than pip's own no-op.
+//
+// It generates a synthetic stack shaped like the F5-TTS closure (>= 150
+// wheels, >= 40k files, >= 2 GB unpacked at -scale 1; see synthstack),
+// serves it from a local index, syncs it once onto a volume and a 3-wheel
+// stack onto another, then times, process start to exit, in-sync
+// `volboot sync` on both (interleaved, median of -runs), and
+// `pip install --no-deps --no-index <all wheels>` into a venv that already
+// holds them (median of -pipruns). It prints the figures and two ratios:
+//
+//	F5 stack / 3 wheels   goal <= 1.2 (cost independent of size)
+//	pip no-op / volboot   goal >= 50
+//
+// Usage: go run ./bench/sync [-scale 1] [-runs 20] [-pipruns 5] [-dir DIR] [-keep]
+//
+// Everything lives in a temporary directory under -dir (default the
+// system's), removed afterwards unless -keep.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/integration/testindex"
+)
+
+type options struct {
+	volboot string
+	python  string
+	scale   float64
+	runs    int
+	pipRuns int
+	dir     string
+	keep    bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.volboot, "volboot", "", "the volboot binary (default: build ./cmd/volboot)")
+	flag.StringVar(&o.python, "python", "python3", "the interpreter")
+	flag.Float64Var(&o.scale, "scale", 1, "stack size; 1 is >= 150 wheels, 40k files, 2 GB unpacked")
+	flag.IntVar(&o.runs, "runs", 20, "timed in-sync syncs per volume")
+	flag.IntVar(&o.pipRuns, "pipruns", 5, "timed pip no-op installs")
+	flag.StringVar(&o.dir, "dir", "", "where to put the stack and volumes (default: the system's temporary directory)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintf(os.Stderr, "bench/sync: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func say(format string, args ...any) { fmt.Printf("bench/sync: "+format+"\n", args...) }
+
+func run(o options) error {
+	tmp, err := os.MkdirTemp(o.dir, "volboot-bench-sync-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		say("keeping %s", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	bin := o.volboot
+	if bin == "" {
+		bin = filepath.Join(tmp, "volboot")
+		build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/volboot")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("build volboot (run from the repository root, or pass -volboot): %v\n%s", err, out)
+		}
+	}
+	if bin, err = filepath.Abs(bin); err != nil {
+		return err
+	}
+
+	// The stacks.
+	wheels := filepath.Join(tmp, "wheels")
+	if err := os.MkdirAll(wheels, 0o755); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	big, err := synthstack.Write(wheels, synthstack.F5Shaped(o.scale), 2)
+	if err != nil {
+		return err
+	}
+	n, files, size, unpacked := synthstack.Stats(big)
+	say("F5-shaped stack (scale %g): %d wheels, %d files, %.2f GB of wheels, %.2f GB unpacked; generated in %s",
+		o.scale, n, files, gb(size), gb(unpacked), time.Since(t0).Round(time.Millisecond))
+	small := big[len(big)-3:]
+
+	index := testindex.New()
+	defer index.Close()
+	if err := index.AddWheelDir(wheels); err != nil {
+		return err
+	}
+	srv := httptest.NewServer(index)
+	defer srv.Close()
+
+	bigVol, err := prepare(tmp, "f5", big, srv.URL)
+	if err != nil {
+		return err
+	}
+	smallVol, err := prepare(tmp, "three", small, srv.URL)
+	if err != nil {
+		return err
+	}
+	for _, v := range []*volume{bigVol, smallVol} {
+		t0 := time.Now()
+		out, err := v.sync(bin, o.python)
+		if err != nil {
+			return fmt.Errorf("first sync of %s: %v\n%s", v.name, err, out)
+		}
+		v.generation = generationOf(out)
+		say("first sync of %s (%d wheels): %s, generation %s", v.name, len(v.wheels), time.Since(t0).Round(time.Millisecond), v.generation)
+	}
+
+	// In-sync boots, interleaved so that both see the same machine load.
+	var bigTimes, smallTimes []time.Duration
+	for i := 0; i < o.runs; i++ {
+		for _, v := range []*volume{bigVol, smallVol} {
+			t0 := time.Now()
+			out, err := v.sync(bin, o.python)
+			d := time.Since(t0)
+			if err != nil {
+				return fmt.Errorf("in-sync sync of %s: %v\n%s", v.name, err, out)
+			}
+			if g := generationOf(out); g != v.generation {
+				return fmt.Errorf("in-sync sync of %s printed generation %q, the first sync %s", v.name, g, v.generation)
+			}
+			if strings.Contains(out, "acquired the volume lock") {
+				return fmt.Errorf("in-sync sync of %s took the slow path:\n%s", v.name, out)
+			}
+			if v == bigVol {
+				bigTimes = append(bigTimes, d)
+			} else {
+				smallTimes = append(smallTimes, d)
+			}
+		}
+	}
+
+	// pip's no-op: a venv that already holds every wheel.
+	venvDir := filepath.Join(tmp, "pip-venv")
+	if out, err := exec.Command(o.python, "-m", "venv", venvDir).CombinedOutput(); err != nil {
+		return fmt.Errorf("python -m venv: %v\n%s", err, out)
+	}
+	pipArgs := []string{"-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check", "--quiet"}
+	for _, w := range big {
+		pipArgs = append(pipArgs, w.Path)
+	}
+	vpy := filepath.Join(venvDir, "bin", "python")
+	t0 = time.Now()
+	if out, err := exec.Command(vpy, pipArgs...).CombinedOutput(); err != nil {
+		return fmt.Errorf("pip install: %v\n%s", err, out)
+	}
+	say("pip install --no-deps --no-index of the F5-shaped stack into a fresh venv: %s (for scale; not part of the ratios)", time.Since(t0).Round(time.Millisecond))
+	var pipTimes []time.Duration
+	for i := 0; i < o.pipRuns; i++ {
+		t0 := time.Now()
+		out, err := exec.Command(vpy, pipArgs...).CombinedOutput()
+		d := time.Since(t0)
+		if err != nil {
+			return fmt.Errorf("pip no-op install: %v\n%s", err, out)
+		}
+		pipTimes = append(pipTimes, d)
+	}
+
+	bm, sm, pm := median(bigTimes), median(smallTimes), median(pipTimes)
+	say("in-sync volboot sync, F5-shaped stack (%d wheels): median %s of %d runs (min %s, max %s)", len(big), ms(bm), len(bigTimes), ms(slices.Min(bigTimes)), ms(slices.Max(bigTimes)))
+	say("in-sync volboot sync, 3 wheels:                   median %s of %d runs (min %s, max %s)", ms(sm), len(smallTimes), ms(slices.Min(smallTimes)), ms(slices.Max(smallTimes)))
+	say("pip install --no-deps --no-index, all %d wheels already installed: median %s of %d runs (min %s, max %s)", len(big), ms(pm), len(pipTimes), ms(slices.Min(pipTimes)), ms(slices.Max(pipTimes)))
+	say("ratio F5 stack / 3 wheels: %.2f (goal <= 1.2)", float64(bm)/float64(sm))
+	say("ratio pip no-op / volboot in-sync: %.0fx (goal >= 50x)", float64(pm)/float64(bm))
+	return nil
+}
+
+// volume is one volume with its manifest and lock.
+type volume struct {
+	name, dir, manifest string
+	wheels              []synthstack.Wheel
+	generation          string
+}
+
+// prepare writes the manifest and lock of ws (one required group) and
+// makes an empty volume.
+func prepare(tmp, name string, ws []synthstack.Wheel, base string) (*volume, error) {
+	v := &volume{name: name, dir: filepath.Join(tmp, "vol-"+name), manifest: filepath.Join(tmp, name, "volboot.toml"), wheels: ws}
+	for _, d := range []string{v.dir, filepath.Dir(v.manifest)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	var reqs []string
+	var entries []synthstack.Entry
+	for _, w := range ws {
+		reqs = append(reqs, w.Spec.Name+"=="+w.Spec.Version)
+		entries = append(entries, w.Entry("core", base+testindex.FileURLPath(w.Filename)))
+	}
+	if err := os.WriteFile(v.manifest, synthstack.Manifest("bench-"+name, "pylock.toml", []synthstack.Group{{Name: "core", Required: true, Requirements: reqs}}), 0o644); err != nil {
+		return nil, err
+	}
+	return v, os.WriteFile(filepath.Join(filepath.Dir(v.manifest), "pylock.toml"), synthstack.Lock(entries), 0o644)
+}
+
+// sync runs `volboot sync` on the volume and returns its combined output.
+func (v *volume) sync(bin, python string) (string, error) {
+	cmd := exec.Command(bin, "sync", "--volume", v.dir, "--manifest", v.manifest, "--python", python)
+	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func generationOf(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if id, ok := strings.CutPrefix(line, "generation "); ok {
+			return strings.TrimSpace(id)
+		}
+	}
+	return ""
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+func gb(n int64) float64 { return float64(n) / 1e9 }
