@@ -62,7 +62,8 @@ type Package struct {
 // Builder may build several generations concurrently.
 type Builder struct {
 	Python *interp.Info
-	// Jobs is how many file operations are kept in flight. Default 64.
+	// Jobs is how many file operations are kept in flight. Default:
+	// wheel.DefaultJobs of the directory the generation is built in.
 	Jobs int
 	Mode LinkMode
 	// Creator is written to pyvenv.cfg (e.g. "volboot 0.3.0").
@@ -177,7 +178,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	}
 	jobs := b.Jobs
 	if jobs <= 0 {
-		jobs = 64
+		jobs = wheel.DefaultJobs(filepath.Dir(dir))
 	}
 	start := time.Now()
 	if err := mkdirAll(ctx, tmp, dirs, jobs); err != nil {

@@ -109,7 +109,8 @@ const (
 // Store unpacks wheels into Dir (<volume>/.volboot/store).
 type Store struct {
 	Dir string
-	// Jobs is how many file operations Unpack keeps in flight. Default 32.
+	// Jobs is how many file operations Unpack keeps in flight. Default:
+	// DefaultJobs(Dir).
 	Jobs int
 	// Limits bound each wheel's unpacked size.
 	Limits Limits
@@ -163,7 +164,7 @@ func (s *Store) jobs() int {
 	if s.Jobs > 0 {
 		return s.Jobs
 	}
-	return 32
+	return DefaultJobs(s.Dir)
 }
 
 func (s *Store) logger() *zap.Logger {
