@@ -219,7 +219,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	}
 	mb, _ := json.MarshalIndent(m, "", "  ")
 	linked := time.Now()
-	if err := b.syncGeneration(ctx, tmp, ops, dirs, jobs); err != nil {
+	if err := b.syncGeneration(ctx, tmp, l, dirs, jobs); err != nil {
 		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
 	}
 	if err := atomicfile.Write(filepath.Join(tmp, CompleteName), mb, 0o644); err != nil {
@@ -518,18 +518,19 @@ func launcher(ep wheel.EntryPoint) []byte {
 // that fell back to a copy.
 func (b *Builder) apply(root string, o *op) (copied bool, err error) {
 	dst := filepath.Join(root, filepath.FromSlash(o.dst))
+	fsync := b.Sync == wheel.SyncFiles
 	switch o.kind {
 	case opWrite:
 		perm := os.FileMode(0o644)
 		if o.exec {
 			perm = 0o755
 		}
-		return false, writeFile(dst, o.data, perm)
+		return false, writeFile(dst, o.data, perm, fsync)
 	case opCopy:
-		return false, copyFile(o.src, dst)
+		return false, copyFile(o.src, dst, fsync)
 	}
 	if b.Mode == Copy {
-		return true, copyFile(o.src, dst)
+		return true, copyFile(o.src, dst, fsync)
 	}
 	err = os.Link(o.src, dst)
 	if err == nil {
@@ -537,17 +538,20 @@ func (b *Builder) apply(root string, o *op) (copied bool, err error) {
 	}
 	if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EMLINK) ||
 		errors.Is(err, syscall.ENOTSUP) || errors.Is(err, syscall.EOPNOTSUPP) {
-		return true, copyFile(o.src, dst)
+		return true, copyFile(o.src, dst, fsync)
 	}
 	return false, err
 }
 
-func writeFile(dst string, data []byte, perm os.FileMode) error {
+func writeFile(dst string, data []byte, perm os.FileMode, fsync bool) error {
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(data)
+	if err == nil && fsync {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -559,7 +563,7 @@ func writeFile(dst string, data []byte, perm os.FileMode) error {
 
 // copyFile copies src to a new file dst keeping its mode and mtime (the
 // mtime matters: bytecode is validated against its source's mtime).
-func copyFile(src, dst string) error {
+func copyFile(src, dst string, fsync bool) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -574,6 +578,9 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	_, err = io.Copy(out, in)
+	if err == nil && fsync {
+		err = out.Sync()
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -620,22 +627,28 @@ func mkdirAll(ctx context.Context, root string, dirs map[string]bool, jobs int) 
 }
 
 // syncGeneration makes the generation durable per b.Sync. Hard links are
-// directory entries: fsyncing the directories covers them; written and
-// copied files are fsynced themselves.
-func (b *Builder) syncGeneration(ctx context.Context, root string, ops []op, dirs map[string]bool, jobs int) error {
+// directory entries: fsyncing the directories covers them; under SyncFiles
+// written and copied files were fsynced as they were made.
+func (b *Builder) syncGeneration(ctx context.Context, root string, l Layout, dirs map[string]bool, jobs int) error {
 	switch b.Sync {
 	case wheel.SyncNone:
 		return nil
 	case wheel.SyncFS:
 		return syncFS(root)
 	}
-	paths := []string{".", "bin", "lib"}
+	// The skeleton's regular files; its links are covered by their directories.
+	paths := []string{".", "pyvenv.cfg"}
+	for _, f := range SkeletonFiles(l, b.Python) {
+		if strings.Contains(path.Base(f), "activate") {
+			paths = append(paths, f)
+		}
+	}
 	for d := range dirs {
 		paths = append(paths, d)
 	}
-	for _, o := range ops {
-		if o.kind != opLink || b.Mode == Copy {
-			paths = append(paths, o.dst)
+	for _, d := range []string{"bin", "lib", "include"} {
+		if !dirs[d] {
+			paths = append(paths, d)
 		}
 	}
 	return wheel.FsyncAll(ctx, root, paths, jobs)
