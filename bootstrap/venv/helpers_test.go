@@ -85,23 +85,15 @@ func install(t *testing.T, info *interp.Info, volume, id string, ws []wheelFile,
 }
 
 func installErr(info *interp.Info, volume, id string, ws []wheelFile, mode venv.LinkMode) (string, error) {
-	st := &wheel.Store{Dir: filepath.Join(volume, ".volboot", "store"),
+	st := &wheel.Store{Dir: venv.StoreDir(volume),
 		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}}
-	var srcs []wheel.Source
+	var wheels []venv.Wheel
 	for _, w := range ws {
-		srcs = append(srcs, wheel.Source{Path: w.path, Filename: w.filename, SHA256: w.sha})
-	}
-	es, err := st.Unpack(context.Background(), srcs...)
-	if err != nil {
-		return "", err
-	}
-	var pkgs []venv.Package
-	for i, e := range es {
-		pkgs = append(pkgs, venv.Package{Entry: e, Requested: ws[i].requested})
+		wheels = append(wheels, venv.Wheel{Source: wheel.Source{Path: w.path, Filename: w.filename, SHA256: w.sha}, Requested: w.requested})
 	}
 	b := &venv.Builder{Python: info, Mode: mode, Creator: "volboot test"}
-	dir := filepath.Join(volume, ".volboot", "envs", id)
-	_, err = b.Build(context.Background(), dir, pkgs)
+	dir := venv.EnvDir(volume, id)
+	_, err := venv.Install(context.Background(), st, b, dir, wheels)
 	return dir, err
 }
 
