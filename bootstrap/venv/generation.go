@@ -335,6 +335,12 @@ func (b *Builder) plan(l Layout, pkgs []Package) ([]op, error) {
 			return nil, fmt.Errorf("%s and %s are both distribution %s", who(prev), who(i), e.Name)
 		}
 		names[normalize(e.Name)] = i
+		if e.CacheTag != "" && e.CacheTag != b.Python.CacheTag {
+			// The store compiled this entry for another interpreter sharing
+			// the volume; it still works, compiling at import time.
+			b.logger().Warn("store entry has bytecode for another interpreter", zap.String("wheel", e.Filename),
+				zap.String("has", e.CacheTag), zap.String("want", b.Python.CacheTag))
+		}
 		for _, f := range e.Files {
 			dst, kind, ok := destination(l, e, f.Path)
 			if !ok {
