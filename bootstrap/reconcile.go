@@ -318,6 +318,12 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 	if id, ok := st.Keys[key]; ok {
 		previous = st.Generations[id]
 	}
+	if previous == nil {
+		// The boot key can change while nothing that matters does (a
+		// python whose mtime was touched): the retry back-off of degraded
+		// groups still applies then.
+		previous = st.similar(c.Manifest.Digest, c.Lock.Digest, info.Identity())
+	}
 	plans, err := c.planGroups(info, facts, previous)
 	if err != nil {
 		return nil, err

@@ -160,3 +160,15 @@ func (g *Generation) dueForRetry(now time.Time) bool {
 	}
 	return false
 }
+
+// similar returns the newest generation built from the same manifest, lock
+// and interpreter, or nil.
+func (s *State) similar(manifest, lock, interpreter string) *Generation {
+	for _, id := range s.GenerationIDs() {
+		g := s.Generations[id]
+		if g.Manifest == manifest && g.Lock == lock && g.Interpreter == interpreter {
+			return g
+		}
+	}
+	return nil
+}
