@@ -126,7 +126,9 @@ func (l *Lease) refresh() error {
 				zap.String("path", l.path))
 		}
 	}
-	if err := atomicfile.Write(l.path, data, 0o644); err != nil {
+	// No fsync: a lease means nothing after the machine crashes (its
+	// worker is gone too), and listers judge it by its age alone.
+	if err := atomicfile.WriteVolatile(l.path, data, 0o644); err != nil {
 		return fmt.Errorf("write use-lease: %w", err)
 	}
 	l.mu.Lock()

@@ -86,6 +86,25 @@ func Write(path string, data []byte, perm fs.FileMode) error {
 	return f.Commit()
 }
 
+// WriteVolatile writes data to path atomically but without fsync: readers
+// never see a partial file, yet after a crash of the machine the file may
+// hold its previous content or be missing. For records that are rewritten
+// often and mean nothing after a crash (use-lease heartbeats, files in a
+// process's own temporary directory), where an fsync per write would cost
+// a network round trip for nothing.
+func WriteVolatile(path string, data []byte, perm fs.FileMode) error {
+	tmp := TempName(path)
+	if err := os.WriteFile(tmp, data, perm); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
+	}
+	return nil
+}
+
 // File is a temporary file that becomes path on Commit. Until then no reader
 // can see it under path.
 type File struct {

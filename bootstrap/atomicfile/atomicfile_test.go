@@ -47,3 +47,19 @@ func TestAbortLeavesNothing(t *testing.T) {
 		t.Fatalf("abort left %v", ents)
 	}
 }
+
+func TestWriteVolatile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "lease.json")
+	for _, body := range []string{"one", "two"} {
+		if err := WriteVolatile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(p); string(b) != body {
+			t.Fatalf("read back %q", b)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("leftovers: %v", ents)
+	}
+}

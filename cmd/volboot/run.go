@@ -221,7 +221,7 @@ func handlerEnv(base []string, p bootstrap.Paths, m *manifests.Manifest, o *boot
 		return nil, err
 	}
 	capsFile := filepath.Join(tmp, "capabilities.json")
-	if err := atomicfile.Write(capsFile, data, 0o644); err != nil {
+	if err := atomicfile.WriteVolatile(capsFile, data, 0o644); err != nil {
 		return nil, err
 	}
 	set("VOLBOOT_CAPABILITIES", capsFile)
