@@ -53,6 +53,7 @@ type options struct {
 	jobs   int
 	log    *zap.Logger
 	noPip  bool
+	quick  bool
 }
 
 func main() {
@@ -68,6 +69,7 @@ func main() {
 	flag.IntVar(&o.jobs, "jobs", 0, "volboot file operations in flight (0: default)")
 	verbose := flag.Bool("v", false, "log volboot's phase timings")
 	flag.BoolVar(&o.noPip, "no-pip", false, "(b): skip the pip baseline (for quick iterations)")
+	flag.BoolVar(&o.quick, "quick", false, "(b): run only volboot's install (for quick iterations)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of volboot's side here")
 	flag.Parse()
 	o.log = zap.NewNop()
@@ -307,7 +309,7 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 		fmt.Printf("\n(c) second generation changing %s -> %s: %.3fs vs first from an empty store %.2fs: ratio %.1fx (goal >= 10x)\n",
 			ws[i].filename, changed.Filename(), t2.Seconds(), tv.Seconds(), tv.Seconds()/t2.Seconds())
 	}
-	if !strings.Contains(o.only, "b") {
+	if !strings.Contains(o.only, "b") || o.quick {
 		return nil
 	}
 	if out, err := exec.Command(filepath.Join(volume, ".volboot", "envs", "gen1", "bin", "python"), "-c", "import faketorch, nvidia.cublas, fakemedium03, faketail007; print('ok')").CombinedOutput(); err != nil {
