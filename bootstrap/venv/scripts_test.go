@@ -35,7 +35,7 @@ func TestScriptsForVersionsPipLikePip(t *testing.T) {
 func TestRewriteScript(t *testing.T) {
 	dir := t.TempDir()
 	cases := map[string]string{
-		"#!python\nprint(1)\n":         "#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/python\" \"$0\" \"$@\"\n' '''\nprint(1)\n",
+		"#!python\nprint(1)\n":          "#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/python\" \"$0\" \"$@\"\n' '''\nprint(1)\n",
 		"#!pythonw -u -E\r\nprint(2)\n": "#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/python\" '-u' '-E' \"$0\" \"$@\"\n' '''\nprint(2)\n",
 	}
 	for in, want := range cases {
