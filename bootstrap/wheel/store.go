@@ -24,6 +24,7 @@
 package wheel
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -248,19 +249,28 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 	// flight bounded however many wheels unpack at once.
 	sem := make(chan struct{}, s.jobs())
 	wheelSem := make(chan struct{}, 4)
+	// Biggest wheels first, so a large one does not start last and finish
+	// alone.
+	sizes := make(map[int]int64, len(todo))
+	for _, i := range todo {
+		if st, err := os.Stat(srcs[i].Path); err == nil {
+			sizes[i] = st.Size()
+		}
+	}
+	slices.SortStableFunc(todo, func(a, b int) int { return cmp.Compare(sizes[b], sizes[a]) })
 	var wg sync.WaitGroup
 	var extractNs, compileWaitNs atomic.Int64
 	for _, i := range todo {
 		src := srcs[i]
+		select {
+		case wheelSem <- struct{}{}:
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("wheel %s: %w", src.Filename, ctx.Err())
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case wheelSem <- struct{}{}:
-			case <-ctx.Done():
-				errs[i] = fmt.Errorf("wheel %s: %w", src.Filename, ctx.Err())
-				return
-			}
 			t0 := time.Now()
 			p, err := s.extract(ctx, src, sem)
 			<-wheelSem
