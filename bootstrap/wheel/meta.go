@@ -7,7 +7,6 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -280,5 +279,3 @@ func isDottedName(s string) bool {
 	}
 	return true
 }
-
-var errNotFound = errors.New("not found")
