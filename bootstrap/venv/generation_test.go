@@ -210,15 +210,22 @@ func TestActivate(t *testing.T) {
 		}
 	}
 	if _, err := exec.LookPath("fish"); err == nil {
-		out := run(t, tmp, "fish", "-c", "source "+gen+"/bin/activate.fish; echo $VIRTUAL_ENV")
-		if strings.TrimSpace(out) != gen {
-			t.Errorf("fish: %q", out)
+		out := run(t, tmp, "fish", "-c", "source "+gen+"/bin/activate.fish; echo $VIRTUAL_ENV; command -v python; deactivate; set -q VIRTUAL_ENV; or echo unset")
+		if want := gen + "\n" + gen + "/bin/python\nunset\n"; out != want {
+			t.Errorf("fish: %q, want %q", out, want)
 		}
 	}
 	if _, err := exec.LookPath("tcsh"); err == nil {
-		out := run(t, tmp, "tcsh", "-c", "source "+gen+"/bin/activate.csh; echo $VIRTUAL_ENV")
-		if strings.TrimSpace(out) != gen {
-			t.Errorf("tcsh: %q", out)
+		// One command per line: csh expands aliases a line at a time.
+		script := filepath.Join(tmp, "t.csh")
+		os.WriteFile(script, []byte("source "+gen+"/bin/activate.csh "+gen+"\necho $VIRTUAL_ENV\nwhich python\ndeactivate\necho $?VIRTUAL_ENV\n"), 0o644)
+		out := run(t, tmp, "tcsh", "-f", script)
+		if want := gen + "\n" + gen + "/bin/python\n0\n"; out != want {
+			t.Errorf("tcsh: %q, want %q", out, want)
+		}
+		// Without the argument a non-interactive csh cannot know; it says so.
+		if out, err := runErr(tmp, "tcsh", "-c", "source "+gen+"/bin/activate.csh"); err == nil || !strings.Contains(out, "activate.csh <env>") {
+			t.Errorf("tcsh without the environment: %v %q", err, out)
 		}
 	}
 	cfg, _ := os.ReadFile(filepath.Join(gen, "pyvenv.cfg"))

@@ -296,15 +296,28 @@ alias deactivate 'test $?_OLD_VIRTUAL_PATH != 0 && setenv PATH "$_OLD_VIRTUAL_PA
 
 deactivate nondestructive
 
-set _volboot_cmd = ($_)
-if ( $#_volboot_cmd < 2 ) then
-    echo "activate.csh: cannot tell where this script lives; run: source <env>/` + filepath.ToSlash(l.Scripts) + `/activate.csh"
+# csh cannot tell a sourced script where it is. An interactive tcsh knows
+# the command line that sourced this file ($_); elsewhere pass the
+# environment: "source <env>/bin/activate.csh <env>".
+set _volboot_env = ""
+if ( $#argv >= 1 ) then
+    set _volboot_env = "$argv[1]"
+else
+    set _volboot_cmd = ($_)
+    if ( $#_volboot_cmd >= 2 ) then
+        set _volboot_src = "$_volboot_cmd[2]"
+        set _volboot_env = "$_volboot_src:h/` + up + `"
+        unset _volboot_src
+    endif
     unset _volboot_cmd
+endif
+if ( "$_volboot_env" == "" ) then
+    echo "activate.csh: cannot tell where this script lives; run: source <env>/` + filepath.ToSlash(l.Scripts) + `/activate.csh <env>"
+    unset _volboot_env
     exit 1
 endif
-set _volboot_src = "$_volboot_cmd[2]"
-setenv VIRTUAL_ENV ` + "`" + `cd "$_volboot_src:h/` + up + `" && pwd` + "`" + `
-unset _volboot_cmd _volboot_src
+setenv VIRTUAL_ENV ` + "`" + `cd "$_volboot_env" && pwd` + "`" + `
+unset _volboot_env
 
 set _OLD_VIRTUAL_PATH="$PATH"
 setenv PATH "$VIRTUAL_ENV/` + filepath.ToSlash(l.Scripts) + `:$PATH"
