@@ -146,13 +146,15 @@ func newDegradeFixture(t *testing.T) *degradeFixture {
 		{Name: "import", Requirements: requirements(f.noImport)},
 		{Name: "gpu", Requirements: requirements(f.gpuOnly), When: map[string]string{"compute-capability": ">=8.0"}},
 	}, append(f.entries("core", f.core...),
-		synthstack.Entry{Name: "gone", Version: "1.0", Filename: f.gone.Filename, URL: f.srv.URL + "/files/" + f.gone.Filename, SHA256: f.gone.SHA256, Size: f.gone.Size, Group: "missing"},
+		f.entry(f.gone, "missing"),
 		hashEntry,
 		f.entry(f.noImport, "import"),
 		f.entry(f.gpuOnly, "gpu"),
 	))
 	probe := filepath.Join(f.work, "gpu.json")
-	os.WriteFile(probe, []byte(`{"driver": "550.54.15", "cuda": "12.4", "gpus": [{"name": "Tesla T4", "compute_capability": "7.5", "memory_mib": 15360}]}`), 0o644)
+	if err := os.WriteFile(probe, []byte(`{"driver": "550.54.15", "cuda": "12.4", "gpus": [{"name": "Tesla T4", "compute_capability": "7.5", "memory_mib": 15360}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	f.env = append(f.env, "VOLBOOT_GPU_PROBE="+probe)
 	return f
 }
@@ -169,6 +171,8 @@ func TestOptionalGroupsDegrade(t *testing.T) {
 	}
 	id := generationOf(t, r.stdout)
 
+	// The causes as each path words them: the HTTP status, the digest
+	// check, the module's own ImportError text, the probed capability.
 	want := map[string]struct{ state, cause string }{
 		"core":    {"installed", ""},
 		"missing": {"degraded", "404"},
@@ -232,14 +236,14 @@ func TestOptionalGroupsDegrade(t *testing.T) {
 	}
 
 	// The next boot is the fast path: degraded groups wait for their back-off.
-	before, goneReqs := f.pythonStarts(), f.index.Stats("/files/"+f.gone.Filename).Requests
+	before, goneReqs := f.pythonStarts(), f.stats(f.gone).Requests
 	if id2 := f.sync(); id2 != id {
 		t.Errorf("second sync: generation %s, want %s", id2, id)
 	}
 	if n := f.pythonStarts(); n != before {
 		t.Errorf("the second sync started the interpreter %d times: it retried", n-before)
 	}
-	if n := f.index.Stats("/files/" + f.gone.Filename).Requests; n != goneReqs {
+	if n := f.stats(f.gone).Requests; n != goneReqs {
 		t.Errorf("the second sync asked for the 404 wheel again (%d requests)", n-goneReqs)
 	}
 
@@ -249,7 +253,7 @@ func TestOptionalGroupsDegrade(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("repair: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if f.index.Stats("/files/"+f.gone.Filename).Requests == 0 {
+	if f.stats(f.gone).Requests == 0 {
 		t.Error("repair did not fetch the wheel that 404ed")
 	}
 	st, sr = f.status()
@@ -262,14 +266,20 @@ func TestOptionalGroupsDegrade(t *testing.T) {
 }
 
 // TestRequiredGroupFails: a required group's failure fails the sync with
-// exit 1 and one message naming the group, the package and the cause.
+// exit 1 and one message naming the group, the package and the cause; what
+// was fetched for the other groups is kept for the next sync.
 func TestRequiredGroupFails(t *testing.T) {
 	f := newFixture(t, "")
 	ws := f.add(synthstack.Small("req", 3, 6)...)
-	gone := synthstack.Entry{Name: "vanished", Version: "2.0", Filename: "vanished-2.0-py3-none-any.whl",
-		URL: f.srv.URL + "/files/vanished-2.0-py3-none-any.whl", SHA256: strings.Repeat("ab", 32), Size: 1234, Group: "core"}
-	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: append(requirements(ws...), "vanished==2.0")}},
-		append(f.entries("core", ws...), gone))
+	opt := f.add(synthstack.Spec{Name: "req-extra", Version: "1.0", PyFiles: 3})[0]
+	gone, err := synthstack.Write(f.wheels, []synthstack.Spec{{Name: "vanished", Version: "2.0", PyFiles: 2}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.write([]synthstack.Group{
+		{Name: "core", Required: true, Requirements: append(requirements(ws...), "vanished==2.0")},
+		{Name: "extra", Requirements: requirements(opt)},
+	}, append(f.entries("core", append(ws, gone[0])...), f.entry(opt, "extra")))
 	r := f.run("sync")
 	if r.code != 1 {
 		t.Fatalf("sync: exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
@@ -290,6 +300,19 @@ func TestRequiredGroupFails(t *testing.T) {
 	}
 	if st, sr := f.status(); st.InSync {
 		t.Errorf("status in sync after a failed required group:\n%s", sr.stdout)
+	}
+
+	// Everything else was kept: once the wheel is back, the next sync
+	// downloads only it.
+	f.serve(gone[0])
+	f.sync()
+	for _, w := range append(ws, opt, gone[0]) {
+		if s := f.stats(w); s.Bytes != w.Size {
+			t.Errorf("%s: %d bytes served over both syncs for a %d-byte wheel", w.Filename, s.Bytes, w.Size)
+		}
+	}
+	if st, sr := f.status(); !st.InSync {
+		t.Errorf("status after the second sync:\n%s", sr.stdout)
 	}
 }
 
