@@ -780,6 +780,9 @@ func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info
 	if err := os.MkdirAll(c.Paths.Envs(), 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", c.Paths.Envs(), err)
 	}
+	if err := c.clearIncomplete(c.Paths.Env(id)); err != nil {
+		return nil, err
+	}
 	b := &venv.Builder{Python: info, Jobs: c.Jobs * 4, Creator: "volboot", Logger: c.Logger}
 	if _, err := b.Build(ctx, c.Paths.Env(id), pkgs); err != nil {
 		if isNoSpace(err) {
@@ -788,6 +791,30 @@ func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info
 		return nil, fmt.Errorf("build generation %s: %w", id, err)
 	}
 	return gen, nil
+}
+
+// clearIncomplete moves aside a generation directory that is in place but
+// has no marker. Generations are renamed into place complete, so such a
+// directory was damaged (its marker deleted, a copy of the volume cut
+// short); left there it would make the rebuild's rename fail, and with it
+// every sync and repair. A handler still running from it keeps its open
+// files; new imports find the rebuilt generation under the same name.
+func (c *Config) clearIncomplete(dir string) error {
+	if _, err := os.Lstat(dir); err != nil {
+		return nil
+	}
+	if _, err := venv.ReadMarker(dir); err == nil {
+		return nil
+	}
+	aside := atomicfile.TempName(dir)
+	if err := os.Rename(dir, aside); err != nil {
+		return fmt.Errorf("move aside the incomplete generation %s: %w", dir, err)
+	}
+	c.Logger.Warn("moved aside an incomplete generation to rebuild it", zap.String("dir", dir))
+	if err := os.RemoveAll(aside); err != nil {
+		c.Logger.Warn("removing the incomplete generation", zap.String("path", aside), zap.Error(err))
+	}
+	return nil
 }
 
 // generationID hashes everything that determines a generation's content.
