@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/integration/fakehub"
 	"github.com/volboot/volboot/integration/testindex"
 )
@@ -659,4 +660,61 @@ func serveOn(t *testing.T, addr string, h http.Handler) *httptest.Server {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// TestDamagedVolume: a generation whose marker is gone is not in sync and
+// is rebuilt by the next sync; a store file changed behind volboot's back is
+// found by status --verify (and only by it: the in-sync boot never hashes)
+// and put right by repair.
+func TestDamagedVolume(t *testing.T) {
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("dmg", 4, 12)...)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	id := f.sync()
+	gen := filepath.Join(f.vol, ".volboot", "envs", id)
+
+	if err := os.Remove(filepath.Join(gen, venv.CompleteName)); err != nil {
+		t.Fatal(err)
+	}
+	st, r := f.status()
+	if st.InSync || len(st.Drift) == 0 || st.Drift[0].Kind != "partial-generation" {
+		t.Fatalf("status of a generation without its marker:\n%s", r.stdout)
+	}
+	if got := f.sync(); got != id {
+		t.Fatalf("rebuilt generation %s, want %s", got, id)
+	}
+	if _, err := venv.ReadMarker(gen); err != nil {
+		t.Fatalf("after sync: %v", err)
+	}
+
+	// Change a file in the store (it is hard-linked into the generation).
+	victim := filepath.Join(gen, "lib", "python3.11", "site-packages", ws[1].Spec.Module(), "__init__.py")
+	if _, err := os.Stat(victim); err != nil {
+		matches, _ := filepath.Glob(filepath.Join(gen, "lib", "python*", "site-packages", ws[1].Spec.Module(), "__init__.py"))
+		if len(matches) == 0 {
+			t.Fatalf("no %s in the generation", ws[1].Spec.Module())
+		}
+		victim = matches[0]
+	}
+	if err := os.WriteFile(victim, []byte("raise SystemExit('tampered')\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if st, r := f.status(); !st.InSync {
+		t.Errorf("plain status hashed files (or found drift elsewhere):\n%s", r.stdout)
+	}
+	st, r = f.status("--verify")
+	if st.InSync || len(st.Drift) == 0 || st.Drift[0].Kind != "corrupt-file" || st.Drift[0].Package != ws[1].Spec.Name {
+		t.Fatalf("status --verify after tampering with %s:\n%s", ws[1].Spec.Name, r.stdout)
+	}
+	if r := f.run("repair"); r.code != 0 {
+		t.Fatalf("repair: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	st, r = f.status("--verify")
+	if !st.InSync || len(st.Drift) != 0 || *st.Generation != id {
+		t.Fatalf("status --verify after repair:\n%s%s", r.stdout, r.stderr)
+	}
+	out, err := exec.Command(filepath.Join(gen, "bin", "python"), "-c", "import "+ws[1].Spec.Module()).CombinedOutput()
+	if err != nil {
+		t.Errorf("import after repair: %v\n%s", err, out)
+	}
 }
