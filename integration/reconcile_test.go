@@ -219,6 +219,12 @@ func TestOptionalGroupsDegrade(t *testing.T) {
 	if !strings.Contains(env.Degraded, "404") || !strings.Contains(env.Degraded, "another ABI") {
 		t.Errorf("VOLBOOT_DEGRADED=%q does not say why", env.Degraded)
 	}
+	// The handler runs from its generation, not through the venv link
+	// that the next sync may flip.
+	genDir := filepath.Join(f.vol, ".volboot", "envs", id)
+	if env.VirtualEnv != genDir || env.Prefix != genDir {
+		t.Errorf("handler VIRTUAL_ENV=%s sys.prefix=%s, want both %s", env.VirtualEnv, env.Prefix, genDir)
+	}
 	caps := env.Capabilities
 	if caps.Generation != id {
 		t.Errorf("capabilities generation %q, want %s", caps.Generation, id)
@@ -319,8 +325,9 @@ func TestRequiredGroupFails(t *testing.T) {
 
 // facts is what a handler started by `volboot run` sees.
 type facts struct {
-	Groups, Degraded string
-	Capabilities     struct {
+	Groups, Degraded   string
+	VirtualEnv, Prefix string
+	Capabilities       struct {
 		Generation string `json:"generation"`
 		Groups     []struct {
 			Name, State, Reason string
@@ -336,7 +343,9 @@ func handlerFacts(t *testing.T, f *fixture) facts {
 	out := filepath.Join(t.TempDir(), "facts.json")
 	script := fmt.Sprintf(`import json, os
 caps = json.load(open(os.environ["VOLBOOT_CAPABILITIES"]))
-json.dump({"Groups": os.environ["VOLBOOT_GROUPS"], "Degraded": os.environ["VOLBOOT_DEGRADED"], "Capabilities": caps}, open(%q, "w"))
+import sys
+json.dump({"Groups": os.environ["VOLBOOT_GROUPS"], "Degraded": os.environ["VOLBOOT_DEGRADED"], "Capabilities": caps,
+           "VirtualEnv": os.environ["VIRTUAL_ENV"], "Prefix": sys.prefix}, open(%q, "w"))
 `, out)
 	r := f.run("run", "--", "python", "-c", script)
 	if r.code != 0 {
@@ -716,5 +725,66 @@ func TestDamagedVolume(t *testing.T) {
 	out, err := exec.Command(filepath.Join(gen, "bin", "python"), "-c", "import "+ws[1].Spec.Module()).CombinedOutput()
 	if err != nil {
 		t.Errorf("import after repair: %v\n%s", err, out)
+	}
+}
+
+// TestGenerationsSideBySide: workers on different GPUs share a volume with
+// one generation each (DESIGN.md §2): each is in sync with its own, boots
+// it on the fast path, and venv points at the newest.
+func TestGenerationsSideBySide(t *testing.T) {
+	f := newFixture(t, "")
+	core := f.add(synthstack.Small("side", 3, 6)...)
+	fa := f.add(synthstack.Spec{Name: "fast-attn", Version: "2.8.3", PyFiles: 2})[0]
+	f.write([]synthstack.Group{
+		{Name: "core", Required: true, Requirements: requirements(core...)},
+		{Name: "attn", Requirements: requirements(fa), When: map[string]string{"compute-capability": ">=8.0"}},
+	}, append(f.entries("core", core...), f.entry(fa, "attn")))
+	probe := func(name, cc string) []string {
+		p := filepath.Join(f.work, name+".json")
+		doc := fmt.Sprintf(`{"driver": "570.86.15", "cuda": "12.8", "gpus": [{"name": %q, "compute_capability": %q, "memory_mib": 16384}]}`, name, cc)
+		if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"VOLBOOT_GPU_PROBE=" + p}
+	}
+	t4, a100 := probe("T4", "7.5"), probe("A100", "8.0")
+
+	f.env = t4
+	idT4 := f.sync()
+	f.env = a100
+	idA100 := f.sync()
+	if idT4 == idA100 {
+		t.Fatalf("a T4 and an A100 share generation %s although attn applies only to one", idT4)
+	}
+	for _, w := range []struct {
+		env      []string
+		id, attn string
+	}{{t4, idT4, "skipped"}, {a100, idA100, "installed"}} {
+		f.env = w.env
+		st, r := f.status()
+		if !st.InSync || *st.Generation != w.id {
+			t.Errorf("status with %s: want in sync at %s\n%s", w.env, w.id, r.stdout)
+		}
+		if state, _ := st.group("attn"); state != w.attn {
+			t.Errorf("status with %s: attn %s, want %s", w.env, state, w.attn)
+		}
+		before := f.pythonStarts()
+		if got := f.sync(); got != w.id {
+			t.Errorf("sync with %s: generation %s, want %s", w.env, got, w.id)
+		}
+		if n := f.pythonStarts(); n != before {
+			t.Errorf("sync with %s was not the fast path (%d interpreter starts)", w.env, n-before)
+		}
+	}
+	link, _ := os.Readlink(filepath.Join(f.vol, "venv"))
+	if filepath.Base(link) != idA100 {
+		t.Errorf("venv -> %s, want the newest generation %s", link, idA100)
+	}
+	envs := filepath.Join(f.vol, ".volboot", "envs")
+	if out, err := exec.Command(filepath.Join(envs, idA100, "bin", "python"), "-c", "import fast_attn").CombinedOutput(); err != nil {
+		t.Errorf("the A100 generation cannot import fast_attn: %v\n%s", err, out)
+	}
+	if err := exec.Command(filepath.Join(envs, idT4, "bin", "python"), "-c", "import fast_attn").Run(); err == nil {
+		t.Error("the T4 generation holds fast_attn, which its worker skipped")
 	}
 }
