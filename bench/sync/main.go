@@ -13,7 +13,11 @@
 //	F5 stack / 3 wheels   goal <= 1.2 (cost independent of size)
 //	pip no-op / volboot   goal >= 50
 //
-// Usage: go run ./bench/sync [-scale 1] [-runs 30] [-pipruns 5] [-dir DIR] [-keep]
+// Usage: go run ./bench/sync [-scale 1] [-runs 30] [-pipruns 5] [-history N] [-dir DIR] [-keep]
+//
+// -history N first builds N earlier generations on the F5 volume (each lock
+// drops one wheel), as a volume whose manifest changed N times holds: the
+// in-sync boot must not pay for them either.
 //
 // Everything lives in a temporary directory under -dir (default the
 // system's), removed afterwards unless -keep.
@@ -42,6 +46,7 @@ type options struct {
 	pipRuns int
 	dir     string
 	keep    bool
+	history int
 }
 
 func main() {
@@ -53,6 +58,7 @@ func main() {
 	flag.IntVar(&o.pipRuns, "pipruns", 5, "timed pip no-op installs")
 	flag.StringVar(&o.dir, "dir", "", "where to put the stack and volumes (default: the system's temporary directory)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
+	flag.IntVar(&o.history, "history", 0, "also build this many earlier generations on the F5 volume (each drops one wheel from the lock) before timing")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "bench/sync: %v\n", err)
@@ -124,6 +130,29 @@ func run(o options) error {
 		}
 		v.generation = generationOf(out)
 		say("first sync of %s (%d wheels): %s, generation %s", v.name, len(v.wheels), time.Since(t0).Round(time.Millisecond), v.generation)
+	}
+
+	// History: earlier locks of the same volume, each a generation that
+	// state.json keeps describing. The last sync is the current lock again.
+	if o.history > 0 {
+		t0 := time.Now()
+		for i := 0; i < o.history; i++ {
+			old := slices.Delete(slices.Clone(big), topLevel+i, topLevel+i+1)
+			if _, err := prepareAt(bigVol.dir, bigVol.manifest, old, srv.URL); err != nil {
+				return err
+			}
+			if out, err := bigVol.sync(bin, o.python); err != nil {
+				return fmt.Errorf("sync of an earlier lock: %v\n%s", err, out)
+			}
+		}
+		if _, err := prepareAt(bigVol.dir, bigVol.manifest, big, srv.URL); err != nil {
+			return err
+		}
+		if out, err := bigVol.sync(bin, o.python); err != nil || generationOf(out) != bigVol.generation {
+			return fmt.Errorf("sync back to the current lock: %v\n%s", err, out)
+		}
+		fi, _ := os.Stat(filepath.Join(bigVol.dir, ".volboot", "state.json"))
+		say("F5 volume now also holds %d earlier generations (built in %s); state.json is %d bytes", o.history, time.Since(t0).Round(time.Millisecond), fi.Size())
 	}
 
 	// In-sync boots, interleaved so that both see the same machine load.
@@ -200,7 +229,13 @@ type volume struct {
 // prepare writes the manifest and lock of ws (one required group) and
 // makes an empty volume.
 func prepare(tmp, name string, ws []synthstack.Wheel, base string) (*volume, error) {
-	v := &volume{name: name, dir: filepath.Join(tmp, "vol-"+name), manifest: filepath.Join(tmp, name, "volboot.toml"), wheels: ws}
+	return prepareAt(filepath.Join(tmp, "vol-"+name), filepath.Join(tmp, name, "volboot.toml"), ws, base)
+}
+
+// prepareAt (re)writes the manifest and lock of a volume.
+func prepareAt(dir, manifest string, ws []synthstack.Wheel, base string) (*volume, error) {
+	name := filepath.Base(filepath.Dir(manifest))
+	v := &volume{name: name, dir: dir, manifest: manifest, wheels: ws}
 	for _, d := range []string{v.dir, filepath.Dir(v.manifest)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
