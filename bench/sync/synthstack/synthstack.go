@@ -117,6 +117,17 @@ func (s Spec) wheelSpec() wheeltest.Spec {
 	return w
 }
 
+// Members is how many files the wheel holds and how many bytes they add
+// up to at least (the large members; small text is not counted), computed
+// without generating anything.
+func (s Spec) Members() (files int, bytes int64) {
+	files = 1 + s.PyFiles + (s.PyFiles+49)/50 + s.DataFiles + s.Blobs + 3 // __init__, modules, subpackage inits, data, blobs, METADATA WHEEL RECORD
+	if s.ConsoleScript {
+		files += 2 // cli.py, entry_points.txt
+	}
+	return files, int64(s.DataFiles)*int64(s.DataSize) + int64(s.Blobs)*int64(s.BlobSize)
+}
+
 // Filename is the wheel's file name.
 func (s Spec) Filename() string {
 	return wheeltest.Spec{Name: s.Name, Version: s.Version}.Filename()
