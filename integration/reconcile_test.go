@@ -788,3 +788,42 @@ func TestGenerationsSideBySide(t *testing.T) {
 		t.Error("the T4 generation holds fast_attn, which its worker skipped")
 	}
 }
+
+// TestFlakyIndexConverges: dropped connections, 503s, a 429 with
+// Retry-After, corrupted bytes and a proxy that ignores ranges, each for the
+// first requests of a wheel, still end in one sync that exits 0 with every
+// file verified.
+func TestFlakyIndexConverges(t *testing.T) {
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("flaky", 6, 9)...)
+	for i, w := range ws {
+		// Each wheel is a few kilobytes: break it early.
+		fault := []testindex.Fault{
+			{Drop: true, DropAfter: 700, Times: 2},
+			{Status: 503, Times: 2},
+			{Status: 429, RetryAfter: "1", Times: 1},
+			{Corrupt: true, CorruptAt: 100, Times: 1},
+			{Drop: true, DropAfter: 900, Times: 1},
+			{},
+		}[i]
+		if err := f.index.SetFault(testindex.FileURLPath(w.Filename), fault); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	id := f.sync()
+	for _, w := range ws {
+		if s := f.stats(w); s.Requests < 1 {
+			t.Errorf("%s: never requested", w.Filename)
+		}
+	}
+	for i, min := range map[int]int64{0: 3, 1: 3, 2: 2, 3: 2, 4: 2} {
+		if s := f.stats(ws[i]); s.Requests < min {
+			t.Errorf("%s: %d requests, want >= %d: a fault went unnoticed", ws[i].Filename, s.Requests, min)
+		}
+	}
+	st, r := f.status("--verify")
+	if !st.InSync || len(st.Drift) != 0 || *st.Generation != id {
+		t.Fatalf("status --verify after a flaky index:\n%s%s", r.stdout, r.stderr)
+	}
+}
