@@ -240,3 +240,33 @@ func TestActivate(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondGenerationSharesStore: a second generation that changes one
+// wheel unpacks only that wheel; unchanged files are the same inodes in
+// both generations, and the first generation is untouched.
+func TestSecondGenerationSharesStore(t *testing.T) {
+	info := python(t)
+	tmp := t.TempDir()
+	a := specWheel(t, tmp, wheeltest.Spec{Name: "stable", Version: "1.0", Files: []wheeltest.File{{Name: "stable.py", Data: []byte("S = 1\n")}}})
+	b1 := specWheel(t, tmp, wheeltest.Spec{Name: "moving", Version: "1.0", Files: []wheeltest.File{{Name: "moving.py", Data: []byte("M = 1\n")}}})
+	b2 := specWheel(t, tmp, wheeltest.Spec{Name: "moving", Version: "2.0", Files: []wheeltest.File{{Name: "moving.py", Data: []byte("M = 2\n")}}})
+	volume := filepath.Join(tmp, "vol")
+	g1 := install(t, info, volume, "g1", []wheelFile{a, b1}, venv.Hardlink)
+	g2 := install(t, info, volume, "g2", []wheelFile{a, b2}, venv.Hardlink)
+	ents, _ := os.ReadDir(venv.StoreDir(volume))
+	if len(ents) != 3 {
+		t.Fatalf("store holds %d entries, want 3", len(ents))
+	}
+	sp := filepath.Join("lib", "python"+info.PyVersion(), "site-packages")
+	var s1, s2 syscall.Stat_t
+	syscall.Stat(filepath.Join(g1, sp, "stable.py"), &s1)
+	syscall.Stat(filepath.Join(g2, sp, "stable.py"), &s2)
+	if s1.Ino != s2.Ino {
+		t.Error("stable.py is not shared between generations")
+	}
+	for g, want := range map[string]string{g1: "1", g2: "2"} {
+		if out := run(t, "", filepath.Join(g, "bin", "python"), "-c", "import moving; print(moving.M)"); strings.TrimSpace(out) != want {
+			t.Errorf("%s: moving.M = %q, want %s", filepath.Base(g), out, want)
+		}
+	}
+}
