@@ -30,9 +30,9 @@ func fastDir(t *testing.T) string {
 	return t.TempDir()
 }
 
-// TestCrashTorture kills `volboot sync` (with everything it started, as a
-// container's death does) with SIGKILL at random moments spread over a
-// sync's duration: downloading, unpacking, compiling, building,
+// TestCrashTorture kills `volboot sync` (alone, or with everything it
+// started as a container's death does) with SIGKILL at random moments
+// spread over a sync's duration: downloading, unpacking, compiling, building,
 // smoke-checking, flipping. After every kill, status must not claim in sync
 // for an incomplete generation, and venv must point only at a complete one.
 // Kills come in chains of one to four on the same volume (each restart
@@ -97,7 +97,7 @@ func TestCrashTorture(t *testing.T) {
 	const wantKills = 100
 	budget := 150 * time.Second
 	start := time.Now()
-	kills, finished, chains := 0, 0, 0
+	kills, groupKills, finished, chains := 0, 0, 0, 0
 	var delays []time.Duration
 	phases := map[string]int{}
 	for round := 0; kills < wantKills; round++ {
@@ -108,8 +108,12 @@ func TestCrashTorture(t *testing.T) {
 		chains++
 		for k := 1 + rng.IntN(4); k > 0; k-- {
 			delay := time.Duration(rng.Int64N(int64(full) * 11 / 10))
-			if crashSync(t, f, delay) {
+			group := rng.IntN(2) == 0
+			if crashSync(t, f, delay, group) {
 				kills++
+				if group {
+					groupKills++
+				}
 				delays = append(delays, delay)
 				phases[phaseOnDisk(f.vol, len(ws))]++
 			} else {
@@ -134,8 +138,8 @@ func TestCrashTorture(t *testing.T) {
 	for _, d := range delays {
 		hist[min(10, int(d*10/full))]++
 	}
-	t.Logf("%d kills in %d chains (%d syncs finished before their kill) in %s; kill moments by tenth of a sync: %v; the volume after each kill: %v",
-		kills, chains, finished, time.Since(start).Round(time.Millisecond), hist, phases)
+	t.Logf("%d kills (%d of the process group) in %d chains (%d syncs finished before their kill) in %s; kill moments by tenth of a sync: %v; the volume after each kill: %v",
+		kills, groupKills, chains, finished, time.Since(start).Round(time.Millisecond), hist, phases)
 	// Building is a few per cent of a sync: demand only the long phases
 	// by name, and variety overall.
 	for _, p := range []string{"fetching", "unpacking"} {
@@ -184,9 +188,12 @@ func phaseOnDisk(vol string, n int) string {
 	return "recorded"
 }
 
-// crashSync starts a sync and SIGKILLs its process group after delay. It
-// reports whether the kill landed before the sync finished.
-func crashSync(t *testing.T, f *fixture, delay time.Duration) bool {
+// crashSync starts a sync and, after delay, SIGKILLs it: its whole process
+// group when group is set (a container dying), else volboot alone (its
+// interpreter children then notice their closed pipes and exit on their
+// own, possibly while the next sync runs). It reports whether the kill
+// landed before the sync finished.
+func crashSync(t *testing.T, f *fixture, delay time.Duration, group bool) bool {
 	t.Helper()
 	cmd := f.command("sync")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -205,7 +212,11 @@ func crashSync(t *testing.T, f *fixture, delay time.Duration) bool {
 		return false
 	case <-time.After(delay):
 	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if group {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	} else {
+		cmd.Process.Kill()
+	}
 	err := <-done
 	if err == nil {
 		return false // finished in the instant before the kill
