@@ -827,3 +827,102 @@ func TestFlakyIndexConverges(t *testing.T) {
 		t.Fatalf("status --verify after a flaky index:\n%s%s", r.stdout, r.stderr)
 	}
 }
+
+// TestLeaseKeepsGenerationThroughGC: a handler started by `volboot run`
+// keeps running from its generation while a new lock builds another and
+// flips venv, and gc spares the old generation while the handler's lease
+// lives, then removes it once the handler is gone (DESIGN.md rule 3).
+func TestLeaseKeepsGenerationThroughGC(t *testing.T) {
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("lease", 3, 6)...)
+	write := func(ws []synthstack.Wheel) {
+		f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	}
+	write(ws)
+	old := f.sync()
+
+	ctl := t.TempDir()
+	ready, stop, result := filepath.Join(ctl, "ready"), filepath.Join(ctl, "stop"), filepath.Join(ctl, "result")
+	handler := fmt.Sprintf(`import os, sys, time
+open(%[1]q, "w").write(sys.prefix)
+while not os.path.exists(%[2]q):
+    time.sleep(0.02)
+import lease_01.sub000.m00001 as late
+open(%[3]q, "w").write(late.__file__)
+`, ready, stop, result)
+	run := f.command("run", "--", "python", "-c", handler)
+	var out bytes.Buffer
+	run.Stdout, run.Stderr = &out, &out
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run.Wait() }()
+	defer func() {
+		if run.ProcessState == nil {
+			run.Process.Kill()
+			<-done
+		}
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("volboot run ended before the handler was up: %v\n%s", err, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the handler did not start within a minute:\n%s", out.String())
+		}
+	}
+
+	// A new lock: one package changes version.
+	v2 := f.add(synthstack.Spec{Name: "lease-02", Version: "2.0", PyFiles: 2})[0]
+	write(append(ws[:2:2], v2))
+	cur := f.sync()
+	if cur == old {
+		t.Fatal("the new lock built no new generation")
+	}
+	envs := filepath.Join(f.vol, ".volboot", "envs")
+	if r := f.run("gc"); r.code != 0 {
+		t.Fatalf("gc with a live lease: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := venv.ReadMarker(filepath.Join(envs, old)); err != nil {
+		t.Fatalf("gc removed generation %s while a running handler's lease names it: %v", old, err)
+	}
+
+	// The handler, still on the old generation, imports a module it had
+	// not touched yet.
+	if err := os.WriteFile(stop, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("volboot run: %v\n%s", err, out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("the handler did not stop:\n%s", out.String())
+	}
+	late, err := os.ReadFile(result)
+	if err != nil {
+		t.Fatalf("the handler's late import failed:\n%s", out.String())
+	}
+	if !strings.HasPrefix(string(late), filepath.Join(envs, old)+"/") {
+		t.Errorf("the late import came from %s, not from generation %s", late, old)
+	}
+
+	if r := f.run("gc"); r.code != 0 {
+		t.Fatalf("gc after the handler stopped: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(envs, old)); err == nil {
+		t.Errorf("gc kept generation %s after its lease ended", old)
+	}
+	st, r := f.status("--verify")
+	if !st.InSync || len(st.Drift) != 0 || *st.Generation != cur {
+		t.Fatalf("status --verify after gc:\n%s%s", r.stdout, r.stderr)
+	}
+}
