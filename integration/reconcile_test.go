@@ -110,6 +110,24 @@ func TestSyncConverges(t *testing.T) {
 	if n := f.pythonStarts(); n != before {
 		t.Errorf("the moved volume's sync started the interpreter %d times", n-before)
 	}
+
+	// Someone pip-installs a package by hand into the volume's venv.
+	extra, err := synthstack.Write(t.TempDir(), []synthstack.Spec{{Name: "by-hand", Version: "0.1", PyFiles: 1}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipIn := exec.Command(filepath.Join(moved, "venv", "bin", "python"), "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check", extra[0].Path)
+	if out, err := pipIn.CombinedOutput(); err != nil {
+		t.Fatalf("pip install by hand: %v\n%s", err, out)
+	}
+	st, r = f.status()
+	found := false
+	for _, d := range st.Drift {
+		found = found || d.Kind == "installed-by-hand" && strings.Contains(d.Package+d.Detail, "by_hand")
+	}
+	if st.InSync || !found {
+		t.Errorf("status after a pip install by hand: want drift installed-by-hand naming by_hand\n%s", r.stdout)
+	}
 }
 
 // degradeFixture is a required group of three wheels and one optional group
