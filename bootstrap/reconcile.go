@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -575,30 +576,38 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	return entries, downloaded, nil
 }
 
-// refetchLostRaces fetches once more every item whose part file vanished
-// under it: another writer of the same content-named download (lock mode
-// off, or a lock two clients both believe they hold) removed or renamed it.
-// That writer may have finished the file or may still be writing it; one
-// more round settles it, finding the verified file or downloading again.
+// refetchLostRaces fetches again every item that lost a race with another
+// writer of the same content-named download (lock mode off, or a lock two
+// clients both believe they hold): its part file vanished or was replaced.
+// That writer may have finished the file or may still be writing it; a few
+// rounds, a jittered moment apart, settle it (rule 2: the race costs time,
+// never correctness).
 func (c *Config) refetchLostRaces(ctx context.Context, f *fetch.Fetcher, results []fetch.Result) []fetch.Result {
-	var again []fetch.Item
-	for _, r := range results {
-		if r.Err != nil && errors.Is(r.Err, fs.ErrNotExist) {
-			c.Logger.Info("a download lost a race with another writer; fetching it again", zap.String("item", r.Item.Name), zap.Error(r.Err))
-			again = append(again, r.Item)
+	for round := 1; round <= 6 && ctx.Err() == nil; round++ {
+		var again []fetch.Item
+		for _, r := range results {
+			if r.Err != nil && (errors.Is(r.Err, fs.ErrNotExist) || errors.Is(r.Err, fetch.ErrReplaced)) {
+				c.Logger.Info("a download lost a race with another writer; fetching it again", zap.String("item", r.Item.Name), zap.Int("round", round), zap.Error(r.Err))
+				again = append(again, r.Item)
+			}
 		}
-	}
-	if len(again) == 0 || ctx.Err() != nil {
-		return results
-	}
-	retried, _ := f.Fetch(ctx, again)
-	byDigest := map[string]fetch.Result{}
-	for _, r := range retried {
-		byDigest[r.Item.Digest.Hex] = r
-	}
-	for i, r := range results {
-		if n, ok := byDigest[r.Item.Digest.Hex]; ok {
-			results[i] = n
+		if len(again) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return results
+		case <-time.After(time.Duration(100+mrand.IntN(400*round)) * time.Millisecond):
+		}
+		retried, _ := f.Fetch(ctx, again)
+		byDigest := map[string]fetch.Result{}
+		for _, r := range retried {
+			byDigest[r.Item.Digest.Hex] = r
+		}
+		for i, r := range results {
+			if n, ok := byDigest[r.Item.Digest.Hex]; ok {
+				results[i] = n
+			}
 		}
 	}
 	return results

@@ -141,6 +141,12 @@ func (c *hashCarry) drop() {
 	}
 }
 
+// ErrReplaced is matched (errors.Is) by a failure caused by another writer
+// of the same content-named download replacing its partial file: the
+// caller may fetch again, and will usually find the other writer's verified
+// file in place.
+var ErrReplaced = errors.New("partial download replaced by another writer")
+
 // replacedError: the part file path no longer names the file we wrote
 // (another writer, whose volume lock failed, replaced it).
 type replacedError struct{ path string }
@@ -148,6 +154,8 @@ type replacedError struct{ path string }
 func (e *replacedError) Error() string {
 	return fmt.Sprintf("partial download %s was replaced by another writer; not using it", e.path)
 }
+
+func (e *replacedError) Is(target error) bool { return target == ErrReplaced }
 
 // attemptState is shared between one attempt and its transport.
 type attemptState struct {
