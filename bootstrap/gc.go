@@ -203,6 +203,13 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 				delete(st.Keys, key)
 			}
 		}
+		recs, _ := os.ReadDir(c.Paths.BootRecords())
+		for _, e := range recs {
+			path := filepath.Join(c.Paths.BootRecords(), e.Name())
+			if g, err := readBootRecord(path); err != nil || st.Generations[g.ID] == nil {
+				os.Remove(path)
+			}
+		}
 		if err := st.Write(c.Paths.State()); err != nil {
 			return nil, fmt.Errorf("record state: %w", err)
 		}

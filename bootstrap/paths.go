@@ -27,6 +27,13 @@ func (p Paths) Env(id string) string { return p.join(".volboot", "envs", id) }
 // State is the state file.
 func (p Paths) State() string { return p.join(".volboot", "state.json") }
 
+// BootRecord is the fast path's record for one boot key: the generation
+// that boot runs and its group outcomes.
+func (p Paths) BootRecord(key string) string { return p.join(".volboot", "boot", key+".json") }
+
+// BootRecords holds the boot records.
+func (p Paths) BootRecords() string { return p.join(".volboot", "boot") }
+
 // InterpCache holds cached interpreter probes.
 func (p Paths) InterpCache() string { return p.join(".volboot", "cache", "interp") }
 

@@ -176,8 +176,7 @@ func Sync(ctx context.Context, c Config) (*Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := c.readState()
-	if o := c.fastPath(st, key); o != nil {
+	if o := c.fastPath(key); o != nil {
 		return o, nil
 	}
 	c.Progress.Phase("probing")
@@ -231,21 +230,22 @@ func (c *Config) readState() *State {
 	return st
 }
 
-// fastPath returns the outcome when state maps key to a complete generation
-// with no degraded group due for a retry.
-func (c *Config) fastPath(st *State, key string) *Outcome {
+// fastPath returns the outcome when the boot record of key names a
+// complete generation with no degraded group due for a retry. It reads two
+// small files, whatever the volume's history (state.json grows with every
+// generation; the boot record does not).
+func (c *Config) fastPath(key string) *Outcome {
 	if c.Repair {
 		return nil
 	}
-	id, ok := st.Keys[key]
-	if !ok {
+	g, err := readBootRecord(c.Paths.BootRecord(key))
+	if err != nil {
 		return nil
 	}
-	g := st.Generations[id]
-	if g == nil || g.dueForRetry(c.Now()) {
+	if g.dueForRetry(c.Now()) {
 		return nil
 	}
-	if _, err := venv.ReadMarker(c.Paths.Env(id)); err != nil {
+	if _, err := venv.ReadMarker(c.Paths.Env(g.ID)); err != nil {
 		return nil
 	}
 	return c.outcome(g, true)
@@ -310,11 +310,11 @@ func (p *groupPlan) fail(pkg, reason string) {
 
 func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info *interp.Info, facts *gpu.Facts) (*Outcome, error) {
 	started := c.Now()
-	st := c.readState()
-	if o := c.fastPath(st, key); o != nil {
+	if o := c.fastPath(key); o != nil {
 		c.Logger.Info("another worker finished this generation while we waited", zap.String("generation", o.Generation))
 		return o, nil
 	}
+	st := c.readState()
 	var previous *Generation
 	if id, ok := st.Keys[key]; ok {
 		previous = st.Generations[id]
@@ -396,6 +396,9 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 		return nil, err
 	}
 	if err := st.Write(c.Paths.State()); err != nil {
+		return nil, fmt.Errorf("record state: %w", err)
+	}
+	if err := writeBootRecord(c.Paths.BootRecord(key), gen); err != nil {
 		return nil, fmt.Errorf("record state: %w", err)
 	}
 	c.Logger.Info("generation ready", zap.String("generation", gen.ID), zap.Strings("usable", c.outcome(gen, false).Usable()),

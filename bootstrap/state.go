@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -171,4 +172,43 @@ func (s *State) similar(manifest, lock, interpreter string) *Generation {
 		}
 	}
 	return nil
+}
+
+// writeBootRecord writes the fast path's record of g for its boot key: the
+// generation without its package list, so that its size does not grow with
+// the stack or with the volume's history.
+func writeBootRecord(path string, g *Generation) error {
+	rec := *g
+	rec.Packages = nil
+	data, err := json.Marshal(struct {
+		Schema int `json:"schema"`
+		*Generation
+	}{StateSchema, &rec})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.Write(path, append(data, '\n'), 0o644)
+}
+
+// readBootRecord reads a boot record; any problem is an error (the caller
+// then takes the full path, which rewrites it).
+func readBootRecord(path string) (*Generation, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rec struct {
+		Schema int `json:"schema"`
+		Generation
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if rec.Schema != StateSchema || rec.ID == "" {
+		return nil, fmt.Errorf("%s: not a boot record of schema %d", path, StateSchema)
+	}
+	return &rec.Generation, nil
 }
