@@ -850,8 +850,16 @@ func sameNameVersion(fnName string, fnVer pep440.Version, name, ver string) erro
 	if err != nil {
 		return fmt.Errorf("version %q: %v", ver, err)
 	}
-	if !v.Equal(fnVer) {
-		return fmt.Errorf("version %q does not match the filename's %q", ver, fnVer.String())
+	if v.Equal(fnVer) {
+		return nil
 	}
-	return nil
+	// The one accepted difference: a filename carrying a local label the
+	// metadata lacks. flash-attn publishes its CUDA builds by renaming the
+	// wheel file to 2.8.3+cu12torch2.8cxx11abiTRUE while METADATA and the
+	// .dist-info stay 2.8.3; pip and uv install them. Any other mismatch,
+	// and any local label inside that the filename does not carry, is refused.
+	if v.Local() == "" && fnVer.Local() != "" && v.Equal(fnVer.Public()) {
+		return nil
+	}
+	return fmt.Errorf("version %q does not match the filename's %q", ver, fnVer.String())
 }
