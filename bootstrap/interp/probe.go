@@ -311,6 +311,9 @@ func (i *Info) Interpreter() pep425.Interpreter {
 		Libc:           i.Libc,
 		LibcMajor:      i.LibcMajor,
 		LibcMinor:      i.LibcMinor,
+		// A 32-bit interpreter on a 64-bit kernel takes i686/armv7l
+		// wheels, as packaging decides.
+		Is32Bit: i.Bits == 32,
 	}
 }
 
