@@ -31,6 +31,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/volboot/volboot/bootstrap/pep508"
 )
 
 // Fault describes how the server misbehaves for one file. The zero Fault is
@@ -157,11 +159,6 @@ func (s *Server) AddFile(urlPath string, c Content) error {
 // wheelName matches a wheel filename's distribution part.
 var wheelName = regexp.MustCompile(`^([A-Za-z0-9](?:[A-Za-z0-9._]*[A-Za-z0-9])?)-[^-]+(-[^-]+)?-[^-]+-[^-]+-[^-]+\.whl$`)
 
-// NormalizeName is PEP 503's project name normalization.
-func NormalizeName(name string) string {
-	return strings.ToLower(regexp.MustCompile(`[-_.]+`).ReplaceAllString(name, "-"))
-}
-
 // AddWheel serves c at FileURLPath(filename) and lists it in the index under
 // the project its filename names.
 func (s *Server) AddWheel(filename string, c Content) error {
@@ -172,7 +169,7 @@ func (s *Server) AddWheel(filename string, c Content) error {
 	if err := s.AddFile(FileURLPath(filename), c); err != nil {
 		return err
 	}
-	proj := NormalizeName(m[1])
+	proj := pep508.NormalizeName(m[1])
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, f := range s.projects[proj] {
@@ -537,7 +534,7 @@ func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, b.String())
 		return
 	}
-	norm := NormalizeName(rest)
+	norm := pep508.NormalizeName(rest)
 	if norm != rest {
 		http.Redirect(w, r, "/simple/"+norm+"/", http.StatusMovedPermanently)
 		return
