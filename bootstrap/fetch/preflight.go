@@ -25,7 +25,7 @@ type SpaceError struct {
 
 func (e *SpaceError) Error() string {
 	return fmt.Sprintf("not enough space on %s: need %s more, %s free (%s); free space or raise --volume-size / VOLBOOT_VOLUME_SIZE if the volume is larger",
-		e.Dir, humanBytes(e.Need), humanBytes(e.Free), e.Source)
+		e.Dir, FormatSize(e.Need), FormatSize(e.Free), e.Source)
 }
 
 // BytesNeeded is what still has to land on disk: for every item whose Dest
@@ -64,7 +64,7 @@ func FreeSpace(dir string, volumeSize int64) (free int64, source string, err err
 		if err != nil {
 			return 0, "", err
 		}
-		return max(volumeSize-used, 0), fmt.Sprintf("volume size %s less %s used", humanBytes(volumeSize), humanBytes(used)), nil
+		return max(volumeSize-used, 0), fmt.Sprintf("volume size %s less %s used", FormatSize(volumeSize), FormatSize(used)), nil
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {

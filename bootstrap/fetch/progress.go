@@ -214,7 +214,7 @@ func (tr *tracker) phase() string {
 		s += fmt.Sprintf(" and %d more", active-1)
 	}
 	if tr.total > 0 {
-		s += fmt.Sprintf("; %s of %s", humanBytes(tr.done.Load()), humanBytes(tr.total))
+		s += fmt.Sprintf("; %s of %s", FormatSize(tr.done.Load()), FormatSize(tr.total))
 	}
 	return s
 }
@@ -226,11 +226,11 @@ func (tr *tracker) logLine(now time.Time) {
 		rate = float64(tr.streamed.Load()) / elapsed
 	}
 	fields := []zap.Field{
-		zap.String("done", humanBytes(tr.done.Load())),
-		zap.String("total", humanBytes(tr.total)),
+		zap.String("done", FormatSize(tr.done.Load())),
+		zap.String("total", FormatSize(tr.total)),
 		zap.Int64("files_done", tr.finished.Load()),
 		zap.Int("files", len(tr.items)),
-		zap.String("rate", humanBytes(int64(rate))+"/s"),
+		zap.String("rate", FormatSize(int64(rate))+"/s"),
 	}
 	if rem := tr.total - tr.done.Load(); rate > 0 && rem > 0 {
 		fields = append(fields, zap.Duration("eta", (time.Duration(float64(rem)/rate*float64(time.Second))).Round(time.Second)))
@@ -238,7 +238,9 @@ func (tr *tracker) logLine(now time.Time) {
 	tr.f.log.Info("download progress", fields...)
 }
 
-func humanBytes(n int64) string {
+// FormatSize writes a byte count for people, in binary units ("1.5 GiB");
+// ParseSize reads such figures.
+func FormatSize(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/volboot/volboot/bootstrap"
+	"github.com/volboot/volboot/bootstrap/fetch"
 )
 
 func (a *app) gcCommand() *cobra.Command {
@@ -36,30 +37,17 @@ func (a *app) gcCommand() *cobra.Command {
 			}
 			tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
 			for _, it := range r.Removed {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", it.Kind, humanBytes(it.Bytes), it.Path, it.Why)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", it.Kind, fetch.FormatSize(it.Bytes), it.Path, it.Why)
 			}
 			tw.Flush()
 			for _, k := range r.Kept {
 				fmt.Fprintf(a.stdout, "kept generation %s\n", k)
 			}
-			fmt.Fprintf(a.stdout, "%s %d items, %s\n", verb, len(r.Removed), humanBytes(r.Bytes))
+			fmt.Fprintf(a.stdout, "%s %d items, %s\n", verb, len(r.Removed), fetch.FormatSize(r.Bytes))
 			return nil
 		},
 	}
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "list what would go, with sizes, and remove nothing")
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return c
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
