@@ -37,10 +37,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/volboot/volboot/bench/sync/synthstack"
 	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
-	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
 )
 
 type options struct {
@@ -260,7 +260,7 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 	wdir := filepath.Join(dir, "wheels")
 	os.MkdirAll(wdir, 0o755)
 	start := time.Now()
-	ws, err := writeStack(wdir, stackShape{scale: o.scale})
+	ws, err := writeStack(wdir, o.scale)
 	if err != nil {
 		return err
 	}
@@ -290,20 +290,17 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 
 	if strings.Contains(o.only, "c") {
 		// (c): one wheel changes (a new release of a medium wheel).
-		i := slices.IndexFunc(ws, func(w benchWheel) bool { return strings.HasPrefix(w.filename, "fakemedium05") })
-		if i < 0 {
-			i = len(ws) / 2
-		}
-		changed := wheeltest.Spec{Name: "fakemedium05", Version: "4.58.0", Tag: "py3-none-any"}
-		for k := 0; k < 600; k++ {
-			changed.Files = append(changed.Files, wheeltest.File{Name: fmt.Sprintf("fakemedium05/m%02d/mod%04d.py", k%25, k), Data: []byte(fmt.Sprintf("V = %d\ndef f(x):\n    return x * V\n", k))})
-		}
-		cp, csha, err := wheeltest.Write(wdir, changed)
+		i := len(ws) / 2
+		changed := ws[i].spec
+		changed.Version += ".post1"
+		changed.Seed++
+		cws, err := synthstack.Write(wdir, []synthstack.Spec{changed}, 1)
 		if err != nil {
 			return err
 		}
+		cp, csha := cws[0].Path, cws[0].SHA256
 		srcs2 := slices.Clone(srcs)
-		srcs2[i] = wheel.Source{Path: cp, Filename: changed.Filename(), SHA256: csha}
+		srcs2[i] = wheel.Source{Path: cp, Filename: cws[0].Filename, SHA256: csha}
 		syncAll()
 		t2, err := install(ctx, o, info.Executable, volume, "gen2", srcs2, func(i int) bool { return i%3 == 0 })
 		if err != nil {
@@ -315,7 +312,7 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 	if !strings.Contains(o.only, "b") || o.quick {
 		return nil
 	}
-	if out, err := exec.Command(filepath.Join(volume, ".volboot", "envs", "gen1", "bin", "python"), "-c", "import faketorch, nvidia.cublas, fakemedium03, faketail007; print('ok')").CombinedOutput(); err != nil {
+	if out, err := exec.Command(filepath.Join(volume, ".volboot", "envs", "gen1", "bin", "python"), "-c", "import synth_torch, nvidia.synth_nvidia_cublas, synth_lib_003; print('ok')").CombinedOutput(); err != nil {
 		return fmt.Errorf("the volboot generation does not import: %v: %s", err, out)
 	}
 	os.RemoveAll(volume)
@@ -414,4 +411,27 @@ func cpuNow() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
 	d := func(tv syscall.Timeval) time.Duration { return time.Duration(tv.Nano()) }
 	return d(self.Utime) + d(self.Stime) + d(kids.Utime) + d(kids.Stime)
+}
+
+// benchWheel is one wheel of the synthetic stack.
+type benchWheel struct {
+	spec                synthstack.Spec
+	path, filename, sha string
+	files               int
+	bytes               int64
+}
+
+// writeStack generates the F5-TTS-shaped stack (the one bench/sync and the
+// integration tests use), biggest wheels first.
+func writeStack(dir string, scale float64) ([]benchWheel, error) {
+	sws, err := synthstack.Write(dir, synthstack.F5Shaped(scale), 2)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]benchWheel, 0, len(sws))
+	for _, w := range sws {
+		out = append(out, benchWheel{spec: w.Spec, path: w.Path, filename: w.Filename, sha: w.SHA256, files: w.Files, bytes: w.Unpacked})
+	}
+	slices.SortFunc(out, func(a, b benchWheel) int { return int(b.bytes - a.bytes) })
+	return out, nil
 }
