@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -331,8 +332,11 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 	}
 
 	// Fetch and unpack every wheel an active group selected.
-	store := &wheel.Store{Dir: c.Paths.Store(), Jobs: c.Jobs * 2, Logger: c.Logger,
-		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}}
+	// Store and Builder choose how many file operations to keep in flight
+	// from the filesystem (dozens on a network filesystem, rule 7); --jobs
+	// sizes downloads and smoke checks.
+	store := &wheel.Store{Dir: c.Paths.Store(), Logger: c.Logger,
+		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: runtime.NumCPU()}}
 	wheels := map[string]*pylock.Selected{} // sha256 -> wheel
 	users := map[string][]*groupPlan{}      // sha256 -> groups needing it
 	for _, p := range plans {
@@ -795,7 +799,7 @@ func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info
 	if err := c.clearIncomplete(c.Paths.Env(id)); err != nil {
 		return nil, err
 	}
-	b := &venv.Builder{Python: info, Jobs: c.Jobs * 4, Creator: "volboot", Logger: c.Logger}
+	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger}
 	if _, err := b.Build(ctx, c.Paths.Env(id), pkgs); err != nil {
 		if isNoSpace(err) {
 			return nil, fmt.Errorf("build generation %s: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", id, err)

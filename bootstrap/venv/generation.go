@@ -22,7 +22,6 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/interp"
@@ -640,7 +639,7 @@ func (b *Builder) syncGeneration(ctx context.Context, root string, l Layout, dir
 	case wheel.SyncNone:
 		return nil
 	case wheel.SyncFS:
-		return syncFS(root)
+		return atomicfile.SyncFS(root)
 	}
 	// The skeleton's regular files; its links are covered by their directories.
 	paths := []string{".", "pyvenv.cfg"}
@@ -658,20 +657,6 @@ func (b *Builder) syncGeneration(ctx context.Context, root string, l Layout, dir
 		}
 	}
 	return wheel.FsyncAll(ctx, root, paths, jobs)
-}
-
-// syncFS flushes the filesystem holding dir (one syncfs instead of an fsync
-// per file). Filesystems without it are tolerated.
-func syncFS(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Syncfs(fd); err != nil && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("syncfs %s: %w", dir, err)
-	}
-	return nil
 }
 
 var (

@@ -786,7 +786,7 @@ func (s *Store) syncEntry(p *pendingEntry) error {
 	case SyncNone:
 		return nil
 	case SyncFS:
-		return syncTree(p.tmp)
+		return atomicfile.SyncFS(p.tmp)
 	}
 	return FsyncAll(context.Background(), p.tmp, p.dirs, s.jobs())
 }
@@ -814,22 +814,6 @@ func FsyncAll(ctx context.Context, root string, paths []string, jobs int) error 
 		})
 	}
 	return g.Wait()
-}
-
-// syncTree makes the files under dir durable before it is renamed into
-// place. One syncfs flushes the whole filesystem far cheaper than an fsync
-// per file; where syncfs is unsupported nothing is lost but durability
-// across a host crash, which status --verify detects.
-func syncTree(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Syncfs(fd); err != nil && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("syncfs %s: %w", dir, err)
-	}
-	return nil
 }
 
 func cutLast(s, sep string) (string, string, bool) {
