@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -142,6 +143,10 @@ func (a *app) run(ctx context.Context, argv []string) error {
 	})
 	if res.Err != nil {
 		a.log.Error("volboot run failed", zap.Error(res.Err))
+		var ie *bootstrap.InputError
+		if errors.As(res.Err, &ie) && res.Code == 1 {
+			res.Code = exitUsage // the manifest or lock is wrong, not the volume
+		}
 	}
 	if res.Code != 0 {
 		return &exitError{code: res.Code, err: nil}
