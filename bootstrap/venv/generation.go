@@ -530,7 +530,7 @@ func (b *Builder) apply(root string, o *op) (copied bool, err error) {
 		if o.exec {
 			perm = 0o755
 		}
-		return false, writeFile(dst, o.data, perm, fsync)
+		return false, wheel.WriteNew(dst, o.data, perm, fsync)
 	case opCopy:
 		return false, copyFile(o.src, dst, fsync)
 	}
@@ -546,24 +546,6 @@ func (b *Builder) apply(root string, o *op) (copied bool, err error) {
 		return true, copyFile(o.src, dst, fsync)
 	}
 	return false, err
-}
-
-func writeFile(dst string, data []byte, perm os.FileMode, fsync bool) error {
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil && fsync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && perm&0o111 != 0 {
-		err = os.Chmod(dst, perm)
-	}
-	return err
 }
 
 // copyFile copies src to a new file dst keeping its mode and mtime (the

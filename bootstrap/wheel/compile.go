@@ -343,7 +343,7 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 		g.Go(func() error {
 			defer func() { <-sem }()
 			rel := pycPath(srcs[i], s.c.CacheTag)
-			if err := writeNew(filepath.Join(p.tmp, filepath.FromSlash(rel)), b, 0o644, fsync); err != nil {
+			if err := WriteNew(filepath.Join(p.tmp, filepath.FromSlash(rel)), b, 0o644, fsync); err != nil {
 				return fmt.Errorf("bytecode %s: %w", rel, err)
 			}
 			added[i] = File{Path: rel, Size: int64(len(b)), Bytecode: true}
@@ -362,8 +362,10 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 	return nil
 }
 
-// writeNew creates path (which must not exist) with data.
-func writeNew(path string, data []byte, perm os.FileMode, fsync bool) error {
+// WriteNew creates path, which must not exist, holding data with mode
+// perm (exec bits are set explicitly, so the umask cannot drop them), and
+// fsyncs it when asked. On error nothing is left at path.
+func WriteNew(path string, data []byte, perm os.FileMode, fsync bool) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return err
@@ -374,6 +376,9 @@ func writeNew(path string, data []byte, perm os.FileMode, fsync bool) error {
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && perm&0o111 != 0 {
+		err = os.Chmod(path, perm)
 	}
 	if err != nil {
 		os.Remove(path)
