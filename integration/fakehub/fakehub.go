@@ -52,15 +52,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/volboot/volboot/integration/testindex"
 )
 
-// Content is one file's bytes: a size and random access. *bytes.Reader and
-// testindex.Generated satisfy it. Implementations must be safe for
-// concurrent ReadAt calls.
-type Content interface {
-	io.ReaderAt
-	Size() int64
-}
+// Content is one file's bytes: the test index's (a size and random
+// access, safe for concurrent ReadAt calls).
+type Content = testindex.Content
 
 // File is a file of a commit.
 type File struct {
@@ -257,7 +255,7 @@ func (h *Hub) AddDir(typ, id, dir string, lfsMin int64, refs ...string) (string,
 			return err
 		}
 		rel, _ := filepath.Rel(dir, p)
-		files[filepath.ToSlash(rel)] = File{Content: bytesContent(b), LFS: int64(len(b)) >= lfsMin}
+		files[filepath.ToSlash(rel)] = File{Content: testindex.Bytes(b), LFS: int64(len(b)) >= lfsMin}
 		return nil
 	})
 	if err != nil {
@@ -266,22 +264,8 @@ func (h *Hub) AddDir(typ, id, dir string, lfsMin int64, refs ...string) (string,
 	return h.Commit(typ, id, files, refs...)
 }
 
-type bytesContent []byte
-
-func (b bytesContent) Size() int64 { return int64(len(b)) }
-func (b bytesContent) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
 // Bytes wraps in-memory content.
-func Bytes(b []byte) Content { return bytesContent(b) }
+func Bytes(b []byte) Content { return testindex.Bytes(b) }
 
 func hashContent(hh interface {
 	io.Writer
