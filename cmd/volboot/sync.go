@@ -15,6 +15,7 @@ import (
 	"github.com/volboot/volboot/bootstrap"
 	"github.com/volboot/volboot/bootstrap/fetch"
 	"github.com/volboot/volboot/bootstrap/gpu"
+	"github.com/volboot/volboot/bootstrap/models"
 	"github.com/volboot/volboot/lockfile"
 )
 
@@ -37,8 +38,11 @@ func (a *app) syncConfig(progress bootstrap.Progress) (bootstrap.Config, error) 
 	if err != nil {
 		return bootstrap.Config{}, usageError("%s: %v", lockfile.EnvMode, err)
 	}
-	hfEndpoint := a.envOr("HF_ENDPOINT", "https://huggingface.co")
-	creds, err := fetch.LoadCredentials(fetch.CredentialSources{Getenv: a.env, HFHost: hostOf(hfEndpoint)})
+	hf, err := url.Parse(models.EndpointFromEnv(a.env))
+	if err != nil || hf.Host == "" {
+		return bootstrap.Config{}, usageError("HF_ENDPOINT %q is not a URL", a.env("HF_ENDPOINT"))
+	}
+	creds, err := fetch.LoadCredentials(fetch.CredentialSources{Getenv: a.env, HFHost: hf.Hostname()})
 	if err != nil {
 		return bootstrap.Config{}, &exitError{code: exitUsage, err: err}
 	}
@@ -114,14 +118,6 @@ func (a *app) syncCommand(repair bool) *cobra.Command {
 			return nil
 		},
 	}
-}
-
-func hostOf(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return ""
-	}
-	return u.Hostname()
 }
 
 // cancelOnSignal returns a context cancelled by SIGINT, SIGTERM or SIGHUP,
