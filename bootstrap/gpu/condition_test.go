@@ -165,8 +165,8 @@ func FuzzParseOverride(f *testing.F) {
 			}
 			Holds(facts, fact, nil, ">=1.0")
 		}
-		if overrideFingerprint(facts) != overrideFingerprint(facts) {
-			t.Fatal("fingerprint not stable")
+		if first, second := overrideFingerprint(facts), overrideFingerprint(facts); first != second {
+			t.Fatalf("fingerprint not stable: %q then %q", first, second)
 		}
 	})
 }

@@ -67,8 +67,6 @@ var markerVariables = map[string]string{
 	"dependency_groups":      "dependency_groups",
 }
 
-func isSetVariable(name string) bool { return name == "extras" || name == "dependency_groups" }
-
 // ParseMarker parses a PEP 508 marker expression such as
 // `python_version >= "3.11" and 'asr' in dependency_groups`. Errors name
 // the column (1-based) and what was expected there.
