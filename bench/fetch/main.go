@@ -39,6 +39,8 @@ import (
 
 	"github.com/volboot/volboot/bootstrap/fetch"
 	"github.com/volboot/volboot/integration/testindex"
+
+	"github.com/volboot/volboot/bench/procmem"
 )
 
 type childSpec struct {
@@ -86,32 +88,12 @@ func runChild() error {
 	if _, err := f.Fetch(context.Background(), spec.Items); err != nil {
 		return err
 	}
-	hwm, err := peakRSS()
+	m, err := procmem.Self()
 	if err != nil {
 		return err
 	}
-	fmt.Println(hwm)
+	fmt.Println(m.Peak)
 	return nil
-}
-
-// peakRSS reads this process's VmHWM. wait4's ru_maxrss is no use here: a
-// child started through vfork (Go's os/exec) inherits the parent's
-// high-water mark — this benchmark holds the small files in memory.
-func peakRSS() (int64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb int64
-			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
-				return 0, fmt.Errorf("parse VmHWM %q: %w", v, err)
-			}
-			return kb * 1024, nil
-		}
-	}
-	return 0, errors.New("no VmHWM in /proc/self/status")
 }
 
 type outcome struct {

@@ -25,10 +25,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/volboot/volboot/bench/procmem"
 )
 
 const handlerPy = `print("first line", flush=True)
@@ -135,8 +136,8 @@ func compare(handler, prefix []string, n int) (result, error) {
 			return r, fmt.Errorf("supervised run %d: %w", i, err)
 		}
 		r.under = append(r.under, d)
-		r.rss = append(r.rss, mem[0])
-		r.hwm = append(r.hwm, mem[1])
+		r.rss = append(r.rss, mem.RSS)
+		r.hwm = append(r.hwm, mem.Peak)
 	}
 	return r, nil
 }
@@ -161,10 +162,10 @@ func (r result) print() time.Duration {
 }
 
 // once starts argv, returns the time until its first stdout line and, for
-// a supervisor, its VmRSS and VmHWM in bytes once the handler is up; then
-// stops it with SIGTERM and waits.
-func once(argv []string, measureMem bool) (time.Duration, [2]int64, error) {
-	var mem [2]int64
+// a supervisor, its memory once the handler is up; then stops it with
+// SIGTERM and waits.
+func once(argv []string, measureMem bool) (time.Duration, procmem.Mem, error) {
+	var mem procmem.Mem
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = io.Discard
 	out, err := cmd.StdoutPipe()
@@ -185,7 +186,7 @@ func once(argv []string, measureMem bool) (time.Duration, [2]int64, error) {
 	if measureMem {
 		// Let the supervisor settle into supervising before sampling.
 		time.Sleep(100 * time.Millisecond)
-		mem, err = procMem(cmd.Process.Pid)
+		mem, err = procmem.Of(cmd.Process.Pid)
 		if err != nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
@@ -201,29 +202,6 @@ func once(argv []string, measureMem bool) (time.Duration, [2]int64, error) {
 		}
 	}
 	return elapsed, mem, nil
-}
-
-func procMem(pid int) ([2]int64, error) {
-	var mem [2]int64
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return mem, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		for i, key := range []string{"VmRSS:", "VmHWM:"} {
-			if v, ok := strings.CutPrefix(l, key); ok {
-				f := strings.Fields(v)
-				if len(f) == 2 && f[1] == "kB" {
-					kb, _ := strconv.ParseInt(f[0], 10, 64)
-					mem[i] = kb << 10
-				}
-			}
-		}
-	}
-	if mem[0] == 0 {
-		return mem, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-	}
-	return mem, nil
 }
 
 func median(d []time.Duration) time.Duration { return pct(d, 50) }

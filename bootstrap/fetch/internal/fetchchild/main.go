@@ -10,11 +10,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/volboot/volboot/bootstrap/fetch"
+
+	"github.com/volboot/volboot/bench/procmem"
 )
 
 func main() {
@@ -51,32 +52,11 @@ func main() {
 		os.Exit(1)
 	}
 	if *hwm {
-		n, err := peakRSS()
+		m, err := procmem.Self()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		fmt.Println(n)
+		fmt.Println(m.Peak)
 	}
-}
-
-// peakRSS reads VmHWM from /proc/self/status. Unlike the rusage a parent
-// gets from wait4, it covers only this program's memory: a child started
-// with vfork (as Go's os/exec does) inherits the parent's high-water mark
-// into ru_maxrss until it execs.
-func peakRSS() (int64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb int64
-			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
-				return 0, fmt.Errorf("parse VmHWM %q: %w", v, err)
-			}
-			return kb * 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
 }
