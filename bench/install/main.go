@@ -16,6 +16,14 @@
 // The stack is generated into a temporary directory (never committed) and
 // removed afterwards unless -keep. `sync` runs (untimed) before every timed
 // phase so no phase pays for another's dirty pages.
+//
+// No phase's output is deleted until every phase has run. ext4 without a
+// journal (this machine's root filesystem) skips, on every inode it
+// allocates, each inode freed in the last 5 minutes whose inode-table
+// block is dirty (fs/ext4/ialloc.c, recently_deleted), rescanning them
+// from the start of the group: after 100k files are deleted, the next
+// 100k creates cost several times their CPU. Deleting between phases
+// made every later phase (pip, unzip) pay for the one before it.
 package main
 
 import (
@@ -66,7 +74,7 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "", "work directory (default: a new temporary directory)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	flag.IntVar(&o.runs, "runs", 3, "runs of (a) per side (the median is compared)")
-	flag.StringVar(&syncName, "sync", "files", "volboot durability: files, fs or none")
+	flag.StringVar(&syncName, "sync", "auto", "volboot durability: auto (the default: fs or files by filesystem), files, fs or none")
 	flag.IntVar(&o.jobs, "jobs", 0, "volboot file operations in flight (0: default)")
 	verbose := flag.Bool("v", false, "log volboot's phase timings")
 	flag.BoolVar(&o.noPip, "no-pip", false, "(b): skip the pip baseline (for quick iterations)")
@@ -79,6 +87,8 @@ func main() {
 		o.log, _ = cfg.Build()
 	}
 	switch syncName {
+	case "auto":
+		o.sync = wheel.SyncAuto
 	case "files":
 		o.sync = wheel.SyncFiles
 	case "fs":
@@ -86,7 +96,7 @@ func main() {
 	case "none":
 		o.sync = wheel.SyncNone
 	default:
-		fmt.Fprintln(os.Stderr, "-sync must be files, fs or none")
+		fmt.Fprintln(os.Stderr, "-sync must be auto, files, fs or none")
 		os.Exit(2)
 	}
 	if *cpuprofile != "" {
@@ -115,11 +125,14 @@ func run(ctx context.Context, o options) error {
 	if !o.keep {
 		defer os.RemoveAll(dir)
 	}
+	if err := clearOutputs(dir); err != nil {
+		return err
+	}
 	info, err := interp.Probe(ctx, o.python, "", nil)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("python %s (%s), %d CPUs, work dir %s, sync=%d (0 files, 1 fs, 2 none)\n", info.Version, info.Executable, nprocs(), dir, o.sync)
+	fmt.Printf("python %s (%s), %d CPUs, work dir %s, durability %s (resolved here: %s)\n", info.Version, info.Executable, nprocs(), dir, o.sync, o.sync.Resolve(dir))
 	if strings.Contains(o.only, "a") {
 		if err := benchVenv(ctx, o, dir, info); err != nil {
 			return fmt.Errorf("(a): %w", err)
@@ -166,10 +179,16 @@ func install(ctx context.Context, o options, python string, volume, id string, s
 	}
 	st := &wheel.Store{Dir: filepath.Join(volume, ".volboot", "store"), Sync: o.sync, Jobs: o.jobs, Logger: o.log,
 		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: max(nprocs(), 2)}}
+	probed := time.Now()
 	es, err := st.Unpack(ctx, srcs...)
 	if err != nil {
 		return 0, err
 	}
+	unpacked := time.Now()
+	defer func() {
+		o.log.Debug("install phases", zap.Duration("probe", probed.Sub(start)), zap.Duration("unpack", unpacked.Sub(probed)),
+			zap.Duration("generation", time.Since(unpacked)))
+	}()
 	pkgs := make([]venv.Package, len(es))
 	for i, e := range es {
 		pkgs[i] = venv.Package{Entry: e, Requested: requested(i)}
@@ -247,8 +266,6 @@ func benchVenv(ctx context.Context, o options, dir string, info *interp.Info) er
 			b, _ := exec.Command("find", pv, "-name", "*.pyc").Output()
 			fmt.Printf("  bytecode files: volboot %d, python -m venv %d\n", strings.Count(string(a), "\n"), strings.Count(string(b), "\n"))
 		}
-		os.RemoveAll(vol)
-		os.RemoveAll(pv)
 	}
 	m1, m2 := median(ours), median(theirs)
 	fmt.Printf("  median: volboot %.3fs, python -m venv %.3fs: ratio %.2fx (goal >= 2.5x)\n", m1.Seconds(), m2.Seconds(), m2.Seconds()/m1.Seconds())
@@ -315,7 +332,6 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 	if out, err := exec.Command(filepath.Join(volume, ".volboot", "envs", "gen1", "bin", "python"), "-c", "import synth_torch, nvidia.synth_nvidia_cublas, synth_lib_003; print('ok')").CombinedOutput(); err != nil {
 		return fmt.Errorf("the volboot generation does not import: %v: %s", err, out)
 	}
-	os.RemoveAll(volume)
 
 	// volboot unpack only (verify + write, no bytecode, no generation), to
 	// set beside unzip, which does neither.
@@ -326,7 +342,6 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 		return err
 	}
 	tu := time.Since(start)
-	os.RemoveAll(st.Dir)
 
 	// unzip on both cores: the wheels split into two size-balanced lists.
 	syncAll()
@@ -349,8 +364,6 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 	if err != nil {
 		return err
 	}
-	os.RemoveAll(filepath.Join(dir, "unzip0"))
-	os.RemoveAll(filepath.Join(dir, "unzip1"))
 
 	fmt.Printf("  unzip on 2 cores (no verification, no bytecode): %.2fs\n", tz.Seconds())
 	fmt.Printf("  volboot unpack only (verify + write, no bytecode): %.2fs\n", tu.Seconds())
@@ -376,9 +389,28 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 		return err
 	}
 	cp := cpuNow() - c0
-	os.RemoveAll(pv)
 	fmt.Printf("  pip install --no-deps --no-index: %.2fs (%.1f CPU-s)\n", tp.Seconds(), cp.Seconds())
 	fmt.Printf("  ratio pip/volboot %.2fx (goal >= 3x)\n", tp.Seconds()/tv.Seconds())
+	return nil
+}
+
+// clearOutputs removes what an earlier run with -keep left in dir, but for
+// the generated wheels, and warns: ext4 without a journal makes the next
+// creates pay for these deletes for minutes (see the package comment).
+func clearOutputs(dir string) error {
+	var old []string
+	for _, pat := range []string{"a-vol-*", "a-venv-*", "b-vol", "b-store-only", "unzip[0-9]", "b-pip"} {
+		m, _ := filepath.Glob(filepath.Join(dir, pat))
+		old = append(old, m...)
+	}
+	for _, p := range old {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("removing an earlier run's %s: %w", p, err)
+		}
+	}
+	if len(old) > 0 {
+		fmt.Printf("note: removed %d outputs of an earlier run in %s; on ext4 without a journal the creates of the next minutes pay for those deletes\n", len(old), dir)
+	}
 	return nil
 }
 

@@ -1,6 +1,8 @@
 package venv_test
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
 )
 
@@ -269,4 +272,84 @@ func TestSecondGenerationSharesStore(t *testing.T) {
 			t.Errorf("%s: moving.M = %q, want %s", filepath.Base(g), out, want)
 		}
 	}
+}
+
+// TestBigDirectoryAndCrossDeviceCopy puts a directory of 1,300 modules
+// (more than one link batch) and a namespace package two wheels share into
+// a generation twice: once beside its store, hard linked, and once on
+// another filesystem (tmpfs), where every link is refused with EXDEV and
+// each file must be copied instead, keeping its mtime so the store's
+// bytecode stays valid.
+func TestBigDirectoryAndCrossDeviceCopy(t *testing.T) {
+	info := python(t)
+	tmp := t.TempDir()
+	var files []wheeltest.File
+	for i := range 1300 {
+		files = append(files, wheeltest.File{Name: fmt.Sprintf("big/m%04d.py", i), Data: []byte(fmt.Sprintf("V = %d\n", i))})
+	}
+	files = append(files, wheeltest.File{Name: "big/__init__.py", Data: []byte("")})
+	big := specWheel(t, tmp, wheeltest.Spec{Name: "big", Version: "1.0", Files: append(files, wheeltest.File{Name: "ns/a/__init__.py", Data: []byte("A = 1\n")})})
+	other := specWheel(t, tmp, wheeltest.Spec{Name: "other", Version: "1.0", Files: []wheeltest.File{{Name: "ns/b/__init__.py", Data: []byte("B = 2\n")}}})
+
+	volume := filepath.Join(tmp, "vol")
+	st := &wheel.Store{Dir: venv.StoreDir(volume), Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}}
+	ents, err := st.Unpack(context.Background(), wheel.Source{Path: big.path, Filename: big.filename, SHA256: big.sha},
+		wheel.Source{Path: other.path, Filename: other.filename, SHA256: other.sha})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgs := []venv.Package{{Entry: ents[0], Requested: true}, {Entry: ents[1]}}
+	check := func(gen string, wantLinks bool) {
+		t.Helper()
+		out := run(t, "", filepath.Join(gen, "bin", "python"), "-c",
+			"import big.m0000, big.m1299, ns.a, ns.b; print(big.m1299.V + ns.a.A + ns.b.B)")
+		if strings.TrimSpace(out) != "1302" {
+			t.Fatalf("%s: import printed %q", gen, out)
+		}
+		sp := filepath.Join(gen, "lib", "python"+info.PyVersion(), "site-packages")
+		mods, _ := filepath.Glob(filepath.Join(sp, "big", "m*.py"))
+		pycs, _ := filepath.Glob(filepath.Join(sp, "big", "__pycache__", "m*.pyc"))
+		if len(mods) != 1300 || len(pycs) != 1300 {
+			t.Fatalf("%s: %d modules and %d bytecode files in big/, want 1300 each", gen, len(mods), len(pycs))
+		}
+		var s syscall.Stat_t
+		syscall.Stat(filepath.Join(sp, "big", "m0777.py"), &s)
+		if linked := s.Nlink > 1; linked != wantLinks {
+			t.Errorf("%s: m0777.py has %d links", gen, s.Nlink)
+		}
+		before := fileSet(t, gen)
+		run(t, "", filepath.Join(gen, "bin", "python"), "-c", "import big.m0001, big.m1298")
+		if a, b := diff(before, fileSet(t, gen)); len(a)+len(b) > 0 {
+			t.Errorf("%s: importing rewrote bytecode: %v %v", gen, a, b)
+		}
+	}
+	b := &venv.Builder{Python: info, Creator: "volboot test"}
+	linked := venv.EnvDir(volume, "linked")
+	m, err := b.Build(context.Background(), linked, pkgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Copied != 0 {
+		t.Errorf("beside its store, %d files were copied", m.Copied)
+	}
+	check(linked, true)
+
+	shm := "/dev/shm"
+	var a, c syscall.Stat_t
+	if syscall.Stat(shm, &a) != nil || syscall.Stat(tmp, &c) != nil || a.Dev == c.Dev {
+		t.Skip("no /dev/shm on another filesystem than the test's temporary directory")
+	}
+	far, err := os.MkdirTemp(shm, "volboot-test-")
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(far) })
+	m, err = b.Build(context.Background(), filepath.Join(far, "gen"), pkgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Copied < 2600 {
+		t.Errorf("across filesystems only %d files were copied", m.Copied)
+	}
+	check(filepath.Join(far, "gen"), false)
 }

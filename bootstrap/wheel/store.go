@@ -94,10 +94,14 @@ func (l Limits) withDefaults() Limits {
 type SyncMode int
 
 const (
+	// SyncAuto, the default, is SyncFS where the filesystem's syncfs(2)
+	// is known to reach stable storage and SyncFiles elsewhere (FUSE,
+	// SMB, unknown types): see Resolve.
+	SyncAuto SyncMode = iota
 	// SyncFiles fsyncs every file as it is written, from the worker pool
 	// (so the writeback overlaps decompression), and every directory
 	// before the rename. Only this entry's data is flushed.
-	SyncFiles SyncMode = iota
+	SyncFiles
 	// SyncFS flushes the whole filesystem once with syncfs(2) before the
 	// rename: fewer calls, but it also waits for everyone else's dirty data.
 	SyncFS
@@ -119,7 +123,7 @@ type Store struct {
 	Compiler *Compiler
 	// Logger receives progress at debug level; nil means zap.NewNop.
 	Logger *zap.Logger
-	// Sync is the durability mode; the default is SyncFiles.
+	// Sync is the durability mode; the default is SyncAuto.
 	Sync SyncMode
 }
 
@@ -224,11 +228,22 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 	}
 	out := make([]*Entry, len(srcs))
 	errs := make([]error, len(srcs))
-	var todo []int
+	// Entries already there are read with many in flight: a boot that
+	// changes one wheel of 160 reads 159 manifests.
+	var g errgroup.Group
+	g.SetLimit(s.jobs())
 	for i, src := range srcs {
-		if e, err := s.Open(src.SHA256); err == nil {
-			out[i] = e
-		} else {
+		g.Go(func() error {
+			if e, err := s.Open(src.SHA256); err == nil {
+				out[i] = e
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	var todo []int
+	for i := range srcs {
+		if out[i] == nil {
 			todo = append(todo, i)
 		}
 	}
@@ -236,6 +251,7 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 		return out, nil
 	}
 	start := time.Now()
+	mode := s.Sync.Resolve(s.Dir)
 	// Bytecode compiles in one interpreter run fed wheel by wheel, so
 	// compiling the first wheels overlaps extracting the next.
 	var sess *compileSession
@@ -272,7 +288,7 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 		go func() {
 			defer wg.Done()
 			t0 := time.Now()
-			p, err := s.extract(ctx, src, sem)
+			p, err := s.extract(ctx, src, sem, mode)
 			<-wheelSem
 			extractNs.Add(int64(time.Since(t0)))
 			if err != nil {
@@ -281,7 +297,7 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 			}
 			if sess != nil {
 				t1 := time.Now()
-				err := sess.compile(ctx, p, sem, s.Sync == SyncFiles)
+				err := sess.compile(ctx, p, sem, mode == SyncFiles)
 				compileWaitNs.Add(int64(time.Since(t1)))
 				if err != nil {
 					os.RemoveAll(p.tmp)
@@ -289,7 +305,7 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 					return
 				}
 			}
-			e, err := s.commit(p)
+			e, err := s.commit(p, mode)
 			if err != nil {
 				errs[i] = err
 				return
@@ -357,7 +373,7 @@ func checkName(name string) error {
 
 // extract verifies one wheel and writes its files into a temporary
 // directory in the store. On any error the temporary directory is removed.
-func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}) (_ *pendingEntry, err error) {
+func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode SyncMode) (_ *pendingEntry, err error) {
 	if !isHexDigest(src.SHA256) {
 		return nil, fmt.Errorf("wheel %s: sha256 %q is not a lowercase hex digest", src.Filename, src.SHA256)
 	}
@@ -614,7 +630,7 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}) (_ *
 		}
 		g.Go(func() error {
 			defer func() { <-sem }()
-			fl, err := writeMember(tmp, m, s.Sync == SyncFiles)
+			fl, err := writeMember(tmp, m, mode == SyncFiles)
 			if err != nil {
 				return wf("entry %q: %v", m.name, err)
 			}
@@ -748,14 +764,14 @@ func mkdirs(ctx context.Context, root string, dirs map[string]bool, sem chan str
 }
 
 // commit writes the manifest, syncs the entry and renames it into place.
-func (s *Store) commit(p *pendingEntry) (*Entry, error) {
+func (s *Store) commit(p *pendingEntry, mode SyncMode) (*Entry, error) {
 	final := s.EntryDir(p.src.SHA256)
 	b, err := json.Marshal(&p.entry)
 	if err != nil {
 		os.RemoveAll(p.tmp)
 		return nil, err
 	}
-	if err := s.syncEntry(p); err != nil {
+	if err := s.syncEntry(p, mode); err != nil {
 		os.RemoveAll(p.tmp)
 		return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
 	}
@@ -779,10 +795,10 @@ func (s *Store) commit(p *pendingEntry) (*Entry, error) {
 	return &e, nil
 }
 
-// syncEntry makes the entry durable per s.Sync. Under SyncFiles every
-// file was fsynced as it was written; the directories remain.
-func (s *Store) syncEntry(p *pendingEntry) error {
-	switch s.Sync {
+// syncEntry makes the entry durable per mode (resolved). Under SyncFiles
+// every file was fsynced as it was written; the directories remain.
+func (s *Store) syncEntry(p *pendingEntry, mode SyncMode) error {
+	switch mode {
 	case SyncNone:
 		return nil
 	case SyncFS:

@@ -1,0 +1,110 @@
+package wheel
+
+import (
+	"fmt"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// filesystem is what the installer needs to know of the filesystem a store
+// or generation lives on.
+type filesystem struct {
+	name string
+	// network: every metadata operation is a round trip, so many are
+	// kept in flight.
+	network bool
+	// syncfs: syncfs(2) is known to bring every file written through this
+	// mount to stable storage. Local filesystems implement it over the
+	// block device; NFS writes back and COMMITs every dirty inode (and
+	// close(2) has already flushed). FUSE is left out on purpose: the
+	// kernel only forwards syncfs to servers that ask for it (virtiofs),
+	// so on MooseFS, JuiceFS or s3fs it returns success having flushed
+	// nothing the daemon buffers.
+	syncfs bool
+}
+
+// filesystems by statfs f_type.
+var filesystems = map[int64]filesystem{
+	0xef53:     {name: "ext4", syncfs: true}, // also ext2 and ext3
+	0x58465342: {name: "xfs", syncfs: true},
+	0x9123683e: {name: "btrfs", syncfs: true},
+	0xf2f52010: {name: "f2fs", syncfs: true},
+	0x2fc12fc1: {name: "zfs", syncfs: true},
+	0x01021994: {name: "tmpfs", syncfs: true},
+	0x794c7630: {name: "overlayfs", syncfs: true}, // syncs the upper layer
+	0x6969:     {name: "nfs", network: true, syncfs: true},
+	0x00c36400: {name: "ceph", network: true, syncfs: true},
+	0x65735546: {name: "fuse", network: true},
+	0x517b:     {name: "smb", network: true},
+	0xfe534d42: {name: "smb2", network: true},
+	0xff534d42: {name: "cifs", network: true},
+	0x01021997: {name: "9p", network: true},
+	0x01161970: {name: "gfs2", network: true},
+	0x7461636f: {name: "ocfs2", network: true},
+	0x0bd00bd0: {name: "lustre", network: true},
+	0x5346414f: {name: "afs", network: true},
+}
+
+// filesystemOf describes the filesystem holding dir. An unknown type, or
+// a dir that cannot be statted, gets the cautious answer: local (few jobs)
+// and no trusted syncfs.
+func filesystemOf(dir string) filesystem {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return filesystem{name: "unknown"}
+	}
+	t := int64(uint32(st.Type))
+	if fsys, ok := filesystems[t]; ok {
+		return fsys
+	}
+	return filesystem{name: fmt.Sprintf("0x%x", t)}
+}
+
+// DefaultJobs is how many file operations to keep in flight in dir when the
+// caller does not say. On a network or FUSE filesystem (MooseFS on RunPod)
+// an operation costs a round trip and the server absorbs the parallelism,
+// so 64 are kept in flight. On a local filesystem a create costs CPU in the
+// kernel and creators contend for directory locks, so a few per core are
+// enough (on the 2-core build machine, 32 in flight spent more kernel time
+// in openat than 4 in one profile; wall times were within noise).
+func DefaultJobs(dir string) int {
+	if filesystemOf(dir).network {
+		return 64
+	}
+	return max(4, 2*runtime.NumCPU())
+}
+
+// Resolve turns SyncAuto into the mode for the filesystem holding dir:
+// SyncFS where syncfs(2) is trusted, SyncFiles elsewhere. Other modes are
+// returned as they are.
+//
+// Why not SyncFiles everywhere: on ext4 an fsync per file writes that
+// file's inode-table block synchronously, the same block once for each
+// of the 16 inodes it holds, while syncfs writes each dirty block once. On
+// the build machine a 58k-file stack took 19.6 s to install with an fsync
+// per file and 8.5 s with a syncfs per store entry (7 s without any).
+func (m SyncMode) Resolve(dir string) SyncMode {
+	if m != SyncAuto {
+		return m
+	}
+	if filesystemOf(dir).syncfs {
+		return SyncFS
+	}
+	return SyncFiles
+}
+
+// String names the mode as the bench's -sync flag spells it.
+func (m SyncMode) String() string {
+	switch m {
+	case SyncAuto:
+		return "auto"
+	case SyncFiles:
+		return "files"
+	case SyncFS:
+		return "fs"
+	case SyncNone:
+		return "none"
+	}
+	return fmt.Sprintf("SyncMode(%d)", int(m))
+}
