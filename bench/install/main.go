@@ -38,14 +38,16 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/bootstrap"
+	"github.com/volboot/volboot/bootstrap/fetch"
 	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
@@ -122,6 +124,9 @@ func run(ctx context.Context, o options) error {
 		}
 		dir = d
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	if !o.keep {
 		defer os.RemoveAll(dir)
 	}
@@ -133,6 +138,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	fmt.Printf("python %s (%s), %d CPUs, work dir %s, durability %s (resolved here: %s)\n", info.Version, info.Executable, nprocs(), dir, o.sync, o.sync.Resolve(dir))
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0); err != nil {
+		fmt.Printf("cannot drop the page cache before each phase (%v): phases run with whatever cache their predecessors left\n", err)
+	}
 	if strings.Contains(o.only, "a") {
 		if err := benchVenv(ctx, o, dir, info); err != nil {
 			return fmt.Errorf("(a): %w", err)
@@ -156,7 +164,22 @@ func nprocs() int {
 	return n
 }
 
-func syncAll() { exec.Command("sync").Run() }
+// settle puts the machine in the same state before every timed phase:
+// nothing dirty (sync), the page cache emptied where this process may
+// (root: /proc/sys/vm/drop_caches), then the phase's input wheels read
+// back in. Without it each phase ran with the page cache the phases
+// before it had filled: once the cache is full every new page is
+// reclaimed first, and a phase's time depended on its place in the run.
+func settle(inputs ...string) {
+	exec.Command("sync").Run()
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0)
+	for _, p := range inputs {
+		if f, err := os.Open(p); err == nil {
+			io.Copy(io.Discard, f)
+			f.Close()
+		}
+	}
+}
 
 func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
@@ -169,11 +192,12 @@ func sha256File(p string) (string, error) {
 }
 
 // install is volboot's whole path for a set of wheels: probe the
-// interpreter (uncached, as on a first boot), unpack what the store lacks,
+// interpreter (through the volume's probe cache, as the reconciler does: a
+// first boot misses it, a second hits it), unpack what the store lacks,
 // compile, build the generation.
 func install(ctx context.Context, o options, python string, volume, id string, srcs []wheel.Source, requested func(int) bool) (time.Duration, error) {
 	start := time.Now()
-	info, err := interp.Probe(ctx, python, "", nil)
+	info, err := interp.Probe(ctx, python, bootstrap.Paths{Root: volume}.InterpCache(), nil)
 	if err != nil {
 		return 0, err
 	}
@@ -242,14 +266,14 @@ func benchVenv(ctx context.Context, o options, dir string, info *interp.Info) er
 	fmt.Printf("\n(a) venv with %s\n", strings.Join(names, " + "))
 	var ours, theirs []time.Duration
 	for i := 0; i < o.runs; i++ {
-		syncAll()
+		settle(ws...)
 		vol := filepath.Join(dir, fmt.Sprintf("a-vol-%d", i))
 		d, err := install(ctx, o, info.Executable, vol, "gen", srcs, func(int) bool { return true })
 		if err != nil {
 			return err
 		}
 		ours = append(ours, d)
-		syncAll()
+		settle(ws...)
 		pv := filepath.Join(dir, fmt.Sprintf("a-venv-%d", i))
 		d2, err := timeCmd(info.Executable, "-m", "venv", pv)
 		if err != nil {
@@ -274,6 +298,17 @@ func benchVenv(ctx context.Context, o options, dir string, info *interp.Info) er
 
 // (b) and (c): the synthetic stack.
 func benchStack(ctx context.Context, o options, dir string, info *interp.Info) error {
+	// Every phase's output stays until the end (see the package comment):
+	// the wheels, volboot's volume, its unpack-only store, unzip's and
+	// pip's trees are each about the stack's size, and bytecode adds some.
+	if strings.Contains(o.only, "b") || strings.Contains(o.only, "c") {
+		need := uint64(6 * 2.3e9 * o.scale)
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err == nil && st.Bavail*uint64(st.Bsize) < need {
+			return fmt.Errorf("%s has %s free; (b) and (c) at scale %.2f need about %s (use -dir elsewhere or a smaller -scale)",
+				dir, fetch.FormatSize(int64(st.Bavail*uint64(st.Bsize))), o.scale, fetch.FormatSize(int64(need)))
+		}
+	}
 	wdir := filepath.Join(dir, "wheels")
 	os.MkdirAll(wdir, 0o755)
 	start := time.Now()
@@ -284,7 +319,9 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 	var files int
 	var bytes, compressed int64
 	var srcs []wheel.Source
-	for _, w := range ws {
+	paths := make([]string, len(ws))
+	for i, w := range ws {
+		paths[i] = w.path
 		files += w.files
 		bytes += w.bytes
 		st, _ := os.Stat(w.path)
@@ -295,7 +332,7 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 		o.scale, len(ws), files, float64(bytes)/1e9, float64(compressed)/1e9, time.Since(start).Seconds())
 
 	// volboot from an empty store: this is also (c)'s first generation.
-	syncAll()
+	settle(paths...)
 	volume := filepath.Join(dir, "b-vol")
 	c0 := cpuNow()
 	tv, err := install(ctx, o, info.Executable, volume, "gen1", srcs, func(i int) bool { return i%3 == 0 })
@@ -318,7 +355,9 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 		cp, csha := cws[0].Path, cws[0].SHA256
 		srcs2 := slices.Clone(srcs)
 		srcs2[i] = wheel.Source{Path: cp, Filename: cws[0].Filename, SHA256: csha}
-		syncAll()
+		// The cache is kept: the second generation follows the first as a
+		// manifest bump follows a boot on the same machine.
+		exec.Command("sync").Run()
 		t2, err := install(ctx, o, info.Executable, volume, "gen2", srcs2, func(i int) bool { return i%3 == 0 })
 		if err != nil {
 			return err
@@ -335,7 +374,7 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 
 	// volboot unpack only (verify + write, no bytecode, no generation), to
 	// set beside unzip, which does neither.
-	syncAll()
+	settle(paths...)
 	st := &wheel.Store{Dir: filepath.Join(dir, "b-store-only"), Sync: o.sync, Jobs: o.jobs}
 	start = time.Now()
 	if _, err := st.Unpack(ctx, srcs...); err != nil {
@@ -344,7 +383,7 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 	tu := time.Since(start)
 
 	// unzip on both cores: the wheels split into two size-balanced lists.
-	syncAll()
+	settle(paths...)
 	var lists [2][]string
 	var sizes [2]int64
 	for _, w := range ws { // biggest first
@@ -376,15 +415,11 @@ func benchStack(ctx context.Context, o options, dir string, info *interp.Info) e
 	if _, err := timeCmd(info.Executable, "-m", "venv", pv); err != nil {
 		return err
 	}
-	syncAll()
+	settle(paths...)
 	args := []string{"install", "--no-deps", "--no-index", "--no-cache-dir", "-q"}
-	paths := make([]string, len(ws))
-	for i, w := range ws {
-		paths[i] = w.path
-	}
-	sort.Strings(paths)
 	c0 = cpuNow()
-	tp, err := timeCmd(filepath.Join(pv, "bin", "pip"), append(args, paths...)...)
+	sorted := slices.Sorted(slices.Values(paths))
+	tp, err := timeCmd(filepath.Join(pv, "bin", "pip"), append(args, sorted...)...)
 	if err != nil {
 		return err
 	}

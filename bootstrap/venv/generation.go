@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -286,63 +287,20 @@ func destination(l Layout, e *wheel.Entry, p string) (dst string, kind string, o
 	return sp + "/" + p, "root", true
 }
 
-// plan decides every file of the generation and who provides it.
+// plan decides every file of the generation and who provides it. Each
+// package's files, scripts and RECORD are worked out in parallel (they
+// depend on that package alone); claiming paths, which finds conflicts
+// between packages, runs in package order so the result never depends on
+// scheduling.
 func (b *Builder) plan(l Layout, pkgs []Package) ([]op, error) {
-	total := 0
-	for _, p := range pkgs {
-		if p.Entry != nil {
-			total += len(p.Entry.Files) + len(p.Entry.EntryPoints) + 3
-		}
-	}
-	claimed := make(map[string]int, total) // dst -> index into ops
-	ops := make([]op, 0, total)
-	skeleton := map[string]bool{}
-	for _, s := range SkeletonFiles(l, b.Python) {
-		skeleton[s] = true
-	}
-	names := map[string]int{}
 	who := func(i int) string {
 		if i < 0 {
 			return "the environment"
 		}
 		return pkgs[i].Entry.Filename
 	}
-	type recRow struct {
-		dst, hash string
-		size      int64
-	}
-	recs := make([][]recRow, len(pkgs))
-	for i, p := range pkgs {
-		if p.Entry != nil {
-			recs[i] = make([]recRow, 0, len(p.Entry.Files)+len(p.Entry.EntryPoints)+3)
-		}
-	}
-	claim := func(o op) error {
-		if o.pkg >= 0 {
-			recs[o.pkg] = append(recs[o.pkg], recRow{o.dst, o.hash, o.size})
-		}
-		if skeleton[o.dst] || o.dst == CompleteName {
-			return fmt.Errorf("%s would overwrite the environment's own %s", who(o.pkg), o.dst)
-		}
-		if j, dup := claimed[o.dst]; dup {
-			prev := &ops[j]
-			if strings.Contains(o.dst, "/__pycache__/") && strings.HasSuffix(o.dst, ".pyc") {
-				return nil // derived from a source whose own conflict check ran; first wins
-			}
-			same, err := sameContent(prev, &o)
-			if err != nil {
-				return fmt.Errorf("compare %s from %s and %s: %w", o.dst, who(prev.pkg), who(o.pkg), err)
-			}
-			if !same {
-				return conflictError(o.dst, who(prev.pkg), who(o.pkg))
-			}
-			return nil
-		}
-		claimed[o.dst] = len(ops)
-		ops = append(ops, o)
-		return nil
-	}
-	sp := filepath.ToSlash(l.SitePackages)
+	names := map[string]int{}
+	total := 0
 	for i, p := range pkgs {
 		e := p.Entry
 		if e == nil {
@@ -358,76 +316,50 @@ func (b *Builder) plan(l Layout, pkgs []Package) ([]op, error) {
 			b.logger().Warn("store entry has bytecode for another interpreter", zap.String("wheel", e.Filename),
 				zap.String("has", e.CacheTag), zap.String("want", b.Python.CacheTag))
 		}
-		for _, f := range e.Files {
-			dst, kind, ok := destination(l, e, f.Path)
-			if !ok {
+		total += len(e.Files) + len(e.EntryPoints) + 3
+	}
+
+	perPkg := make([][]op, len(pkgs))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range pkgs {
+		g.Go(func() error {
+			ops, err := b.packageOps(l, pkgs[i], i)
+			perPkg[i] = ops
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	skeleton := map[string]bool{}
+	for _, s := range SkeletonFiles(l, b.Python) {
+		skeleton[s] = true
+	}
+	claimed := make(map[string]int, total) // dst -> index into ops
+	ops := make([]op, 0, total)
+	for _, pops := range perPkg {
+		for _, o := range pops {
+			if skeleton[o.dst] || o.dst == CompleteName {
+				return nil, fmt.Errorf("%s would overwrite the environment's own %s", who(o.pkg), o.dst)
+			}
+			if j, dup := claimed[o.dst]; dup {
+				prev := &ops[j]
+				if strings.Contains(o.dst, "/__pycache__/") && strings.HasSuffix(o.dst, ".pyc") {
+					continue // derived from a source whose own conflict check ran; first wins
+				}
+				same, err := sameContent(prev, &o)
+				if err != nil {
+					return nil, fmt.Errorf("compare %s from %s and %s: %w", o.dst, who(prev.pkg), who(o.pkg), err)
+				}
+				if !same {
+					return nil, conflictError(o.dst, who(prev.pkg), who(o.pkg))
+				}
 				continue
 			}
-			src := e.Dir + string(filepath.Separator) + filepath.FromSlash(f.Path)
-			o := op{kind: opLink, src: src, dst: dst, pkg: i, hash: f.Hash, size: f.Size, exec: f.Exec}
-			switch kind {
-			case "dist-info":
-				o.kind = opCopy
-			case "scripts":
-				if data, ok, err := rewriteScript(src); err != nil {
-					return nil, fmt.Errorf("%s: %s: %w", e.Filename, f.Path, err)
-				} else if ok {
-					o.kind, o.data, o.exec = opWrite, data, true
-					o.hash, o.size = recordHash(data), int64(len(data))
-				}
-			}
-			if err := claim(o); err != nil {
-				return nil, err
-			}
-		}
-		for _, ep := range scriptsFor(e.EntryPoints, b.Python.Major, b.Python.Minor) {
-			data := launcher(ep)
-			o := op{kind: opWrite, data: data, exec: true, dst: path.Join(filepath.ToSlash(l.Scripts), ep.Name), pkg: i,
-				hash: recordHash(data), size: int64(len(data))}
-			if err := claim(o); err != nil {
-				return nil, err
-			}
-		}
-		meta := []op{
-			{kind: opWrite, data: []byte(Installer + "\n"), dst: path.Join(sp, e.DistInfo, "INSTALLER"), pkg: i},
-		}
-		if p.Requested {
-			meta = append(meta, op{kind: opWrite, data: []byte{}, dst: path.Join(sp, e.DistInfo, "REQUESTED"), pkg: i})
-		}
-		for _, o := range meta {
-			o.hash, o.size = recordHash(o.data), int64(len(o.data))
-			if err := claim(o); err != nil {
-				return nil, err
-			}
-		}
-		// RECORD lists what this generation holds for the package, paths
-		// relative to site-packages as pip writes them.
-		var rec bytes.Buffer
-		rows := make([]string, 0, len(recs[i])+1)
-		for _, o := range recs[i] {
-			rel, in := strings.CutPrefix(o.dst, sp+"/")
-			if !in { // scripts, headers, data: outside site-packages
-				r, err := filepath.Rel(sp, o.dst)
-				if err != nil {
-					return nil, err
-				}
-				rel = filepath.ToSlash(r)
-			}
-			if o.hash == "" {
-				rows = append(rows, csvField(rel)+",,\n")
-			} else {
-				// A hash ("sha256=" and urlsafe base64) and a size never need quoting.
-				rows = append(rows, csvField(rel)+","+o.hash+","+strconv.FormatInt(o.size, 10)+"\n")
-			}
-		}
-		recordPath := path.Join(sp, e.DistInfo, "RECORD")
-		rows = append(rows, csvField(e.DistInfo+"/RECORD")+",,\n")
-		sort.Strings(rows)
-		for _, r := range rows {
-			rec.WriteString(r)
-		}
-		if err := claim(op{kind: opWrite, data: rec.Bytes(), dst: recordPath, pkg: i}); err != nil {
-			return nil, err
+			claimed[o.dst] = len(ops)
+			ops = append(ops, o)
 		}
 	}
 	// A path cannot be both a file and a directory. Parents are visited
@@ -443,6 +375,74 @@ func (b *Builder) plan(l Layout, pkgs []Package) ([]op, error) {
 		}
 	}
 	return ops, nil
+}
+
+// packageOps lists the files package i puts in the generation: its store
+// files, its rewritten .data scripts, launchers for its entry points,
+// INSTALLER, REQUESTED, and last a RECORD listing all of them (paths
+// relative to site-packages, sorted, as pip writes it).
+func (b *Builder) packageOps(l Layout, p Package, i int) ([]op, error) {
+	e := p.Entry
+	sp := filepath.ToSlash(l.SitePackages)
+	ops := make([]op, 0, len(e.Files)+len(e.EntryPoints)+3)
+	for _, f := range e.Files {
+		dst, kind, ok := destination(l, e, f.Path)
+		if !ok {
+			continue
+		}
+		src := e.Dir + string(filepath.Separator) + filepath.FromSlash(f.Path)
+		o := op{kind: opLink, src: src, dst: dst, pkg: i, hash: f.Hash, size: f.Size, exec: f.Exec}
+		switch kind {
+		case "dist-info":
+			o.kind = opCopy
+		case "scripts":
+			if data, ok, err := rewriteScript(src); err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", e.Filename, f.Path, err)
+			} else if ok {
+				o.kind, o.data, o.exec = opWrite, data, true
+				o.hash, o.size = recordHash(data), int64(len(data))
+			}
+		}
+		ops = append(ops, o)
+	}
+	for _, ep := range scriptsFor(e.EntryPoints, b.Python.Major, b.Python.Minor) {
+		data := launcher(ep)
+		ops = append(ops, op{kind: opWrite, data: data, exec: true, dst: path.Join(filepath.ToSlash(l.Scripts), ep.Name), pkg: i,
+			hash: recordHash(data), size: int64(len(data))})
+	}
+	meta := []op{{kind: opWrite, data: []byte(Installer + "\n"), dst: path.Join(sp, e.DistInfo, "INSTALLER"), pkg: i}}
+	if p.Requested {
+		meta = append(meta, op{kind: opWrite, data: []byte{}, dst: path.Join(sp, e.DistInfo, "REQUESTED"), pkg: i})
+	}
+	for _, o := range meta {
+		o.hash, o.size = recordHash(o.data), int64(len(o.data))
+		ops = append(ops, o)
+	}
+
+	rows := make([]string, 0, len(ops)+1)
+	for _, o := range ops {
+		rel, in := strings.CutPrefix(o.dst, sp+"/")
+		if !in { // scripts, headers, data: outside site-packages
+			r, err := filepath.Rel(sp, o.dst)
+			if err != nil {
+				return nil, err
+			}
+			rel = filepath.ToSlash(r)
+		}
+		if o.hash == "" {
+			rows = append(rows, csvField(rel)+",,\n")
+		} else {
+			// A hash ("sha256=" and urlsafe base64) and a size never need quoting.
+			rows = append(rows, csvField(rel)+","+o.hash+","+strconv.FormatInt(o.size, 10)+"\n")
+		}
+	}
+	rows = append(rows, csvField(e.DistInfo+"/RECORD")+",,\n")
+	sort.Strings(rows)
+	var rec bytes.Buffer
+	for _, r := range rows {
+		rec.WriteString(r)
+	}
+	return append(ops, op{kind: opWrite, data: rec.Bytes(), dst: path.Join(sp, e.DistInfo, "RECORD"), pkg: i}), nil
 }
 
 // parentDir is path.Dir for the clean relative paths of a plan, without
