@@ -71,6 +71,9 @@ type Config struct {
 	HTTP        *http.Client
 	Credentials *fetch.Credentials
 	VolumeSize  int64 // quota override for the disk preflight; 0: statfs
+	// Durability is how store entries and generations are made durable
+	// before they count as complete (default wheel.SyncAuto).
+	Durability wheel.SyncMode
 
 	LockMode    lockfile.Mode
 	LockTimeout time.Duration
@@ -335,7 +338,7 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 	// Store and Builder choose how many file operations to keep in flight
 	// from the filesystem (dozens on a network filesystem, rule 7); --jobs
 	// sizes downloads and smoke checks.
-	store := &wheel.Store{Dir: c.Paths.Store(), Logger: c.Logger,
+	store := &wheel.Store{Dir: c.Paths.Store(), Logger: c.Logger, Sync: c.Durability,
 		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: runtime.NumCPU()}}
 	wheels := map[string]*pylock.Selected{} // sha256 -> wheel
 	users := map[string][]*groupPlan{}      // sha256 -> groups needing it
@@ -799,7 +802,7 @@ func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info
 	if err := c.clearIncomplete(c.Paths.Env(id)); err != nil {
 		return nil, err
 	}
-	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger}
+	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger, Sync: c.Durability}
 	if _, err := b.Build(ctx, c.Paths.Env(id), pkgs); err != nil {
 		if isNoSpace(err) {
 			return nil, fmt.Errorf("build generation %s: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", id, err)

@@ -88,17 +88,9 @@ func main() {
 		cfg := zap.NewDevelopmentConfig()
 		o.log, _ = cfg.Build()
 	}
-	switch syncName {
-	case "auto":
-		o.sync = wheel.SyncAuto
-	case "files":
-		o.sync = wheel.SyncFiles
-	case "fs":
-		o.sync = wheel.SyncFS
-	case "none":
-		o.sync = wheel.SyncNone
-	default:
-		fmt.Fprintln(os.Stderr, "-sync must be auto, files, fs or none")
+	var err error
+	if o.sync, err = wheel.ParseSyncMode(syncName); err != nil {
+		fmt.Fprintln(os.Stderr, "-sync:", err)
 		os.Exit(2)
 	}
 	if *cpuprofile != "" {

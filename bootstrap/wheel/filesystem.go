@@ -94,7 +94,17 @@ func (m SyncMode) Resolve(dir string) SyncMode {
 	return SyncFiles
 }
 
-// String names the mode as the bench's -sync flag spells it.
+// ParseSyncMode reads a mode as String spells it.
+func ParseSyncMode(s string) (SyncMode, error) {
+	for _, m := range []SyncMode{SyncAuto, SyncFiles, SyncFS, SyncNone} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("durability %q: want auto, files, fs or none", s)
+}
+
+// String names the mode as --durability and the bench's -sync spell it.
 func (m SyncMode) String() string {
 	switch m {
 	case SyncAuto:

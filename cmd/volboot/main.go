@@ -62,6 +62,7 @@ type options struct {
 	healthAddr  string
 	lockTimeout time.Duration
 	volumeSize  string
+	durability  string
 	verbose     bool
 }
 
@@ -146,6 +147,8 @@ workers booting at once, then starts and supervises the inference handler.`,
 	f.StringVar(&a.opts.healthAddr, "health-addr", defHealth, "serve /ping and /status here (default :$PORT_HEALTH when set)")
 	f.DurationVar(&a.opts.lockTimeout, "lock-timeout", 30*time.Minute, "give up waiting for a live holder of the volume lock after this long")
 	f.StringVar(&a.opts.volumeSize, "volume-size", a.env("VOLBOOT_VOLUME_SIZE"), "the volume's quota (e.g. 50G) where df reports the whole cluster (env VOLBOOT_VOLUME_SIZE)")
+	f.StringVar(&a.opts.durability, "durability", a.envOr("VOLBOOT_DURABILITY", "auto"),
+		"how unpacked files reach stable storage before they count: auto (syncfs on local disks and NFS, an fsync per file on FUSE and others), files or fs (env VOLBOOT_DURABILITY)")
 	f.BoolVarP(&a.opts.verbose, "verbose", "v", false, "debug logging")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError("%v", err) })
 

@@ -16,11 +16,16 @@ import (
 	"github.com/volboot/volboot/bootstrap/fetch"
 	"github.com/volboot/volboot/bootstrap/gpu"
 	"github.com/volboot/volboot/bootstrap/models"
+	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/lockfile"
 )
 
 // syncConfig wires the reconciler from the flags and environment.
 func (a *app) syncConfig(progress bootstrap.Progress) (bootstrap.Config, error) {
+	durability, err := wheel.ParseSyncMode(a.opts.durability)
+	if err != nil || durability == wheel.SyncNone {
+		return bootstrap.Config{}, usageError("--durability %q: want auto, files or fs", a.opts.durability)
+	}
 	m, l, err := a.loadManifest()
 	if err != nil {
 		return bootstrap.Config{}, err
@@ -57,6 +62,7 @@ func (a *app) syncConfig(progress bootstrap.Progress) (bootstrap.Config, error) 
 		HTTP:        &http.Client{},
 		Credentials: creds,
 		VolumeSize:  size,
+		Durability:  durability,
 		LockMode:    mode,
 		LockTimeout: a.opts.lockTimeout,
 		GPU:         gpu.Options{Override: a.env("VOLBOOT_GPU_PROBE")},
