@@ -185,7 +185,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	}
 	mode := b.Sync.Resolve(filepath.Dir(dir))
 	start := time.Now()
-	if err := mkdirAll(ctx, tmp, dirs, jobs); err != nil {
+	if err := wheel.MakeDirs(ctx, tmp, dirs, jobs); err != nil {
 		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
 	}
 	var copied atomic.Int64
@@ -708,54 +708,6 @@ func copyFile(src, dst string, fsync bool) error {
 		err = os.Chtimes(dst, st.ModTime(), st.ModTime())
 	}
 	return err
-}
-
-// mkdirAll creates the relative directories under root, parents first,
-// a depth level at a time. The children of one parent are made by one
-// worker relative to a handle on the parent: siblings made by several
-// workers at once contend for the parent's lock.
-func mkdirAll(ctx context.Context, root string, dirs map[string]bool, jobs int) error {
-	byDepth := map[int]map[string][]string{} // depth -> parent -> children's names
-	maxDepth := 0
-	for d := range dirs {
-		n := strings.Count(d, "/")
-		if byDepth[n] == nil {
-			byDepth[n] = map[string][]string{}
-		}
-		parent, name := parentDir(d), d
-		if parent != "." {
-			name = d[len(parent)+1:]
-		}
-		byDepth[n][parent] = append(byDepth[n][parent], name)
-		maxDepth = max(maxDepth, n)
-	}
-	for depth := 0; depth <= maxDepth; depth++ {
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(jobs)
-		for parent, names := range byDepth[depth] {
-			if gctx.Err() != nil {
-				break
-			}
-			g.Go(func() error {
-				p := filepath.Join(root, filepath.FromSlash(parent))
-				pfd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-				if err != nil {
-					return fmt.Errorf("open %s: %w", p, err)
-				}
-				defer unix.Close(pfd)
-				for _, name := range names {
-					if err := unix.Mkdirat(pfd, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
-						return fmt.Errorf("create directory %s: %w", path.Join(parent, name), err)
-					}
-				}
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return err
-		}
-	}
-	return ctx.Err()
 }
 
 // syncGeneration makes the generation durable per b.Sync. Hard links are

@@ -321,7 +321,7 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 			dirs[path.Dir(pycPath(srcs[i], s.c.CacheTag))] = true
 		}
 	}
-	if err := mkdirs(ctx, p.tmp, dirs, sem); err != nil {
+	if err := MakeDirs(ctx, p.tmp, dirs, cap(sem)); err != nil {
 		return fmt.Errorf("bytecode: %w", err)
 	}
 	for d := range dirs {

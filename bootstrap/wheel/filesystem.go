@@ -1,8 +1,15 @@
 package wheel
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"path"
+	"path/filepath"
 	"runtime"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
 
 	"golang.org/x/sys/unix"
 )
@@ -117,4 +124,53 @@ func (m SyncMode) String() string {
 		return "none"
 	}
 	return fmt.Sprintf("SyncMode(%d)", int(m))
+}
+
+// MakeDirs creates the relative, clean, '/'-separated directories under
+// root (existing ones are fine), parents first,
+// a depth level at a time. The children of one parent are made by one
+// worker relative to a handle on the parent: siblings made by several
+// workers at once contend for the parent's lock.
+func MakeDirs(ctx context.Context, root string, dirs map[string]bool, jobs int) error {
+	byDepth := map[int]map[string][]string{} // depth -> parent -> children's names
+	maxDepth := 0
+	for d := range dirs {
+		n := strings.Count(d, "/")
+		if byDepth[n] == nil {
+			byDepth[n] = map[string][]string{}
+		}
+		parent, name := ".", d
+		if i := strings.LastIndexByte(d, '/'); i >= 0 {
+			parent, name = d[:i], d[i+1:]
+		}
+		byDepth[n][parent] = append(byDepth[n][parent], name)
+		maxDepth = max(maxDepth, n)
+	}
+	for depth := 0; depth <= maxDepth; depth++ {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(jobs)
+		for parent, names := range byDepth[depth] {
+			if gctx.Err() != nil {
+				break
+			}
+			g.Go(func() error {
+				p := filepath.Join(root, filepath.FromSlash(parent))
+				pfd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return fmt.Errorf("open %s: %w", p, err)
+				}
+				defer unix.Close(pfd)
+				for _, name := range names {
+					if err := unix.Mkdirat(pfd, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+						return fmt.Errorf("create directory %s: %w", path.Join(parent, name), err)
+					}
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
 }

@@ -619,7 +619,7 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 			dirs[d] = true
 		}
 	}
-	if err := mkdirs(ctx, tmp, dirs, sem); err != nil {
+	if err := MakeDirs(ctx, tmp, dirs, s.jobs()); err != nil {
 		return nil, wf("%w", err)
 	}
 	// Large files first so one big shared object does not finish last alone.
@@ -757,39 +757,6 @@ func writeMember(dir string, m zipMember, mode SyncMode) (File, error) {
 const writebackMin = 256 << 10
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-
-// mkdirs creates the relative directories under root, parents before
-// children, each depth level with many operations in flight.
-func mkdirs(ctx context.Context, root string, dirs map[string]bool, sem chan struct{}) error {
-	byDepth := map[int][]string{}
-	maxDepth := 0
-	for d := range dirs {
-		n := strings.Count(d, "/")
-		byDepth[n] = append(byDepth[n], d)
-		maxDepth = max(maxDepth, n)
-	}
-	for depth := 0; depth <= maxDepth; depth++ {
-		g, gctx := errgroup.WithContext(ctx)
-		for _, d := range byDepth[depth] {
-			select {
-			case sem <- struct{}{}:
-			case <-gctx.Done():
-				return g.Wait()
-			}
-			g.Go(func() error {
-				defer func() { <-sem }()
-				if err := os.Mkdir(filepath.Join(root, filepath.FromSlash(d)), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-					return fmt.Errorf("create directory: %w", err)
-				}
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // commit writes the manifest, syncs the entry and renames it into place.
 func (s *Store) commit(p *pendingEntry, mode SyncMode) (*Entry, error) {
