@@ -127,10 +127,10 @@ func (m SyncMode) String() string {
 }
 
 // MakeDirs creates the relative, clean, '/'-separated directories under
-// root (existing ones are fine), parents first,
-// a depth level at a time. The children of one parent are made by one
-// worker relative to a handle on the parent: siblings made by several
-// workers at once contend for the parent's lock.
+// root (existing ones are fine), parents first, a depth level at a time.
+// The children of one parent are made by one worker relative to a handle
+// on the parent: siblings made by several workers at once contend for the
+// parent's lock.
 func MakeDirs(ctx context.Context, root string, dirs map[string]bool, jobs int) error {
 	byDepth := map[int]map[string][]string{} // depth -> parent -> children's names
 	maxDepth := 0
