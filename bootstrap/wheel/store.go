@@ -195,10 +195,10 @@ func (s *Store) Open(sha string) (*Entry, error) {
 	}
 	e, err := decodeManifest(b)
 	if err != nil {
-		return nil, fmt.Errorf("store entry %s: manifest %s: %w (volboot repair removes it)", dir, CompleteName, err)
+		return nil, fmt.Errorf("store entry %s: manifest %s: %w", dir, CompleteName, err)
 	}
 	if e.SHA256 != sha {
-		return nil, fmt.Errorf("store entry %s: manifest is for %s (volboot repair removes it)", dir, e.SHA256)
+		return nil, fmt.Errorf("store entry %s: manifest is for %s", dir, e.SHA256)
 	}
 	e.Dir = dir
 	return e, nil
@@ -248,11 +248,24 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 	g.SetLimit(s.jobs())
 	for i, src := range srcs {
 		g.Go(func() error {
-			if e, err := s.Open(src.SHA256); err == nil {
+			e, err := s.Open(src.SHA256)
+			if err == nil {
 				out[i] = e
-			} else {
-				startCompiler()
+				return nil
 			}
+			if !errors.Is(err, fs.ErrNotExist) && isHexDigest(src.SHA256) {
+				// A manifest that exists but does not read (damaged, or
+				// from a newer volboot): the entry is content-addressed, so
+				// it is moved aside and unpacked again. Generations keep
+				// their hard links to its files.
+				s.logger().Warn("store entry unreadable; unpacking it again", zap.String("wheel", src.Filename), zap.Error(err))
+				dir := s.EntryDir(src.SHA256)
+				aside := atomicfile.TempName(dir)
+				if os.Rename(dir, aside) == nil {
+					os.RemoveAll(aside)
+				}
+			}
+			startCompiler()
 			return nil
 		})
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/volboot/volboot/bootstrap/interp"
+	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
 )
@@ -309,5 +310,61 @@ func TestCompilerFailure(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(st.Dir); len(ents) != 0 {
 		t.Fatalf("store holds %v", ents)
+	}
+}
+
+// An entry whose manifest no longer reads (damaged, cut short, or from a
+// newer volboot) is unpacked again, and a generation's hard links to its
+// old files keep working meanwhile.
+func TestUnreadableManifestIsUnpackedAgain(t *testing.T) {
+	dir := t.TempDir()
+	spec := goodSpec()
+	p, sha, err := wheeltest.Write(dir, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &wheel.Store{Dir: filepath.Join(dir, "store")}
+	src := wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha}
+	es, err := st.Unpack(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := filepath.Join(dir, "kept.py")
+	if err := os.Link(filepath.Join(es[0].Dir, "demo", "__init__.py"), kept); err != nil {
+		t.Fatal(err)
+	}
+	for name, damage := range map[string][]byte{
+		"cut short":     []byte(`{"schema":2,"sha256":"` + sha + `"}` + "\ndemo/__init__.py\t3"),
+		"newer schema":  []byte(`{"schema":9,"sha256":"` + sha + `"}` + "\n"),
+		"another wheel": []byte(`{"schema":2,"sha256":"` + strings.Repeat("0", 64) + `"}` + "\n"),
+	} {
+		if err := os.WriteFile(filepath.Join(es[0].Dir, wheel.CompleteName), damage, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Open(sha); err == nil {
+			t.Fatalf("%s: the damaged manifest opened", name)
+		}
+		got, err := st.Unpack(context.Background(), src)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(got[0].Files) != len(es[0].Files) {
+			t.Fatalf("%s: %d files after unpacking again, want %d", name, len(got[0].Files), len(es[0].Files))
+		}
+		if _, err := st.Open(sha); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if b, err := os.ReadFile(kept); err != nil || len(b) == 0 {
+		t.Fatalf("the hard link to the old entry's file: %q %v", b, err)
+	}
+	ents, _ := os.ReadDir(st.Dir)
+	for _, e := range ents {
+		if _, temp := atomicfile.ParseTempName(e.Name()); temp {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+	if len(ents) != 1 {
+		t.Errorf("the store holds %d names, want the one entry", len(ents))
 	}
 }
