@@ -759,18 +759,22 @@ func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info
 			m.requested = m.requested || requested[s.Package.Normalized]
 		}
 	}
-	var pkgs []venv.Package
 	var records []PackageRecord
 	for sha, m := range members {
-		e := entries[sha]
-		if e == nil {
+		if entries[sha] == nil {
 			return nil, fmt.Errorf("internal: wheel %s of an active group is not in the store", m.sel.Wheel.Filename)
 		}
-		pkgs = append(pkgs, venv.Package{Entry: e, Requested: m.requested})
 		records = append(records, PackageRecord{Name: m.sel.Package.Name, Version: m.sel.Package.Version, SHA256: sha,
 			Filename: m.sel.Wheel.Filename, Groups: m.groups, Requested: m.requested})
 	}
 	sort.Slice(records, func(i, j int) bool { return records[i].Name < records[j].Name })
+	// Packages in name order: where two wheels ship the same file with the
+	// same bytes, the generation links the first one's, and the marker
+	// lists them in that order, whatever order the map gave.
+	pkgs := make([]venv.Package, len(records))
+	for i, r := range records {
+		pkgs[i] = venv.Package{Entry: entries[r.SHA256], Requested: r.Requested}
+	}
 	var groups []GroupOutcome
 	for _, p := range plans {
 		groups = append(groups, p.outcome)
