@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -164,10 +166,54 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	if err != nil {
 		return nil, fmt.Errorf("generation %s: %w", dir, err)
 	}
-	began := time.Now()
-	ops, err := b.plan(l, pkgs)
-	if err != nil {
-		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
+	jobs := b.Jobs
+	if jobs <= 0 {
+		jobs = wheel.DefaultJobs(filepath.Dir(dir))
+	}
+	mode := b.Sync.Resolve(filepath.Dir(dir))
+	// Files are made while the plan is still being claimed: each package's
+	// directories go to the workers as soon as its paths are claimed, and
+	// each worker makes its directory (and missing parents) first.
+	start := time.Now()
+	var copied atomic.Int64
+	fail := func(o *op, err error) error {
+		who := "the environment"
+		if o.pkg >= 0 {
+			who = pkgs[o.pkg].Entry.Filename
+		}
+		return fmt.Errorf("generation %s: %s: %s: %w", filepath.Base(dir), who, o.dst, err)
+	}
+	mk := &dirMaker{root: tmp, made: map[string]*dirOnce{}}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	emit := func(batch []*op) error {
+		if err := gctx.Err(); err != nil {
+			return err
+		}
+		g.Go(func() error {
+			if err := mk.ensure(parentDir(batch[0].dst)); err != nil {
+				return fail(batch[0], fmt.Errorf("create its directory: %w", err))
+			}
+			c, o, err := b.fillDir(tmp, batch, mode)
+			copied.Add(int64(c))
+			if err != nil {
+				return fail(o, err)
+			}
+			return nil
+		})
+		return nil
+	}
+	ops, perr := b.plan(l, pkgs, emit)
+	planned := time.Now()
+	werr := g.Wait()
+	if perr != nil {
+		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), perr)
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	dirs := map[string]bool{}
 	for _, o := range ops {
@@ -177,45 +223,6 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 			}
 			dirs[d] = true
 		}
-	}
-	planned := time.Now()
-	jobs := b.Jobs
-	if jobs <= 0 {
-		jobs = wheel.DefaultJobs(filepath.Dir(dir))
-	}
-	mode := b.Sync.Resolve(filepath.Dir(dir))
-	start := time.Now()
-	if err := wheel.MakeDirs(ctx, tmp, dirs, jobs); err != nil {
-		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
-	}
-	var copied atomic.Int64
-	fail := func(o *op, err error) error {
-		who := "the environment"
-		if o.pkg >= 0 {
-			who = pkgs[o.pkg].Entry.Filename
-		}
-		return fmt.Errorf("generation %s: %s: %s: %w", filepath.Base(dir), who, o.dst, err)
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(jobs)
-	for _, batch := range batches(ops) {
-		if gctx.Err() != nil {
-			break
-		}
-		g.Go(func() error {
-			c, o, err := b.fillDir(tmp, batch, mode)
-			copied.Add(int64(c))
-			if err != nil {
-				return fail(o, err)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
 	}
 	m := &Marker{Schema: GenerationSchema, Interpreter: b.Python.Identity(), Files: len(ops), Copied: int(copied.Load())}
 	for _, p := range pkgs {
@@ -241,7 +248,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		return nil, err
 	}
 	b.logger().Debug("built generation", zap.String("dir", dir), zap.Int("packages", len(pkgs)),
-		zap.Int("files", len(ops)), zap.Int64("copied", copied.Load()), zap.Duration("plan", planned.Sub(began)), zap.Duration("link", linked.Sub(start)),
+		zap.Int("files", len(ops)), zap.Int64("copied", copied.Load()), zap.Duration("plan", planned.Sub(start)), zap.Duration("link", linked.Sub(start)),
 		zap.Duration("sync", time.Since(linked)))
 	return m, nil
 }
@@ -291,8 +298,10 @@ func destination(l Layout, e *wheel.Entry, p string) (dst string, kind string, o
 // package's files, scripts and RECORD are worked out in parallel (they
 // depend on that package alone); claiming paths, which finds conflicts
 // between packages, runs in package order so the result never depends on
-// scheduling.
-func (b *Builder) plan(l Layout, pkgs []Package) ([]op, error) {
+// scheduling. Each package's newly claimed files go to emit as soon as
+// they are claimed, in batches of one directory. An error from plan means
+// the generation is invalid even if some batches were emitted.
+func (b *Builder) plan(l Layout, pkgs []Package, emit func([]*op) error) ([]*op, error) {
 	who := func(i int) string {
 		if i < 0 {
 			return "the environment"
@@ -320,36 +329,63 @@ func (b *Builder) plan(l Layout, pkgs []Package) ([]op, error) {
 	}
 
 	perPkg := make([][]op, len(pkgs))
+	errs := make([]error, len(pkgs))
+	done := make([]chan struct{}, len(pkgs))
+	for i := range done {
+		done[i] = make(chan struct{})
+	}
+	// The launcher starts packages in order, so the one the claim loop
+	// waits for is among the first running. Both the launcher and its
+	// workers are waited for before plan returns; an early return stops
+	// the launcher.
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for i := range pkgs {
-		g.Go(func() error {
-			ops, err := b.packageOps(l, pkgs[i], i)
-			perPkg[i] = ops
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
+	var launcher sync.WaitGroup
+	var stop atomic.Bool
+	launcher.Add(1)
+	go func() {
+		defer launcher.Done()
+		for i := range pkgs {
+			if stop.Load() {
+				errs[i] = errors.New("planning stopped")
+				close(done[i])
+				continue
+			}
+			g.Go(func() error {
+				defer close(done[i])
+				perPkg[i], errs[i] = b.packageOps(l, pkgs[i], i)
+				return nil
+			})
+		}
+	}()
+	defer func() {
+		stop.Store(true)
+		launcher.Wait()
+		g.Wait()
+	}()
 
 	skeleton := map[string]bool{}
 	for _, s := range SkeletonFiles(l, b.Python) {
 		skeleton[s] = true
 	}
-	claimed := make(map[string]int, total) // dst -> index into ops
-	ops := make([]op, 0, total)
-	for _, pops := range perPkg {
-		for _, o := range pops {
+	claimed := make(map[string]*op, total)
+	ops := make([]*op, 0, total)
+	for i := range pkgs {
+		<-done[i]
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		fresh := len(ops)
+		for k := range perPkg[i] {
+			o := &perPkg[i][k]
 			if skeleton[o.dst] || o.dst == CompleteName {
 				return nil, fmt.Errorf("%s would overwrite the environment's own %s", who(o.pkg), o.dst)
 			}
-			if j, dup := claimed[o.dst]; dup {
-				prev := &ops[j]
+			if prev, dup := claimed[o.dst]; dup {
 				if strings.Contains(o.dst, "/__pycache__/") && strings.HasSuffix(o.dst, ".pyc") {
 					continue // derived from a source whose own conflict check ran; first wins
 				}
-				same, err := sameContent(prev, &o)
+				same, err := sameContent(prev, o)
 				if err != nil {
 					return nil, fmt.Errorf("compare %s from %s and %s: %w", o.dst, who(prev.pkg), who(o.pkg), err)
 				}
@@ -358,19 +394,23 @@ func (b *Builder) plan(l Layout, pkgs []Package) ([]op, error) {
 				}
 				continue
 			}
-			claimed[o.dst] = len(ops)
+			claimed[o.dst] = o
 			ops = append(ops, o)
+		}
+		for _, batch := range batches(ops[fresh:]) {
+			if err := emit(batch); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// A path cannot be both a file and a directory. Parents are visited
 	// once each: the walk up stops at a directory already seen.
 	seen := map[string]bool{}
-	for j := range ops {
-		dst := ops[j].dst
-		for d := parentDir(dst); d != "." && !seen[d]; d = parentDir(d) {
+	for _, o := range ops {
+		for d := parentDir(o.dst); d != "." && !seen[d]; d = parentDir(d) {
 			seen[d] = true
 			if k, ok := claimed[d]; ok {
-				return nil, fmt.Errorf("%s provides file %s, but %s puts %s inside it", who(ops[k].pkg), d, who(ops[j].pkg), dst)
+				return nil, fmt.Errorf("%s provides file %s, but %s puts %s inside it", who(k.pkg), d, who(o.pkg), o.dst)
 			}
 		}
 	}
@@ -584,11 +624,10 @@ const batchMax = 512
 // spinning on that lock. On NFS the lock is held across each round trip,
 // so spreading the directories, not the files, is what keeps operations
 // in flight.
-func batches(ops []op) [][]*op {
+func batches(ops []*op) [][]*op {
 	byDir := map[string][]*op{}
 	var order []string
-	for i := range ops {
-		o := &ops[i]
+	for _, o := range ops {
 		d := parentDir(o.dst)
 		if _, ok := byDir[d]; !ok {
 			order = append(order, d)
@@ -607,6 +646,42 @@ func batches(ops []op) [][]*op {
 		out = append(out, batch)
 	}
 	return out
+}
+
+// dirMaker makes the directories of a generation on demand, each once,
+// parents first, from any number of workers.
+type dirMaker struct {
+	root string
+	mu   sync.Mutex
+	made map[string]*dirOnce
+}
+
+type dirOnce struct {
+	once sync.Once
+	err  error
+}
+
+// ensure makes the relative directory d and any missing parent.
+func (m *dirMaker) ensure(d string) error {
+	if d == "." {
+		return nil
+	}
+	m.mu.Lock()
+	o := m.made[d]
+	if o == nil {
+		o = &dirOnce{}
+		m.made[d] = o
+	}
+	m.mu.Unlock()
+	o.once.Do(func() {
+		if o.err = m.ensure(parentDir(d)); o.err != nil {
+			return
+		}
+		if err := os.Mkdir(filepath.Join(m.root, filepath.FromSlash(d)), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			o.err = err
+		}
+	})
+	return o.err
 }
 
 // fillDir makes a batch of files in one directory of the generation at

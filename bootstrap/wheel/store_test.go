@@ -10,8 +10,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
 )
