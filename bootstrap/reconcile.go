@@ -482,7 +482,7 @@ func requiredFailure(plans []*groupPlan) error {
 }
 
 // fetchAndUnpack makes sure the store holds every wheel: store entries
-// already complete cost one stat; others are downloaded (resumably) into the
+// already complete cost one read of their manifest (many in flight); others are downloaded (resumably) into the
 // cache or read from the lock's path, then unpacked and verified.
 func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
 	lock, err := c.Lock.Parse()
@@ -498,9 +498,10 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 		shas = append(shas, sha)
 	}
 	sort.Strings(shas)
-	for _, sha := range shas {
+	have, _ := store.OpenAll(shas, nil)
+	for i, sha := range shas {
 		s := wheels[sha]
-		if e, err := store.Open(sha); err == nil {
+		if e := have[i]; e != nil {
 			entries[sha] = e
 			continue
 		}

@@ -243,8 +243,13 @@ func (c *Config) verifyGeneration(ctx context.Context, gen *Generation) []Drift 
 	}
 	var jobs []job
 	var out []Drift
-	for _, p := range gen.Packages {
-		e, err := store.Open(p.SHA256)
+	shas := make([]string, len(gen.Packages))
+	for i, p := range gen.Packages {
+		shas[i] = p.SHA256
+	}
+	ents, errs := store.OpenAll(shas, nil)
+	for i, p := range gen.Packages {
+		e, err := ents[i], errs[i]
 		if err != nil {
 			out = append(out, Drift{Kind: DriftStoreIncomplete, Package: p.Name, Detail: fmt.Sprintf("store entry %s: %v", p.SHA256[:12], err)})
 			continue

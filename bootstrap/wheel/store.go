@@ -216,6 +216,28 @@ func isHexDigest(s string) bool {
 	return true
 }
 
+// OpenAll opens the entries for shas with many reads in flight (on a
+// network filesystem each is a round trip). Entries and errors are indexed
+// like shas; onMiss, if not nil, is called (from any goroutine) for each
+// entry that does not open.
+func (s *Store) OpenAll(shas []string, onMiss func(i int, err error)) ([]*Entry, []error) {
+	out := make([]*Entry, len(shas))
+	errs := make([]error, len(shas))
+	var g errgroup.Group
+	g.SetLimit(s.jobs())
+	for i, sha := range shas {
+		g.Go(func() error {
+			out[i], errs[i] = s.Open(sha)
+			if errs[i] != nil && onMiss != nil {
+				onMiss(i, errs[i])
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	return out, errs
+}
+
 // Unpack makes sure the store holds an entry for each source, unpacking
 // those it lacks. Wheels are unpacked concurrently, bytecode for all of
 // them is compiled in one interpreter run, and each entry then appears
@@ -226,7 +248,6 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create store %s: %w", s.Dir, err)
 	}
-	out := make([]*Entry, len(srcs))
 	errs := make([]error, len(srcs))
 	// Entries already there are read with many in flight: a boot that
 	// changes one wheel of 160 reads 159 manifests. The first entry found
@@ -244,32 +265,25 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 			sessOnce.Do(func() { sess, sessErr = s.Compiler.start(ctx) })
 		}
 	}
-	var g errgroup.Group
-	g.SetLimit(s.jobs())
+	shas := make([]string, len(srcs))
 	for i, src := range srcs {
-		g.Go(func() error {
-			e, err := s.Open(src.SHA256)
-			if err == nil {
-				out[i] = e
-				return nil
-			}
-			if !errors.Is(err, fs.ErrNotExist) && isHexDigest(src.SHA256) {
-				// A manifest that exists but does not read (damaged, or
-				// from a newer volboot): the entry is content-addressed, so
-				// it is moved aside and unpacked again. Generations keep
-				// their hard links to its files.
-				s.logger().Warn("store entry unreadable; unpacking it again", zap.String("wheel", src.Filename), zap.Error(err))
-				dir := s.EntryDir(src.SHA256)
-				aside := atomicfile.TempName(dir)
-				if os.Rename(dir, aside) == nil {
-					os.RemoveAll(aside)
-				}
-			}
-			startCompiler()
-			return nil
-		})
+		shas[i] = src.SHA256
 	}
-	g.Wait()
+	out, _ := s.OpenAll(shas, func(i int, err error) {
+		if !errors.Is(err, fs.ErrNotExist) && isHexDigest(shas[i]) {
+			// A manifest that exists but does not read (damaged, or from
+			// a newer volboot): the entry is content-addressed, so it is
+			// moved aside and unpacked again. Generations keep their hard
+			// links to its files.
+			s.logger().Warn("store entry unreadable; unpacking it again", zap.String("wheel", srcs[i].Filename), zap.Error(err))
+			dir := s.EntryDir(shas[i])
+			aside := atomicfile.TempName(dir)
+			if os.Rename(dir, aside) == nil {
+				os.RemoveAll(aside)
+			}
+		}
+		startCompiler()
+	})
 	var todo []int
 	for i := range srcs {
 		if out[i] == nil {
