@@ -482,8 +482,9 @@ func requiredFailure(plans []*groupPlan) error {
 }
 
 // fetchAndUnpack makes sure the store holds every wheel: store entries
-// already complete cost one read of their manifest (many in flight); others are downloaded (resumably) into the
-// cache or read from the lock's path, then unpacked and verified.
+// already complete cost one read of their manifest (many in flight);
+// others are downloaded (resumably) into the cache or read from the lock's
+// path, then unpacked and verified.
 func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
 	lock, err := c.Lock.Parse()
 	if err != nil {
