@@ -184,13 +184,18 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		return fmt.Errorf("generation %s: %s: %s: %w", filepath.Base(dir), who, o.dst, err)
 	}
 	mk := &dirMaker{root: tmp, made: map[string]*dirOnce{}}
-	g, gctx := errgroup.WithContext(ctx)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(wctx)
 	g.SetLimit(jobs)
 	emit := func(batch []*op) error {
 		if err := gctx.Err(); err != nil {
 			return err
 		}
 		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
 			if err := mk.ensure(parentDir(batch[0].dst)); err != nil {
 				return fail(batch[0], fmt.Errorf("create its directory: %w", err))
 			}
@@ -205,12 +210,15 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	}
 	ops, perr := b.plan(l, pkgs, emit)
 	planned := time.Now()
-	werr := g.Wait()
 	if perr != nil {
-		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), perr)
+		stop() // the plan is invalid: the workers' files will be removed
 	}
-	if werr != nil {
-		return nil, werr
+	werr := g.Wait()
+	switch {
+	case werr != nil && (perr == nil || gctx.Err() != nil && errors.Is(perr, gctx.Err())):
+		return nil, werr // the plan stopped because a worker failed
+	case perr != nil:
+		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), perr)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

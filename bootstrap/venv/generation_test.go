@@ -353,3 +353,47 @@ func TestBigDirectoryAndCrossDeviceCopy(t *testing.T) {
 	}
 	check(filepath.Join(far, "gen"), false)
 }
+
+// A store file gone missing (a damaged volume) fails the build with an
+// error naming the wheel and the file, however far the plan had got, and
+// leaves no generation behind.
+func TestMissingStoreFileNamesIt(t *testing.T) {
+	info := python(t)
+	tmp := t.TempDir()
+	// Many small wheels, the damaged one first: its batch fails while the
+	// plan is still handing out the others.
+	var ws []wheelFile
+	for i := range 40 {
+		var files []wheeltest.File
+		for j := range 5 {
+			files = append(files, wheeltest.File{Name: fmt.Sprintf("pkg%02d/m%d.py", i, j), Data: []byte("X = 1\n")})
+		}
+		ws = append(ws, specWheel(t, tmp, wheeltest.Spec{Name: fmt.Sprintf("w%02d", i), Version: "1.0", Files: files}))
+	}
+	volume := filepath.Join(tmp, "vol")
+	st := &wheel.Store{Dir: venv.StoreDir(volume)}
+	var srcs []wheel.Source
+	for _, w := range ws {
+		srcs = append(srcs, wheel.Source{Path: w.path, Filename: w.filename, SHA256: w.sha})
+	}
+	ents, err := st.Unpack(context.Background(), srcs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := ents[0]
+	if err := os.Remove(filepath.Join(victim.Dir, "pkg00", "m3.py")); err != nil {
+		t.Fatal(err)
+	}
+	var pkgs []venv.Package
+	for _, e := range ents {
+		pkgs = append(pkgs, venv.Package{Entry: e})
+	}
+	dir := venv.EnvDir(volume, "g")
+	_, err = (&venv.Builder{Python: info, Jobs: 2}).Build(context.Background(), dir, pkgs)
+	if err == nil || !strings.Contains(err.Error(), victim.Filename) || !strings.Contains(err.Error(), "pkg00/m3.py") {
+		t.Fatalf("err = %v, want it to name %s and pkg00/m3.py", err, victim.Filename)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(dir)); len(ents) != 0 {
+		t.Errorf("left in envs/: %v", ents)
+	}
+}
