@@ -377,6 +377,10 @@ func (b *Builder) plan(l Layout, pkgs []Package, emit func([]*op) error) ([]*op,
 		skeleton[s] = true
 	}
 	claimed := make(map[string]*op, total)
+	// inside maps each directory of the generation to the first file
+	// claimed below it: a path cannot be both a file and a directory, and
+	// that is settled here, before any of the package's files is made.
+	inside := map[string]*op{}
 	ops := make([]*op, 0, total)
 	for i := range pkgs {
 		<-done[i]
@@ -402,23 +406,26 @@ func (b *Builder) plan(l Layout, pkgs []Package, emit func([]*op) error) ([]*op,
 				}
 				continue
 			}
+			if q, ok := inside[o.dst]; ok {
+				return nil, fmt.Errorf("%s provides file %s, but %s puts %s inside it", who(o.pkg), o.dst, who(q.pkg), q.dst)
+			}
+			// Parents are walked up to the first one already known to be
+			// a directory (its own parents were checked when it was).
+			for d := parentDir(o.dst); d != "."; d = parentDir(d) {
+				if _, ok := inside[d]; ok {
+					break
+				}
+				if f, ok := claimed[d]; ok {
+					return nil, fmt.Errorf("%s provides file %s, but %s puts %s inside it", who(f.pkg), d, who(o.pkg), o.dst)
+				}
+				inside[d] = o
+			}
 			claimed[o.dst] = o
 			ops = append(ops, o)
 		}
 		for _, batch := range batches(ops[fresh:]) {
 			if err := emit(batch); err != nil {
 				return nil, err
-			}
-		}
-	}
-	// A path cannot be both a file and a directory. Parents are visited
-	// once each: the walk up stops at a directory already seen.
-	seen := map[string]bool{}
-	for _, o := range ops {
-		for d := parentDir(o.dst); d != "." && !seen[d]; d = parentDir(d) {
-			seen[d] = true
-			if k, ok := claimed[d]; ok {
-				return nil, fmt.Errorf("%s provides file %s, but %s puts %s inside it", who(k.pkg), d, who(o.pkg), o.dst)
 			}
 		}
 	}
@@ -480,8 +487,7 @@ func (b *Builder) packageOps(l Layout, p Package, i int) ([]op, error) {
 		if o.hash == "" {
 			rows = append(rows, csvField(rel)+",,\n")
 		} else {
-			// A hash ("sha256=" and urlsafe base64) and a size never need quoting.
-			rows = append(rows, csvField(rel)+","+o.hash+","+strconv.FormatInt(o.size, 10)+"\n")
+			rows = append(rows, csvField(rel)+","+csvField(o.hash)+","+strconv.FormatInt(o.size, 10)+"\n")
 		}
 	}
 	rows = append(rows, csvField(e.DistInfo+"/RECORD")+",,\n")

@@ -137,6 +137,29 @@ func TestConflicts(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "bin/python") || !strings.Contains(err.Error(), hijack.filename) {
 		t.Fatalf("overwriting bin/python: %v", err)
 	}
+	// A path one wheel ships as a file and another as a directory, in
+	// either order, before many other wheels (so workers are making files
+	// while the plan is still claimed) or after them: the plan's error
+	// names both, whatever the workers ran into.
+	dirWheel := specWheel(t, tmp, wheeltest.Spec{Name: "dirw", Version: "1.0", Files: []wheeltest.File{{Name: "x/foo/bar.py", Data: []byte("B = 1\n")}}})
+	fileWheel := specWheel(t, tmp, wheeltest.Spec{Name: "filew", Version: "1.0", Files: []wheeltest.File{{Name: "x/foo", Data: []byte("not a dir\n")}}})
+	var filler []wheelFile
+	for i := range 30 {
+		filler = append(filler, specWheel(t, tmp, wheeltest.Spec{Name: fmt.Sprintf("fill%02d", i), Version: "1.0",
+			Files: []wheeltest.File{{Name: fmt.Sprintf("fill%02d/a.py", i)}, {Name: fmt.Sprintf("fill%02d/b.py", i)}}}))
+	}
+	for k, order := range [][]wheelFile{
+		append([]wheelFile{dirWheel, fileWheel}, filler...),
+		append([]wheelFile{fileWheel, dirWheel}, filler...),
+		append(append([]wheelFile{dirWheel}, filler...), fileWheel),
+	} {
+		for run := range 3 {
+			_, err = installErr(info, volume, fmt.Sprintf("filedir%d%d", k, run), order, venv.Hardlink)
+			if err == nil || !strings.Contains(err.Error(), fileWheel.filename+" provides file lib/python"+info.PyVersion()+"/site-packages/x/foo, but "+dirWheel.filename+" puts") {
+				t.Fatalf("file/directory conflict (order %d): %v", k, err)
+			}
+		}
+	}
 	ents, _ := os.ReadDir(filepath.Join(volume, ".volboot", "envs"))
 	if len(ents) != 1 || ents[0].Name() != "ok" {
 		t.Fatalf("envs holds %v after failed builds, want only ok", ents)
