@@ -24,15 +24,32 @@ import (
 // F5-sized stack (10 MB) at 100 MB/s, a tenth of a second of a one-second
 // rebuild. Schema 1 manifests are still read.
 
+// ErrBadManifest marks a manifest that was read but does not hold a valid
+// entry of a schema this volboot knows. Unpack replaces such entries.
+var ErrBadManifest = errors.New("not a valid store manifest")
+
+// ErrNewerManifest marks a manifest of a later schema, written by a newer
+// volboot sharing the volume. It is left alone.
+var ErrNewerManifest = errors.New("store manifest of a newer volboot")
+
+// manifestHeader is what the JSON line holds besides the Entry: the number
+// of file lines, so a manifest cut at a line boundary is caught.
+type manifestHeader struct {
+	*Entry
+	FileCount *int `json:"file_count,omitempty"`
+}
+
 // encodeManifest renders e as a schema 2 manifest.
 func encodeManifest(e *Entry) ([]byte, error) {
 	head := *e
 	head.Schema = ManifestSchema
 	head.Files = nil
-	b, err := json.Marshal(&head)
+	n := len(e.Files)
+	b, err := json.Marshal(manifestHeader{Entry: &head, FileCount: &n})
 	if err != nil {
 		return nil, err
 	}
+	seen := make(map[string]bool, len(e.Files))
 	var buf bytes.Buffer
 	buf.Grow(len(b) + 1 + len(e.Files)*96)
 	buf.Write(b)
@@ -41,6 +58,10 @@ func encodeManifest(e *Entry) ([]byte, error) {
 		if err := checkFile(f); err != nil {
 			return nil, err
 		}
+		if seen[f.Path] {
+			return nil, fmt.Errorf("file %s listed twice", f.Path)
+		}
+		seen[f.Path] = true
 		buf.WriteString(f.Path)
 		buf.WriteByte('\t')
 		buf.WriteString(strconv.FormatInt(f.Size, 10))
@@ -66,35 +87,47 @@ func encodeManifest(e *Entry) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// decodeManifest parses a manifest of schema 1 or 2. Errors name the line.
+// decodeManifest parses a manifest of schema 1 or 2. Errors name the line
+// and wrap ErrBadManifest, or ErrNewerManifest for a later schema.
 func decodeManifest(b []byte) (*Entry, error) {
+	e, err := parseManifest(b)
+	if err != nil && !errors.Is(err, ErrNewerManifest) {
+		err = fmt.Errorf("%w: %w", ErrBadManifest, err)
+	}
+	return e, err
+}
+
+func parseManifest(b []byte) (*Entry, error) {
 	head, rest, found := bytes.Cut(b, []byte{'\n'})
 	var e Entry
-	if err := json.Unmarshal(head, &e); err != nil {
+	h := manifestHeader{Entry: &e}
+	if err := json.Unmarshal(head, &h); err != nil {
 		return nil, fmt.Errorf("line 1: %w", err)
 	}
-	switch e.Schema {
-	case 1:
+	switch {
+	case e.Schema == 1:
 		if found && len(bytes.TrimSpace(rest)) > 0 {
 			return nil, errors.New("schema 1 manifest continues after its JSON")
 		}
-		for _, f := range e.Files {
-			if err := checkFile(f); err != nil {
-				return nil, err
-			}
+		if err := checkFiles(e.Files); err != nil {
+			return nil, err
 		}
 		return &e, nil
-	case ManifestSchema:
-	default:
+	case e.Schema > ManifestSchema:
+		return nil, fmt.Errorf("%w: schema %d, this volboot reads 1 to %d (upgrade volboot)", ErrNewerManifest, e.Schema, ManifestSchema)
+	case e.Schema != ManifestSchema:
 		return nil, fmt.Errorf("line 1: schema %d, want 1 or %d", e.Schema, ManifestSchema)
 	}
 	if e.Files != nil {
 		return nil, errors.New("line 1: a schema 2 header lists no files")
 	}
+	if h.FileCount == nil || *h.FileCount < 0 {
+		return nil, errors.New("line 1: no file_count")
+	}
 	if !found || (len(rest) > 0 && rest[len(rest)-1] != '\n') {
 		return nil, errors.New("manifest does not end with a newline (cut short?)")
 	}
-	e.Files = make([]File, 0, bytes.Count(rest, []byte{'\n'}))
+	e.Files = make([]File, 0, min(*h.FileCount, len(rest)/8))
 	for line := 2; len(rest) > 0; line++ {
 		var l []byte
 		l, rest, _ = bytes.Cut(rest, []byte{'\n'})
@@ -104,7 +137,28 @@ func decodeManifest(b []byte) (*Entry, error) {
 		}
 		e.Files = append(e.Files, f)
 	}
+	if len(e.Files) != *h.FileCount {
+		return nil, fmt.Errorf("%d file lines, the header says %d (cut short?)", len(e.Files), *h.FileCount)
+	}
+	if err := checkFiles(e.Files); err != nil {
+		return nil, err
+	}
 	return &e, nil
+}
+
+// checkFiles checks each record and that no path is listed twice.
+func checkFiles(files []File) error {
+	seen := make(map[string]bool, len(files))
+	for _, f := range files {
+		if err := checkFile(f); err != nil {
+			return err
+		}
+		if seen[f.Path] {
+			return fmt.Errorf("file %s listed twice", f.Path)
+		}
+		seen[f.Path] = true
+	}
+	return nil
 }
 
 func decodeFileLine(l []byte) (File, error) {
@@ -122,7 +176,7 @@ func decodeFileLine(l []byte) (File, error) {
 	fields[3] = l
 	f := File{Path: string(fields[0])}
 	size, err := strconv.ParseInt(string(fields[1]), 10, 64)
-	if err != nil || size < 0 {
+	if err != nil || size < 0 || strconv.FormatInt(size, 10) != string(fields[1]) {
 		return File{}, fmt.Errorf("%s: size %q is not a byte count", f.Path, fields[1])
 	}
 	f.Size = size
@@ -161,8 +215,31 @@ func checkFile(f File) error {
 	if f.Size < 0 {
 		return fmt.Errorf("%s: negative size %d", f.Path, f.Size)
 	}
-	if f.Hash == "-" || strings.ContainsFunc(f.Hash, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return fmt.Errorf("%s: hash %q", f.Path, f.Hash)
+	if top, _, _ := strings.Cut(f.Path, "/"); top == CompleteName {
+		return fmt.Errorf("path %q: the store's own name", f.Path)
+	}
+	if f.Hash != "" && !validHash(f.Hash) {
+		return fmt.Errorf("%s: hash %q is not alg=urlsafe-base64", f.Path, f.Hash)
 	}
 	return nil
+}
+
+// validHash reports whether h has RECORD's shape: an algorithm name, "=",
+// and a urlsafe base64 digest (padding allowed).
+func validHash(h string) bool {
+	alg, digest, ok := strings.Cut(h, "=")
+	if !ok || alg == "" || digest == "" {
+		return false
+	}
+	for _, c := range alg {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	for _, c := range digest {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '=') {
+			return false
+		}
+	}
+	return true
 }

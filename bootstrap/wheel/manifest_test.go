@@ -2,6 +2,7 @@ package wheel
 
 import (
 	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -84,10 +85,20 @@ func TestManifestErrorsNameTheLine(t *testing.T) {
 		"files in header":  {strings.Replace(head, `"schema":2`, `"schema":2,"files":[]`, 1), "lists no files"},
 		"schema 1 trailer": {strings.Replace(head, `"schema":2`, `"schema":1`, 1) + "x\t1\t-\t-\n", "continues"},
 		"not json":         {"garbage\n", "line 1"},
+		"cut at line end":  {strings.Join(lines[:len(lines)-2], ""), "5 file lines, the header says 6"},
+		"no count":         {strings.Replace(head, `,"file_count":6`, "", 1), "no file_count"},
+		"plus size":        {head + "demo/a.py\t+5\t-\t-\n", "size"},
+		"padded size":      {head + "demo/a.py\t007\t-\t-\n", "size"},
+		"store's name":     {head + ".complete\t1\t-\t-\n", "store's own name"},
+		"comma in hash":    {head + "demo/a.py\t1\tsha256=a,b\t-\n", "not alg=urlsafe-base64"},
+		"listed twice":     {strings.Replace(head, `"file_count":6`, `"file_count":2`, 1) + "demo/a.py\t1\t-\t-\ndemo/a.py\t1\t-\t-\n", "listed twice"},
 	} {
 		_, err := decodeManifest([]byte(c.text))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want it to say %q", name, err, c.want)
+		}
+		if want := !strings.Contains(name, "future"); errors.Is(err, ErrBadManifest) != want || errors.Is(err, ErrNewerManifest) == want {
+			t.Errorf("%s: error %v: bad manifest %v, newer %v", name, err, errors.Is(err, ErrBadManifest), errors.Is(err, ErrNewerManifest))
 		}
 	}
 	// Paths a manifest cannot hold are refused when writing, not mangled.
@@ -103,7 +114,7 @@ func FuzzDecodeManifest(f *testing.F) {
 	f.Add(good)
 	old, _ := json.Marshal(sampleEntry())
 	f.Add([]byte(strings.Replace(string(old), `"schema":2`, `"schema":1`, 1)))
-	f.Add([]byte("{\"schema\":2}\nx\t0\t-\t-\n"))
+	f.Add([]byte("{\"schema\":2,\"file_count\":1}\nx\t0\t-\t-\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := decodeManifest(b)
 		if err != nil {

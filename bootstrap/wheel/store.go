@@ -198,7 +198,7 @@ func (s *Store) Open(sha string) (*Entry, error) {
 		return nil, fmt.Errorf("store entry %s: manifest %s: %w", dir, CompleteName, err)
 	}
 	if e.SHA256 != sha {
-		return nil, fmt.Errorf("store entry %s: manifest is for %s", dir, e.SHA256)
+		return nil, fmt.Errorf("store entry %s: manifest %s: %w: it is for %s", dir, CompleteName, ErrBadManifest, e.SHA256)
 	}
 	e.Dir = dir
 	return e, nil
@@ -269,12 +269,13 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 	for i, src := range srcs {
 		shas[i] = src.SHA256
 	}
-	out, _ := s.OpenAll(shas, func(i int, err error) {
-		if !errors.Is(err, fs.ErrNotExist) && isHexDigest(shas[i]) {
-			// A manifest that exists but does not read (damaged, or from
-			// a newer volboot): the entry is content-addressed, so it is
-			// moved aside and unpacked again. Generations keep their hard
-			// links to its files.
+	out, openErrs := s.OpenAll(shas, func(i int, err error) {
+		if errors.Is(err, ErrBadManifest) {
+			// A manifest that was read but is not one (damaged, cut
+			// short): the entry is content-addressed, so it is moved aside
+			// and unpacked again. Generations keep their hard links to its
+			// files. Read errors (EIO, ESTALE) and a newer volboot's
+			// manifests are left alone: the unpack then fails, naming them.
 			s.logger().Warn("store entry unreadable; unpacking it again", zap.String("wheel", srcs[i].Filename), zap.Error(err))
 			dir := s.EntryDir(shas[i])
 			aside := atomicfile.TempName(dir)
@@ -286,12 +287,16 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 	})
 	var todo []int
 	for i := range srcs {
-		if out[i] == nil {
+		switch {
+		case out[i] != nil:
+		case errors.Is(openErrs[i], ErrNewerManifest):
+			errs[i] = fmt.Errorf("wheel %s: %w", srcs[i].Filename, openErrs[i])
+		default:
 			todo = append(todo, i)
 		}
 	}
 	if len(todo) == 0 {
-		return out, nil
+		return out, errors.Join(errs...)
 	}
 	start := time.Now()
 	mode := s.Sync.Resolve(s.Dir)

@@ -313,9 +313,10 @@ func TestCompilerFailure(t *testing.T) {
 	}
 }
 
-// An entry whose manifest no longer reads (damaged, cut short, or from a
-// newer volboot) is unpacked again, and a generation's hard links to its
-// old files keep working meanwhile.
+// An entry whose manifest was read but is not a valid one (damaged, cut
+// short, for another wheel) is unpacked again, and a generation's hard
+// links to its old files keep working meanwhile. A newer volboot's entry
+// is left alone with an error that says so.
 func TestUnreadableManifestIsUnpackedAgain(t *testing.T) {
 	dir := t.TempDir()
 	spec := goodSpec()
@@ -333,10 +334,16 @@ func TestUnreadableManifestIsUnpackedAgain(t *testing.T) {
 	if err := os.Link(filepath.Join(es[0].Dir, "demo", "__init__.py"), kept); err != nil {
 		t.Fatal(err)
 	}
+	good, err := os.ReadFile(filepath.Join(es[0].Dir, wheel.CompleteName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(good), "\n")
 	for name, damage := range map[string][]byte{
-		"cut short":     []byte(`{"schema":2,"sha256":"` + sha + `"}` + "\ndemo/__init__.py\t3"),
-		"newer schema":  []byte(`{"schema":9,"sha256":"` + sha + `"}` + "\n"),
-		"another wheel": []byte(`{"schema":2,"sha256":"` + strings.Repeat("0", 64) + `"}` + "\n"),
+		"cut mid-line":      good[:len(good)-5],
+		"cut at a line end": []byte(strings.Join(lines[:len(lines)-2], "")),
+		"another wheel":     []byte(strings.Replace(string(good), sha, strings.Repeat("0", 64), 1)),
+		"not json":          []byte("{\n"),
 	} {
 		if err := os.WriteFile(filepath.Join(es[0].Dir, wheel.CompleteName), damage, 0o644); err != nil {
 			t.Fatal(err)
@@ -354,6 +361,17 @@ func TestUnreadableManifestIsUnpackedAgain(t *testing.T) {
 		if _, err := st.Open(sha); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
+	}
+	// A newer volboot's entry is left alone, and the unpack says why.
+	newer := []byte(`{"schema":9,"sha256":"` + sha + `"}` + "\n")
+	if err := os.WriteFile(filepath.Join(es[0].Dir, wheel.CompleteName), newer, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Unpack(context.Background(), src); err == nil || !strings.Contains(err.Error(), "newer volboot") || !strings.Contains(err.Error(), spec.Filename()) {
+		t.Errorf("unpacking over a newer volboot's entry: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(es[0].Dir, wheel.CompleteName)); string(b) != string(newer) {
+		t.Error("the newer volboot's manifest was replaced")
 	}
 	if b, err := os.ReadFile(kept); err != nil || len(b) == 0 {
 		t.Fatalf("the hard link to the old entry's file: %q %v", b, err)
