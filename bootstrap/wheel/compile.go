@@ -321,7 +321,7 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 			dirs[path.Dir(pycPath(srcs[i], s.c.CacheTag))] = true
 		}
 	}
-	if err := MakeDirs(ctx, p.tmp, dirs, cap(sem)); err != nil {
+	if err := MakeDirs(ctx, p.tmp, dirs, sem); err != nil {
 		return fmt.Errorf("bytecode: %w", err)
 	}
 	for d := range dirs {
@@ -333,11 +333,7 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 		if len(b) == 0 {
 			continue
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-gctx.Done():
-		}
-		if gctx.Err() != nil {
+		if !acquire(gctx, sem) {
 			break
 		}
 		g.Go(func() error {

@@ -130,8 +130,9 @@ func (m SyncMode) String() string {
 // root (existing ones are fine), parents first, a depth level at a time.
 // The children of one parent are made by one worker relative to a handle
 // on the parent: siblings made by several workers at once contend for the
-// parent's lock.
-func MakeDirs(ctx context.Context, root string, dirs map[string]bool, jobs int) error {
+// parent's lock. Each worker holds a slot of sem, which callers share with
+// their other file operations to bound the total in flight.
+func MakeDirs(ctx context.Context, root string, dirs map[string]bool, sem chan struct{}) error {
 	byDepth := map[int]map[string][]string{} // depth -> parent -> children's names
 	maxDepth := 0
 	for d := range dirs {
@@ -148,12 +149,12 @@ func MakeDirs(ctx context.Context, root string, dirs map[string]bool, jobs int) 
 	}
 	for depth := 0; depth <= maxDepth; depth++ {
 		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(jobs)
 		for parent, names := range byDepth[depth] {
-			if gctx.Err() != nil {
+			if !acquire(gctx, sem) {
 				break
 			}
 			g.Go(func() error {
+				defer func() { <-sem }()
 				p := filepath.Join(root, filepath.FromSlash(parent))
 				pfd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 				if err != nil {
@@ -173,4 +174,21 @@ func MakeDirs(ctx context.Context, root string, dirs map[string]bool, jobs int) 
 		}
 	}
 	return ctx.Err()
+}
+
+// acquire takes a slot of sem for one file operation, or returns false,
+// holding none, once ctx is done. A slot won in the same instant as the
+// cancellation is given back: the semaphore is shared by every wheel of an
+// unpack, and a slot kept by a failed wheel would be lost to the others.
+func acquire(ctx context.Context, sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		if ctx.Err() != nil {
+			<-sem
+			return false
+		}
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -651,7 +651,7 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 			dirs[d] = true
 		}
 	}
-	if err := MakeDirs(ctx, tmp, dirs, s.jobs()); err != nil {
+	if err := MakeDirs(ctx, tmp, dirs, sem); err != nil {
 		return nil, wf("%w", err)
 	}
 	// Large files first so one big shared object does not finish last alone.
@@ -667,11 +667,7 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 	out := make([]File, len(members))
 	g, gctx := errgroup.WithContext(ctx)
 	for i, m := range members {
-		select {
-		case sem <- struct{}{}:
-		case <-gctx.Done():
-		}
-		if gctx.Err() != nil {
+		if !acquire(gctx, sem) {
 			break
 		}
 		g.Go(func() error {
