@@ -7,14 +7,18 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/volboot/volboot/bench/sync/synthstack"
 )
 
 // TestDurabilityModes runs `volboot sync` under strace once per
 // --durability and counts the calls that make data durable: "files" must
 // fsync every file it unpacks and never call syncfs; "fs" must call
-// syncfs and fsync far fewer files than it writes. Both converge to the
-// same generation. A bad value is a usage error naming the flag.
+// syncfs and fsync far fewer files than it writes; "auto" must do what
+// "fs" does on a local filesystem and what "files" does on FUSE. All
+// converge to the same generation. A bad value is a usage error naming
+// the flag.
 func TestDurabilityModes(t *testing.T) {
 	if _, err := exec.LookPath("strace"); err != nil {
 		t.Skip("strace is not installed (.ci/run installs it)")
@@ -23,8 +27,30 @@ func TestDurabilityModes(t *testing.T) {
 		t.Skipf("strace cannot trace here: %v", err)
 	}
 	var ids []string
-	for _, mode := range []string{"files", "fs"} {
-		f := newFixture(t, "")
+	for _, mode := range []string{"files", "fs", "auto", "auto-on-fuse"} {
+		vol := ""
+		if mode == "auto-on-fuse" {
+			if vol = fuseVolume(t); vol == "" {
+				continue
+			}
+			mode = "auto"
+		}
+		f := newFixture(t, vol)
+		if mode == "auto" {
+			// auto is fs where syncfs reaches storage, files elsewhere.
+			var st unix.Statfs_t
+			if err := unix.Statfs(f.vol, &st); err != nil {
+				t.Fatal(err)
+			}
+			switch uint32(st.Type) {
+			case unix.EXT4_SUPER_MAGIC, unix.TMPFS_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC, unix.OVERLAYFS_SUPER_MAGIC:
+				mode = "auto=fs"
+			case unix.FUSE_SUPER_MAGIC:
+				mode = "auto=files"
+			default:
+				continue
+			}
+		}
 		ws := f.add(synthstack.Small("dur", 4, 30)...)
 		f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
 		files := 0
@@ -32,7 +58,7 @@ func TestDurabilityModes(t *testing.T) {
 			files += w.Files
 		}
 		trace := filepath.Join(t.TempDir(), "trace")
-		c := f.command("sync", "--durability", mode)
+		c := f.command("sync", "--durability", strings.Split(mode, "=")[0])
 		c.Args = append([]string{"strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs", "-o", trace}, c.Args...)
 		c.Path, _ = exec.LookPath("strace")
 		out, err := c.CombinedOutput()
@@ -47,7 +73,7 @@ func TestDurabilityModes(t *testing.T) {
 		fsyncs := strings.Count(string(b), "fsync(") + strings.Count(string(b), "fdatasync(")
 		syncfs := strings.Count(string(b), "syncfs(")
 		t.Logf("--durability %s: %d files in the wheels, %d fsync, %d syncfs", mode, files, fsyncs, syncfs)
-		switch mode {
+		switch strings.TrimPrefix(mode, "auto=") {
 		case "files":
 			if fsyncs < files || syncfs != 0 {
 				t.Errorf("--durability files: %d fsync and %d syncfs for %d files; want an fsync per file and no syncfs", fsyncs, syncfs, files)
@@ -58,8 +84,10 @@ func TestDurabilityModes(t *testing.T) {
 			}
 		}
 	}
-	if ids[0] != ids[1] {
-		t.Errorf("generation ids differ by durability: %s and %s", ids[0], ids[1])
+	for _, id := range ids[1:] {
+		if id != ids[0] {
+			t.Errorf("generation ids differ by durability: %v", ids)
+		}
 	}
 
 	for _, bad := range []string{"none", "always"} {
@@ -68,4 +96,26 @@ func TestDurabilityModes(t *testing.T) {
 			t.Errorf("--durability %s: exit %d, want 2 naming the flag\n%s", bad, r.code, r.stderr)
 		}
 	}
+}
+
+// fuseVolume mounts an empty directory through bindfs (a FUSE passthrough,
+// standing in for RunPod's MooseFS) and returns the mount point, unmounted
+// when the test ends; "" when bindfs or FUSE is not available here.
+func fuseVolume(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("bindfs"); err != nil {
+		t.Log("bindfs is not installed: the FUSE case is skipped (.ci/run installs it)")
+		return ""
+	}
+	src, mnt := t.TempDir(), t.TempDir()
+	if out, err := exec.Command("bindfs", "--no-allow-other", src, mnt).CombinedOutput(); err != nil {
+		t.Logf("cannot mount FUSE here (%v: %s): the FUSE case is skipped", err, out)
+		return ""
+	}
+	t.Cleanup(func() {
+		if err := exec.Command("fusermount", "-u", mnt).Run(); err != nil {
+			exec.Command("umount", "-l", mnt).Run()
+		}
+	})
+	return mnt
 }
