@@ -358,7 +358,9 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 		}
 	}
 	fetcher := c.fetcher(lk)
+	spec := c.speculate(ctx, info, facts, plans, store, wheels, key)
 	entries, downloaded, err := c.fetchAndUnpack(ctx, lk, fetcher, store, wheels, failWheel)
+	specGen := spec.finish(entries, err, plans, c.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -373,8 +375,9 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 		if err := requiredFailure(plans); err != nil {
 			return nil, err
 		}
-		gen, err = c.build(ctx, lk, info, facts, plans, entries, key)
-		if err != nil {
+		if round == 0 && specGen != nil {
+			gen = specGen
+		} else if gen, err = c.build(ctx, lk, info, facts, plans, entries, key); err != nil {
 			return nil, err
 		}
 		gen.Models = modelRecords
@@ -736,6 +739,23 @@ func (c *Config) allowHTTP() []string {
 
 // build assembles the generation the active groups describe.
 func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info, facts *gpu.Facts, plans []*groupPlan, entries map[string]*wheel.Entry, key string) (*Generation, error) {
+	gen, pkgs, err := c.prepareBuild(info, facts, plans, entries, nil, key)
+	if err != nil {
+		return nil, err
+	}
+	if err := lk.Check(); err != nil {
+		return nil, err
+	}
+	c.Progress.Phase("building generation " + gen.ID)
+	lk.SetPhase("building generation " + gen.ID)
+	return gen, c.assemble(ctx, info, gen, pkgs)
+}
+
+// prepareBuild decides, from the groups alone, the generation's record and
+// the packages that make it. A wheel missing from entries is an internal
+// error, unless pending gives a way to wait for it.
+func (c *Config) prepareBuild(info *interp.Info, facts *gpu.Facts, plans []*groupPlan, entries map[string]*wheel.Entry,
+	pending func(sha string) func() (*wheel.Entry, error), key string) (*Generation, []venv.Package, error) {
 	type member struct {
 		sel       *pylock.Selected
 		groups    []string
@@ -763,8 +783,8 @@ func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info
 	}
 	var records []PackageRecord
 	for sha, m := range members {
-		if entries[sha] == nil {
-			return nil, fmt.Errorf("internal: wheel %s of an active group is not in the store", m.sel.Wheel.Filename)
+		if entries[sha] == nil && pending == nil {
+			return nil, nil, fmt.Errorf("internal: wheel %s of an active group is not in the store", m.sel.Wheel.Filename)
 		}
 		records = append(records, PackageRecord{Name: m.sel.Package.Name, Version: m.sel.Package.Version, SHA256: sha,
 			Filename: m.sel.Wheel.Filename, Groups: m.groups, Requested: m.requested})
@@ -776,6 +796,9 @@ func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info
 	pkgs := make([]venv.Package, len(records))
 	for i, r := range records {
 		pkgs[i] = venv.Package{Entry: entries[r.SHA256], Requested: r.Requested}
+		if pkgs[i].Entry == nil {
+			pkgs[i].Pending = pending(r.SHA256)
+		}
 	}
 	var groups []GroupOutcome
 	for _, p := range plans {
@@ -797,25 +820,124 @@ func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info
 			o.RetryAfter = &t
 		}
 	}
-	if err := lk.Check(); err != nil {
-		return nil, err
-	}
-	c.Progress.Phase("building generation " + id)
-	lk.SetPhase("building generation " + id)
+	return gen, pkgs, nil
+}
+
+// assemble builds gen's directory from pkgs. It reads nothing of the
+// groups, so it may run while downloads change them (speculate).
+func (c *Config) assemble(ctx context.Context, info *interp.Info, gen *Generation, pkgs []venv.Package) error {
 	if err := os.MkdirAll(c.Paths.Envs(), 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", c.Paths.Envs(), err)
+		return fmt.Errorf("create %s: %w", c.Paths.Envs(), err)
 	}
-	if err := c.clearIncomplete(c.Paths.Env(id)); err != nil {
-		return nil, err
+	if err := c.clearIncomplete(c.Paths.Env(gen.ID)); err != nil {
+		return err
 	}
 	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger, Sync: c.Durability}
-	if _, err := b.Build(ctx, c.Paths.Env(id), pkgs); err != nil {
+	if _, err := b.Build(ctx, c.Paths.Env(gen.ID), pkgs); err != nil {
 		if isNoSpace(err) {
-			return nil, fmt.Errorf("build generation %s: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", id, err)
+			return fmt.Errorf("build generation %s: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", gen.ID, err)
 		}
-		return nil, fmt.Errorf("build generation %s: %w", id, err)
+		return fmt.Errorf("build generation %s: %w", gen.ID, err)
 	}
-	return gen, nil
+	return nil
+}
+
+// errSpeculationAbandoned ends a speculative build whose groups changed.
+var errSpeculationAbandoned = errors.New("speculative build abandoned")
+
+// speculation is a generation built while the wheels it lacks are still
+// downloaded and unpacked: every package the store already holds is linked
+// meanwhile, and the missing ones are added as the unpack delivers them.
+// It assumes every active group's wheels arrive; if the groups' outcomes
+// change (a download fails, a wheel is refused), the build is abandoned
+// and the generation built again without them, as before.
+type speculation struct {
+	outcomes []GroupOutcome // the groups as the build assumed them
+	gen      *Generation
+	cancel   context.CancelFunc
+
+	resolved  chan struct{} // closed once entries and abandoned are set
+	entries   map[string]*wheel.Entry
+	abandoned bool
+
+	done chan struct{} // closed when the build goroutine returns
+	err  error
+}
+
+// speculate starts a speculative build when the store holds some but not
+// all of the active groups' wheels; it returns nil otherwise. The caller
+// must call finish.
+func (c *Config) speculate(ctx context.Context, info *interp.Info, facts *gpu.Facts, plans []*groupPlan, store *wheel.Store, wheels map[string]*pylock.Selected, key string) *speculation {
+	shas := make([]string, 0, len(wheels))
+	for sha := range wheels {
+		shas = append(shas, sha)
+	}
+	have, _ := store.OpenAll(shas, nil)
+	ready := map[string]*wheel.Entry{}
+	for i, e := range have {
+		if e != nil {
+			ready[shas[i]] = e
+		}
+	}
+	if len(ready) == 0 || len(ready) == len(shas) {
+		return nil
+	}
+	sp := &speculation{resolved: make(chan struct{}), done: make(chan struct{})}
+	for _, p := range plans {
+		sp.outcomes = append(sp.outcomes, p.outcome)
+	}
+	pending := func(sha string) func() (*wheel.Entry, error) {
+		return func() (*wheel.Entry, error) {
+			<-sp.resolved
+			if sp.abandoned {
+				return nil, errSpeculationAbandoned
+			}
+			if e := sp.entries[sha]; e != nil {
+				return e, nil
+			}
+			return nil, fmt.Errorf("wheel %s is not in the store", sha)
+		}
+	}
+	gen, pkgs, err := c.prepareBuild(info, facts, plans, ready, pending, key)
+	if err != nil {
+		return nil
+	}
+	sp.gen = gen
+	sctx, cancel := context.WithCancel(ctx)
+	sp.cancel = cancel
+	go func() {
+		defer close(sp.done)
+		sp.err = c.assemble(sctx, info, gen, pkgs)
+	}()
+	return sp
+}
+
+// finish hands the speculative build the fetched entries, or abandons it
+// when the fetch failed or changed any group's outcome, and waits for it.
+// It returns the generation when the speculation held and the build
+// succeeded; nil means build it the ordinary way.
+func (sp *speculation) finish(entries map[string]*wheel.Entry, fetchErr error, plans []*groupPlan, logger *zap.Logger) *Generation {
+	if sp == nil {
+		return nil
+	}
+	sp.entries = entries
+	sp.abandoned = fetchErr != nil || len(plans) != len(sp.outcomes)
+	for i := 0; !sp.abandoned && i < len(plans); i++ {
+		a, b := plans[i].outcome, sp.outcomes[i]
+		sp.abandoned = a.State != b.State || a.Reason != b.Reason
+	}
+	close(sp.resolved)
+	if sp.abandoned {
+		sp.cancel()
+	}
+	<-sp.done
+	sp.cancel()
+	if sp.abandoned || sp.err != nil {
+		logger.Debug("speculative build not used", zap.String("generation", sp.gen.ID), zap.Bool("abandoned", sp.abandoned), zap.Error(sp.err))
+		return nil
+	}
+	logger.Debug("speculative build used", zap.String("generation", sp.gen.ID))
+	return sp.gen
 }
 
 // clearIncomplete moves aside a generation directory that is in place but

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/integration/fakehub"
 	"github.com/volboot/volboot/integration/testindex"
@@ -941,5 +942,76 @@ open(%[3]q, "w").write(late.__file__)
 	st, r := f.status("--verify")
 	if !st.InSync || len(st.Drift) != 0 || *st.Generation != cur {
 		t.Fatalf("status --verify after gc:\n%s%s", r.stdout, r.stderr)
+	}
+}
+
+// TestSpeculativeBuild changes one wheel of a synced volume: the next sync
+// links the packages the store holds while it fetches and unpacks the new
+// one, and uses that build. When the new wheel of an optional group cannot
+// be fetched, the speculation (which assumed it would arrive) is abandoned
+// and the generation is built without that group.
+func TestSpeculativeBuild(t *testing.T) {
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("spec", 4, 12)...)
+	write := func(core, extra []synthstack.Wheel) {
+		f.write([]synthstack.Group{
+			{Name: "core", Required: true, Requirements: requirements(core...)},
+			{Name: "extra", Required: false, Requirements: requirements(extra...)},
+		}, append(f.entries("core", core...), f.entries("extra", extra...)...))
+	}
+	write(ws[:3], ws[3:])
+	first := f.sync()
+
+	v2 := f.add(synthstack.Spec{Name: "spec-01", Version: "2.0", PyFiles: 4, DataFiles: 4, DataSize: 300})[0]
+	write([]synthstack.Wheel{ws[0], v2, ws[2]}, ws[3:])
+	r := f.run("sync", "-v")
+	if r.code != 0 {
+		t.Fatalf("sync: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	second := generationOf(t, r.stdout)
+	if second == first || !strings.Contains(r.stderr, "speculative build used") || !strings.Contains(r.stderr, second) {
+		t.Fatalf("the sync after one wheel changed did not use its speculative build of %s (first %s):\n%s", second, first, r.stderr)
+	}
+	st, sr := f.status("--verify")
+	if !st.InSync || !st.Verified || len(st.Drift) != 0 {
+		t.Fatalf("after the speculative build: %s%s", sr.stdout, sr.stderr)
+	}
+	py := filepath.Join(f.vol, ".volboot", "envs", second, "bin", "python")
+	if out, err := exec.Command(py, "-c", "import "+v2.Spec.Module()+", "+ws[3].Spec.Module()).CombinedOutput(); err != nil {
+		t.Fatalf("import in the speculative generation: %v\n%s", err, out)
+	}
+
+	// Now the optional group's wheel changes too, and its download fails.
+	v3 := f.add(synthstack.Spec{Name: "spec-03", Version: "2.0", PyFiles: 3})[0]
+	if err := f.index.SetFault(testindex.FileURLPath(v3.Filename), testindex.Fault{Status: 404}); err != nil {
+		t.Fatal(err)
+	}
+	v4 := f.add(synthstack.Spec{Name: "spec-02", Version: "2.0", PyFiles: 3})[0]
+	write([]synthstack.Wheel{ws[0], v2, v4}, []synthstack.Wheel{v3})
+	r = f.run("sync", "-v")
+	if r.code != 0 {
+		t.Fatalf("sync with a failing optional wheel: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	third := generationOf(t, r.stdout)
+	if !strings.Contains(r.stderr, "speculative build not used") || !strings.Contains(r.stderr, `"abandoned":true`) || strings.Contains(r.stderr, "speculative build used") {
+		t.Fatalf("the speculation that assumed the failed wheel was not abandoned:\n%s", r.stderr)
+	}
+	st, sr = f.status("--verify")
+	if state, _ := st.group("extra"); state != "degraded" || st.Generation == nil || *st.Generation != third {
+		t.Fatalf("after the abandoned speculation: extra %q, generation %v, want degraded at %s\n%s", state, st.Generation, third, sr.stdout)
+	}
+	if !st.Verified {
+		t.Fatalf("status --verify after the abandoned speculation:\n%s%s", sr.stdout, sr.stderr)
+	}
+	py = filepath.Join(f.vol, ".volboot", "envs", third, "bin", "python")
+	if out, err := exec.Command(py, "-c", "import "+v4.Spec.Module()).CombinedOutput(); err != nil {
+		t.Fatalf("import in the rebuilt generation: %v\n%s", err, out)
+	}
+	// The abandoned speculation left no directory beside the generations.
+	ents, _ := os.ReadDir(filepath.Join(f.vol, ".volboot", "envs"))
+	for _, e := range ents {
+		if _, temp := atomicfile.ParseTempName(e.Name()); temp {
+			t.Errorf("left in envs/: %s", e.Name())
+		}
 	}
 }

@@ -185,34 +185,27 @@ func sha256File(p string) (string, error) {
 
 // install is volboot's whole path for a set of wheels: probe the
 // interpreter (through the volume's probe cache, as the reconciler does: a
-// first boot misses it, a second hits it), unpack what the store lacks,
-// compile, build the generation.
+// first boot misses it, a second hits it), then venv.Install: unpack what
+// the store lacks (verify, write, compile) while the generation links
+// what it holds, as the reconciler's speculative build does.
 func install(ctx context.Context, o options, python string, volume, id string, srcs []wheel.Source, requested func(int) bool) (time.Duration, error) {
 	start := time.Now()
 	info, err := interp.Probe(ctx, python, bootstrap.Paths{Root: volume}.InterpCache(), nil)
 	if err != nil {
 		return 0, err
 	}
-	st := &wheel.Store{Dir: filepath.Join(volume, ".volboot", "store"), Sync: o.sync, Jobs: o.jobs, Logger: o.log,
+	st := &wheel.Store{Dir: venv.StoreDir(volume), Sync: o.sync, Jobs: o.jobs, Logger: o.log,
 		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: max(nprocs(), 2)}}
 	probed := time.Now()
-	es, err := st.Unpack(ctx, srcs...)
-	if err != nil {
-		return 0, err
-	}
-	unpacked := time.Now()
-	defer func() {
-		o.log.Debug("install phases", zap.Duration("probe", probed.Sub(start)), zap.Duration("unpack", unpacked.Sub(probed)),
-			zap.Duration("generation", time.Since(unpacked)))
-	}()
-	pkgs := make([]venv.Package, len(es))
-	for i, e := range es {
-		pkgs[i] = venv.Package{Entry: e, Requested: requested(i)}
+	ws := make([]venv.Wheel, len(srcs))
+	for i, src := range srcs {
+		ws[i] = venv.Wheel{Source: src, Requested: requested(i)}
 	}
 	b := &venv.Builder{Python: info, Sync: o.sync, Jobs: o.jobs * 2, Logger: o.log}
-	if _, err := b.Build(ctx, filepath.Join(volume, ".volboot", "envs", id), pkgs); err != nil {
+	if _, err := venv.Install(ctx, st, b, venv.EnvDir(volume, id), ws); err != nil {
 		return 0, err
 	}
+	o.log.Debug("install phases", zap.Duration("probe", probed.Sub(start)), zap.Duration("install", time.Since(probed)))
 	return time.Since(start), nil
 }
 

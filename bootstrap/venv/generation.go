@@ -59,6 +59,11 @@ type Package struct {
 	Entry *wheel.Entry
 	// Requested marks a top-level requirement (REQUESTED is written).
 	Requested bool
+	// Pending, when Entry is nil, waits for the package's store entry
+	// (being downloaded or unpacked). Build links every package that is
+	// ready meanwhile and claims pending ones after them; an error from
+	// Pending fails the build.
+	Pending func() (*wheel.Entry, error)
 }
 
 // Builder builds generations. Its fields are read-only during Build; one
@@ -176,10 +181,16 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	// each worker makes its directory (and missing parents) first.
 	start := time.Now()
 	var copied atomic.Int64
+	// entries[i] is package i's store entry; plan fills in pending ones
+	// before it hands out any of their files.
+	entries := make([]*wheel.Entry, len(pkgs))
+	for i, p := range pkgs {
+		entries[i] = p.Entry
+	}
 	fail := func(o *op, err error) error {
 		who := "the environment"
 		if o.pkg >= 0 {
-			who = pkgs[o.pkg].Entry.Filename
+			who = entries[o.pkg].Filename
 		}
 		return fmt.Errorf("generation %s: %s: %s: %w", filepath.Base(dir), who, o.dst, err)
 	}
@@ -208,7 +219,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		})
 		return nil
 	}
-	ops, perr := b.plan(l, pkgs, emit)
+	ops, perr := b.plan(l, pkgs, entries, emit)
 	planned := time.Now()
 	if perr != nil {
 		stop() // the plan is invalid: the workers' files will be removed
@@ -233,8 +244,9 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		}
 	}
 	m := &Marker{Schema: GenerationSchema, Interpreter: b.Python.Identity(), Files: len(ops), Copied: int(copied.Load())}
-	for _, p := range pkgs {
-		m.Packages = append(m.Packages, MarkerEntry{Name: p.Entry.Name, Version: p.Entry.Version, SHA256: p.Entry.SHA256, Requested: p.Requested})
+	for i, p := range pkgs {
+		e := entries[i]
+		m.Packages = append(m.Packages, MarkerEntry{Name: e.Name, Version: e.Version, SHA256: e.SHA256, Requested: p.Requested})
 	}
 	mb, _ := json.MarshalIndent(m, "", "  ")
 	linked := time.Now()
@@ -305,36 +317,33 @@ func destination(l Layout, e *wheel.Entry, p string) (dst string, kind string, o
 // plan decides every file of the generation and who provides it. Each
 // package's files, scripts and RECORD are worked out in parallel (they
 // depend on that package alone); claiming paths, which finds conflicts
-// between packages, runs in package order so the result never depends on
-// scheduling. Each package's newly claimed files go to emit as soon as
-// they are claimed, in batches of one directory. An error from plan means
-// the generation is invalid even if some batches were emitted.
-func (b *Builder) plan(l Layout, pkgs []Package, emit func([]*op) error) ([]*op, error) {
+// between packages, runs in a fixed order, so the result never depends on
+// scheduling: the packages that are ready, in order, then the pending
+// ones, in order, each as soon as Pending returns its entry (written to
+// entries). Each package's newly claimed files go to emit as soon as they
+// are claimed, in batches of one directory. An error from plan means the
+// generation is invalid even if some batches were emitted.
+func (b *Builder) plan(l Layout, pkgs []Package, entries []*wheel.Entry, emit func([]*op) error) ([]*op, error) {
 	who := func(i int) string {
 		if i < 0 {
 			return "the environment"
 		}
-		return pkgs[i].Entry.Filename
+		return entries[i].Filename
 	}
-	names := map[string]int{}
+	var order, pending []int
 	total := 0
 	for i, p := range pkgs {
-		e := p.Entry
-		if e == nil {
+		switch {
+		case p.Entry != nil:
+			order = append(order, i)
+			total += len(p.Entry.Files) + len(p.Entry.EntryPoints) + 3
+		case p.Pending != nil:
+			pending = append(pending, i)
+		default:
 			return nil, fmt.Errorf("package %d has no store entry", i)
 		}
-		if prev, dup := names[normalize(e.Name)]; dup {
-			return nil, fmt.Errorf("%s and %s are both distribution %s", who(prev), who(i), e.Name)
-		}
-		names[normalize(e.Name)] = i
-		if e.CacheTag != "" && e.CacheTag != b.Python.CacheTag {
-			// The store compiled this entry for another interpreter sharing
-			// the volume; it still works, compiling at import time.
-			b.logger().Warn("store entry has bytecode for another interpreter", zap.String("wheel", e.Filename),
-				zap.String("has", e.CacheTag), zap.String("want", b.Python.CacheTag))
-		}
-		total += len(e.Files) + len(e.EntryPoints) + 3
 	}
+	order = append(order, pending...)
 
 	perPkg := make([][]op, len(pkgs))
 	errs := make([]error, len(pkgs))
@@ -342,10 +351,10 @@ func (b *Builder) plan(l Layout, pkgs []Package, emit func([]*op) error) ([]*op,
 	for i := range done {
 		done[i] = make(chan struct{})
 	}
-	// The launcher starts packages in order, so the one the claim loop
-	// waits for is among the first running. Both the launcher and its
-	// workers are waited for before plan returns; an early return stops
-	// the launcher.
+	// The launcher starts packages in claim order, so the one the claim
+	// loop waits for is among the first running; it waits for each
+	// pending entry in turn. Both the launcher and its workers are waited
+	// for before plan returns; an early return stops the launcher.
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	var launcher sync.WaitGroup
@@ -353,15 +362,27 @@ func (b *Builder) plan(l Layout, pkgs []Package, emit func([]*op) error) ([]*op,
 	launcher.Add(1)
 	go func() {
 		defer launcher.Done()
-		for i := range pkgs {
+		for _, i := range order {
 			if stop.Load() {
 				errs[i] = errors.New("planning stopped")
 				close(done[i])
 				continue
 			}
+			if entries[i] == nil {
+				e, err := pkgs[i].Pending()
+				if err == nil && e == nil {
+					err = errors.New("no store entry")
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("package %d: %w", i, err)
+					close(done[i])
+					continue
+				}
+				entries[i] = e
+			}
 			g.Go(func() error {
 				defer close(done[i])
-				perPkg[i], errs[i] = b.packageOps(l, pkgs[i], i)
+				perPkg[i], errs[i] = b.packageOps(l, Package{Entry: entries[i], Requested: pkgs[i].Requested}, i)
 				return nil
 			})
 		}
@@ -382,10 +403,22 @@ func (b *Builder) plan(l Layout, pkgs []Package, emit func([]*op) error) ([]*op,
 	// that is settled here, before any of the package's files is made.
 	inside := map[string]*op{}
 	ops := make([]*op, 0, total)
-	for i := range pkgs {
+	names := map[string]int{}
+	for _, i := range order {
 		<-done[i]
 		if errs[i] != nil {
 			return nil, errs[i]
+		}
+		e := entries[i]
+		if prev, dup := names[normalize(e.Name)]; dup {
+			return nil, fmt.Errorf("%s and %s are both distribution %s", who(prev), who(i), e.Name)
+		}
+		names[normalize(e.Name)] = i
+		if e.CacheTag != "" && e.CacheTag != b.Python.CacheTag {
+			// The store compiled this entry for another interpreter sharing
+			// the volume; it still works, compiling at import time.
+			b.logger().Warn("store entry has bytecode for another interpreter", zap.String("wheel", e.Filename),
+				zap.String("has", e.CacheTag), zap.String("want", b.Python.CacheTag))
 		}
 		fresh := len(ops)
 		for k := range perPkg[i] {

@@ -21,25 +21,58 @@ func EnvDir(volume, id string) string { return filepath.Join(volume, ".volboot",
 func StoreDir(volume string) string { return filepath.Join(volume, ".volboot", "store") }
 
 // Install makes generation dir hold exactly wheels: it unpacks into st
-// whatever the store lacks (verifying and compiling as it goes), then
-// builds the generation from the store entries. A complete generation
-// already at dir is returned as is. On error nothing appears at dir; store
-// entries that were completed stay (they are content-addressed and shared).
+// whatever the store lacks (verifying and compiling as it goes) while it
+// builds the generation, linking the packages the store already holds
+// first. A complete generation already at dir is returned as is. On error
+// nothing appears at dir; store entries that were completed stay (they
+// are content-addressed and shared).
 func Install(ctx context.Context, st *wheel.Store, b *Builder, dir string, wheels []Wheel) (*Marker, error) {
 	if m, err := ReadMarker(dir); err == nil {
 		return m, nil
 	}
-	srcs := make([]wheel.Source, len(wheels))
+	shas := make([]string, len(wheels))
 	for i, w := range wheels {
-		srcs[i] = w.Source
+		shas[i] = w.Source.SHA256
 	}
-	entries, err := st.Unpack(ctx, srcs...)
-	if err != nil {
-		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
-	}
+	have, _ := st.OpenAll(shas, nil)
 	pkgs := make([]Package, len(wheels))
-	for i, e := range entries {
-		pkgs[i] = Package{Entry: e, Requested: wheels[i].Requested}
+	var missing []wheel.Source
+	slot := map[int]int{} // package -> index in missing
+	for i, w := range wheels {
+		pkgs[i] = Package{Entry: have[i], Requested: w.Requested}
+		if have[i] == nil {
+			slot[i] = len(missing)
+			missing = append(missing, w.Source)
+		}
 	}
-	return b.Build(ctx, dir, pkgs)
+	if len(missing) == 0 {
+		return b.Build(ctx, dir, pkgs)
+	}
+	// The unpack runs beside the build, which waits for it only when it
+	// reaches the first package the store lacked. Install owns the
+	// goroutine and waits for it on every path.
+	var (
+		got       []*wheel.Entry
+		unpackErr error
+		unpacked  = make(chan struct{})
+	)
+	go func() {
+		defer close(unpacked)
+		got, unpackErr = st.Unpack(ctx, missing...)
+	}()
+	for i, k := range slot {
+		pkgs[i].Pending = func() (*wheel.Entry, error) {
+			<-unpacked
+			if got[k] == nil {
+				return nil, fmt.Errorf("%s was not unpacked", missing[k].Filename)
+			}
+			return got[k], nil
+		}
+	}
+	m, err := b.Build(ctx, dir, pkgs)
+	<-unpacked
+	if unpackErr != nil {
+		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), unpackErr)
+	}
+	return m, err
 }
