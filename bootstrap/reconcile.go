@@ -358,8 +358,9 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 		}
 	}
 	fetcher := c.fetcher(lk)
-	spec := c.speculate(ctx, info, facts, plans, store, wheels, key)
-	entries, downloaded, err := c.fetchAndUnpack(ctx, lk, fetcher, store, wheels, failWheel)
+	held := heldEntries(store, wheels)
+	spec := c.speculate(ctx, info, facts, plans, held, len(wheels), key)
+	entries, downloaded, err := c.fetchAndUnpack(ctx, lk, fetcher, store, wheels, held, failWheel)
 	specGen := spec.finish(entries, err, plans, c.Logger)
 	if err != nil {
 		return nil, err
@@ -484,11 +485,10 @@ func requiredFailure(plans []*groupPlan) error {
 	return nil
 }
 
-// fetchAndUnpack makes sure the store holds every wheel: store entries
-// already complete cost one read of their manifest (many in flight);
-// others are downloaded (resumably) into the cache or read from the lock's
-// path, then unpacked and verified.
-func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
+// fetchAndUnpack makes sure the store holds every wheel: those in held
+// are complete already; others are downloaded (resumably) into the cache
+// or read from the lock's path, then unpacked and verified.
+func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, held map[string]*wheel.Entry, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
 	lock, err := c.Lock.Parse()
 	if err != nil {
 		return nil, 0, err
@@ -502,10 +502,9 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 		shas = append(shas, sha)
 	}
 	sort.Strings(shas)
-	have, _ := store.OpenAll(shas, nil)
-	for i, sha := range shas {
+	for _, sha := range shas {
 		s := wheels[sha]
-		if e := have[i]; e != nil {
+		if e := held[sha]; e != nil {
 			entries[sha] = e
 			continue
 		}
@@ -864,22 +863,28 @@ type speculation struct {
 	err  error
 }
 
-// speculate starts a speculative build when the store holds some but not
-// all of the active groups' wheels; it returns nil otherwise. The caller
-// must call finish.
-func (c *Config) speculate(ctx context.Context, info *interp.Info, facts *gpu.Facts, plans []*groupPlan, store *wheel.Store, wheels map[string]*pylock.Selected, key string) *speculation {
+// heldEntries reads, with many in flight, the store entries already
+// complete for wheels (on a network volume each is a round trip).
+func heldEntries(store *wheel.Store, wheels map[string]*pylock.Selected) map[string]*wheel.Entry {
 	shas := make([]string, 0, len(wheels))
 	for sha := range wheels {
 		shas = append(shas, sha)
 	}
 	have, _ := store.OpenAll(shas, nil)
-	ready := map[string]*wheel.Entry{}
+	held := make(map[string]*wheel.Entry, len(shas))
 	for i, e := range have {
 		if e != nil {
-			ready[shas[i]] = e
+			held[shas[i]] = e
 		}
 	}
-	if len(ready) == 0 || len(ready) == len(shas) {
+	return held
+}
+
+// speculate starts a speculative build when the store holds (ready) some
+// but not all of the wanted wheels of the active groups; it returns nil
+// otherwise. The caller must call finish.
+func (c *Config) speculate(ctx context.Context, info *interp.Info, facts *gpu.Facts, plans []*groupPlan, ready map[string]*wheel.Entry, wanted int, key string) *speculation {
+	if len(ready) == 0 || len(ready) == wanted {
 		return nil
 	}
 	sp := &speculation{resolved: make(chan struct{}), done: make(chan struct{})}

@@ -234,15 +234,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	dirs := map[string]bool{}
-	for _, o := range ops {
-		for d := parentDir(o.dst); d != "."; d = parentDir(d) {
-			if dirs[d] {
-				break
-			}
-			dirs[d] = true
-		}
-	}
+	dirs := mk.dirs()
 	m := &Marker{Schema: GenerationSchema, Interpreter: b.Python.Identity(), Files: len(ops), Copied: int(copied.Load())}
 	for i, p := range pkgs {
 		e := entries[i]
@@ -706,6 +698,18 @@ type dirMaker struct {
 type dirOnce struct {
 	once sync.Once
 	err  error
+}
+
+// dirs lists every directory ensure was asked for, and their parents.
+// Call it once the workers are done.
+func (m *dirMaker) dirs() map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]bool, len(m.made))
+	for d := range m.made {
+		out[d] = true
+	}
+	return out
 }
 
 // ensure makes the relative directory d and any missing parent.

@@ -49,19 +49,14 @@ func encodeManifest(e *Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	seen := make(map[string]bool, len(e.Files))
+	if err := checkFiles(e.Files); err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	buf.Grow(len(b) + 1 + len(e.Files)*96)
 	buf.Write(b)
 	buf.WriteByte('\n')
 	for _, f := range e.Files {
-		if err := checkFile(f); err != nil {
-			return nil, err
-		}
-		if seen[f.Path] {
-			return nil, fmt.Errorf("file %s listed twice", f.Path)
-		}
-		seen[f.Path] = true
 		buf.WriteString(f.Path)
 		buf.WriteByte('\t')
 		buf.WriteString(strconv.FormatInt(f.Size, 10))
