@@ -3,7 +3,9 @@ package wheel
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -92,6 +94,8 @@ func TestManifestErrorsNameTheLine(t *testing.T) {
 		"store's name":     {head + ".complete\t1\t-\t-\n", "store's own name"},
 		"comma in hash":    {head + "demo/a.py\t1\tsha256=a,b\t-\n", "not alg=urlsafe-base64"},
 		"listed twice":     {strings.Replace(head, `"file_count":6`, `"file_count":2`, 1) + "demo/a.py\t1\t-\t-\ndemo/a.py\t1\t-\t-\n", "listed twice"},
+		"twice, unsorted":  {strings.Replace(head, `"file_count":6`, `"file_count":3`, 1) + "demo/b.py\t1\t-\t-\ndemo/a.py\t1\t-\t-\ndemo/b.py\t1\t-\t-\n", "demo/b.py listed twice"},
+		"huge size":        {head + "demo/a.py\t9999999999999999999\t-\t-\n", "size"},
 	} {
 		_, err := decodeManifest([]byte(c.text))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -142,4 +146,29 @@ func FuzzDecodeManifest(f *testing.F) {
 			t.Fatalf("round trip changed the entry:\n%+v\n%+v", e, e2)
 		}
 	})
+}
+
+// BenchmarkDecodeManifest decodes a manifest shaped like a big wheel's:
+// 4000 files in nested package directories, half of them bytecode.
+func BenchmarkDecodeManifest(b *testing.B) {
+	e := sampleEntry()
+	e.Files = nil
+	for i := range 2000 {
+		dir := fmt.Sprintf("synth_pkg/sub%03d/mod%02d", i/40, i%40/8)
+		e.Files = append(e.Files,
+			File{Path: fmt.Sprintf("%s/file_%04d.py", dir, i), Size: int64(100 + i), Hash: "sha256=QwaPQFSjiZWuT_UaM71sXoluEoKvOdvPIzuy24ljdJE"},
+			File{Path: fmt.Sprintf("%s/__pycache__/file_%04d.cpython-311.pyc", dir, i), Size: int64(300 + i), Bytecode: true})
+	}
+	slices.SortFunc(e.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	m, err := encodeManifest(e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(m)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeManifest(m); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
