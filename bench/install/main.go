@@ -120,7 +120,10 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	if !o.keep {
-		defer os.RemoveAll(dir)
+		defer func() {
+			os.RemoveAll(dir)
+			fmt.Printf("\nremoved %s; on ext4 without a journal, creates pay for these deletes for about 5 minutes: wait that long before timing anything else (or use -keep)\n", dir)
+		}()
 	}
 	if err := clearOutputs(dir); err != nil {
 		return err
