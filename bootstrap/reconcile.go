@@ -35,6 +35,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -487,7 +488,10 @@ func requiredFailure(plans []*groupPlan) error {
 
 // fetchAndUnpack makes sure the store holds every wheel: those in held
 // are complete already; others are downloaded (resumably) into the cache
-// or read from the lock's path, then unpacked and verified.
+// or read from the lock's path, then unpacked and verified. Each wheel is
+// unpacked as soon as its download lands, while the others still
+// download: a first boot then costs about its downloads, not its
+// downloads plus its unpacks.
 func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, held map[string]*wheel.Entry, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
 	lock, err := c.Lock.Parse()
 	if err != nil {
@@ -495,7 +499,8 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	}
 	entries := map[string]*wheel.Entry{}
 	var items []fetch.Item
-	var srcs []wheel.Source
+	var local []wheel.Source // wheels the lock names by path
+	srcOf := map[string]wheel.Source{}
 	var estimate int64
 	shas := make([]string, 0, len(wheels))
 	for sha := range wheels {
@@ -517,7 +522,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 				failWheel(sha, err.Error())
 				continue
 			}
-			srcs = append(srcs, wheel.Source{Path: path, Filename: s.Wheel.Filename, SHA256: sha})
+			local = append(local, wheel.Source{Path: path, Filename: s.Wheel.Filename, SHA256: sha})
 			continue
 		}
 		items = append(items, fetch.Item{
@@ -526,9 +531,11 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 			Digest: fetch.Digest{Kind: fetch.SHA256, Hex: sha},
 			Dest:   c.Paths.WheelFile(sha), Part: c.Paths.WheelPart(sha),
 		})
-		srcs = append(srcs, wheel.Source{Path: c.Paths.WheelFile(sha), Filename: s.Wheel.Filename, SHA256: sha})
+		srcOf[sha] = wheel.Source{Path: c.Paths.WheelFile(sha), Filename: s.Wheel.Filename, SHA256: sha}
 	}
-	var downloaded int64
+	if len(items) == 0 && len(local) == 0 {
+		return entries, 0, nil
+	}
 	if len(items) > 0 {
 		if err := os.MkdirAll(c.Paths.Wheels(), 0o755); err != nil {
 			return nil, 0, fmt.Errorf("create download cache: %w", err)
@@ -536,13 +543,34 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 		if err := fetch.Preflight(items, estimate, c.Paths.Root, c.VolumeSize); err != nil {
 			return nil, 0, err
 		}
+	}
+	if err := lk.Check(); err != nil {
+		return nil, 0, err
+	}
+	u, err := store.NewUnpacker(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	// The unpacker's results are indexed as Add returned; added is read
+	// only after Wait.
+	var mu sync.Mutex
+	var added []wheel.Source
+	unpack := func(src wheel.Source) {
+		mu.Lock()
+		defer mu.Unlock()
+		u.Add(src)
+		added = append(added, src)
+	}
+	for _, src := range local {
+		unpack(src)
+	}
+	var downloaded int64
+	failed := map[string]bool{}
+	if len(items) > 0 {
 		c.Progress.Phase("downloading")
-		results, _ := f.Fetch(ctx, items)
-		if err := ctx.Err(); err != nil {
-			return nil, 0, err
-		}
-		results = c.refetchLostRaces(ctx, f, results)
-		failed := map[string]bool{}
+		landed := func(it fetch.Item) { unpack(srcOf[it.Digest.Hex]) }
+		results, _ := f.FetchEach(ctx, items, func(i int) { landed(items[i]) })
+		results = c.refetchLostRaces(ctx, f, results, landed)
 		for _, r := range results {
 			sha := r.Item.Digest.Hex
 			if r.Err != nil {
@@ -554,38 +582,29 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 				downloaded += r.Item.Size
 			}
 		}
-		kept := srcs[:0]
-		for _, s := range srcs {
-			if !failed[s.SHA256] {
-				kept = append(kept, s)
-			}
-		}
-		srcs = kept
 	}
-	if len(srcs) > 0 {
-		if err := lk.Check(); err != nil {
-			return nil, 0, err
+	mu.Lock()
+	phase := fmt.Sprintf("unpacking %d wheels", len(added))
+	mu.Unlock()
+	c.Progress.Phase(phase)
+	lk.SetPhase(phase)
+	got, errs := u.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	for i, e := range got {
+		src := added[i]
+		if failed[src.SHA256] {
+			continue // its download failed after it landed (the cache directory's sync)
 		}
-		c.Progress.Phase(fmt.Sprintf("unpacking %d wheels", len(srcs)))
-		lk.SetPhase(fmt.Sprintf("unpacking %d wheels", len(srcs)))
-		got, err := store.Unpack(ctx, srcs...)
-		if ctx.Err() != nil {
-			return nil, 0, ctx.Err()
-		}
-		if isNoSpace(err) {
-			return nil, 0, fmt.Errorf("unpack: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", err)
-		}
-		for i, e := range got {
-			if e == nil {
-				reason := "unpack failed"
-				if err != nil {
-					reason = unpackReason(err, srcs[i].Filename)
-				}
-				failWheel(srcs[i].SHA256, reason)
-				continue
+		if e == nil {
+			if isNoSpace(errs[i]) {
+				return nil, 0, fmt.Errorf("unpack: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", errs[i])
 			}
-			entries[srcs[i].SHA256] = e
+			failWheel(src.SHA256, unpackReason(errs[i], src.Filename))
+			continue
 		}
+		entries[src.SHA256] = e
 	}
 	return entries, downloaded, nil
 }
@@ -596,7 +615,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 // That writer may have finished the file or may still be writing it; a few
 // rounds, a jittered moment apart, settle it (rule 2: the race costs time,
 // never correctness).
-func (c *Config) refetchLostRaces(ctx context.Context, f *fetch.Fetcher, results []fetch.Result) []fetch.Result {
+func (c *Config) refetchLostRaces(ctx context.Context, f *fetch.Fetcher, results []fetch.Result, landed func(fetch.Item)) []fetch.Result {
 	for round := 1; round <= 6 && ctx.Err() == nil; round++ {
 		var again []fetch.Item
 		for _, r := range results {
@@ -613,7 +632,7 @@ func (c *Config) refetchLostRaces(ctx context.Context, f *fetch.Fetcher, results
 			return results
 		case <-time.After(time.Duration(100+mrand.IntN(400*round)) * time.Millisecond):
 		}
-		retried, _ := f.Fetch(ctx, again)
+		retried, _ := f.FetchEach(ctx, again, func(i int) { landed(again[i]) })
 		byDigest := map[string]fetch.Result{}
 		for _, r := range retried {
 			byDigest[r.Item.Digest.Hex] = r

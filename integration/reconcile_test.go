@@ -19,6 +19,7 @@ import (
 	"github.com/volboot/volboot/bench/sync/synthstack"
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/integration/fakehub"
 	"github.com/volboot/volboot/integration/testindex"
 )
@@ -537,7 +538,7 @@ func TestDiskTooSmallFailsAtPreflight(t *testing.T) {
 // TestDiskFillsDuringUnpack: the downloads fit, the unpacked files do not
 // (--volume-size lies to get past the preflight). The error is clear,
 // nothing is recorded as complete, and after the volume grows the next sync
-// converges and leaves nothing behind.
+// converges, downloads nothing it had verified, and leaves nothing behind.
 func TestDiskFillsDuringUnpack(t *testing.T) {
 	vol := mountTmpfs(t, "9m")
 	f, ws := diskFullStack(t, vol)
@@ -552,10 +553,19 @@ func TestDiskFillsDuringUnpack(t *testing.T) {
 			t.Errorf("the error does not say %q:\n%s", want, msg)
 		}
 	}
+	// Wheels unpack as their downloads land, so the disk may fill under a
+	// download as well as under an unpack. What is verified and in the
+	// cache must never be downloaded again.
+	served := map[string]int64{}
+	var kept []synthstack.Wheel
 	for _, w := range ws {
-		if s := f.stats(w); s.Bytes != w.Size {
-			t.Errorf("%s: %d of %d bytes served: the downloads should have fit", w.Filename, s.Bytes, w.Size)
+		served[w.Filename] = f.stats(w).Bytes
+		if _, err := os.Stat(filepath.Join(vol, "cache", "wheels", w.SHA256+".whl")); err == nil {
+			kept = append(kept, w)
 		}
+	}
+	if len(kept) == 0 {
+		t.Fatalf("no download survived the full disk (served %v): the test no longer fills the disk during the unpack", served)
 	}
 	if st, sr := f.status(); st.InSync || st.Generation != nil {
 		t.Errorf("status after the disk filled:\n%s", sr.stdout)
@@ -575,9 +585,14 @@ func TestDiskFillsDuringUnpack(t *testing.T) {
 	if !st.InSync || *st.Generation != id || len(st.Drift) != 0 {
 		t.Fatalf("status --verify after growing the volume:\n%s%s", sr.stdout, sr.stderr)
 	}
+	for _, w := range kept {
+		if s := f.stats(w); s.Bytes != served[w.Filename] {
+			t.Errorf("%s: %d bytes served in all, %d before the volume grew: the verified download was not reused", w.Filename, s.Bytes, served[w.Filename])
+		}
+	}
 	for _, w := range ws {
-		if s := f.stats(w); s.Bytes != w.Size {
-			t.Errorf("%s: %d bytes served in all for a %d-byte wheel: the verified download was not reused", w.Filename, s.Bytes, w.Size)
+		if s := f.stats(w); s.Bytes > served[w.Filename]+w.Size {
+			t.Errorf("%s: %d bytes served in all, %d before the volume grew: downloaded more than once more", w.Filename, s.Bytes, served[w.Filename])
 		}
 	}
 }
@@ -1013,5 +1028,61 @@ func TestSpeculativeBuild(t *testing.T) {
 		if _, temp := atomicfile.ParseTempName(e.Name()); temp {
 			t.Errorf("left in envs/: %s", e.Name())
 		}
+	}
+}
+
+// TestUnpackOverlapsDownloads: a wheel is unpacked into the store as soon
+// as its download lands, while a slower download is still under way, so a
+// first boot costs about its downloads rather than downloads plus unpacks.
+func TestUnpackOverlapsDownloads(t *testing.T) {
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("overlap", 3, 6)...)
+	slow, fast := ws[0], ws[1:]
+	const stall = 4 * time.Second
+	if err := f.index.SetFault(testindex.FileURLPath(slow.Filename), testindex.Fault{Stall: stall, StallAfter: 100}); err != nil {
+		t.Fatal(err)
+	}
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+
+	// Watch the volume while the sync runs: the first fast wheel's store
+	// entry must be complete before the slow wheel is in the cache.
+	type seen struct {
+		entry     bool // a fast wheel's entry completed
+		slowThere bool // the slow wheel's download was in place by then
+	}
+	stop := make(chan struct{})
+	watched := make(chan seen, 1)
+	go func() {
+		var s seen
+		defer func() { watched <- s }()
+		for {
+			for _, w := range fast {
+				if _, err := os.Stat(filepath.Join(f.vol, ".volboot", "store", w.SHA256, wheel.CompleteName)); err == nil {
+					_, err := os.Stat(filepath.Join(f.vol, "cache", "wheels", slow.SHA256+".whl"))
+					s = seen{entry: true, slowThere: err == nil}
+					return
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	start := time.Now()
+	id := f.sync()
+	took := time.Since(start)
+	close(stop)
+	s := <-watched
+	if !s.entry || s.slowThere {
+		t.Fatalf("no fast wheel was unpacked while the slow one still downloaded (%+v)", s)
+	}
+	if took < stall {
+		t.Fatalf("the sync took %v, less than the slow download's stall of %v: the fault did not apply", took, stall)
+	}
+	st, sr := f.status("--verify")
+	if !st.InSync || *st.Generation != id || len(st.Drift) != 0 {
+		t.Fatalf("status --verify:\n%s%s", sr.stdout, sr.stderr)
 	}
 }

@@ -275,6 +275,18 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // does not stop the others; cancelling ctx stops all (part files stay for
 // the next run).
 func (f *Fetcher) Fetch(ctx context.Context, items []Item) ([]Result, error) {
+	return f.FetchEach(ctx, items, nil)
+}
+
+// FetchEach is Fetch that also calls done(i) as soon as items[i] is at its
+// destination, verified (or was there already), so a caller can start
+// using one file while others still download. done runs on the item's
+// goroutine, at most once per item and never for a failed one; it must
+// not block for long (it holds a download slot). The item's rename is not
+// yet durable then: Fetch makes it so before it returns, and an item
+// whose directory cannot be synced is still reported failed in the
+// results.
+func (f *Fetcher) FetchEach(ctx context.Context, items []Item, done func(i int)) ([]Result, error) {
 	results := make([]Result, len(items))
 	seen := map[string]int{}
 	for i, it := range items {
@@ -313,6 +325,9 @@ func (f *Fetcher) Fetch(ctx context.Context, items []Item) ([]Result, error) {
 			results[i].Cached = cached
 			results[i].Err = err
 			tr.finish(i, err == nil)
+			if err == nil && done != nil {
+				done(i)
+			}
 		}(i)
 	}
 	wg.Wait()

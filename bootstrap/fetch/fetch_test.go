@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -580,5 +581,54 @@ func TestProgressPhase(t *testing.T) {
 		if _, ok := m[k]; !ok {
 			t.Errorf("progress line lacks %q: %v", k, m)
 		}
+	}
+}
+
+// FetchEach reports each file as soon as it is in place, while slower ones
+// still download; never a failed one; a cached one too.
+func TestFetchEachReportsEachFileAsItLands(t *testing.T) {
+	e := newEnv(t)
+	fastData, fast := e.addFile("fast-1.0-py3-none-any.whl", 20_000)
+	_, slow := e.addFile("slow-1.0-py3-none-any.whl", 30_000)
+	e.fault(slow.Name, testindex.Fault{Stall: 3 * time.Second, StallAfter: 1000})
+	_, missing := e.addFile("missing-1.0-py3-none-any.whl", 1000)
+	e.fault(missing.Name, testindex.Fault{Status: 404})
+	cachedData, cached := e.addFile("cached-1.0-py3-none-any.whl", 5000)
+	if err := os.WriteFile(cached.Dest, cachedData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	items := []Item{slow, fast, missing, cached}
+	var mu sync.Mutex
+	var got []int
+	slowDone := false
+	res, err := e.fetcher(func(o *Options) { o.StallTimeout = time.Minute }).FetchEach(context.Background(), items, func(i int) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, i)
+		if i == 1 {
+			// The fast file is whole and verified while the slow one is
+			// still stalled.
+			if b, err := os.ReadFile(fast.Dest); err != nil || !bytes.Equal(b, fastData) {
+				t.Errorf("fast reported before its file was in place: %v", err)
+			}
+			if _, err := os.Stat(slow.Dest); err == nil {
+				t.Error("fast reported only after the slow download finished")
+			}
+		}
+		if i == 0 {
+			slowDone = true
+		}
+	})
+	if err == nil || res[2].Err == nil {
+		t.Fatalf("the 404 did not fail: %v", err)
+	}
+	for _, i := range []int{0, 1, 3} {
+		if res[i].Err != nil {
+			t.Fatalf("%s: %v", items[i].Name, res[i].Err)
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []int{0, 1, 3}) || !slowDone {
+		t.Fatalf("reported %v, want [0 1 3] (each success once, not the 404)", got)
 	}
 }

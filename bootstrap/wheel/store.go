@@ -245,45 +245,22 @@ func (s *Store) OpenAll(shas []string, onMiss func(i int, err error)) ([]*Entry,
 // error joining every failure, each naming its wheel. Sources that
 // succeeded are committed even when others fail.
 func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create store %s: %w", s.Dir, err)
+	u, err := s.NewUnpacker(ctx)
+	if err != nil {
+		return nil, err
 	}
 	errs := make([]error, len(srcs))
 	// Entries already there are read with many in flight: a boot that
 	// changes one wheel of 160 reads 159 manifests. The first entry found
 	// missing starts the bytecode compiler (an interpreter and its pool,
 	// tens of milliseconds) while the other manifests are still read.
-	// Bytecode compiles in that one interpreter run fed wheel by wheel, so
-	// compiling the first wheels overlaps extracting the next.
-	var (
-		sessOnce sync.Once
-		sess     *compileSession
-		sessErr  error
-	)
-	startCompiler := func() {
-		if s.Compiler != nil {
-			sessOnce.Do(func() { sess, sessErr = s.Compiler.start(ctx) })
-		}
-	}
 	shas := make([]string, len(srcs))
 	for i, src := range srcs {
 		shas[i] = src.SHA256
 	}
 	out, openErrs := s.OpenAll(shas, func(i int, err error) {
-		if errors.Is(err, ErrBadManifest) {
-			// A manifest that was read but is not one (damaged, cut
-			// short): the entry is content-addressed, so it is moved aside
-			// and unpacked again. Generations keep their hard links to its
-			// files. Read errors (EIO, ESTALE) and a newer volboot's
-			// manifests are left alone: the unpack then fails, naming them.
-			s.logger().Warn("store entry unreadable; unpacking it again", zap.String("wheel", srcs[i].Filename), zap.Error(err))
-			dir := s.EntryDir(shas[i])
-			aside := atomicfile.TempName(dir)
-			if os.Rename(dir, aside) == nil {
-				os.RemoveAll(aside)
-			}
-		}
-		startCompiler()
+		s.setAsideBad(srcs[i], err)
+		u.startCompiler()
 	})
 	var todo []int
 	for i := range srcs {
@@ -295,18 +272,6 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 			todo = append(todo, i)
 		}
 	}
-	if len(todo) == 0 {
-		return out, errors.Join(errs...)
-	}
-	start := time.Now()
-	mode := s.Sync.Resolve(s.Dir)
-	if sessErr != nil {
-		return out, sessErr
-	}
-	// One semaphore for file operations across all wheels keeps the total in
-	// flight bounded however many wheels unpack at once.
-	sem := make(chan struct{}, s.jobs())
-	wheelSem := make(chan struct{}, 4)
 	// Biggest wheels first, so a large one does not start last and finish
 	// alone.
 	sizes := make(map[int]int64, len(todo))
@@ -316,54 +281,212 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 		}
 	}
 	slices.SortStableFunc(todo, func(a, b int) int { return cmp.Compare(sizes[b], sizes[a]) })
-	var wg sync.WaitGroup
-	var extractNs, compileWaitNs atomic.Int64
 	for _, i := range todo {
-		src := srcs[i]
-		select {
-		case wheelSem <- struct{}{}:
-		case <-ctx.Done():
-			errs[i] = fmt.Errorf("wheel %s: %w", src.Filename, ctx.Err())
+		u.Add(srcs[i])
+	}
+	got, uerrs := u.Wait()
+	for k, i := range todo {
+		out[i], errs[i] = got[k], uerrs[k]
+	}
+	return out, errors.Join(errs...)
+}
+
+// setAsideBad moves aside the entry of src when err says its manifest was
+// read but is not one (damaged, cut short): the entry is content-addressed,
+// so it is unpacked again. Generations keep their hard links to its files.
+// Read errors (EIO, ESTALE) and a newer volboot's manifests are left
+// alone: the unpack then fails, naming them.
+func (s *Store) setAsideBad(src Source, err error) {
+	if !errors.Is(err, ErrBadManifest) {
+		return
+	}
+	s.logger().Warn("store entry unreadable; unpacking it again", zap.String("wheel", src.Filename), zap.Error(err))
+	dir := s.EntryDir(src.SHA256)
+	aside := atomicfile.TempName(dir)
+	if os.Rename(dir, aside) == nil {
+		os.RemoveAll(aside)
+	}
+}
+
+// An Unpacker unpacks wheels into its store as they are handed to it, for
+// a caller that learns of them one at a time (as their downloads finish).
+// Wheels are taken in the order added, a few at a time; they share one
+// bound on file operations in flight and one bytecode compiler, which
+// compiles one wheel while the next is extracted. A wheel whose entry is
+// already complete is not unpacked again.
+//
+// Add may be called from any goroutine until Wait, which must be called
+// exactly once, by the owner, and waits for every goroutine the Unpacker
+// started. Cancelling the context passed to NewUnpacker stops the work;
+// unstarted wheels then fail with the context's error.
+type Unpacker struct {
+	s    *Store
+	ctx  context.Context
+	mode SyncMode
+	sem  chan struct{} // file operations in flight, across all wheels
+
+	compilerOnce sync.Once
+	sess         *compileSession
+	sessErr      error
+
+	mu     sync.Mutex
+	wake   *sync.Cond
+	srcs   []Source
+	next   int  // the first source no worker has taken
+	closed bool // Wait was called: no more sources
+	out    []*Entry
+	errs   []error
+
+	workers  sync.WaitGroup // extract, in order
+	finishes sync.WaitGroup // compile and commit, after extract
+
+	start                    time.Time
+	extractNs, compileWaitNs atomic.Int64
+}
+
+// unpackWorkers is how many wheels extract at once. Each already keeps
+// many file operations in flight; a few at once overlap one wheel's reads
+// and verification with another's writes.
+const unpackWorkers = 4
+
+// NewUnpacker starts an Unpacker. Its workers wait for wheels until Wait.
+func (s *Store) NewUnpacker(ctx context.Context) (*Unpacker, error) {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create store %s: %w", s.Dir, err)
+	}
+	u := &Unpacker{s: s, ctx: ctx, mode: s.Sync.Resolve(s.Dir), sem: make(chan struct{}, s.jobs()), start: time.Now()}
+	u.wake = sync.NewCond(&u.mu)
+	for range unpackWorkers {
+		u.workers.Add(1)
+		go u.work()
+	}
+	return u, nil
+}
+
+// Add hands src to the Unpacker and returns its index in Wait's results.
+// It does not block.
+func (u *Unpacker) Add(src Source) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		panic("wheel: Unpacker.Add after Wait")
+	}
+	u.srcs = append(u.srcs, src)
+	u.out = append(u.out, nil)
+	u.errs = append(u.errs, nil)
+	u.wake.Signal()
+	return len(u.srcs) - 1
+}
+
+// Wait waits for every wheel added to be unpacked (or to fail) and for the
+// compiler to exit. It returns one Entry and one error per wheel, indexed
+// as Add returned; each error names its wheel.
+func (u *Unpacker) Wait() ([]*Entry, []error) {
+	u.mu.Lock()
+	u.closed = true
+	u.wake.Broadcast()
+	u.mu.Unlock()
+	u.workers.Wait()
+	u.finishes.Wait()
+	if u.sess != nil {
+		if err := u.sess.close(); err != nil {
+			// Every wheel's bytecode arrived, or its wheel failed already.
+			u.s.logger().Warn("bytecode compiler", zap.Error(err))
+		}
+	}
+	if len(u.srcs) > 0 {
+		u.s.logger().Debug("store unpack", zap.Int("wheels", len(u.srcs)), zap.Duration("took", time.Since(u.start)),
+			zap.Duration("extract_sum", time.Duration(u.extractNs.Load())), zap.Duration("compile_wait_sum", time.Duration(u.compileWaitNs.Load())))
+	}
+	return u.out, u.errs
+}
+
+// startCompiler starts the bytecode compiler once (an interpreter and its
+// pool: tens of milliseconds), as soon as some wheel is known to need it.
+func (u *Unpacker) startCompiler() {
+	if u.s.Compiler != nil {
+		u.compilerOnce.Do(func() { u.sess, u.sessErr = u.s.Compiler.start(u.ctx) })
+	}
+}
+
+// take returns the next source to unpack, or false once Wait was called
+// and none is left.
+func (u *Unpacker) take() (int, Source, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for u.next == len(u.srcs) && !u.closed {
+		u.wake.Wait()
+	}
+	if u.next == len(u.srcs) {
+		return 0, Source{}, false
+	}
+	i := u.next
+	u.next++
+	return i, u.srcs[i], true
+}
+
+func (u *Unpacker) done(i int, e *Entry, err error) {
+	u.mu.Lock()
+	u.out[i], u.errs[i] = e, err
+	u.mu.Unlock()
+}
+
+// work extracts wheels in the order added; each wheel's compile and commit
+// go on in a goroutine of their own, so the worker extracts the next.
+func (u *Unpacker) work() {
+	defer u.workers.Done()
+	for {
+		i, src, ok := u.take()
+		if !ok {
+			return
+		}
+		if err := u.ctx.Err(); err != nil {
+			u.done(i, nil, fmt.Errorf("wheel %s: %w", src.Filename, err))
 			continue
 		}
-		wg.Add(1)
+		e, err := u.s.Open(src.SHA256)
+		switch {
+		case err == nil:
+			u.done(i, e, nil)
+			continue
+		case errors.Is(err, ErrNewerManifest):
+			u.done(i, nil, fmt.Errorf("wheel %s: %w", src.Filename, err))
+			continue
+		}
+		u.s.setAsideBad(src, err)
+		u.startCompiler()
+		if u.sessErr != nil {
+			u.done(i, nil, fmt.Errorf("wheel %s: %w", src.Filename, u.sessErr))
+			continue
+		}
+		t0 := time.Now()
+		p, err := u.s.extract(u.ctx, src, u.sem, u.mode)
+		u.extractNs.Add(int64(time.Since(t0)))
+		if err != nil {
+			u.done(i, nil, err)
+			continue
+		}
+		u.finishes.Add(1)
 		go func() {
-			defer wg.Done()
-			t0 := time.Now()
-			p, err := s.extract(ctx, src, sem, mode)
-			<-wheelSem
-			extractNs.Add(int64(time.Since(t0)))
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			if sess != nil {
-				t1 := time.Now()
-				err := sess.compile(ctx, p, sem, mode == SyncFiles)
-				compileWaitNs.Add(int64(time.Since(t1)))
-				if err != nil {
-					os.RemoveAll(p.tmp)
-					errs[i] = fmt.Errorf("wheel %s: %w", src.Filename, err)
-					return
-				}
-			}
-			e, err := s.commit(p, mode)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			out[i] = e
+			defer u.finishes.Done()
+			e, err := u.finish(p)
+			u.done(i, e, err)
 		}()
 	}
-	wg.Wait()
-	if sess != nil {
-		if err := sess.close(); err != nil {
-			errs = append(errs, err)
+}
+
+// finish compiles an extracted wheel's bytecode and commits its entry.
+func (u *Unpacker) finish(p *pendingEntry) (*Entry, error) {
+	if u.sess != nil {
+		t1 := time.Now()
+		err := u.sess.compile(u.ctx, p, u.sem, u.mode == SyncFiles)
+		u.compileWaitNs.Add(int64(time.Since(t1)))
+		if err != nil {
+			os.RemoveAll(p.tmp)
+			return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
 		}
 	}
-	s.logger().Debug("store unpack", zap.Int("wheels", len(todo)), zap.Duration("took", time.Since(start)),
-		zap.Duration("extract_sum", time.Duration(extractNs.Load())), zap.Duration("compile_wait_sum", time.Duration(compileWaitNs.Load())))
-	return out, errors.Join(errs...)
+	return u.s.commit(p, u.mode)
 }
 
 // pendingEntry is an extracted, verified wheel in its temporary directory.

@@ -3,12 +3,15 @@ package wheel_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/interp"
@@ -384,5 +387,125 @@ func TestUnreadableManifestIsUnpackedAgain(t *testing.T) {
 	}
 	if len(ents) != 1 {
 		t.Errorf("the store holds %d names, want the one entry", len(ents))
+	}
+}
+
+// An Unpacker takes wheels as they come, from several goroutines, while it
+// is already unpacking earlier ones; each result sits at the index Add
+// gave; a bad wheel fails alone; an entry already complete is returned as
+// it is; the bytecode of every wheel is compiled by the one interpreter.
+func TestUnpackerTakesWheelsAsTheyCome(t *testing.T) {
+	info := python(t)
+	dir := t.TempDir()
+	var srcs []wheel.Source
+	for i := range 6 {
+		spec := wheeltest.Spec{Name: fmt.Sprintf("pkg%d", i), Version: "1.0", Files: []wheeltest.File{
+			{Name: "demo/__init__.py", Data: []byte(fmt.Sprintf("X = %d\n", i))},
+			{Name: "demo/sub/mod.py", Data: []byte("def f():\n    return 2\n")},
+		}}
+		if i == 3 {
+			spec.RecordHash = map[string]string{"demo/__init__.py": wheeltest.Digest(nil)}
+		}
+		p, sha, err := wheeltest.Write(dir, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha})
+	}
+	st := &wheel.Store{Dir: filepath.Join(dir, "store"), Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag}}
+	// One entry is there before.
+	pre, err := st.Unpack(context.Background(), srcs[5])
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := st.NewUnpacker(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := make([]int, len(srcs))
+	idx[0] = u.Add(srcs[0])
+	// Wait until the first is complete before handing over the rest.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := st.Open(srcs[0].SHA256); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first wheel was not unpacked before Wait")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i := 1; i < len(srcs); i++ {
+		wg.Go(func() {
+			k := u.Add(srcs[i])
+			mu.Lock()
+			idx[i] = k
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	got, errs := u.Wait()
+	if len(got) != len(srcs) || len(errs) != len(srcs) {
+		t.Fatalf("%d entries and %d errors for %d wheels", len(got), len(errs), len(srcs))
+	}
+	for i, src := range srcs {
+		e, err := got[idx[i]], errs[idx[i]]
+		if i == 3 {
+			if e != nil || err == nil || !strings.Contains(err.Error(), src.Filename) {
+				t.Errorf("bad wheel: entry %v, error %v", e, err)
+			}
+			continue
+		}
+		if err != nil || e == nil || e.SHA256 != src.SHA256 {
+			t.Fatalf("%s: entry %+v, error %v", src.Filename, e, err)
+		}
+		if _, err := os.Stat(filepath.Join(e.Dir, "demo", "__pycache__", "__init__."+info.CacheTag+".pyc")); err != nil {
+			t.Errorf("%s: no bytecode: %v", src.Filename, err)
+		}
+	}
+	if got[idx[5]].Dir != pre[0].Dir {
+		t.Errorf("the entry that was there moved: %s, was %s", got[idx[5]].Dir, pre[0].Dir)
+	}
+	if ents, _ := os.ReadDir(st.Dir); len(ents) != 5 {
+		t.Errorf("store holds %d entries, want 5 (nothing of the bad wheel)", len(ents))
+	}
+}
+
+// Cancelling an Unpacker's context fails the wheels it has not finished,
+// and Wait still returns with nothing half written left in the store.
+func TestUnpackerCancelled(t *testing.T) {
+	dir := t.TempDir()
+	var srcs []wheel.Source
+	for i := range 3 {
+		spec := wheeltest.Spec{Name: fmt.Sprintf("cancel%d", i), Version: "1.0", Files: []wheeltest.File{
+			{Name: "demo/__init__.py", Data: []byte(fmt.Sprintf("X = %d\n", i))},
+			{Name: "demo/sub/mod.py", Data: []byte("def f():\n    return 2\n")},
+		}}
+		p, sha, err := wheeltest.Write(dir, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha})
+	}
+	st := &wheel.Store{Dir: filepath.Join(dir, "store")}
+	ctx, cancel := context.WithCancel(context.Background())
+	u, err := st.NewUnpacker(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	for _, src := range srcs {
+		u.Add(src)
+	}
+	got, errs := u.Wait()
+	for i := range srcs {
+		if got[i] != nil || !errors.Is(errs[i], context.Canceled) {
+			t.Errorf("%s: entry %v, error %v; want context.Canceled", srcs[i].Filename, got[i], errs[i])
+		}
+	}
+	if ents, _ := os.ReadDir(st.Dir); len(ents) != 0 {
+		t.Errorf("store holds %v after a cancelled unpack", ents)
 	}
 }
