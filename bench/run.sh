@@ -22,6 +22,9 @@ go run ./bench/install -dir "$out/install"
 echo "== sync (issue 6): in-sync boot, large vs small stack, vs pip's no-op"
 go run ./bench/sync -dir "$out/sync"
 
+echo "== first boot: an F5-shaped stack (half size) from an index capped at 40 MiB/s per download, vs its downloads alone (curl)"
+go run ./bench/sync -dir "$out/sync" -scale 0.5 -rate 40M -runs 3 -pipruns 1 | grep -E 'stack|first sync|downloads alone'
+
 echo "== supervise (issue 7): volboot run to the handler's first line vs the handler alone; RSS"
 rm -rf "$out/demo"
 go run ./integration/demo -volboot bin/volboot -dir "$out/demo" >/dev/null

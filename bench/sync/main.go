@@ -13,7 +13,13 @@
 //	F5 stack / 3 wheels   goal <= 1.2 (cost independent of size)
 //	pip no-op / volboot   goal >= 50
 //
-// Usage: go run ./bench/sync [-scale 1] [-runs 30] [-pipruns 5] [-history N] [-dir DIR] [-keep]
+// Usage: go run ./bench/sync [-scale 1] [-runs 30] [-pipruns 5] [-history N] [-rate 40M] [-dir DIR] [-keep]
+//
+// -rate R caps each download of the first syncs at R bytes per second (a
+// slow network), times curl fetching the same files 4 at a time with the
+// same cap, and prints the first sync's time over that: how much of the
+// unpacking hides behind the downloads (1.0 would be all of it; volboot
+// unpacks each wheel as its download lands).
 //
 // -history N first builds N earlier generations on the F5 volume (each lock
 // drops one wheel), as a volume whose manifest changed N times holds: the
@@ -35,6 +41,7 @@ import (
 	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/bootstrap/fetch"
 	"github.com/volboot/volboot/integration/testindex"
 )
 
@@ -47,6 +54,7 @@ type options struct {
 	dir     string
 	keep    bool
 	history int
+	rate    int64
 }
 
 func main() {
@@ -59,7 +67,16 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "", "where to put the stack and volumes (default: the system's temporary directory)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
 	flag.IntVar(&o.history, "history", 0, "also build this many earlier generations on the F5 volume (each drops one wheel from the lock) before timing")
+	rate := flag.String("rate", "", "cap each download of the first syncs at this many bytes per second (e.g. 50M), and time curl fetching the same files the same way")
 	flag.Parse()
+	if *rate != "" {
+		n, err := fetch.ParseSize(*rate)
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "bench/sync: -rate %q: want a positive size such as 50M\n", *rate)
+			os.Exit(2)
+		}
+		o.rate = n
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "bench/sync: %v\n", err)
 		os.Exit(1)
@@ -122,14 +139,28 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	var downloads time.Duration
+	if o.rate > 0 {
+		if downloads, err = slowDownloads(index, srv.URL, big, o.rate, filepath.Join(tmp, "curl")); err != nil {
+			return err
+		}
+		say("the F5 stack's downloads alone, capped at %s/s each: curl, %d at a time: %s", fmtBytes(o.rate), fetchJobs, downloads.Round(time.Millisecond))
+	}
 	for _, v := range []*volume{bigVol, smallVol} {
 		t0 := time.Now()
 		out, err := v.sync(bin, o.python)
 		if err != nil {
 			return fmt.Errorf("first sync of %s: %v\n%s", v.name, err, out)
 		}
+		took := time.Since(t0)
 		v.generation = generationOf(out)
-		say("first sync of %s (%d wheels): %s, generation %s", v.name, len(v.wheels), time.Since(t0).Round(time.Millisecond), v.generation)
+		say("first sync of %s (%d wheels): %s, generation %s", v.name, len(v.wheels), took.Round(time.Millisecond), v.generation)
+		if v == bigVol && o.rate > 0 {
+			say("first sync / its downloads alone: %.2fx (1.0 would hide every unpack behind the downloads)", took.Seconds()/downloads.Seconds())
+		}
+	}
+	for _, w := range big {
+		index.SetFault(testindex.FileURLPath(w.Filename), testindex.Fault{})
 	}
 
 	// History: earlier locks of the same volume, each a generation that
@@ -255,6 +286,38 @@ func prepareAt(dir, manifest string, ws []synthstack.Wheel, base string) (*volum
 		return nil, err
 	}
 	return v, os.WriteFile(filepath.Join(filepath.Dir(v.manifest), "pylock.toml"), synthstack.Lock(entries), 0o644)
+}
+
+// fetchJobs is how many files volboot downloads at once by default.
+const fetchJobs = 4
+
+// slowDownloads caps every wheel's download at rate bytes per second and
+// times curl fetching them all, fetchJobs at a time, into dir: what a
+// first sync costs if its unpacks hide entirely behind its downloads.
+// The cap stays for the syncs that follow.
+func slowDownloads(index *testindex.Server, base string, ws []synthstack.Wheel, rate int64, dir string) (time.Duration, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	args := []string{"--silent", "--fail", "--parallel", "--parallel-max", fmt.Sprint(fetchJobs)}
+	for i, w := range ws {
+		if err := index.SetFault(testindex.FileURLPath(w.Filename), testindex.Fault{Rate: rate}); err != nil {
+			return 0, err
+		}
+		args = append(args, "-o", filepath.Join(dir, fmt.Sprint(i)), base+testindex.FileURLPath(w.Filename))
+	}
+	t0 := time.Now()
+	if out, err := exec.Command("curl", args...).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("curl: %v\n%s", err, out)
+	}
+	return time.Since(t0), os.RemoveAll(dir)
+}
+
+func fmtBytes(n int64) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 // sync runs `volboot sync` on the volume and returns its combined output.

@@ -11,7 +11,8 @@ import (
 // settings, e.g. "status=429,retry-after=2,times=3" or "drop=1048576" or
 // "stall=30s@65536". Keys: times=K, status=CODE, retry-after=VALUE,
 // drop=N (bytes of body before the connection is dropped), ignore-range,
-// no-ranges, corrupt=OFFSET, stall=DURATION[@AFTERBYTES], wrong-length=DELTA.
+// no-ranges, corrupt=OFFSET, stall=DURATION[@AFTERBYTES], wrong-length=DELTA,
+// rate=BYTES-PER-SECOND.
 // An empty spec is the zero Fault.
 func ParseFault(spec string) (Fault, error) {
 	var f Fault
@@ -79,8 +80,10 @@ func ParseFault(spec string) (Fault, error) {
 		case "wrong-length":
 			n, err = num(-1 << 40)
 			f.WrongLength = n
+		case "rate":
+			f.Rate, err = num(1)
 		default:
-			err = fmt.Errorf("fault %q: unknown setting %q (want times, status, retry-after, drop, ignore-range, no-ranges, corrupt, stall, wrong-length)", spec, k)
+			err = fmt.Errorf("fault %q: unknown setting %q (want times, status, retry-after, drop, ignore-range, no-ranges, corrupt, stall, wrong-length, rate)", spec, k)
 		}
 		if err != nil {
 			return Fault{}, err

@@ -68,6 +68,10 @@ type Fault struct {
 
 	// WrongLength adds this many bytes to the Content-Length header.
 	WrongLength int64
+
+	// Rate caps each response's body at this many bytes per second (a
+	// slow network); zero is no cap.
+	Rate int64
 }
 
 // Stats counts what the server did for one file.
@@ -362,6 +366,7 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, e *entry) {
 	buf := make([]byte, 64<<10)
 	var sent int64
 	stalled := false
+	began := time.Now()
 	for off := start; off <= end; {
 		chunk := buf
 		if rem := end - off + 1; int64(len(chunk)) > rem {
@@ -391,6 +396,14 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, e *entry) {
 			}
 			if f.Corrupt && f.CorruptAt >= off && f.CorruptAt < off+int64(m) {
 				chunk[f.CorruptAt-off] ^= 0xff
+			}
+			if f.Rate > 0 {
+				// Each chunk leaves no earlier than the rate allows.
+				due := began.Add(time.Duration(float64(sent) / float64(f.Rate) * float64(time.Second)))
+				sleepCtx(r.Context(), time.Until(due))
+				if r.Context().Err() != nil {
+					return
+				}
 			}
 			// Count before writing: a client can then never have received
 			// bytes that Stats does not show yet.

@@ -174,6 +174,11 @@ func TestFaults(t *testing.T) {
 				t.Errorf("stall: %v", err)
 			}
 		}},
+		{"rate", Fault{Rate: int64(len(data)) * 4}, nil, func(t *testing.T, resp *http.Response, body []byte, err error) {
+			if err != nil || !bytes.Equal(body, data) {
+				t.Errorf("rate: %v", err)
+			}
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -190,6 +195,10 @@ func TestFaults(t *testing.T) {
 			}
 			if c.name == "stall" && time.Since(began) < 300*time.Millisecond {
 				t.Error("no stall")
+			}
+			// 320 kB at 1.28 MB/s: the last 64 kB chunk leaves at 0.2 s.
+			if c.name == "rate" && time.Since(began) < 200*time.Millisecond {
+				t.Errorf("320 kB at %d B/s took %v", c.fault.Rate, time.Since(began))
 			}
 			c.check(t, resp, body, err)
 			// Times: 1 — the second request is clean.
@@ -259,13 +268,13 @@ func TestTree(t *testing.T) {
 }
 
 func TestParseFault(t *testing.T) {
-	f, err := ParseFault("status=429,retry-after=2,times=3,drop=100,ignore-range,no-ranges,corrupt=5,stall=1s@10,wrong-length=-4")
+	f, err := ParseFault("status=429,retry-after=2,times=3,drop=100,ignore-range,no-ranges,corrupt=5,stall=1s@10,wrong-length=-4,rate=1000")
 	want := Fault{Times: 3, Status: 429, RetryAfter: "2", Drop: true, DropAfter: 100, IgnoreRange: true, NoRanges: true,
-		Corrupt: true, CorruptAt: 5, Stall: time.Second, StallAfter: 10, WrongLength: -4}
+		Corrupt: true, CorruptAt: 5, Stall: time.Second, StallAfter: 10, WrongLength: -4, Rate: 1000}
 	if err != nil || f != want {
 		t.Fatalf("got %+v %v", f, err)
 	}
-	for _, bad := range []string{"status=9999", "drop", "bogus", "stall=-1s", "times=x"} {
+	for _, bad := range []string{"status=9999", "drop", "bogus", "stall=-1s", "times=x", "rate=0"} {
 		if _, err := ParseFault(bad); err == nil {
 			t.Errorf("ParseFault(%q) accepted", bad)
 		}
@@ -280,7 +289,7 @@ func FuzzParseFault(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if fl.Times < 0 || fl.DropAfter < 0 || fl.CorruptAt < 0 || fl.StallAfter < 0 || fl.Stall < 0 {
+		if fl.Times < 0 || fl.DropAfter < 0 || fl.CorruptAt < 0 || fl.StallAfter < 0 || fl.Stall < 0 || fl.Rate < 0 {
 			t.Fatalf("negative field from %q: %+v", s, fl)
 		}
 	})
