@@ -17,13 +17,15 @@ echo "== models (issue 8): one 2 GiB model file vs curl"
 go run ./bench/models -dir "$out/models"
 
 echo "== install (issue 5): venv vs python -m venv, synthetic stack vs pip and unzip, second generation"
-go run ./bench/install -dir "$out/install"
+# -keep, removed at the end: on ext4 without a journal, creates pay for a
+# mass delete for about 5 minutes, which would slow the benchmarks after it.
+go run ./bench/install -dir "$out/install" -keep
 
 echo "== sync (issue 6): in-sync boot, large vs small stack, vs pip's no-op"
-go run ./bench/sync -dir "$out/sync"
+go run ./bench/sync -dir "$out/sync" -keep
 
 echo "== first boot: an F5-shaped stack (half size) from an index capped at 40 MiB/s per download, vs its downloads alone (curl)"
-go run ./bench/sync -dir "$out/sync" -scale 0.5 -rate 40M -runs 3 -pipruns 1 | grep -E 'stack|first sync|downloads alone'
+go run ./bench/sync -dir "$out/sync" -keep -scale 0.5 -rate 40M -runs 3 -pipruns 1 | grep -E 'stack|first sync|downloads alone'
 
 echo "== supervise (issue 7): volboot run to the handler's first line vs the handler alone; RSS"
 rm -rf "$out/demo"
@@ -31,3 +33,8 @@ go run ./integration/demo -volboot bin/volboot -dir "$out/demo" >/dev/null
 go run ./bench/supervise -n 30 -supervisor bin/volboot \
   -supervisor-args "run --volume $out/demo/volume --manifest $out/demo/work/demo.toml" \
   -python "$out/demo/volume/venv/bin/python"
+
+# Everything the benchmarks kept, once none is timing any more.
+if [ -z "${BENCH_DIR:-}" ]; then
+  rm -rf "$out"
+fi
