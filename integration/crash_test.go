@@ -154,8 +154,9 @@ func TestCrashTorture(t *testing.T) {
 
 // phaseOnDisk says how far the killed sync had come, judged by what the
 // volume holds: "probing" (no download cache yet), "fetching" (fewer than
-// n verified downloads), "unpacking" (fewer than n complete store
-// entries, bytecode compiling included), "building" (no complete
+// n verified downloads; the wheels that landed unpack meanwhile),
+// "unpacking" (every download in, fewer than n complete store entries,
+// bytecode compiling included), "building" (no complete
 // generation), "smoke-check/flip" (a complete generation that venv or
 // state does not name yet), "recorded".
 func phaseOnDisk(vol string, n int) string {
