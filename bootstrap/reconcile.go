@@ -547,17 +547,27 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	if err := lk.Check(); err != nil {
 		return nil, 0, err
 	}
-	u, err := store.NewUnpacker(ctx)
+	// Store entries are committed all through the downloads: the unpacks
+	// stop as soon as the lock is lost (fenced by a takeover).
+	uctx, stopLock := lk.Context(ctx)
+	defer stopLock()
+	u, err := store.NewUnpacker(uctx)
 	if err != nil {
 		return nil, 0, err
 	}
 	// The unpacker's results are indexed as Add returned; added is read
-	// only after Wait.
+	// only after Wait. A download fetched again after a lost race may land
+	// twice: it is unpacked once.
 	var mu sync.Mutex
 	var added []wheel.Source
+	queued := map[string]bool{}
 	unpack := func(src wheel.Source) {
 		mu.Lock()
 		defer mu.Unlock()
+		if queued[src.SHA256] {
+			return
+		}
+		queued[src.SHA256] = true
 		u.Add(src)
 		added = append(added, src)
 	}
@@ -566,6 +576,9 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	}
 	var downloaded int64
 	failed := map[string]bool{}
+	// Wheels unpack while others download, so the volume may fill under
+	// either: both say the same thing.
+	var full []error
 	if len(items) > 0 {
 		c.Progress.Phase("downloading")
 		landed := func(it fetch.Item) { unpack(srcOf[it.Digest.Hex]) }
@@ -574,6 +587,9 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 		for _, r := range results {
 			sha := r.Item.Digest.Hex
 			if r.Err != nil {
+				if isNoSpace(r.Err) {
+					full = append(full, r.Err)
+				}
 				failWheel(sha, r.Err.Error())
 				failed[sha] = true
 				continue
@@ -592,6 +608,9 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
+	if err := lk.Err(); err != nil {
+		return nil, 0, err
+	}
 	for i, e := range got {
 		src := added[i]
 		if failed[src.SHA256] {
@@ -599,12 +618,15 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 		}
 		if e == nil {
 			if isNoSpace(errs[i]) {
-				return nil, 0, fmt.Errorf("unpack: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", errs[i])
+				full = append(full, errs[i])
 			}
 			failWheel(src.SHA256, unpackReason(errs[i], src.Filename))
 			continue
 		}
 		entries[src.SHA256] = e
+	}
+	if len(full) > 0 {
+		return nil, 0, fmt.Errorf("the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", errors.Join(full...))
 	}
 	return entries, downloaded, nil
 }

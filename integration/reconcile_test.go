@@ -540,11 +540,31 @@ func TestDiskTooSmallFailsAtPreflight(t *testing.T) {
 // nothing is recorded as complete, and after the volume grows the next sync
 // converges, downloads nothing it had verified, and leaves nothing behind.
 func TestDiskFillsDuringUnpack(t *testing.T) {
-	vol := mountTmpfs(t, "9m")
+	diskFills(t, "9m", false)
+}
+
+// TestDiskFillsDuringDownload: the last wheel's download is held back
+// until the others have unpacked and filled the volume, so the disk fills
+// under a download. The error says the same, and the volume converges
+// once it grows.
+func TestDiskFillsDuringDownload(t *testing.T) {
+	diskFills(t, "10m", true)
+}
+
+func diskFills(t *testing.T, size string, lateDownload bool) {
+	vol := mountTmpfs(t, size)
 	f, ws := diskFullStack(t, vol)
+	if lateDownload {
+		if err := f.index.SetFault(testindex.FileURLPath(ws[3].Filename), testindex.Fault{Stall: 2 * time.Second, StallAfter: 1000, Times: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r := f.run("sync", "--volume-size", "1G")
 	if r.code != 1 {
-		t.Fatalf("sync on a 9 MB volume: exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
+		t.Fatalf("sync on a %s volume: exit %d, want 1\n%s%s", size, r.code, r.stdout, r.stderr)
+	}
+	if lateDownload && !strings.Contains(r.stderr, "download "+ws[3].Spec.Name) {
+		t.Errorf("the held-back download did not meet the full disk:\n%s", r.stderr)
 	}
 	// The message may span lines (one per wheel that did not fit).
 	_, msg, _ := strings.Cut(r.stderr, "volboot: ")

@@ -366,7 +366,8 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, e *entry) {
 	buf := make([]byte, 64<<10)
 	var sent int64
 	stalled := false
-	began := time.Now()
+	// The rate clock: bytes sent since began (a stall restarts it).
+	began, sentBefore := time.Now(), int64(0)
 	for off := start; off <= end; {
 		chunk := buf
 		if rem := end - off + 1; int64(len(chunk)) > rem {
@@ -382,6 +383,7 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, e *entry) {
 				if r.Context().Err() != nil {
 					return
 				}
+				began, sentBefore = time.Now(), sent
 			} else {
 				chunk = chunk[:f.StallAfter-sent]
 			}
@@ -398,8 +400,8 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, e *entry) {
 				chunk[f.CorruptAt-off] ^= 0xff
 			}
 			if f.Rate > 0 {
-				// Each chunk leaves no earlier than the rate allows.
-				due := began.Add(time.Duration(float64(sent) / float64(f.Rate) * float64(time.Second)))
+				// Each chunk leaves when the rate has earned all of it.
+				due := began.Add(time.Duration(float64(sent-sentBefore+int64(len(chunk))) / float64(f.Rate) * float64(time.Second)))
 				sleepCtx(r.Context(), time.Until(due))
 				if r.Context().Err() != nil {
 					return
