@@ -599,11 +599,11 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 			}
 		}
 	}
-	mu.Lock()
-	phase := fmt.Sprintf("unpacking %d wheels", len(added))
-	mu.Unlock()
-	c.Progress.Phase(phase)
-	lk.SetPhase(phase)
+	if n := u.Pending(); n > 0 {
+		phase := fmt.Sprintf("unpacking %d wheels", n)
+		c.Progress.Phase(phase)
+		lk.SetPhase(phase)
+	}
 	got, errs := u.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err

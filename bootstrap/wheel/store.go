@@ -336,6 +336,7 @@ type Unpacker struct {
 	closed bool // Wait was called: no more sources
 	out    []*Entry
 	errs   []error
+	ended  int // wheels unpacked or failed
 
 	workers  sync.WaitGroup // extract, in order
 	finishes sync.WaitGroup // compile and commit, after extract
@@ -428,7 +429,15 @@ func (u *Unpacker) take() (int, Source, bool) {
 func (u *Unpacker) done(i int, e *Entry, err error) {
 	u.mu.Lock()
 	u.out[i], u.errs[i] = e, err
+	u.ended++
 	u.mu.Unlock()
+}
+
+// Pending is how many wheels added are not unpacked (or failed) yet.
+func (u *Unpacker) Pending() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.srcs) - u.ended
 }
 
 // work extracts wheels in the order added; each wheel's compile and commit

@@ -446,7 +446,13 @@ func TestUnpackerTakesWheelsAsTheyCome(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	if n := u.Pending(); n < 0 || n > len(srcs)-1 {
+		t.Errorf("%d pending of %d added, the first finished", n, len(srcs))
+	}
 	got, errs := u.Wait()
+	if n := u.Pending(); n != 0 {
+		t.Errorf("%d pending after Wait", n)
+	}
 	if len(got) != len(srcs) || len(errs) != len(srcs) {
 		t.Fatalf("%d entries and %d errors for %d wheels", len(got), len(errs), len(srcs))
 	}
