@@ -149,7 +149,7 @@ func run(o options) error {
 		if downloads, err = slowDownloads(index, srv.URL, big, o.rate, filepath.Join(tmp, "curl")); err != nil {
 			return err
 		}
-		say("the F5 stack's downloads alone, capped at %s/s each: curl, %d at a time: %s", fmtBytes(o.rate), fetchJobs, downloads.Round(time.Millisecond))
+		say("the F5 stack's downloads alone, capped at %s/s each: curl, %d at a time: %s", fetch.FormatSize(o.rate), fetchJobs, downloads.Round(time.Millisecond))
 	}
 	for _, v := range []*volume{bigVol, smallVol} {
 		t0 := time.Now()
@@ -293,7 +293,8 @@ func prepareAt(dir, manifest string, ws []synthstack.Wheel, base string) (*volum
 	return v, os.WriteFile(filepath.Join(filepath.Dir(v.manifest), "pylock.toml"), synthstack.Lock(entries), 0o644)
 }
 
-// fetchJobs is how many files volboot downloads at once by default.
+// fetchJobs is how many files volboot downloads at once from one host by
+// default (fetch.Options.PerHost).
 const fetchJobs = 4
 
 // slowDownloads caps every wheel's download at rate bytes per second and
@@ -316,13 +317,6 @@ func slowDownloads(index *testindex.Server, base string, ws []synthstack.Wheel, 
 		return 0, fmt.Errorf("curl: %v\n%s", err, out)
 	}
 	return time.Since(t0), os.RemoveAll(dir)
-}
-
-func fmtBytes(n int64) string {
-	if n >= 1<<20 {
-		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // sync runs `volboot sync` on the volume and returns its combined output.

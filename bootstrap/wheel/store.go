@@ -453,6 +453,9 @@ func (u *Unpacker) work() {
 			u.done(i, nil, fmt.Errorf("wheel %s: %w", src.Filename, err))
 			continue
 		}
+		// Callers looked for the entry already, but on a shared volume
+		// another machine may have completed it since (during a long
+		// download): one more open can save a whole unpack.
 		e, err := u.s.Open(src.SHA256)
 		switch {
 		case err == nil:
