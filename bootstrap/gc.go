@@ -47,7 +47,7 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 	c.defaults()
 	if !dryRun {
 		lk, err := lockfile.Acquire(ctx, lockfile.Options{Dir: c.Paths.Volboot(), Logger: c.Logger, Mode: c.LockMode,
-			WaitTimeout: c.LockTimeout, Phase: "garbage collecting"})
+			WaitTimeout: c.LockTimeout, TTL: c.LockTTL, Phase: "garbage collecting"})
 		if err != nil {
 			return nil, fmt.Errorf("volume lock: %w", err)
 		}

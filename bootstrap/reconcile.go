@@ -78,6 +78,9 @@ type Config struct {
 
 	LockMode    lockfile.Mode
 	LockTimeout time.Duration
+	// LockTTL is how long a holder record may stay unchanged before
+	// waiters take over (lockfile.Options.TTL; 0: lockfile.DefaultTTL).
+	LockTTL time.Duration
 
 	// GPU configures the GPU probe (fake roots and overrides in tests).
 	GPU gpu.Options
@@ -268,7 +271,7 @@ func (c *Config) underLock(ctx context.Context, key string, info *interp.Info, f
 	c.Progress.Phase("waiting for the volume lock")
 	lk, err := lockfile.Acquire(ctx, lockfile.Options{
 		Dir: c.Paths.Volboot(), Logger: c.Logger, Mode: c.LockMode,
-		WaitTimeout: c.LockTimeout, Phase: "planning",
+		WaitTimeout: c.LockTimeout, TTL: c.LockTTL, Phase: "planning",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("volume lock: %w", err)

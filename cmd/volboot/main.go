@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/volboot/volboot/bootstrap"
+	"github.com/volboot/volboot/lockfile"
 	"github.com/volboot/volboot/manifests"
 )
 
@@ -61,6 +62,7 @@ type options struct {
 	logFormat   string
 	healthAddr  string
 	lockTimeout time.Duration
+	lockTTL     string
 	volumeSize  string
 	durability  string
 	verbose     bool
@@ -146,6 +148,8 @@ workers booting at once, then starts and supervises the inference handler.`,
 	}
 	f.StringVar(&a.opts.healthAddr, "health-addr", defHealth, "serve /ping and /status here (default :$PORT_HEALTH when set)")
 	f.DurationVar(&a.opts.lockTimeout, "lock-timeout", 30*time.Minute, "give up waiting for a live holder of the volume lock after this long")
+	f.StringVar(&a.opts.lockTTL, "lock-ttl", a.envOr("VOLBOOT_LOCK_TTL", lockfile.DefaultTTL.String()),
+		"a holder of the volume lock whose record stays unchanged this long counts as dead; every worker of a volume must use the same (env VOLBOOT_LOCK_TTL)")
 	f.StringVar(&a.opts.volumeSize, "volume-size", a.env("VOLBOOT_VOLUME_SIZE"), "the volume's quota (e.g. 50G) where df reports the whole cluster (env VOLBOOT_VOLUME_SIZE)")
 	f.StringVar(&a.opts.durability, "durability", a.envOr("VOLBOOT_DURABILITY", "auto"),
 		"how unpacked files reach stable storage before they count: auto (syncfs on local disks and NFS, an fsync per file on FUSE and others), files or fs (env VOLBOOT_DURABILITY)")

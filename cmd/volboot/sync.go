@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -39,6 +40,10 @@ func (a *app) syncConfig(progress bootstrap.Progress) (bootstrap.Config, error) 
 			return bootstrap.Config{}, usageError("--volume-size: %v", err)
 		}
 	}
+	ttl, err := time.ParseDuration(a.opts.lockTTL)
+	if err != nil || ttl < time.Second {
+		return bootstrap.Config{}, usageError("--lock-ttl (VOLBOOT_LOCK_TTL) %q: want a duration of at least 1s, such as 60s", a.opts.lockTTL)
+	}
 	mode, err := lockfile.ParseMode(a.env(lockfile.EnvMode))
 	if err != nil {
 		return bootstrap.Config{}, usageError("%s: %v", lockfile.EnvMode, err)
@@ -65,6 +70,7 @@ func (a *app) syncConfig(progress bootstrap.Progress) (bootstrap.Config, error) 
 		Durability:  durability,
 		LockMode:    mode,
 		LockTimeout: a.opts.lockTimeout,
+		LockTTL:     ttl,
 		GPU:         gpu.Options{Override: a.env("VOLBOOT_GPU_PROBE")},
 		Progress:    progress,
 		Terminal:    isTerminal(a.stderr),
