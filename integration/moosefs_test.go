@@ -168,3 +168,114 @@ func TestMooseFSLifecycle(t *testing.T) {
 		t.Fatalf("import from the new generation: %v\n%s", err, out)
 	}
 }
+
+// runConcurrently runs `volboot sync` once per fixture, all at once, and
+// returns their results in order.
+func runConcurrently(t *testing.T, fs []*fixture, args ...string) []result {
+	t.Helper()
+	results := make([]result, len(fs))
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = f.run("sync", args...)
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+// TestMooseFSConcurrentSyncs starts 8 syncs of one empty volume at once,
+// 4 through each of two clients (two hosts): every one exits 0 with the
+// same generation, each wheel is downloaded once, and status --verify is
+// clean from both hosts. MooseFS's flock excludes across clients (see
+// mfsrig.TestFlockAcrossClients), so no worker may conclude that it is
+// unreliable. Then the same with flock broken (clients mounted with
+// mfsnobsdlocks, where flock only excludes within one client): still
+// nothing corrupt, and the volume is marked flock-unreliable. And with no
+// lock at all: 8 writers racing on every name, and still nothing corrupt
+// (DESIGN.md rule 2 on MooseFS's rename and create semantics).
+func TestMooseFSConcurrentSyncs(t *testing.T) {
+	rig := mooseRig(t)
+	for _, c := range []struct {
+		name   string
+		broken bool // flock local to each client
+		off    bool // no lock at all (VOLBOOT_LOCK_MODE=off)
+	}{{name: "flock"}, {name: "flock-broken", broken: true}, {name: "lock-off", off: true}} {
+		t.Run(c.name, func(t *testing.T) {
+			cs := rig.Clients()[:2]
+			if c.broken {
+				cs = nil
+				for range 2 {
+					cl, err := rig.AddClient(context.Background(), "mfsnobsdlocks")
+					if err != nil {
+						t.Fatal(err)
+					}
+					cs = append(cs, cl)
+				}
+			}
+			vols := mooseVolume(t, cs...)
+			f := newFixture(t, vols[0])
+			ws := f.add(synthstack.Small("mconc", 8, 20)...)
+			f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+			if c.off {
+				f.env = append(f.env, "VOLBOOT_LOCK_MODE=off")
+			}
+			var fs []*fixture
+			for i := range 8 {
+				fs = append(fs, f.on(vols[i%2]))
+			}
+			t0 := time.Now()
+			results := runConcurrently(t, fs)
+			var ids []string
+			for i, r := range results {
+				if r.code != 0 {
+					t.Fatalf("sync %d (client %d): exit %d\n%s%s", i, i%2, r.code, r.stdout, r.stderr)
+				}
+				ids = append(ids, generationOf(t, r.stdout))
+			}
+			t.Logf("8 syncs through 2 clients: %s", time.Since(t0).Round(time.Millisecond))
+			if os.Getenv("MFS_DEBUG") != "" {
+				for i, r := range results {
+					t.Logf("sync %d:\n%s", i, r.stderr)
+				}
+			}
+			for _, id := range ids[1:] {
+				if id != ids[0] {
+					t.Fatalf("syncs disagree on the generation: %v", ids)
+				}
+			}
+			// Under a broken flock one worker may take the lock from a live
+			// holder before the volume is marked, and fetch what that
+			// holder was fetching: duplicate work, never damage.
+			var served, total int64
+			for _, w := range ws {
+				s := f.stats(w)
+				served, total = served+s.Bytes, total+w.Size
+				if !c.broken && !c.off && (s.Requests != 1 || s.Bytes != w.Size) {
+					t.Errorf("%s: %d requests, %d bytes served for a %d-byte wheel; want it served once", w.Filename, s.Requests, s.Bytes, w.Size)
+				}
+			}
+			t.Logf("the index served %d bytes for %d bytes of wheels", served, total)
+			for i, v := range vols {
+				g := f.on(v)
+				st, r := g.status("--verify")
+				if !st.InSync || len(st.Drift) != 0 || *st.Generation != ids[0] {
+					t.Fatalf("status --verify through client %d:\n%s%s", i, r.stdout, r.stderr)
+				}
+				py := filepath.Join(v, ".volboot", "envs", ids[0], "bin", "python")
+				if out, err := exec.Command(py, "-c", "import mconc_00, mconc_07").CombinedOutput(); err != nil {
+					t.Errorf("import through client %d: %v\n%s", i, err, out)
+				}
+			}
+			_, err := os.Stat(filepath.Join(vols[0], ".volboot", "flock-unreliable"))
+			switch {
+			case !c.broken && err == nil:
+				t.Errorf("a worker marked MooseFS's flock unreliable, but it excludes across clients")
+			case c.broken && err != nil:
+				t.Errorf("with flock local to each client, no worker noticed: %v", err)
+			}
+		})
+	}
+}

@@ -59,7 +59,8 @@
 // over a live holder at once, and the next would take over from it, and so
 // on. To stop that, a holder fenced by a newcomer whose record says it took
 // flock while the holder still held flock (and a contender that sees such a
-// claim appear while it holds flock) writes .volboot/flock-unreliable. While
+// claim appear while it holds flock) writes .volboot/flock-unreliable,
+// whether the holder learns of the takeover at a heartbeat or at a Check. While
 // that marker exists, contenders still take flock but never treat a free
 // flock as proof that the holder is gone; people remove the marker once the
 // filesystem is fixed. ReadHolder reports it.
@@ -80,8 +81,12 @@
 //
 // In flock mode while flock is refused, someone holds it: a live holder, a
 // contender about to claim, or a dead client whose lock lingers on the file
-// server. Only the stale rule applies then; the new holder runs without
-// flock, and its record says so (has_flock false).
+// server (MooseFS keeps the session of a client that vanished, and its
+// locks, for a day: every later contender would otherwise wait a TTL). A
+// released record may then be claimed at once (the exclusive claim decides
+// against a contender that holds flock); otherwise only the stale rule
+// applies. Either way the new holder runs without flock, and its record
+// says so (has_flock false).
 //
 // # Fencing
 //

@@ -174,6 +174,7 @@ type Lock struct {
 	done        chan struct{}
 	releaseOnce sync.Once
 	releaseErr  error
+	noteOnce    sync.Once
 }
 
 // Acquire waits for and takes the volume lock in o.Dir. It returns an error
@@ -226,6 +227,9 @@ func acquire(ctx context.Context, o Options, newFlock func(path string) flocker)
 		w.holderID = w.holderID[len(w.holderID)-maxIDBytes:]
 	}
 	if w.mode == ModeFlock {
+		if err := ensureFile(filepath.Join(o.Dir, "lock")); err != nil {
+			return nil, err
+		}
 		w.fl = newFlock(filepath.Join(o.Dir, "lock"))
 		if _, err := os.Stat(filepath.Join(o.Dir, unreliableName)); err == nil {
 			w.flockTrust = false
@@ -238,6 +242,22 @@ func acquire(ctx context.Context, o Options, newFlock func(path string) flocker)
 		_ = w.fl.Unlock()
 	}
 	return l, err
+}
+
+// ensureFile creates path if it does not exist. MooseFS answers an open
+// with O_CREATE (without O_EXCL) EEXIST when another client created the
+// name between the kernel's lookup and the create, where a local
+// filesystem would open the file: so create exclusively, and take EEXIST
+// as the file being there.
+func ensureFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err == nil {
+		return f.Close()
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	return fmt.Errorf("create the lock file: %w", err)
 }
 
 // waiter is the state of one Acquire call.
@@ -394,8 +414,15 @@ func (w *waiter) decide(obs observation, unchanged time.Duration) (take bool, re
 		}
 		// The holder runs without flock: judge it by its record.
 	} else if w.mode == ModeFlock && !w.haveFlock {
-		// Someone holds flock. Only a record unchanged for the TTL lets
-		// us past it: the lingering lock of a dead client.
+		// Someone holds flock: a live holder, a contender about to claim,
+		// or a client that died holding it, whose lock the file server
+		// keeps (MooseFS keeps a dead client's session, locks included,
+		// for a day). A released record lets us claim: the exclusive
+		// claim decides between us and a contender. Otherwise only a
+		// record unchanged for the TTL lets us past.
+		if free {
+			return true, "lock released, but flock is still refused (a contender about to claim, or a dead client's lingering lock); claiming without flock", false
+		}
 		if unchanged >= w.o.TTL {
 			return true, fmt.Sprintf("flock is still refused but the holder record has not changed for %s (TTL %s): a dead client's lock may linger; taking over without flock", unchanged.Round(time.Millisecond), w.o.TTL), true
 		}
@@ -621,11 +648,18 @@ func (l *Lock) Check() error {
 	}
 	if err := l.fenceCheck(); err != nil {
 		if errors.Is(err, ErrFenced) {
-			l.lose(err)
+			l.fenced(err)
 		}
 		return err
 	}
 	return nil
+}
+
+// fenced records that a newer epoch took the lock from us, and whether
+// flock let that happen while we held it.
+func (l *Lock) fenced(err error) {
+	l.lose(err)
+	l.noteOnce.Do(l.noteFlockFailure)
 }
 
 func (l *Lock) fenceCheck() error {
@@ -722,8 +756,7 @@ func (l *Lock) heartbeatLoop(ctx context.Context) {
 		if errors.Is(err, ErrFenced) {
 			l.o.Logger.Error("volume lock lost: another worker took over; stopping work under it",
 				zap.Uint64("epoch", l.epoch), zap.Error(err))
-			l.lose(err)
-			l.noteFlockFailure()
+			l.fenced(err)
 			return
 		}
 		l.mu.Lock()

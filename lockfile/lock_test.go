@@ -494,6 +494,54 @@ func TestLingeringFlock(t *testing.T) {
 	}
 }
 
+// TestLingeringFlockReleased: flock stays refused (MooseFS keeps a dead
+// client's lock for a day) while the holder record says released: the
+// waiter claims at once, without flock, instead of waiting a TTL at every
+// later boot.
+func TestLingeringFlockReleased(t *testing.T) {
+	dir := t.TempDir()
+	h := farHolder(1)
+	h.Mode, h.Released = ModeFlock, true
+	writeHolder(t, dir, h)
+	stuck := flock.New(filepath.Join(dir, "lock"))
+	if ok, err := stuck.TryLock(); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	defer stuck.Unlock()
+	l, err := Acquire(context.Background(), Options{Dir: dir, TTL: time.Hour, WaitTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("a released lock under a lingering flock was not taken: %v", err)
+	}
+	defer l.Release()
+	st, _ := ReadHolder(dir)
+	if st.Epoch != 2 || st.Holder.HasFlock {
+		t.Fatalf("record after claiming under a lingering flock: %+v", st.Holder)
+	}
+}
+
+// TestFlockTwoHoldersFoundAtCheck: the double grant is recognised when the
+// fenced holder learns of it at a Check, before any heartbeat.
+func TestFlockTwoHoldersFoundAtCheck(t *testing.T) {
+	dir := t.TempDir()
+	broken := withFlock(nil)
+	a, err := acquire(context.Background(), Options{Dir: dir, TTL: time.Hour}, broken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := acquire(context.Background(), Options{Dir: dir, TTL: time.Hour, WaitTimeout: time.Second}, broken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Release()
+	if err := a.Check(); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a.Check after b took over: %v", err)
+	}
+	a.Release()
+	if st, err := ReadHolder(dir); err != nil || !st.FlockUnreliable {
+		t.Fatalf("no flock-unreliable marker after a double grant found at Check: %+v %v", st, err)
+	}
+}
+
 // TestFlockFreeButLeaseOnlyHolderLive: getting flock does not override a
 // live holder that runs without flock; a holder that had flock is gone once
 // flock is free.
