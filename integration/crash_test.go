@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -33,55 +34,62 @@ func fastDir(t *testing.T) string {
 // TestCrashTorture kills `volboot sync` (alone, or with everything it
 // started as a container's death does) with SIGKILL at random moments
 // spread over a sync's duration: downloading, unpacking, compiling, building,
-// smoke-checking, flipping. After every kill, status must not claim in sync
-// for an incomplete generation, and venv must point only at a complete one.
-// Kills come in chains of one to four on the same volume (each restart
-// inherits the leftovers of the last), then a sync runs to the end and must
-// converge to the generation an undisturbed sync builds. The volume is then
-// emptied (but for the interpreter probe's cache) for the next chain; the
-// last one is kept for status --verify.
+// smoke-checking, flipping. See torture for what is checked.
 func TestCrashTorture(t *testing.T) {
 	base := fastDir(t)
 	f := newFixture(t, filepath.Join(base, "reference"))
 	ws := f.add(synthstack.Small("crash", 6, 80)...)
+	// About 35 s alone on 2 cores; the hard limit leaves room for a
+	// machine busy with other packages' tests.
+	torture(t, f, ws, base, 100, 150*time.Second, true)
+}
+
+// torture serves ws (with a short stall in every response, so that the
+// fetching phase has a share of the sync's time), syncs them once into
+// f.vol undisturbed, then kills syncs until wantKills landed. After every
+// kill, status must not claim in sync for an incomplete generation, and
+// venv must point only at a complete one. Kills come in chains of one to
+// four on the same volume (each restart inherits the leftovers of the
+// last), then a sync runs to the end and must converge to the generation
+// the undisturbed sync built. Each chain works on a fresh volume under base
+// holding only the interpreter probe's cache (written once, atomically; a
+// probe costs more than half a small sync); removeOld says whether the
+// last chain's volume is removed first (not on a network filesystem, where
+// deleting costs a round trip per file). The last volume is kept for status
+// --verify. Exceeding budget fails the test.
+func torture(t *testing.T, f *fixture, ws []synthstack.Wheel, base string, wantKills int, budget time.Duration, removeOld bool) {
+	t.Helper()
 	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
 	var mods []string
 	for _, w := range ws {
 		mods = append(mods, w.Spec.Module())
 	}
 	importAll := "import " + strings.Join(mods, ", ")
-
-	// Downloads from loopback take microseconds; a short stall in every
-	// response gives the fetching phase a share of the sync's time.
 	for _, w := range ws {
 		if err := f.index.SetFault(testindex.FileURLPath(w.Filename), testindex.Fault{Stall: 60 * time.Millisecond, StallAfter: 4096}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	want := f.sync()
-	// The interpreter probe's cache survives between chains (it is written
-	// once, atomically, and probing costs more than half a small sync):
-	// each chain starts from a volume holding only that cache.
-	f.vol = filepath.Join(base, "vol")
-	wipe := func() {
+	reference := f.vol
+	chain := 0
+	fresh := func() {
+		old := f.vol
+		chain++
+		f.vol = filepath.Join(base, fmt.Sprintf("vol-%d", chain))
 		if err := os.MkdirAll(filepath.Join(f.vol, ".volboot"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		for dir, keep := range map[string]string{f.vol: ".volboot", filepath.Join(f.vol, ".volboot"): "cache"} {
-			ents, _ := os.ReadDir(dir)
-			for _, e := range ents {
-				if e.Name() != keep {
-					if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-						t.Fatal(err)
-					}
-				}
+		if out, err := exec.Command("cp", "-a", filepath.Join(reference, ".volboot", "cache"), filepath.Join(f.vol, ".volboot")).CombinedOutput(); err != nil {
+			t.Fatalf("copy the interpreter cache: %v\n%s", err, out)
+		}
+		if removeOld && old != reference {
+			if err := os.RemoveAll(old); err != nil {
+				t.Fatal(err)
 			}
 		}
 	}
-	wipe()
-	if out, err := exec.Command("cp", "-a", filepath.Join(base, "reference", ".volboot", "cache"), filepath.Join(f.vol, ".volboot")).CombinedOutput(); err != nil {
-		t.Fatalf("copy the interpreter cache: %v\n%s", err, out)
-	}
+	fresh()
 	t0 := time.Now()
 	if got := f.sync(); got != want {
 		t.Fatalf("sync with a copied interpreter cache built %s, the reference %s", got, want)
@@ -92,19 +100,15 @@ func TestCrashTorture(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 6))
 	t.Logf("seed %d", seed)
-	// About 35 s alone on 2 cores; the hard limit leaves room for a
-	// machine busy with other packages' tests.
-	const wantKills = 100
-	budget := 150 * time.Second
 	start := time.Now()
 	kills, groupKills, finished, chains := 0, 0, 0, 0
 	var delays []time.Duration
 	phases := map[string]int{}
-	for round := 0; kills < wantKills; round++ {
+	for kills < wantKills {
 		if time.Since(start) > budget {
 			t.Fatalf("only %d kills in %s (sync takes %s here): the machine is too slow for this test's budget", kills, budget, full)
 		}
-		wipe()
+		fresh()
 		chains++
 		for k := 1 + rng.IntN(4); k > 0; k-- {
 			delay := time.Duration(rng.Int64N(int64(full) * 11 / 10))

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
-	closeMooseRig()
+	closeMooseRig(code != 0)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

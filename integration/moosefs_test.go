@@ -50,9 +50,13 @@ func mooseRig(t *testing.T) *mfsrig.Rig {
 	return moose.rig
 }
 
-// closeMooseRig closes the rig if a test started it.
-func closeMooseRig() {
+// closeMooseRig closes the rig if a test started it, first printing the
+// ends of MooseFS's logs when a test failed.
+func closeMooseRig(failed bool) {
 	if moose.rig != nil {
+		if failed {
+			fmt.Fprintf(os.Stderr, "mfsrig: the ends of MooseFS's logs:\n%s", moose.rig.LogTails(30))
+		}
 		if err := moose.rig.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "mfsrig:", err)
 		}
@@ -278,4 +282,14 @@ func TestMooseFSConcurrentSyncs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMooseFSCrashTorture: at least 30 SIGKILLs at random moments of syncs
+// on MooseFS, through the client 2 ms from its master (see torture).
+func TestMooseFSCrashTorture(t *testing.T) {
+	rig := mooseRig(t)
+	base := mooseVolume(t, rig.Clients()[0])[0]
+	f := newFixture(t, filepath.Join(base, "reference"))
+	ws := f.add(synthstack.Small("mcrash", 4, 24)...)
+	torture(t, f, ws, base, 30, 4*time.Minute, false)
 }

@@ -2,7 +2,7 @@
 // benchmarks: a master and a chunkserver from Debian's moosefs packages in a
 // network namespace of their own, and any number of mfsmount clients in the
 // test's namespace, each talking to the master through its own latency
-// proxy. Metadata operations (every create, stat, rename, link, unlink) then
+// proxy (a process of its own: see proxyproc.go for why). Metadata operations (every create, stat, rename, link, unlink) then
 // pay a network round trip, as on RunPod's volumes, while chunk data flows
 // straight to the chunkserver over a veth pair. Two clients of one rig are
 // two hosts sharing one volume: each has its own kernel mount, its own
@@ -90,7 +90,7 @@ type Client struct {
 	// Mount is the mount point.
 	Mount string
 	// Proxy carries this client's traffic to the master.
-	Proxy *Proxy
+	Proxy *ProxyProcess
 
 	rig  *Rig
 	opts []string
@@ -490,7 +490,7 @@ func (r *Rig) AddClient(ctx context.Context, opts ...string) (*Client, error) {
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return nil, err
 	}
-	p, err := NewProxy("127.0.0.1:0", r.MasterAddr(), r.o.RTT)
+	p, err := StartProxyProcess(ctx, "127.0.0.1:0", r.MasterAddr(), r.o.RTT)
 	if err != nil {
 		return nil, err
 	}
@@ -508,7 +508,7 @@ func (r *Rig) AddClient(ctx context.Context, opts ...string) (*Client, error) {
 func (c *Client) mount(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	argv := []string{"mfsmount", "-f", "-H", "127.0.0.1", "-P", strconv.Itoa(c.Proxy.Addr().Port)}
+	argv := []string{"mfsmount", "-f", "-H", "127.0.0.1", "-P", strconv.Itoa(c.Proxy.Port())}
 	for _, o := range c.opts {
 		argv = append(argv, "-o", o)
 	}
@@ -612,6 +612,25 @@ func (c *Client) unmount() {
 	// Unmounted, its file data is flushed (mfsmount syncs before each
 	// close): nothing is lost by not waiting for a clean exit.
 	s.stop(500 * time.Millisecond)
+}
+
+// LogTails returns the last n lines of every server's and client's log,
+// for a failed test to show what MooseFS said.
+func (r *Rig) LogTails(n int) string {
+	logs, _ := filepath.Glob(filepath.Join(r.dir, "*.log"))
+	var b strings.Builder
+	for _, p := range logs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		if len(lines) > n {
+			lines = lines[len(lines)-n:]
+		}
+		fmt.Fprintf(&b, "== %s\n%s\n", filepath.Base(p), strings.Join(lines, "\n"))
+	}
+	return b.String()
 }
 
 // Close unmounts every client and stops the servers, the proxies and the
