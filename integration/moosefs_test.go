@@ -10,11 +10,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
 	"github.com/volboot/volboot/integration/mfsrig"
+	"github.com/volboot/volboot/integration/testindex"
+	"github.com/volboot/volboot/lockfile"
 )
 
 // The MooseFS tests share one rig per test binary (started by the first
@@ -292,4 +295,250 @@ func TestMooseFSCrashTorture(t *testing.T) {
 	f := newFixture(t, filepath.Join(base, "reference"))
 	ws := f.add(synthstack.Small("mcrash", 4, 24)...)
 	torture(t, f, ws, base, 30, 4*time.Minute, false)
+}
+
+// background is a volboot command running while a test disturbs it.
+type background struct {
+	t    *testing.T
+	done chan result
+}
+
+// start runs `volboot cmd` in the background.
+func (f *fixture) start(cmd string, more ...string) *background {
+	b := &background{t: f.t, done: make(chan result, 1)}
+	go func() { b.done <- f.run(cmd, more...) }()
+	return b
+}
+
+// wait returns the command's result.
+func (b *background) wait() result { return <-b.done }
+
+// waitHolder waits until the volume lock in vol is held (not released)
+// at an epoch of at least minEpoch, and returns the holder's record.
+func waitHolder(t *testing.T, vol string, minEpoch uint64, within time.Duration) *lockfile.Holder {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st, err := lockfile.ReadHolder(filepath.Join(vol, ".volboot"))
+		if err == nil && st.Holder != nil && !st.Released && st.Epoch >= minEpoch {
+			return st.Holder
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nobody took the volume lock in %s within %s (%+v, %v)", vol, within, st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// slowDownloads makes each of ws take about d to download.
+func slowDownloads(t *testing.T, f *fixture, ws []synthstack.Wheel, d time.Duration) {
+	t.Helper()
+	for _, w := range ws {
+		if err := f.index.SetFault(testindex.FileURLPath(w.Filename), testindex.Fault{Stall: d, StallAfter: 1024}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkConverged: status --verify is clean through every fixture, each
+// seeing generation id, and the generation imports mods.
+func checkConverged(t *testing.T, id string, mods []string, fs ...*fixture) {
+	t.Helper()
+	for i, g := range fs {
+		st, r := g.status("--verify")
+		if !st.InSync || len(st.Drift) != 0 || *st.Generation != id {
+			t.Fatalf("status --verify through fixture %d, want generation %s:\n%s%s", i, id, r.stdout, r.stderr)
+		}
+		py := filepath.Join(g.vol, ".volboot", "envs", id, "bin", "python")
+		if out, err := exec.Command(py, "-c", "import "+strings.Join(mods, ", ")).CombinedOutput(); err != nil {
+			t.Fatalf("import through fixture %d: %v\n%s", i, err, out)
+		}
+	}
+}
+
+// oneClearError: a failed volboot command printed one error line naming
+// what failed, not a dump.
+func oneClearError(t *testing.T, what string, r result) {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		if strings.HasPrefix(l, "volboot: ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || strings.Contains(r.stderr, "goroutine ") {
+		t.Fatalf("%s failed (exit %d) without one clear error:\n%s", what, r.code, r.stderr)
+	}
+	t.Logf("%s failed with: %s", what, lines[0])
+}
+
+// TestMooseFSFaults disturbs syncs on MooseFS the ways a network volume
+// fails: the master unreachable from the syncing host for 10 s and for
+// 60 s (while another host takes the lock over and finishes), a latency
+// spike to 50 ms, the chunkserver gone during writes, and a host dying
+// while it holds the lock. Each time the sync completes or fails with one
+// clear error, no generation is ever corrupt, and the next sync converges.
+func TestMooseFSFaults(t *testing.T) {
+	rig := mooseRig(t)
+	cs := rig.Clients()
+
+	// setup makes a fresh volume seen through both clients and a stack of
+	// n wheels whose downloads each take about slow.
+	setup := func(t *testing.T, prefix string, n int, slow time.Duration) (*fixture, *fixture, []synthstack.Wheel, []string) {
+		vols := mooseVolume(t, cs[0], cs[1])
+		f := newFixture(t, vols[0])
+		ws := f.add(synthstack.Small(prefix, n, 12)...)
+		f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+		slowDownloads(t, f, ws, slow)
+		var mods []string
+		for _, w := range ws {
+			mods = append(mods, w.Spec.Module())
+		}
+		return f, f.on(vols[1]), ws, mods
+	}
+
+	t.Run("master-unreachable-10s", func(t *testing.T) {
+		f, other, _, mods := setup(t, "mcut", 8, 2*time.Second)
+		sync := f.start("sync")
+		waitHolder(t, f.vol, 1, 30*time.Second)
+		time.Sleep(time.Second)
+		cs[0].Proxy.Cut(true)
+		time.Sleep(10 * time.Second)
+		cs[0].Proxy.Cut(false)
+		r := sync.wait()
+		if r.code != 0 {
+			oneClearError(t, "a sync whose host lost the master for 10 s", r)
+		}
+		id := other.sync()
+		checkConverged(t, id, mods, f, other)
+	})
+
+	t.Run("master-unreachable-60s-while-another-host-takes-over", func(t *testing.T) {
+		// Two manifests, so that each host's generation is its own and a
+		// late write of the cut-off host would show.
+		f, other, ws, mods := setup(t, "mfence", 8, 2*time.Second)
+		other.work = t.TempDir()
+		extra := f.add(synthstack.Spec{Name: "mfence-extra", Version: "1.0", PyFiles: 3})[0]
+		withExtra := append(append([]synthstack.Wheel(nil), ws...), extra)
+		other.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(withExtra...)}}, other.entries("core", withExtra...))
+		const ttl = "15s"
+		f.env = append(f.env, "VOLBOOT_LOCK_TTL="+ttl)
+		other.env = append(other.env, "VOLBOOT_LOCK_TTL="+ttl)
+
+		a := f.start("sync")
+		held := waitHolder(t, f.vol, 1, 30*time.Second)
+		time.Sleep(time.Second)
+		cs[0].Proxy.Cut(true)
+		cut := time.Now()
+		b := other.start("sync")
+		rb := b.wait()
+		if rb.code != 0 {
+			cs[0].Proxy.Cut(false)
+			t.Fatalf("the other host's sync while the first was cut off: exit %d\n%s", rb.code, rb.stderr)
+		}
+		idB := generationOf(t, rb.stdout)
+		t.Logf("the other host took over and finished %s after the cut", time.Since(cut).Round(time.Second))
+		if !strings.Contains(rb.stderr, "took over the volume lock") {
+			t.Errorf("the other host finished without taking the lock over from epoch %d:\n%s", held.Epoch, rb.stderr)
+		}
+		time.Sleep(time.Until(cut.Add(60 * time.Second)))
+		cs[0].Proxy.Cut(false)
+		ra := a.wait()
+		if !strings.Contains(ra.stderr, "fenced") {
+			t.Errorf("the cut-off host never learned that it lost the lock:\n%s", ra.stderr)
+		}
+		if ra.code != 0 {
+			oneClearError(t, "the sync of the host cut off for 60 s", ra)
+		}
+		// The cut-off host's late writes must not have undone the other
+		// host's: its generation is recorded and in sync, and so is the
+		// first host's once it syncs again.
+		checkConverged(t, idB, append(mods, extra.Spec.Module()), other)
+		idA := f.sync()
+		checkConverged(t, idA, mods, f)
+		checkConverged(t, idB, append(mods, extra.Spec.Module()), other)
+	})
+
+	t.Run("latency-spike-50ms", func(t *testing.T) {
+		f, other, _, mods := setup(t, "mspike", 6, time.Second)
+		sync := f.start("sync")
+		waitHolder(t, f.vol, 1, 30*time.Second)
+		cs[0].Proxy.SetRTT(50 * time.Millisecond)
+		time.Sleep(10 * time.Second)
+		cs[0].Proxy.SetRTT(mfsrig.DefaultRTT)
+		r := sync.wait()
+		if r.code != 0 {
+			t.Fatalf("a sync through a 10 s latency spike: exit %d\n%s", r.code, r.stderr)
+		}
+		checkConverged(t, generationOf(t, r.stdout), mods, f, other)
+	})
+
+	t.Run("chunkserver-stopped-during-writes", func(t *testing.T) {
+		f, other, _, mods := setup(t, "mchunk", 8, time.Second)
+		sync := f.start("sync")
+		waitHolder(t, f.vol, 1, 30*time.Second)
+		time.Sleep(time.Second)
+		rig.StopChunkserver()
+		time.Sleep(10 * time.Second)
+		if err := rig.StartChunkserver(); err != nil {
+			t.Fatal(err)
+		}
+		r := sync.wait()
+		if r.code != 0 {
+			oneClearError(t, "a sync that lost the chunkserver for 10 s", r)
+		}
+		id := other.sync()
+		checkConverged(t, id, mods, f, other)
+	})
+
+	t.Run("host-dies-holding-the-lock", func(t *testing.T) {
+		spare, err := rig.AddClient(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		vols := mooseVolume(t, spare, cs[1])
+		f := newFixture(t, vols[0])
+		ws := f.add(synthstack.Small("mdead", 6, 12)...)
+		f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+		slowDownloads(t, f, ws, time.Second)
+		const ttl = 15 * time.Second
+		f.env = append(f.env, "VOLBOOT_LOCK_TTL="+ttl.String())
+		other := f.on(vols[1])
+
+		doomed := f.command("sync")
+		doomed.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := doomed.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitHolder(t, f.vol, 1, 30*time.Second)
+		time.Sleep(time.Second)
+		// The host dies: its processes and its mount at once. Its flock
+		// stays with its session at the master.
+		syscall.Kill(-doomed.Process.Pid, syscall.SIGKILL)
+		spare.Kill()
+		doomed.Wait()
+		t0 := time.Now()
+		id := other.sync()
+		t.Logf("after the host died, the other host's sync took %s (TTL %s)", time.Since(t0).Round(time.Millisecond), ttl)
+		// A later sync that needs the lock (a new manifest) must not pay
+		// the TTL again for the dead host's lingering flock.
+		later := other.on(vols[1])
+		later.work = t.TempDir()
+		v2 := f.add(synthstack.Spec{Name: "mdead-05", Version: "2.0", PyFiles: 2})[0]
+		next := append(append([]synthstack.Wheel(nil), ws[:5]...), v2)
+		later.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(next...)}}, later.entries("core", next...))
+		t0 = time.Now()
+		r := later.run("sync")
+		if r.code != 0 {
+			t.Fatalf("a later sync: exit %d\n%s", r.code, r.stderr)
+		}
+		if d := time.Since(t0); d >= ttl {
+			t.Errorf("a later sync took %s: it waited the TTL (%s) for the dead host's lingering flock\n%s", d, ttl, r.stderr)
+		}
+		var mods []string
+		for _, w := range ws {
+			mods = append(mods, w.Spec.Module())
+		}
+		checkConverged(t, id, mods, other)
+	})
 }
