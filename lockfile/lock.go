@@ -737,21 +737,43 @@ func (l *Lock) write(released bool) error {
 	return nil
 }
 
+// heartbeatLoop refreshes the holder record every Heartbeat. Each refresh
+// runs in a goroutine of its own, owned by this loop, so that a volume that
+// stops answering (a network filesystem cut off from its server blocks
+// every call) cannot stop the loop from noticing: once no refresh has
+// completed for half the TTL the lock counts as lost, whether the last
+// refresh failed or is still waiting, because waiters may take over from
+// then on. The loop waits for a refresh in flight before it ends.
 func (l *Lock) heartbeatLoop(ctx context.Context) {
 	defer close(l.done)
 	clk := l.o.Clock
+	beatDone := make(chan error, 1)
+	inFlight := false
+	defer func() {
+		if inFlight {
+			<-beatDone
+		}
+	}()
 	for {
+		var err error
 		select {
 		case <-l.stop:
 			return
 		case <-ctx.Done():
 			l.lose(fmt.Errorf("volume lock abandoned: %w", ctx.Err()))
 			return
+		case err = <-beatDone:
+			inFlight = false
+			if err == nil {
+				continue
+			}
 		case <-clk.After(l.o.Heartbeat):
-		}
-		err := l.beat()
-		if err == nil {
-			continue
+			if !inFlight {
+				inFlight = true
+				go func() { beatDone <- l.beat() }()
+				continue
+			}
+			// The refresh started at an earlier tick is still waiting.
 		}
 		if errors.Is(err, ErrFenced) {
 			l.o.Logger.Error("volume lock lost: another worker took over; stopping work under it",
@@ -762,10 +784,16 @@ func (l *Lock) heartbeatLoop(ctx context.Context) {
 		l.mu.Lock()
 		since := clk.Now().Sub(l.lastOK)
 		l.mu.Unlock()
-		l.o.Logger.Warn("could not refresh the volume lock's holder record", zap.Error(err), zap.Duration("since_last_refresh", since))
+		if err != nil {
+			l.o.Logger.Warn("could not refresh the volume lock's holder record", zap.Error(err), zap.Duration("since_last_refresh", since))
+		}
 		if since >= l.o.TTL/2 {
-			err = fmt.Errorf("%w: holder record %s not refreshed for %s (TTL %s), other workers may take over: %v",
-				ErrFenced, l.holderPath, since.Round(time.Millisecond), l.o.TTL, err)
+			why := "the volume has not answered the refresh"
+			if err != nil {
+				why = err.Error()
+			}
+			err = fmt.Errorf("%w: holder record %s not refreshed for %s (TTL %s), other workers may take over: %s",
+				ErrFenced, l.holderPath, since.Round(time.Millisecond), l.o.TTL, why)
 			l.o.Logger.Error("volume lock lost", zap.Error(err))
 			l.lose(err)
 			return
