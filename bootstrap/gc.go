@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -66,10 +68,15 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 		if dryRun {
 			return
 		}
+		// What a marker makes complete (a generation, a store entry)
+		// leaves its final name at once: a gc killed mid-removal must not
+		// leave a half-emptied entry there for every later boot to trip
+		// over.
+		rm := os.RemoveAll
 		if marker != "" {
-			os.Remove(filepath.Join(path, marker))
+			rm = atomicfile.RemoveTree
 		}
-		if err := os.RemoveAll(path); err != nil {
+		if err := rm(path); err != nil {
 			c.Logger.Warn("gc: remove", zap.String("path", path), zap.Error(err))
 		}
 	}
@@ -86,17 +93,12 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 			}
 		}
 	}
-	leases, err := lockfile.ListLeases(c.Paths.Volboot(), lockfile.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("list use-leases: %w", err)
-	}
-	for _, l := range leases {
-		if l.Live && l.Record != nil {
-			keep[l.Record.Generation] = "used by live worker " + l.WorkerID
-		}
+	if err := c.keepLeased(keep); err != nil {
+		return nil, err
 	}
 	neededWheels := map[string]bool{}
 	ents, _ := os.ReadDir(c.Paths.Envs())
+	var doomed []string
 	for _, e := range ents {
 		if _, tmp := atomicfile.ParseTempName(e.Name()); tmp {
 			continue // leftovers below
@@ -110,9 +112,18 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 			}
 			continue
 		}
-		remove("generation", dir, "not current, not from the current manifest and lock, no live lease", venv.CompleteName)
+		doomed = append(doomed, e.Name())
+	}
+	if !dryRun {
+		doomed, err = c.doomGenerations(ctx, doomed, keep, neededWheels)
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, id := range doomed {
+		remove("generation", c.Paths.Env(id), "not current, not from the current manifest and lock, no live lease", venv.CompleteName)
 		if !dryRun {
-			delete(st.Generations, e.Name())
+			delete(st.Generations, id)
 		}
 	}
 	for id, why := range keep {
@@ -215,6 +226,94 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 		}
 	}
 	return r, nil
+}
+
+// leaseGrace is how long gc waits, on a filesystem not known to be local,
+// after taking the complete marker from the generations it is about to
+// remove, before it lists the use-leases again: long enough for a lease
+// written just before by another client to be listed through that client's
+// and our directory caches (MooseFS keeps directory listings for a second
+// by default).
+const leaseGrace = 2 * time.Second
+
+// keepLeased adds to keep every generation a live use-lease names.
+func (c *Config) keepLeased(keep map[string]string) error {
+	leases, err := lockfile.ListLeases(c.Paths.Volboot(), lockfile.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list use-leases: %w", err)
+	}
+	for _, l := range leases {
+		if l.Live && l.Record != nil {
+			keep[l.Record.Generation] = "used by live worker " + l.WorkerID
+		}
+	}
+	return nil
+}
+
+// doomGenerations closes the race between gc and a worker that starts on a
+// generation gc is about to remove. The worker (volboot run) chooses a
+// complete generation, writes its use-lease, then reads the generation's
+// marker again and runs it only if it is still there. gc takes the marker
+// from every doomed generation first, waits leaseGrace, and lists the
+// leases again: a generation now leased gets its marker back and is kept
+// (added to keep, its wheels to needed); the rest are returned for
+// removal. Either the worker's second look comes before the marker is
+// taken, and then its lease was written before it and gc sees it, or it
+// comes after, and then the worker does not run that generation.
+func (c *Config) doomGenerations(ctx context.Context, doomed []string, keep map[string]string, needed map[string]bool) ([]string, error) {
+	markers := map[string][]byte{}
+	for _, id := range doomed {
+		p := filepath.Join(c.Paths.Env(id), venv.CompleteName)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // incomplete already: nobody can start on it
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("gc: take the marker of generation %s: %w", id, err)
+		}
+		markers[id] = b
+	}
+	if len(markers) == 0 {
+		return doomed, nil
+	}
+	if !wheel.KnownLocal(c.Paths.Volboot()) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(leaseGrace):
+		}
+	}
+	again := map[string]string{}
+	err := c.keepLeased(again)
+	if err == nil {
+		err = ctx.Err()
+	}
+	var out []string
+	for _, id := range doomed {
+		why, leased := again[id]
+		if err == nil && !leased {
+			out = append(out, id)
+			continue
+		}
+		// Leased meanwhile (or gc cannot tell): give the marker back.
+		if b, ok := markers[id]; ok {
+			if werr := atomicfile.Write(filepath.Join(c.Paths.Env(id), venv.CompleteName), b, 0o644); werr != nil {
+				return nil, fmt.Errorf("gc: give generation %s its marker back: %w", id, werr)
+			}
+		}
+		if why == "" {
+			why = "gc stopped before removing it"
+		}
+		keep[id] = why
+		if m, merr := venv.ReadMarker(c.Paths.Env(id)); merr == nil {
+			for _, p := range m.Packages {
+				needed[p.SHA256] = true
+			}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list use-leases again: %w", err)
+	}
+	return out, nil
 }
 
 // freedSpace counts the bytes removals free. Generations hard-link their

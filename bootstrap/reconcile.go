@@ -121,6 +121,15 @@ type Outcome struct {
 	FastPath   bool
 }
 
+// StillComplete reads the generation's marker again. A worker that holds a
+// use-lease on the generation calls it after writing the lease: gc takes
+// the marker before its last look at the leases, so a marker still there
+// means gc will keep the generation (see GC).
+func (o *Outcome) StillComplete() error {
+	_, err := venv.ReadMarker(o.Dir)
+	return err
+}
+
 // Usable lists the groups the handler can use.
 func (o *Outcome) Usable() []string {
 	var out []string

@@ -8,7 +8,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
-	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/lockfile"
 )
@@ -55,21 +54,16 @@ func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string
 	store := &wheel.Store{Dir: c.Paths.Store()}
 	for sha := range broken {
 		c.Logger.Warn("repair: dropping a broken store entry", zap.String("sha256", sha))
-		dir := store.EntryDir(sha)
-		os.Remove(dir + "/" + wheel.CompleteName)
-		os.RemoveAll(dir)
+		if err := atomicfile.RemoveTree(store.EntryDir(sha)); err != nil {
+			return err
+		}
 		os.Remove(c.Paths.WheelFile(sha))
 	}
 	// The generation links the broken files: move it aside whole. A
 	// handler running from it keeps its open files; new imports find the
 	// rebuilt generation under the same name.
-	dir := c.Paths.Env(gen.ID)
-	aside := atomicfile.TempName(dir)
-	if err := os.Rename(dir, aside); err == nil {
-		os.Remove(aside + "/" + venv.CompleteName)
-		if err := os.RemoveAll(aside); err != nil {
-			c.Logger.Warn("repair: removing the old generation", zap.String("path", aside), zap.Error(err))
-		}
+	if err := atomicfile.RemoveTree(c.Paths.Env(gen.ID)); err != nil {
+		c.Logger.Warn("repair: removing the old generation", zap.Error(err))
 	}
 	return nil
 }

@@ -159,6 +159,27 @@ func (f *File) Abort() {
 	os.Remove(f.File.Name())
 }
 
+// RemoveTree removes the file or directory at path so that it disappears
+// from its final name at once: it is renamed to a temporary name in the
+// same directory first, then removed. A removal that is killed halfway
+// leaves a temporary name (a dead writer's leftover, which sync and gc
+// remove), never a half-emptied tree under the final name where a reader
+// could take it for something incomplete and trip over it. A path that does
+// not exist is not an error.
+func RemoveTree(path string) error {
+	aside := TempName(path)
+	if err := os.Rename(path, aside); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("set %s aside for removal: %w", path, err)
+	}
+	if err := os.RemoveAll(aside); err != nil {
+		return fmt.Errorf("remove %s (set aside as %s): %w", path, aside, err)
+	}
+	return nil
+}
+
 // SyncDir fsyncs a directory so that renames and creations in it survive a
 // crash. Filesystems that cannot fsync a directory (EINVAL) are tolerated.
 func SyncDir(dir string) error {

@@ -68,6 +68,15 @@ func filesystemOf(dir string) filesystem {
 	return filesystem{name: fmt.Sprintf("0x%x", t)}
 }
 
+// KnownLocal reports whether dir is on a filesystem known to be local
+// (ext4, xfs, tmpfs, ...): one whose every client is this kernel, so that
+// what one process writes, every other sees at once, with no cache of a
+// remote server in between. Unknown types are not.
+func KnownLocal(dir string) bool {
+	fsys := filesystemOf(dir)
+	return !fsys.network && fsys.syncfs
+}
+
 // DefaultJobs is how many file operations to keep in flight in dir when the
 // caller does not say. On a network or FUSE filesystem (MooseFS on RunPod)
 // an operation costs a round trip and the server absorbs the parallelism,

@@ -301,10 +301,8 @@ func (s *Store) setAsideBad(src Source, err error) {
 		return
 	}
 	s.logger().Warn("store entry unreadable; unpacking it again", zap.String("wheel", src.Filename), zap.Error(err))
-	dir := s.EntryDir(src.SHA256)
-	aside := atomicfile.TempName(dir)
-	if os.Rename(dir, aside) == nil {
-		os.RemoveAll(aside)
+	if err := atomicfile.RemoveTree(s.EntryDir(src.SHA256)); err != nil {
+		s.logger().Warn("store entry could not be set aside", zap.String("wheel", src.Filename), zap.Error(err))
 	}
 }
 
@@ -946,13 +944,29 @@ func (s *Store) commit(p *pendingEntry, mode SyncMode) (*Entry, error) {
 		os.RemoveAll(p.tmp)
 		return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
 	}
-	if err := os.Rename(p.tmp, final); err != nil {
-		os.RemoveAll(p.tmp)
+	err = os.Rename(p.tmp, final)
+	if err != nil {
 		// Another worker may have committed the same entry first.
+		if e, oerr := s.Open(p.src.SHA256); oerr == nil {
+			os.RemoveAll(p.tmp)
+			return e, nil
+		} else if !errors.Is(oerr, ErrNewerManifest) {
+			// Entries appear at their final name only complete, so what
+			// is there without a readable manifest is debris (a removal
+			// by an older volboot killed halfway): set it aside and take
+			// the name.
+			s.logger().Warn("an incomplete store entry holds the name; setting it aside", zap.String("wheel", p.src.Filename), zap.String("path", final), zap.Error(oerr))
+			if rerr := atomicfile.RemoveTree(final); rerr == nil {
+				err = os.Rename(p.tmp, final)
+			}
+		}
+	}
+	if err != nil {
+		os.RemoveAll(p.tmp)
 		if e, oerr := s.Open(p.src.SHA256); oerr == nil {
 			return e, nil
 		}
-		return nil, fmt.Errorf("wheel %s: rename into %s: %w (an incomplete entry there must be removed by repair)", p.src.Filename, final, err)
+		return nil, fmt.Errorf("wheel %s: rename into %s: %w (run volboot repair)", p.src.Filename, final, err)
 	}
 	if err := atomicfile.SyncDir(s.Dir); err != nil {
 		return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)

@@ -109,24 +109,17 @@ func (a *app) run(ctx context.Context, argv []string) error {
 		Logger: a.log,
 		State:  state,
 		Bootstrap: func(bctx context.Context) (supervise.Handler, error) {
-			o, err := bootstrap.Sync(bctx, cfg)
+			o, l, err := syncAndLease(bctx, leaseCtx, cfg, a.log)
 			if err != nil {
 				return supervise.Handler{}, err
 			}
+			lease = l
 			groups := make([]health.Group, 0, len(o.Groups))
 			for _, g := range o.Groups {
 				groups = append(groups, health.Group{Name: g.Name, State: g.State, Reason: g.Reason})
 			}
 			state.SetGroups(groups)
 			state.SetGeneration(o.Generation)
-			host, _ := os.Hostname()
-			lease, err = lockfile.HoldLease(leaseCtx, lockfile.LeaseOptions{
-				Dir: cfg.Paths.Volboot(), WorkerID: sanitizeID(host) + "-" + strconv.Itoa(os.Getpid()),
-				Generation: o.Generation, Logger: a.log,
-			})
-			if err != nil {
-				return supervise.Handler{}, fmt.Errorf("use-lease: %w", err)
-			}
 			env, err := handlerEnv(os.Environ(), cfg.Paths, m, o, tmp)
 			if err != nil {
 				return supervise.Handler{}, err
@@ -152,6 +145,38 @@ func (a *app) run(ctx context.Context, argv []string) error {
 		return &exitError{code: res.Code, err: nil}
 	}
 	return nil
+}
+
+// syncAndLease brings the volume in sync and holds a use-lease on the
+// generation it chose. With the lease written, it reads the generation's
+// marker once more: gc takes the marker from a generation before it lists
+// the leases a last time and removes it (bootstrap.GC), so a marker still
+// there means gc will see the lease, and a marker gone means gc is removing
+// it and the sync must run again (it waits for gc's lock, then rebuilds).
+func syncAndLease(ctx, leaseCtx context.Context, cfg bootstrap.Config, log *zap.Logger) (*bootstrap.Outcome, *lockfile.Lease, error) {
+	host, _ := os.Hostname()
+	for attempt := 1; ; attempt++ {
+		o, err := bootstrap.Sync(ctx, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		lease, err := lockfile.HoldLease(leaseCtx, lockfile.LeaseOptions{
+			Dir: cfg.Paths.Volboot(), WorkerID: sanitizeID(host) + "-" + strconv.Itoa(os.Getpid()),
+			Generation: o.Generation, Logger: log,
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("use-lease: %w", err)
+		}
+		merr := o.StillComplete()
+		if merr == nil {
+			return o, lease, nil
+		}
+		lease.Release()
+		if attempt == 3 {
+			return nil, nil, fmt.Errorf("generation %s was removed under this worker three times (gc running?): %w", o.Generation, merr)
+		}
+		log.Warn("gc is removing the generation this worker chose; syncing again", zap.String("generation", o.Generation))
+	}
 }
 
 // sanitizeID keeps a worker id to the characters a lease file name allows.
