@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,6 +36,20 @@ func (a *app) syncConfig(progress bootstrap.Progress) (bootstrap.Config, error) 
 	if a.opts.volume == "" {
 		return bootstrap.Config{}, usageError("--volume is empty")
 	}
+	// Every path is made absolute at the door: the smoke check and the
+	// handler run in other directories, and a generation's paths, the
+	// handler's VIRTUAL_ENV, PATH and HF_HOME must name the same files
+	// from anywhere.
+	volume, err := filepath.Abs(a.opts.volume)
+	if err != nil {
+		return bootstrap.Config{}, usageError("--volume %q: %v", a.opts.volume, err)
+	}
+	python := a.opts.python
+	if strings.ContainsRune(python, '/') && !filepath.IsAbs(python) {
+		if python, err = filepath.Abs(python); err != nil {
+			return bootstrap.Config{}, usageError("--python %q: %v", a.opts.python, err)
+		}
+	}
 	var size int64
 	if a.opts.volumeSize != "" {
 		if size, err = fetch.ParseSize(a.opts.volumeSize); err != nil {
@@ -57,10 +73,10 @@ func (a *app) syncConfig(progress bootstrap.Progress) (bootstrap.Config, error) 
 		return bootstrap.Config{}, &exitError{code: exitUsage, err: err}
 	}
 	return bootstrap.Config{
-		Paths:       bootstrap.Paths{Root: a.opts.volume},
+		Paths:       bootstrap.Paths{Root: volume},
 		Manifest:    m,
 		Lock:        l,
-		Python:      a.opts.python,
+		Python:      python,
 		Jobs:        a.opts.jobs,
 		Logger:      a.log,
 		Getenv:      a.env,
