@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/pylock"
@@ -107,4 +108,23 @@ func FuzzParseState(f *testing.F) {
 			t.Fatal("nil maps after a successful parse")
 		}
 	})
+}
+
+// TestRetryAfterFromASkewedClock: a degraded group waits for its retry
+// time, but never longer than the maximum backoff, even when a writer whose
+// clock ran ahead set a retry time a year away.
+func TestRetryAfterFromASkewedClock(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *Generation {
+		ra := now.Add(d)
+		return &Generation{Groups: []GroupOutcome{{Name: "asr", State: GroupDegraded, RetryAfter: &ra}}}
+	}
+	for _, c := range []struct {
+		in  time.Duration
+		due bool
+	}{{-time.Minute, true}, {time.Hour, false}, {maxRetryDelay, false}, {maxRetryDelay + time.Minute, true}, {365 * 24 * time.Hour, true}} {
+		if got := at(c.in).dueForRetry(now); got != c.due {
+			t.Errorf("retry_after now%+v: due %v, want %v", c.in, got, c.due)
+		}
+	}
 }

@@ -469,7 +469,7 @@ func (c *Config) planGroups(info *interp.Info, facts *gpu.Facts, previous *Gener
 		}
 		if po, ok := prev[g.Name]; ok && po.State == GroupDegraded && !g.Required {
 			p.outcome.Attempts = po.Attempts
-			if !c.Repair && po.RetryAfter != nil && c.Now().Before(*po.RetryAfter) {
+			if !c.Repair && po.waitingForRetry(c.Now()) {
 				p.outcome = po
 				continue
 			}
@@ -864,10 +864,7 @@ func (c *Config) prepareBuild(info *interp.Info, facts *gpu.Facts, plans []*grou
 		o := &gen.Groups[i]
 		if o.State == GroupDegraded && o.RetryAfter == nil {
 			o.Attempts++
-			delay := c.RetryBackoff << min(o.Attempts-1, 5)
-			if delay > 24*time.Hour {
-				delay = 24 * time.Hour
-			}
+			delay := min(c.RetryBackoff<<min(o.Attempts-1, 5), maxRetryDelay)
 			t := c.Now().Add(delay).UTC()
 			o.RetryAfter = &t
 		}

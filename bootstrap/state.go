@@ -155,11 +155,22 @@ func (s *State) GenerationIDs() []string {
 // dueForRetry reports whether a degraded group of g should be retried now.
 func (g *Generation) dueForRetry(now time.Time) bool {
 	for _, o := range g.Groups {
-		if o.State == GroupDegraded && o.RetryAfter != nil && !now.Before(*o.RetryAfter) {
+		if o.State == GroupDegraded && o.RetryAfter != nil && !o.waitingForRetry(now) {
 			return true
 		}
 	}
 	return false
+}
+
+// maxRetryDelay is the longest a degraded group waits for its next try.
+const maxRetryDelay = 24 * time.Hour
+
+// waitingForRetry reports whether a degraded group's next try is still
+// ahead. A retry time further ahead than maxRetryDelay cannot have been
+// set by an honest clock (a writer whose clock runs ahead of ours): it
+// counts as due, or the group would wait for as long as that skew lasts.
+func (o GroupOutcome) waitingForRetry(now time.Time) bool {
+	return o.RetryAfter != nil && now.Before(*o.RetryAfter) && o.RetryAfter.Sub(now) <= maxRetryDelay
 }
 
 // similar returns the newest generation built from the same manifest, lock

@@ -542,6 +542,32 @@ func TestFlockTwoHoldersFoundAtCheck(t *testing.T) {
 	}
 }
 
+// TestLockFileDeletedUnderHolder: someone deletes the lock file while a
+// holder has flock on it; a newcomer flocks the new file, takes the lock
+// over (flock looked free), and the fenced holder marks flock unreliable.
+func TestLockFileDeletedUnderHolder(t *testing.T) {
+	dir := t.TempDir()
+	a, err := Acquire(context.Background(), Options{Dir: dir, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "lock")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Acquire(context.Background(), Options{Dir: dir, TTL: time.Hour, WaitTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("newcomer after the lock file was deleted: %v", err)
+	}
+	defer b.Release()
+	if err := a.Check(); !errors.Is(err, ErrFenced) {
+		t.Fatalf("holder whose lock file was deleted: Check %v, want fenced", err)
+	}
+	a.Release()
+	if st, err := ReadHolder(dir); err != nil || !st.FlockUnreliable {
+		t.Fatalf("no flock-unreliable marker after a takeover through a deleted lock file: %+v %v", st, err)
+	}
+}
+
 // TestFlockFreeButLeaseOnlyHolderLive: getting flock does not override a
 // live holder that runs without flock; a holder that had flock is gone once
 // flock is free.
