@@ -17,8 +17,11 @@
 //     and SIGINT also mean "stop": no restart follows, and StopGrace later
 //     the group gets SIGKILL if the handler is still alive.
 //   - When the handler (the group leader) exits, the rest of its group
-//     gets SIGKILL: left-over workers would otherwise hold GPU memory the
-//     next start, or the next container, needs.
+//     gets SIGKILL, and so does every other descendant of this process
+//     (those that left the group with setsid and were adopted by us):
+//     left-over workers would otherwise hold GPU memory the next start, or
+//     the next container, needs. So while a handler runs, every child
+//     process of this process is the handler's.
 //
 // The handler's stdout and stderr are volboot's own file descriptors 1 and
 // 2, inherited, so its output passes through byte for byte; volboot's own
@@ -32,6 +35,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -402,10 +406,81 @@ func (s *supervisor) runOnce(path string, h Handler) outcome {
 			// Leftovers of the group would outlive their leader; see
 			// the package comment.
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			if n := killDescendants(); n > 0 {
+				s.log.Info("killed processes the handler left outside its process group", zap.Int("count", n))
+			}
 			s.log.Info("handler exited", zap.String("status", reaper.Describe(ws)), zap.Duration("ran", o.ran.Round(time.Millisecond)))
 			return o
 		}
 	}
+}
+
+// killDescendants sends SIGKILL to every process descended from this one
+// and reports how many it found. It runs once the handler has exited, when
+// every descendant is the handler's: those that left its process group
+// (setsid, a daemon's double fork) were adopted by us as subreaper or PID 1
+// when their parents died, and would otherwise outlive the handler, holding
+// GPU memory and ports. It looks again for a few rounds, for children
+// forked while it killed.
+func killDescendants() int {
+	killed := map[int]bool{}
+	for range 3 {
+		fresh := 0
+		for _, pid := range descendants(os.Getpid()) {
+			if !killed[pid] {
+				killed[pid] = true
+				fresh++
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		if fresh == 0 {
+			break
+		}
+	}
+	return len(killed)
+}
+
+// descendants lists the processes below root, from /proc (zombies
+// included: killing one is harmless, and the reaper collects it).
+func descendants(root int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	children := map[int][]int{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parens.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	var out []int
+	queue := []int{root}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
 }
 
 // stdioFiles is volboot's own fds 0, 1 and 2 for the handler to inherit;

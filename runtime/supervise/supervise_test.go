@@ -489,3 +489,34 @@ func TestClosedStdinBecomesDevNull(t *testing.T) {
 		t.Errorf("stdout %q", out)
 	}
 }
+
+// TestSetsidGrandchildKilled: a grandchild that left the handler's process
+// group and session (setsid) does not outlive the handler.
+func TestSetsidGrandchildKilled(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	script := `setsid sleep 300 & echo $! > "$0/pid"; sleep 0.1`
+	p := start(t, nil, nil, "sh", "-c", script, dir)
+	if got := p.exitCode(10 * time.Second); got != 0 {
+		t.Fatalf("exit code %d", got)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(p.read(filepath.Join(dir, "pid"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return // gone
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 && strings.HasPrefix(strings.TrimSpace(string(b[i+1:])), "Z") {
+			return // killed, waiting to be reaped by whoever adopted it
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the handler's setsid grandchild %d outlived it", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
