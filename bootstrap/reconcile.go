@@ -689,7 +689,7 @@ func (c *Config) fetcher(lk *lockfile.Lock) *fetch.Fetcher {
 		Progress: fetch.ProgressOptions{Terminal: c.Terminal, Output: c.ProgressOut, Phase: func(s string) {
 			lk.SetPhase(s)
 			c.Progress.Phase(s)
-		}},
+		}, Bytes: c.Progress.Bytes},
 	})
 }
 

@@ -1,9 +1,14 @@
 package integration
 
 import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
 )
@@ -49,4 +54,56 @@ print("PREFIX=" + sys.prefix)
 	if !st.InSync || *st.Generation != id {
 		t.Fatalf("status --verify on the relative volume:\n%s%s", sr.stdout, sr.stderr)
 	}
+}
+
+// TestStatusReportsDownloadBytes: while `volboot run` downloads, GET
+// /status on the health address reports the bytes done and the total.
+func TestStatusReportsDownloadBytes(t *testing.T) {
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("bytes", 3, 6)...)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	slowDownloads(t, f, ws, 3*time.Second)
+	var total int64
+	for _, w := range ws {
+		total += w.Size
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	run := f.start("run", "--health-addr", addr, "--", "python", "-c", "pass")
+	var seen string
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/status")
+		if err == nil {
+			var st struct {
+				Progress struct {
+					Done  int64 `json:"bytes_done"`
+					Total int64 `json:"bytes_total"`
+				} `json:"progress"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if err == nil && st.Progress.Total > 0 {
+				seen = fmt.Sprintf("%d of %d", st.Progress.Done, st.Progress.Total)
+				if st.Progress.Total != total || st.Progress.Done > total {
+					t.Errorf("/status during the download: %s bytes; the wheels are %d bytes", seen, total)
+				}
+				if st.Progress.Done > 0 {
+					break
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := run.wait(); r.code != 0 {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	if seen == "" || strings.HasPrefix(seen, "0 of") {
+		t.Fatalf("/status never reported the download's bytes done (last: %q)", seen)
+	}
+	t.Logf("/status during the download: %s bytes", seen)
 }

@@ -27,6 +27,10 @@ type ProgressOptions struct {
 	// second, plus a final one). It is called from one goroutine at a time
 	// and must not block.
 	Phase func(string)
+	// Bytes, if set, receives the bytes done and the total of the
+	// current fetch (verified files count whole) about once a second and
+	// once at the end, from one goroutine at a time; it must not block.
+	Bytes func(done, total int64)
 }
 
 // itemProgress counts one item's bytes; methods are safe for concurrent use.
@@ -133,10 +137,15 @@ func (tr *tracker) start(ctx context.Context) (stop func()) {
 			}
 			now := tr.f.opt.Now()
 			tr.updateBars()
-			if opt.Phase != nil && now.Sub(lastPhase) >= time.Second {
-				if p := tr.phase(); p != phase {
-					phase = p
-					opt.Phase(p)
+			if now.Sub(lastPhase) >= time.Second {
+				if opt.Phase != nil {
+					if p := tr.phase(); p != phase {
+						phase = p
+						opt.Phase(p)
+					}
+				}
+				if opt.Bytes != nil {
+					opt.Bytes(tr.done.Load(), tr.total)
 				}
 				lastPhase = now
 			}
@@ -164,6 +173,9 @@ func (tr *tracker) start(ctx context.Context) (stop func()) {
 		}
 		if opt.Phase != nil {
 			opt.Phase(fmt.Sprintf("downloaded %d of %d files", tr.finished.Load(), len(tr.items)))
+		}
+		if opt.Bytes != nil {
+			opt.Bytes(tr.done.Load(), tr.total)
 		}
 	}
 }
