@@ -26,10 +26,10 @@ func (c *Config) removeLeftovers() {
 
 // repairVolume runs under the volume lock before a repairing sync: it
 // removes dead writers' leftovers and, when the generation this boot maps
-// to has files that fail their RECORD check, drops the broken store entries
-// and their cached downloads and moves the generation aside, so that the
-// sync that follows re-fetches, re-unpacks and rebuilds exactly what was
-// broken (same content, so the same generation id).
+// to fails status --verify, drops the store entries with bad files and
+// their cached downloads and moves the generation aside, so that the sync
+// that follows re-fetches and re-unpacks what the store lost and rebuilds
+// the generation from the store (same content, so the same generation id).
 func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string) error {
 	c.removeLeftovers()
 	st := c.readState()
@@ -37,16 +37,24 @@ func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string
 	if gen == nil {
 		return nil
 	}
+	drift := c.verifyGeneration(ctx, gen)
+	if len(drift) == 0 {
+		return nil
+	}
+	// A store entry with a bad file is fetched and unpacked again; a
+	// generation whose own tree is damaged over a sound store is only
+	// built again from it.
 	broken := map[string]bool{}
-	for _, d := range c.verifyGeneration(ctx, gen) {
+	for _, d := range drift {
+		c.Logger.Warn("repair: found", zap.String("kind", d.Kind), zap.String("package", d.Package), zap.String("detail", d.Detail))
+		if d.Kind != DriftCorrupt && d.Kind != DriftStoreIncomplete {
+			continue
+		}
 		for _, p := range gen.Packages {
 			if p.Name == d.Package {
 				broken[p.SHA256] = true
 			}
 		}
-	}
-	if len(broken) == 0 {
-		return nil
 	}
 	if err := lk.Check(); err != nil {
 		return err

@@ -2,17 +2,13 @@ package bootstrap
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -22,7 +18,6 @@ import (
 	"github.com/volboot/volboot/bootstrap/pep440"
 	"github.com/volboot/volboot/bootstrap/pep508"
 	"github.com/volboot/volboot/bootstrap/venv"
-	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/lockfile"
 )
 
@@ -42,6 +37,10 @@ const (
 	DriftMissingModel    = "model-missing"
 	DriftCorrupt         = "corrupt-file"
 	DriftStoreIncomplete = "store-entry-missing"
+	// DriftGenerationFile: a file of the generation itself (listed by the
+	// RECORD of the package's dist-info there, or the interpreter link)
+	// is missing, of another kind, or changed, while the store is sound.
+	DriftGenerationFile = "generation-file"
 )
 
 // Drift is one difference between what the manifest asks and what the
@@ -230,87 +229,6 @@ func (c *Config) byHand(gen *Generation, marker *venv.Marker) []Drift {
 		}
 	}
 	return out
-}
-
-// verifyGeneration checks every store file of the generation's packages
-// against RECORD (size and hash), and that each entry is complete.
-func (c *Config) verifyGeneration(ctx context.Context, gen *Generation) []Drift {
-	store := &wheel.Store{Dir: c.Paths.Store()}
-	type job struct {
-		pkg  string
-		path string
-		f    wheel.File
-	}
-	var jobs []job
-	var out []Drift
-	shas := make([]string, len(gen.Packages))
-	for i, p := range gen.Packages {
-		shas[i] = p.SHA256
-	}
-	ents, errs := store.OpenAll(shas, nil)
-	for i, p := range gen.Packages {
-		e, err := ents[i], errs[i]
-		if err != nil {
-			out = append(out, Drift{Kind: DriftStoreIncomplete, Package: p.Name, Detail: fmt.Sprintf("store entry %s: %v", p.SHA256[:12], err)})
-			continue
-		}
-		for _, f := range e.Files {
-			if f.Hash != "" {
-				jobs = append(jobs, job{pkg: p.Name, path: filepath.Join(e.Dir, filepath.FromSlash(f.Path)), f: f})
-			}
-		}
-	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	ch := make(chan job)
-	for w := 0; w < c.Jobs; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range ch {
-				if ctx.Err() != nil {
-					continue
-				}
-				if msg := checkFile(j.path, j.f); msg != "" {
-					mu.Lock()
-					out = append(out, Drift{Kind: DriftCorrupt, Package: j.pkg, Detail: msg})
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for _, j := range jobs {
-		ch <- j
-	}
-	close(ch)
-	wg.Wait()
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Detail < out[j].Detail })
-	return out
-}
-
-// checkFile compares a file with its RECORD size and hash ("sha256=...").
-func checkFile(path string, f wheel.File) string {
-	alg, want, ok := strings.Cut(f.Hash, "=")
-	if !ok || alg != "sha256" {
-		return ""
-	}
-	fh, err := os.Open(path)
-	if err != nil {
-		return fmt.Sprintf("%s: %v", path, err)
-	}
-	defer fh.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, fh)
-	if err != nil {
-		return fmt.Sprintf("%s: %v", path, err)
-	}
-	if n != f.Size {
-		return fmt.Sprintf("%s: size %d, RECORD says %d", path, n, f.Size)
-	}
-	if got := base64.RawURLEncoding.EncodeToString(h.Sum(nil)); got != want {
-		return fmt.Sprintf("%s: sha256 differs from RECORD", path)
-	}
-	return ""
 }
 
 // leftovers finds temporary names of writers that are gone: same host and
