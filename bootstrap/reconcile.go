@@ -726,7 +726,7 @@ func (c *Config) syncModels(ctx context.Context, lk *lockfile.Lock, f *fetch.Fet
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		rec := ModelRecord{Repo: r.Model.Repo, Revision: r.Model.Revision, Commit: r.Snapshot.Commit, Group: r.Model.Group, OK: r.Err == nil}
+		rec := ModelRecord{Repo: r.Model.Repo, Revision: r.Model.Revision, Commit: r.Snapshot.Commit, Group: r.Model.Group, OK: r.Err == nil, Files: r.Snapshot.Files}
 		if r.Err != nil {
 			rec.Reason = r.Err.Error()
 			byGroup[r.Model.Group].fail("model "+r.Model.Repo, r.Err.Error())

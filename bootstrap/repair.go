@@ -2,6 +2,9 @@ package bootstrap
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -36,6 +39,15 @@ func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string
 	gen := st.Generations[st.Keys[key]]
 	if gen == nil {
 		return nil
+	}
+	// Model blobs whose content no longer matches their names go; the sync
+	// that follows fetches them again.
+	_, bad := c.modelDrift(gen, true)
+	for _, b := range bad {
+		c.Logger.Warn("repair: removing a model blob whose content does not match its name", zap.String("blob", b))
+		if err := os.Remove(b); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("repair: remove %s: %w", b, err)
+		}
 	}
 	drift := c.verifyGeneration(ctx, gen)
 	if len(drift) == 0 {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/models"
 )
 
 // StateSchema is the version of state.json's format.
@@ -84,6 +85,9 @@ type ModelRecord struct {
 	Group    string `json:"group"`
 	OK       bool   `json:"ok"`
 	Reason   string `json:"reason,omitempty"`
+	// Files are the snapshot's files with their blobs and sizes, so that
+	// status can check sizes (and, with --verify, content).
+	Files []models.FileInfo `json:"files,omitempty"`
 }
 
 // SyncReport summarizes one sync.

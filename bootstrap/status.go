@@ -115,7 +115,8 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 			r.Drift = append(r.Drift, Drift{Kind: DriftDegraded, Detail: g.Name + ": " + g.Reason})
 		}
 	}
-	r.Drift = append(r.Drift, c.modelDrift(gen)...)
+	md, _ := c.modelDrift(gen, verify)
+	r.Drift = append(r.Drift, md...)
 	if verify {
 		r.Verified = true
 		r.Drift = append(r.Drift, c.verifyGeneration(ctx, gen)...)
@@ -265,9 +266,13 @@ func writerDead(ti atomicfile.TempInfo, host string, e fs.DirEntry) bool {
 }
 
 // modelDrift checks, without network, that every model the generation
-// recorded is still complete on disk (a few stats per file).
-func (c *Config) modelDrift(gen *Generation) []Drift {
+// recorded is still complete on disk: a few stats per file, each blob's
+// size against the recorded one; with verify also every blob's content
+// against its name (sha256 or git blob id). It returns the blobs whose
+// content does not match, for repair to remove.
+func (c *Config) modelDrift(gen *Generation, verify bool) ([]Drift, []string) {
 	var out []Drift
+	var bad []string
 	for _, rec := range gen.Models {
 		if !rec.OK {
 			out = append(out, Drift{Kind: DriftMissingModel, Package: rec.Repo, Detail: rec.Reason})
@@ -278,10 +283,16 @@ func (c *Config) modelDrift(gen *Generation) []Drift {
 				continue
 			}
 			mm := models.Model{Repo: m.Repo, Revision: m.Revision, RepoType: m.RepoType, Files: m.Files, Group: m.Group}
-			if st := models.Check(c.Paths.Hub(), mm, &models.Snapshot{Commit: rec.Commit}); !st.Complete {
+			snap := &models.Snapshot{Commit: rec.Commit, Files: rec.Files}
+			check := models.Check
+			if verify {
+				check = models.Verify
+			}
+			if st := check(c.Paths.Hub(), mm, snap); !st.Complete || len(st.BadBlobs) > 0 {
 				out = append(out, Drift{Kind: DriftMissingModel, Package: rec.Repo, Detail: strings.Join(st.Problems, "; ")})
+				bad = append(bad, st.BadBlobs...)
 			}
 		}
 	}
-	return out
+	return out, bad
 }

@@ -1,6 +1,10 @@
 package integration
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/integration/fakehub"
 )
 
 // TestTamperedGeneration damages a generation's own tree the ways people
@@ -87,5 +92,80 @@ func TestTamperedGeneration(t *testing.T) {
 				t.Fatalf("console script after repairing %s: %v\n%s", c.name, err, out)
 			}
 		})
+	}
+}
+
+// TestTamperedModelBlob: a model blob is named by its content's sha256. A
+// truncated one is found by plain status (its size), one with 8 bytes
+// overwritten by status --verify (its content); repair fetches each again.
+func TestTamperedModelBlob(t *testing.T) {
+	f := newFixture(t, fastDir(t))
+	ws := f.add(synthstack.Small("mblob", 1, 3)...)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	hub := fakehub.New(fakehub.Options{})
+	cdn := serveOn(t, "127.0.0.1", hub.CDN())
+	hub.SetCDNURL(cdn.URL)
+	content := bytes.Repeat([]byte("weights!"), 4096)
+	if _, err := hub.Commit("model", "volboot/voice", map[string]fakehub.File{
+		"model.safetensors": {Content: fakehub.Bytes(content), LFS: true},
+	}, "main"); err != nil {
+		t.Fatal(err)
+	}
+	hubSrv := serveOn(t, "127.0.0.1", hub)
+	m, err := os.OpenFile(f.manifest(), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(m, "\n[[model]]\nrepo = \"volboot/voice\"\nrevision = \"main\"\nfiles = [\"model.safetensors\"]\ngroup = \"core\"\n")
+	m.Close()
+	f.env = append(f.env, "HF_ENDPOINT="+hubSrv.URL)
+	f.sync()
+	sum := sha256.Sum256(content)
+	blob := filepath.Join(f.vol, "models", "hub", "models--volboot--voice", "blobs", hex.EncodeToString(sum[:]))
+	if _, err := os.Stat(blob); err != nil {
+		t.Fatalf("the model's blob: %v", err)
+	}
+	modelDrift := func(st *statusJSON) bool {
+		for _, d := range st.Drift {
+			if d.Kind == "model-missing" && d.Package == "volboot/voice" {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		name   string
+		tamper func() error
+		plain  bool // plain status must see it too
+	}{
+		{"truncated", func() error { return os.Truncate(blob, int64(len(content)/2)) }, true},
+		{"8 bytes overwritten", func() error {
+			fh, err := os.OpenFile(blob, os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer fh.Close()
+			_, err = fh.WriteAt([]byte("tampered"), 100)
+			return err
+		}, false},
+	} {
+		if err := c.tamper(); err != nil {
+			t.Fatal(err)
+		}
+		if st, r := f.status(); c.plain && (st.InSync || !modelDrift(st)) {
+			t.Fatalf("plain status after the blob was %s:\n%s", c.name, r.stdout)
+		}
+		if st, r := f.status("--verify"); st.InSync || !modelDrift(st) {
+			t.Fatalf("status --verify after the blob was %s:\n%s", c.name, r.stdout)
+		}
+		if r := f.run("repair"); r.code != 0 {
+			t.Fatalf("repair of a blob %s: exit %d\n%s", c.name, r.code, r.stderr)
+		}
+		if st, r := f.status("--verify"); !st.InSync || len(st.Drift) != 0 {
+			t.Fatalf("status --verify after repairing a blob %s:\n%s%s", c.name, r.stdout, r.stderr)
+		}
+		if got, err := os.ReadFile(blob); err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("the blob after repairing it %s: %d bytes, %v", c.name, len(got), err)
+		}
 	}
 }
