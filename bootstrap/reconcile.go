@@ -82,6 +82,10 @@ type Config struct {
 	// waiters take over (lockfile.Options.TTL; 0: lockfile.DefaultTTL).
 	LockTTL time.Duration
 
+	// replaceGen is the generation repair found damaged: the build makes
+	// it again and swaps it in even though its marker is there.
+	replaceGen string
+
 	// GPU configures the GPU probe (fake roots and overrides in tests).
 	GPU gpu.Options
 
@@ -881,7 +885,7 @@ func (c *Config) assemble(ctx context.Context, info *interp.Info, gen *Generatio
 	if err := c.clearIncomplete(c.Paths.Env(gen.ID)); err != nil {
 		return err
 	}
-	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger, Sync: c.Durability}
+	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger, Sync: c.Durability, Replace: c.replaceGen == gen.ID}
 	if _, err := b.Build(ctx, c.Paths.Env(gen.ID), pkgs); err != nil {
 		if isNoSpace(err) {
 			return fmt.Errorf("build generation %s: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", gen.ID, err)

@@ -79,11 +79,9 @@ func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string
 		}
 		os.Remove(c.Paths.WheelFile(sha))
 	}
-	// The generation links the broken files: move it aside whole. A
-	// handler running from it keeps its open files; new imports find the
-	// rebuilt generation under the same name.
-	if err := atomicfile.RemoveTree(c.Paths.Env(gen.ID)); err != nil {
-		c.Logger.Warn("repair: removing the old generation", zap.Error(err))
-	}
+	// The generation is built again beside the damaged one and swapped in
+	// (venv.Builder.Replace): a handler running from it never finds a
+	// path missing, and keeps its open files.
+	c.replaceGen = gen.ID
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
 	"github.com/volboot/volboot/integration/fakehub"
@@ -168,4 +169,96 @@ func TestTamperedModelBlob(t *testing.T) {
 			t.Fatalf("the blob after repairing it %s: %d bytes, %v", c.name, len(got), err)
 		}
 	}
+}
+
+// TestRepairUnderLoad: repair mends a generation while a handler runs from
+// it, polling its files every 2 ms: the handler never finds one missing
+// (the rebuilt generation is swapped in with one atomic exchange).
+func TestRepairUnderLoad(t *testing.T) {
+	f := newFixture(t, fastDir(t))
+	ws := f.add(synthstack.Small("load", 3, 30)...)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	id := f.sync()
+	ctl := t.TempDir()
+	ready, stop, report := filepath.Join(ctl, "ready"), filepath.Join(ctl, "stop"), filepath.Join(ctl, "report")
+	handler := fmt.Sprintf(`import os, sys, time
+paths = []
+for root, _, files in os.walk(os.path.join(sys.prefix, "lib")):
+    paths += [os.path.join(root, f) for f in files]
+open(%[1]q, "w").write(str(len(paths)))
+missing, polls = set(), 0
+while not os.path.exists(%[2]q):
+    for p in paths:
+        if not os.path.exists(p):
+            missing.add(p)
+    polls += 1
+    time.sleep(0.002)
+open(%[3]q, "w").write("%%d %%d\n%%s" %% (polls, len(missing), "\n".join(sorted(missing))))
+`, ready, stop, report)
+	run := f.start("run", "--", "python", "-c", handler)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the handler did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Damage a store file (linked into the generation) in place, so that
+	// repair drops its entry, fetches and unpacks it again, and rebuilds.
+	victims, _ := filepath.Glob(filepath.Join(f.vol, ".volboot", "envs", id, "lib", "python*", "site-packages", ws[1].Spec.Module(), "__init__.py"))
+	if len(victims) != 1 {
+		t.Fatalf("no %s in the generation", ws[1].Spec.Module())
+	}
+	if err := os.WriteFile(victims[0], []byte("raise SystemExit('tampered')\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if r := f.run("repair"); r.code != 0 {
+			t.Fatalf("repair under load: exit %d\n%s", r.code, r.stderr)
+		}
+		if i == 0 {
+			if st, r := f.status("--verify"); !st.InSync || len(st.Drift) != 0 {
+				t.Fatalf("status --verify after repair:\n%s%s", r.stdout, r.stderr)
+			}
+			// Damage the generation's own tree too, over a sound store.
+			if err := os.Remove(victims[0]); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(victims[0], []byte("raise SystemExit('replaced')\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := os.WriteFile(stop, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := run.wait(); r.code != 0 {
+		t.Fatalf("the handler: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var polls, missing int
+	fmt.Sscanf(string(b), "%d %d", &polls, &missing)
+	if missing != 0 || polls < 10 {
+		t.Fatalf("the handler polled %d times and found %d files missing while repair ran:\n%s", polls, missing, b)
+	}
+	t.Logf("the handler polled its %s files %d times while repair ran twice: none missing", strings.TrimSpace(string(mustRead(t, ready))), polls)
+	if st, r := f.status("--verify"); !st.InSync || len(st.Drift) != 0 || *st.Generation != id {
+		t.Fatalf("status --verify after the repairs:\n%s%s", r.stdout, r.stderr)
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -80,6 +80,39 @@ type Builder struct {
 	// Sync is the durability mode (default wheel.SyncAuto, resolved for
 	// the directory the generation is built in).
 	Sync wheel.SyncMode
+	// Replace builds the generation even when a complete one is at dir
+	// (repair found it damaged) and swaps the new one in; see replace.
+	Replace bool
+}
+
+// replace puts the complete generation at tmp in place of the one at dir.
+// A handler may be running from dir, resolving paths in it as it imports
+// lazily: the two trees are exchanged in one step (renameat2
+// RENAME_EXCHANGE), so that every lookup finds either the old file or the
+// new one, never nothing; files it has open stay valid. Where the
+// filesystem cannot exchange (FUSE filesystems such as MooseFS answer
+// EINVAL), the old tree is renamed aside and the new one renamed in: a
+// window of one metadata operation. The old tree is then removed.
+func (b *Builder) replace(tmp, dir string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_EXCHANGE)
+	old := tmp
+	if err != nil {
+		b.logger().Info("cannot exchange generations atomically here; renaming the old one aside first", zap.String("dir", dir), zap.Error(err))
+		old = atomicfile.TempName(dir)
+		if err := os.Rename(dir, old); err != nil {
+			return fmt.Errorf("set the damaged generation %s aside: %w", dir, err)
+		}
+		if err := os.Rename(tmp, dir); err != nil {
+			return fmt.Errorf("rename the rebuilt generation into %s: %w", dir, err)
+		}
+	}
+	// The old tree lost its marker's meaning: take it first, so that a
+	// removal cut short leaves nothing complete-looking behind.
+	os.Remove(filepath.Join(old, CompleteName))
+	if err := os.RemoveAll(old); err != nil {
+		b.logger().Warn("removing the replaced generation", zap.String("path", old), zap.Error(err))
+	}
+	return nil
 }
 
 // Marker is the content of a generation's .complete file.
@@ -148,7 +181,7 @@ func conflictError(dst string, a, b string) error {
 // different bytes, a wheel overwriting the environment's own files, a
 // script name two wheels define differently.
 func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marker, error) {
-	if m, err := ReadMarker(dir); err == nil {
+	if m, err := ReadMarker(dir); err == nil && !b.Replace {
 		return m, nil
 	}
 	if b.Python == nil {
@@ -248,7 +281,11 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	if err := atomicfile.Write(filepath.Join(tmp, CompleteName), mb, 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if _, err := os.Lstat(dir); err == nil && b.Replace {
+		if err := b.replace(tmp, dir); err != nil {
+			return nil, err
+		}
+	} else if err := os.Rename(tmp, dir); err != nil {
 		// A racing builder of the same id may have won; its result is ours.
 		if m2, err2 := ReadMarker(dir); err2 == nil {
 			return m2, nil
