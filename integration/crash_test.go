@@ -41,11 +41,11 @@ func TestCrashTorture(t *testing.T) {
 	ws := f.add(synthstack.Small("crash", 6, 80)...)
 	// About 35 s alone on 2 cores; the hard limit leaves room for a
 	// machine busy with other packages' tests.
-	torture(t, f, ws, base, 100, 150*time.Second, true)
+	torture(t, f, ws, base, 60*time.Millisecond, 100, 150*time.Second, true)
 }
 
-// torture serves ws (with a short stall in every response, so that the
-// fetching phase has a share of the sync's time), syncs them once into
+// torture serves ws (with a stall in every response, so that the fetching
+// phase has a share of the sync's time), syncs them once into
 // f.vol undisturbed, then kills syncs until wantKills landed. After every
 // kill, status must not claim in sync for an incomplete generation, and
 // venv must point only at a complete one. Kills come in chains of one to
@@ -57,7 +57,7 @@ func TestCrashTorture(t *testing.T) {
 // last chain's volume is removed first (not on a network filesystem, where
 // deleting costs a round trip per file). The last volume is kept for status
 // --verify. Exceeding budget fails the test.
-func torture(t *testing.T, f *fixture, ws []synthstack.Wheel, base string, wantKills int, budget time.Duration, removeOld bool) {
+func torture(t *testing.T, f *fixture, ws []synthstack.Wheel, base string, stall time.Duration, wantKills int, budget time.Duration, removeOld bool) {
 	t.Helper()
 	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
 	var mods []string
@@ -66,7 +66,7 @@ func torture(t *testing.T, f *fixture, ws []synthstack.Wheel, base string, wantK
 	}
 	importAll := "import " + strings.Join(mods, ", ")
 	for _, w := range ws {
-		if err := f.index.SetFault(testindex.FileURLPath(w.Filename), testindex.Fault{Stall: 60 * time.Millisecond, StallAfter: 4096}); err != nil {
+		if err := f.index.SetFault(testindex.FileURLPath(w.Filename), testindex.Fault{Stall: stall, StallAfter: 4096}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -810,16 +810,34 @@ const unreliableName = "flock-unreliable"
 // noteFlockFailure runs when this holder was fenced: if we held flock all
 // along and the new holder says it took flock too, flock let two processes
 // hold it at once, and the volume is marked so that nobody trusts it again.
+//
+// The one who took over is the claimer of the next epoch, whose claim file
+// holds its record as it claimed: by the time we look, it may have
+// released, and a third worker may hold a later epoch without flock. Only
+// when that claim is gone (cleanup keeps the newest few) does the current
+// holder's record stand in for it.
 func (l *Lock) noteFlockFailure() {
 	if l.fl == nil {
 		return
 	}
-	st, _, err := readStatus(l.claims, l.holderPath)
-	if err != nil || st.Holder == nil || !st.Holder.HasFlock || st.Epoch <= l.epoch {
+	var next *Holder
+	if raw, _, err := readRecordFile(l.claims.path(l.epoch + 1)); err == nil {
+		if h, err := ParseHolder(raw); err == nil {
+			next = &h
+		}
+	}
+	if next == nil {
+		st, _, err := readStatus(l.claims, l.holderPath)
+		if err != nil || st.Holder == nil || st.Epoch <= l.epoch {
+			return
+		}
+		next = st.Holder
+	}
+	if !next.HasFlock {
 		return
 	}
 	markFlockUnreliable(l.o.Logger, l.o.Dir, fmt.Sprintf("%s (pid %d) took flock and epoch %d while %s (pid %d) held flock and epoch %d",
-		st.Holder.Host, st.Holder.PID, st.Epoch, l.o.Identity.Host, l.o.Identity.PID, l.epoch))
+		next.Host, next.PID, next.Epoch, l.o.Identity.Host, l.o.Identity.PID, l.epoch))
 }
 
 func markFlockUnreliable(log *zap.Logger, dir, why string) {
@@ -850,6 +868,11 @@ func (l *Lock) Release() error {
 			errs = append(errs, prior)
 		} else if err := l.write(true); err != nil {
 			errs = append(errs, fmt.Errorf("release volume lock: %w", err))
+			if errors.Is(err, ErrFenced) {
+				// Taken over since our last look: it may have been
+				// flock that let it happen.
+				l.noteOnce.Do(l.noteFlockFailure)
+			}
 		}
 		if l.fl != nil {
 			if err := l.fl.Unlock(); err != nil {
