@@ -121,7 +121,7 @@ func newState() *State {
 func parseState(path string, data []byte) (*State, error) {
 	s := newState()
 	if err := json.Unmarshal(data, s); err != nil {
-		return nil, fmt.Errorf("%s: not a volboot state file (%v): move it aside and run `volboot repair`", path, err)
+		return nil, fmt.Errorf("%s: not a volboot state file (%v): run `volboot repair`, which writes it anew", path, err)
 	}
 	if s.Schema != StateSchema {
 		return nil, fmt.Errorf("%s: state schema %d, this volboot reads %d: use a matching volboot, or move the file aside and run `volboot repair`", path, s.Schema, StateSchema)

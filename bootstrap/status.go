@@ -41,6 +41,8 @@ const (
 	// RECORD of the package's dist-info there, or the interpreter link)
 	// is missing, of another kind, or changed, while the store is sound.
 	DriftGenerationFile = "generation-file"
+	// DriftState: state.json does not parse; repair rewrites it.
+	DriftState = "state-damaged"
 )
 
 // Drift is one difference between what the manifest asks and what the
@@ -80,6 +82,14 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 		return nil, err
 	}
 	st, err := ReadState(c.Paths.State())
+	var pe *fs.PathError
+	if err != nil && !errors.As(err, &pe) {
+		// Damaged, not unreadable: drift that repair mends (the sync
+		// rewrites the file), not an error of status.
+		r.Drift = append(r.Drift, Drift{Kind: DriftState, Detail: err.Error()})
+		r.Groups = c.missingGroups()
+		return r, nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -262,3 +262,27 @@ func mustRead(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+// TestDamagedState: a state.json that does not parse is drift that names
+// the file and says to repair, not an error; repair writes it anew.
+func TestDamagedState(t *testing.T) {
+	f := newFixture(t, fastDir(t))
+	ws := f.add(synthstack.Small("dstate", 2, 6)...)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	id := f.sync()
+	state := filepath.Join(f.vol, ".volboot", "state.json")
+	if err := os.WriteFile(state, []byte("{garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, r := f.status()
+	if st.InSync || len(st.Drift) != 1 || st.Drift[0].Kind != "state-damaged" ||
+		!strings.Contains(st.Drift[0].Detail, state) || !strings.Contains(st.Drift[0].Detail, "volboot repair") {
+		t.Fatalf("status of a damaged state.json: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := f.run("repair"); r.code != 0 {
+		t.Fatalf("repair of a damaged state.json: exit %d\n%s", r.code, r.stderr)
+	}
+	if st, r := f.status("--verify"); !st.InSync || *st.Generation != id {
+		t.Fatalf("status --verify after repair:\n%s%s", r.stdout, r.stderr)
+	}
+}
