@@ -600,3 +600,12 @@ func TestMooseFSGCRunRace(t *testing.T) {
 	// up to 150 ms first, so that run chooses the generation around then.
 	gcRunRace(t, fa, func(f *fixture) *fixture { return f.on(vols[1]) }, 150*time.Millisecond, 12, 3*time.Minute)
 }
+
+// TestMooseFSRepairUnderLoad: repair under a polling handler on MooseFS,
+// which cannot exchange two directories (RENAME_EXCHANGE is EINVAL there):
+// the rebuilt generation is merged into the old one file by file, and the
+// handler still never finds a file missing.
+func TestMooseFSRepairUnderLoad(t *testing.T) {
+	rig := mooseRig(t)
+	repairUnderLoad(t, newFixture(t, mooseVolume(t, rig.Clients()[0])[0]), 3)
+}

@@ -175,7 +175,15 @@ func TestTamperedModelBlob(t *testing.T) {
 // it, polling its files every 2 ms: the handler never finds one missing
 // (the rebuilt generation is swapped in with one atomic exchange).
 func TestRepairUnderLoad(t *testing.T) {
-	f := newFixture(t, fastDir(t))
+	repairUnderLoad(t, newFixture(t, fastDir(t)), 10)
+}
+
+// repairUnderLoad runs a handler from f's generation that polls every
+// file of it until told to stop, damages the generation twice (a store
+// file, then a file of its own tree), repairs it each time, and demands
+// that the handler never found a file missing in at least minPolls polls.
+func repairUnderLoad(t *testing.T, f *fixture, minPolls int) {
+	t.Helper()
 	ws := f.add(synthstack.Small("load", 3, 30)...)
 	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
 	id := f.sync()
@@ -245,7 +253,7 @@ open(%[3]q, "w").write("%%d %%d\n%%s" %% (polls, len(missing), "\n".join(sorted(
 	}
 	var polls, missing int
 	fmt.Sscanf(string(b), "%d %d", &polls, &missing)
-	if missing != 0 || polls < 10 {
+	if missing != 0 || polls < minPolls {
 		t.Fatalf("the handler polled %d times and found %d files missing while repair ran:\n%s", polls, missing, b)
 	}
 	t.Logf("the handler polled its %s files %d times while repair ran twice: none missing", strings.TrimSpace(string(mustRead(t, ready))), polls)

@@ -87,32 +87,72 @@ type Builder struct {
 
 // replace puts the complete generation at tmp in place of the one at dir.
 // A handler may be running from dir, resolving paths in it as it imports
-// lazily: the two trees are exchanged in one step (renameat2
-// RENAME_EXCHANGE), so that every lookup finds either the old file or the
-// new one, never nothing; files it has open stay valid. Where the
-// filesystem cannot exchange (FUSE filesystems such as MooseFS answer
-// EINVAL), the old tree is renamed aside and the new one renamed in: a
-// window of one metadata operation. The old tree is then removed.
+// lazily, so no path it could find may go missing: the two trees are
+// exchanged in one step (renameat2 RENAME_EXCHANGE), or, where the
+// filesystem cannot exchange (FUSE, MooseFS among them, answers EINVAL),
+// the rebuilt tree is merged into the old one file by file (mergeInto).
+// Either way every lookup finds the old file or the new one, and files
+// the handler has open stay valid. What is left of the other tree is then
+// removed.
 func (b *Builder) replace(tmp, dir string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_EXCHANGE)
-	old := tmp
-	if err != nil {
-		b.logger().Info("cannot exchange generations atomically here; renaming the old one aside first", zap.String("dir", dir), zap.Error(err))
-		old = atomicfile.TempName(dir)
-		if err := os.Rename(dir, old); err != nil {
-			return fmt.Errorf("set the damaged generation %s aside: %w", dir, err)
-		}
-		if err := os.Rename(tmp, dir); err != nil {
-			return fmt.Errorf("rename the rebuilt generation into %s: %w", dir, err)
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_EXCHANGE); err != nil {
+		b.logger().Info("cannot exchange generations here; merging the rebuilt one into the old file by file", zap.String("dir", dir), zap.Error(err))
+		if err := mergeInto(tmp, dir); err != nil {
+			return fmt.Errorf("merge the rebuilt generation into %s: %w", dir, err)
 		}
 	}
-	// The old tree lost its marker's meaning: take it first, so that a
-	// removal cut short leaves nothing complete-looking behind.
-	os.Remove(filepath.Join(old, CompleteName))
-	if err := os.RemoveAll(old); err != nil {
-		b.logger().Warn("removing the replaced generation", zap.String("path", old), zap.Error(err))
+	if err := os.RemoveAll(tmp); err != nil {
+		b.logger().Warn("removing the replaced generation", zap.String("path", tmp), zap.Error(err))
 	}
 	return nil
+}
+
+// mergeInto makes dst hold src's tree: every file or link of src that is
+// not already the same file at its path in dst is renamed over that path
+// (one atomic rename each: a reader sees the old file or the new, never
+// nothing), directories dst lacks are made, and a path of the wrong kind
+// in dst (a directory where a file belongs, or the reverse) is removed
+// first; only such damaged paths, and those already missing, can be seen
+// absent. Files of dst that src lacks stay. Renames go parents first, so
+// the marker, a file of the top directory, is among the first: it says
+// complete for content that is the same generation's by construction.
+func mergeInto(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		ti, terr := os.Lstat(target)
+		if d.IsDir() {
+			if terr == nil && ti.IsDir() {
+				return nil
+			}
+			if terr == nil {
+				if err := os.Remove(target); err != nil {
+					return err
+				}
+			}
+			si, err := d.Info()
+			if err != nil {
+				return err
+			}
+			return os.Mkdir(target, si.Mode().Perm())
+		}
+		if terr == nil {
+			if ti.IsDir() {
+				if err := os.RemoveAll(target); err != nil {
+					return err
+				}
+			} else if si, err := os.Lstat(p); err == nil && os.SameFile(si, ti) {
+				return nil
+			}
+		}
+		return os.Rename(p, target)
+	})
 }
 
 // Marker is the content of a generation's .complete file.
