@@ -81,8 +81,9 @@
 //
 // In flock mode while flock is refused, someone holds it: a live holder, a
 // contender about to claim, or a dead client whose lock lingers on the file
-// server (MooseFS keeps the session of a client that vanished, and its
-// locks, for a day: every later contender would otherwise wait a TTL). A
+// server (MooseFS kept it 300 s after the client died, and its master keeps
+// a vanished client's session a day by default: every later contender
+// would otherwise wait a TTL). A
 // released record may then be claimed at once (the exclusive claim decides
 // against a contender that holds flock); otherwise only the stale rule
 // applies. Either way the new holder runs without flock, and its record

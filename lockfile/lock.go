@@ -416,8 +416,9 @@ func (w *waiter) decide(obs observation, unchanged time.Duration) (take bool, re
 	} else if w.mode == ModeFlock && !w.haveFlock {
 		// Someone holds flock: a live holder, a contender about to claim,
 		// or a client that died holding it, whose lock the file server
-		// keeps (MooseFS keeps a dead client's session, locks included,
-		// for a day). A released record lets us claim: the exclusive
+		// keeps (MooseFS: still held 300 s after the client died, and its
+		// master keeps sessions a day by default). A released record lets
+		// us claim: the exclusive
 		// claim decides between us and a contender. Otherwise only a
 		// record unchanged for the TTL lets us past.
 		if free {

@@ -495,7 +495,7 @@ func TestLingeringFlock(t *testing.T) {
 }
 
 // TestLingeringFlockReleased: flock stays refused (MooseFS keeps a dead
-// client's lock for a day) while the holder record says released: the
+// client's lock with its session) while the holder record says released: the
 // waiter claims at once, without flock, instead of waiting a TTL at every
 // later boot.
 func TestLingeringFlockReleased(t *testing.T) {
