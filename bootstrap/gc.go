@@ -47,6 +47,7 @@ type GCReport struct {
 // no lock and removes nothing.
 func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 	c.defaults()
+	check := func() error { return nil }
 	if !dryRun {
 		lk, err := lockfile.Acquire(ctx, lockfile.Options{Dir: c.Paths.Volboot(), Logger: c.Logger, Mode: c.LockMode,
 			WaitTimeout: c.LockTimeout, TTL: c.LockTTL, Phase: "garbage collecting"})
@@ -54,6 +55,7 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 			return nil, fmt.Errorf("volume lock: %w", err)
 		}
 		defer lk.Release()
+		check = lk.Check
 	}
 	st, err := ReadState(c.Paths.State())
 	if err != nil {
@@ -115,7 +117,7 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 		doomed = append(doomed, e.Name())
 	}
 	if !dryRun {
-		doomed, err = c.doomGenerations(ctx, doomed, keep, neededWheels)
+		doomed, err = c.doomGenerations(ctx, check, doomed, keep, neededWheels)
 		if err != nil {
 			return nil, err
 		}
@@ -253,27 +255,47 @@ func (c *Config) keepLeased(keep map[string]string) error {
 // doomGenerations closes the race between gc and a worker that starts on a
 // generation gc is about to remove. The worker (volboot run) chooses a
 // complete generation, writes its use-lease, then reads the generation's
-// marker again and runs it only if it is still there. gc takes the marker
-// from every doomed generation first, waits leaseGrace, and lists the
-// leases again: a generation now leased gets its marker back and is kept
-// (added to keep, its wheels to needed); the rest are returned for
-// removal. Either the worker's second look comes before the marker is
-// taken, and then its lease was written before it and gc sees it, or it
-// comes after, and then the worker does not run that generation.
-func (c *Config) doomGenerations(ctx context.Context, doomed []string, keep map[string]string, needed map[string]bool) ([]string, error) {
-	markers := map[string][]byte{}
+// marker again and runs it only if it is still there. gc renames the
+// marker of every doomed generation to a temporary name beside it, waits
+// leaseGrace, confirms it still holds the lock, and lists the leases
+// again: a generation now leased gets its marker back and is kept (added
+// to keep, its wheels to needed); the rest are returned for removal.
+// Either the worker's second look comes before the marker is taken, and
+// then its lease was written before it and gc sees it, or it comes after,
+// and then the worker does not run that generation.
+//
+// The marker is renamed, not deleted, so that nothing is lost when gc dies
+// holding it: a sync that finds a generation without its marker gives it
+// back a dead writer's set-aside marker before judging it incomplete
+// (restoreMarker). On any error every marker taken is given back.
+func (c *Config) doomGenerations(ctx context.Context, check func() error, doomed []string, keep map[string]string, needed map[string]bool) ([]string, error) {
+	aside := map[string]string{} // id -> the marker's temporary name
+	giveBack := func(id string) error {
+		if err := os.Rename(aside[id], filepath.Join(c.Paths.Env(id), venv.CompleteName)); err != nil {
+			return fmt.Errorf("gc: give generation %s its marker back: %w", id, err)
+		}
+		delete(aside, id)
+		return nil
+	}
+	giveAllBack := func(cause error) error {
+		errs := []error{cause}
+		for id := range aside {
+			errs = append(errs, giveBack(id))
+		}
+		return errors.Join(errs...)
+	}
 	for _, id := range doomed {
 		p := filepath.Join(c.Paths.Env(id), venv.CompleteName)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue // incomplete already: nobody can start on it
+		tmp := atomicfile.TempName(p)
+		if err := os.Rename(p, tmp); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // incomplete already: nobody can start on it
+			}
+			return nil, giveAllBack(fmt.Errorf("gc: take the marker of generation %s: %w", id, err))
 		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("gc: take the marker of generation %s: %w", id, err)
-		}
-		markers[id] = b
+		aside[id] = tmp
 	}
-	if len(markers) == 0 {
+	if len(aside) == 0 {
 		return doomed, nil
 	}
 	if !wheel.KnownLocal(c.Paths.Volboot()) {
@@ -283,25 +305,29 @@ func (c *Config) doomGenerations(ctx context.Context, doomed []string, keep map[
 		}
 	}
 	again := map[string]string{}
-	err := c.keepLeased(again)
+	err := ctx.Err()
 	if err == nil {
-		err = ctx.Err()
+		err = check()
+	}
+	if err == nil {
+		err = c.keepLeased(again)
+	}
+	if err != nil {
+		return nil, giveAllBack(fmt.Errorf("gc: before removing generations: %w", err))
 	}
 	var out []string
+	var errs []error
 	for _, id := range doomed {
 		why, leased := again[id]
-		if err == nil && !leased {
+		if !leased {
 			out = append(out, id)
 			continue
 		}
-		// Leased meanwhile (or gc cannot tell): give the marker back.
-		if b, ok := markers[id]; ok {
-			if werr := atomicfile.Write(filepath.Join(c.Paths.Env(id), venv.CompleteName), b, 0o644); werr != nil {
-				return nil, fmt.Errorf("gc: give generation %s its marker back: %w", id, werr)
+		// Leased meanwhile: give the marker back and keep it.
+		if _, ok := aside[id]; ok {
+			if err := giveBack(id); err != nil {
+				errs = append(errs, err)
 			}
-		}
-		if why == "" {
-			why = "gc stopped before removing it"
 		}
 		keep[id] = why
 		if m, merr := venv.ReadMarker(c.Paths.Env(id)); merr == nil {
@@ -310,8 +336,8 @@ func (c *Config) doomGenerations(ctx context.Context, doomed []string, keep map[
 			}
 		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("list use-leases again: %w", err)
+	if len(errs) > 0 {
+		return nil, giveAllBack(errors.Join(errs...))
 	}
 	return out, nil
 }

@@ -1012,6 +1012,9 @@ func (c *Config) clearIncomplete(dir string) error {
 	if _, err := venv.ReadMarker(dir); err == nil {
 		return nil
 	}
+	if c.restoreMarker(dir) {
+		return nil
+	}
 	aside := atomicfile.TempName(dir)
 	if err := os.Rename(dir, aside); err != nil {
 		return fmt.Errorf("move aside the incomplete generation %s: %w", dir, err)
@@ -1021,6 +1024,32 @@ func (c *Config) clearIncomplete(dir string) error {
 		c.Logger.Warn("removing the incomplete generation", zap.String("path", aside), zap.Error(err))
 	}
 	return nil
+}
+
+// restoreMarker gives the generation at dir back the marker a gc had set
+// aside (see doomGenerations) and never returned, and reports whether the
+// generation is complete again. It runs under the volume lock, which that
+// gc held while the marker was aside: so the gc is dead or fenced (and a
+// fenced gc gives markers back, removing nothing).
+func (c *Config) restoreMarker(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		ti, ok := atomicfile.ParseTempName(e.Name())
+		if !ok || ti.Final != venv.CompleteName {
+			continue
+		}
+		if os.Rename(filepath.Join(dir, e.Name()), filepath.Join(dir, venv.CompleteName)) != nil {
+			continue
+		}
+		if _, err := venv.ReadMarker(dir); err == nil {
+			c.Logger.Warn("gave a generation back the marker a gc that died had set aside", zap.String("dir", dir))
+			return true
+		}
+	}
+	return false
 }
 
 // generationID hashes everything that determines a generation's content.

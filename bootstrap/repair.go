@@ -40,16 +40,25 @@ func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string
 	if gen == nil {
 		return nil
 	}
+	_, bad := c.modelDrift(gen, true)
+	drift := c.verifyGeneration(ctx, gen)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(drift) == 0 && len(bad) == 0 {
+		return nil
+	}
+	if err := lk.Check(); err != nil {
+		return err
+	}
 	// Model blobs whose content no longer matches their names go; the sync
 	// that follows fetches them again.
-	_, bad := c.modelDrift(gen, true)
 	for _, b := range bad {
 		c.Logger.Warn("repair: removing a model blob whose content does not match its name", zap.String("blob", b))
 		if err := os.Remove(b); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("repair: remove %s: %w", b, err)
 		}
 	}
-	drift := c.verifyGeneration(ctx, gen)
 	if len(drift) == 0 {
 		return nil
 	}
@@ -67,9 +76,6 @@ func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string
 				broken[p.SHA256] = true
 			}
 		}
-	}
-	if err := lk.Check(); err != nil {
-		return err
 	}
 	store := &wheel.Store{Dir: c.Paths.Store()}
 	for sha := range broken {

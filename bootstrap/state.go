@@ -114,6 +114,10 @@ func ReadState(path string) (*State, error) {
 	return parseState(path, data)
 }
 
+// ErrStateDamaged: state.json does not parse (a newer schema is another
+// error: that file is not ours to rewrite).
+var ErrStateDamaged = errors.New("not a volboot state file")
+
 func newState() *State {
 	return &State{Schema: StateSchema, Keys: map[string]string{}, Generations: map[string]*Generation{}}
 }
@@ -121,7 +125,7 @@ func newState() *State {
 func parseState(path string, data []byte) (*State, error) {
 	s := newState()
 	if err := json.Unmarshal(data, s); err != nil {
-		return nil, fmt.Errorf("%s: not a volboot state file (%v): run `volboot repair`, which writes it anew", path, err)
+		return nil, fmt.Errorf("%s: %w (%v): run `volboot repair`, which writes it anew", path, ErrStateDamaged, err)
 	}
 	if s.Schema != StateSchema {
 		return nil, fmt.Errorf("%s: state schema %d, this volboot reads %d: use a matching volboot, or move the file aside and run `volboot repair`", path, s.Schema, StateSchema)

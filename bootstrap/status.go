@@ -82,10 +82,9 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 		return nil, err
 	}
 	st, err := ReadState(c.Paths.State())
-	var pe *fs.PathError
-	if err != nil && !errors.As(err, &pe) {
-		// Damaged, not unreadable: drift that repair mends (the sync
-		// rewrites the file), not an error of status.
+	if errors.Is(err, ErrStateDamaged) {
+		// Damaged, not unreadable nor newer: drift that repair mends
+		// (the sync rewrites the file), not an error of status.
 		r.Drift = append(r.Drift, Drift{Kind: DriftState, Detail: err.Error()})
 		r.Groups = c.missingGroups()
 		return r, nil

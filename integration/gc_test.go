@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -201,4 +202,43 @@ print("read", n)
 	}
 	t.Logf("%d tries in %s: %d runs built their generation again (gc had removed it), %d of them caught gc removing it after choosing it",
 		tries, time.Since(start).Round(time.Millisecond), rebuilt, retried)
+}
+
+// TestGCDiedHoldingAMarker: gc sets a doomed generation's marker aside
+// while it looks at the use-leases a last time; if it dies then, the next
+// sync that needs that generation gives the marker back instead of taking
+// the generation for incomplete and removing it under a handler that may
+// be running from it.
+func TestGCDiedHoldingAMarker(t *testing.T) {
+	f := newFixture(t, fastDir(t))
+	ws := f.add(synthstack.Small("gcdied", 3, 9)...)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	id := f.sync()
+	gen := filepath.Join(f.vol, ".volboot", "envs", id)
+	mod, _ := filepath.Glob(filepath.Join(gen, "lib", "python*", "site-packages", ws[0].Spec.Module(), "__init__.py"))
+	if len(mod) != 1 {
+		t.Fatalf("no %s in the generation", ws[0].Spec.Module())
+	}
+	before, err := os.Stat(mod[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(gen, ".complete")
+	aside := filepath.Join(gen, "..complete.vbtmp.deadhost.4194303.0123456789ab")
+	if err := os.Rename(marker, aside); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.sync(); got != id {
+		t.Fatalf("sync built %s, want %s", got, id)
+	}
+	after, err := os.Stat(mod[0])
+	if err != nil || !os.SameFile(before, after) {
+		t.Fatalf("the generation was rebuilt (or removed) instead of getting its marker back: %v", err)
+	}
+	if _, err := os.Stat(aside); !os.IsNotExist(err) {
+		t.Errorf("the set-aside marker is still there: %v", err)
+	}
+	if st, r := f.status("--verify"); !st.InSync || len(st.Drift) != 0 {
+		t.Fatalf("status --verify:\n%s%s", r.stdout, r.stderr)
+	}
 }

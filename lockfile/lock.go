@@ -723,6 +723,12 @@ func (l *Lock) write(released bool) error {
 		f.Abort()
 		return err
 	}
+	if lost := l.Err(); lost != nil && !released {
+		// Given up while this refresh waited for the volume: a record
+		// committed now would tell waiters we live.
+		f.Abort()
+		return lost
+	}
 	if err := f.Commit(); err != nil {
 		// A new holder removes temporary files of a paused predecessor:
 		// report the fencing rather than the missing file.
@@ -744,14 +750,20 @@ func (l *Lock) write(released bool) error {
 // every call) cannot stop the loop from noticing: once no refresh has
 // completed for half the TTL the lock counts as lost, whether the last
 // refresh failed or is still waiting, because waiters may take over from
-// then on. The loop waits for a refresh in flight before it ends.
+// then on. The loop waits for a refresh in flight before it ends, unless
+// the lock is lost (see the deferred function).
 func (l *Lock) heartbeatLoop(ctx context.Context) {
 	defer close(l.done)
 	clk := l.o.Clock
 	beatDone := make(chan error, 1)
 	inFlight := false
 	defer func() {
-		if inFlight {
+		// A refresh still blocked once the lock is lost is left to end
+		// with its system call (it sends into the buffered channel and
+		// returns, and commits nothing: see write); waiting for it would
+		// keep Release, and the process, on a volume that may never
+		// answer again.
+		if inFlight && l.Err() == nil {
 			<-beatDone
 		}
 	}()

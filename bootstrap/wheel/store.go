@@ -950,11 +950,12 @@ func (s *Store) commit(p *pendingEntry, mode SyncMode) (*Entry, error) {
 		if e, oerr := s.Open(p.src.SHA256); oerr == nil {
 			os.RemoveAll(p.tmp)
 			return e, nil
-		} else if !errors.Is(oerr, ErrNewerManifest) {
+		} else if errors.Is(oerr, ErrBadManifest) || errors.Is(oerr, fs.ErrNotExist) {
 			// Entries appear at their final name only complete, so what
-			// is there without a readable manifest is debris (a removal
-			// by an older volboot killed halfway): set it aside and take
-			// the name.
+			// is there without a manifest, or with one that does not
+			// parse, is debris (a removal by an older volboot killed
+			// halfway): set it aside and take the name. Read errors
+			// (EIO, ESTALE) may hide a complete entry: left alone.
 			s.logger().Warn("an incomplete store entry holds the name; setting it aside", zap.String("wheel", p.src.Filename), zap.String("path", final), zap.Error(oerr))
 			if rerr := atomicfile.RemoveTree(final); rerr == nil {
 				err = os.Rename(p.tmp, final)
