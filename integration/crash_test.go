@@ -200,7 +200,13 @@ func phaseOnDisk(vol string, n int) string {
 // landed before the sync finished.
 func crashSync(t *testing.T, f *fixture, delay time.Duration, group bool) bool {
 	t.Helper()
-	cmd := f.command("sync")
+	return crash(t, f.command("sync"), delay, group)
+}
+
+// crash starts cmd (a volboot command) and SIGKILLs it after delay, as
+// crashSync does; a command that fails on its own fails the test.
+func crash(t *testing.T, cmd *exec.Cmd, delay time.Duration, group bool) bool {
+	t.Helper()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -212,7 +218,7 @@ func crashSync(t *testing.T, f *fixture, delay time.Duration, group bool) bool {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("sync failed on its own: %v\n%s", err, out.String())
+			t.Fatalf("%v failed on its own: %v\n%s", cmd.Args[1:2], err, out.String())
 		}
 		return false
 	case <-time.After(delay):
@@ -227,7 +233,7 @@ func crashSync(t *testing.T, f *fixture, delay time.Duration, group bool) bool {
 		return false // finished in the instant before the kill
 	}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-		t.Fatalf("sync failed on its own: %v\n%s", err, out.String())
+		t.Fatalf("%v failed on its own: %v\n%s", cmd.Args[1:2], err, out.String())
 	}
 	return true
 }

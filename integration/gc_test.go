@@ -1,12 +1,10 @@
 package integration
 
 import (
-	"bytes"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -75,28 +73,10 @@ func gcKillLoop(t *testing.T, f *fixture, files, wantKills int, budget time.Dura
 			cur = 1
 		}
 		use(cur)
-		c := f.command("gc")
-		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		var out bytes.Buffer
-		c.Stdout, c.Stderr = &out, &out
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- c.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("gc failed on its own: %v\n%s", err, out.String())
-			}
+		if crash(t, f.command("gc"), time.Duration(rng.Int64N(int64(full)*12/10)), true) {
+			kills++
+		} else {
 			finished++
-		case <-time.After(time.Duration(rng.Int64N(int64(full) * 12 / 10))):
-			syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
-			if <-done != nil {
-				kills++
-			} else {
-				finished++
-			}
 		}
 		// Every later boot, of either manifest, must succeed: the other
 		// one first, which gc was removing.
