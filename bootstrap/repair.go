@@ -29,10 +29,12 @@ func (c *Config) removeLeftovers() {
 
 // repairVolume runs under the volume lock before a repairing sync: it
 // removes dead writers' leftovers and, when the generation this boot maps
-// to fails status --verify, drops the store entries with bad files and
-// their cached downloads and moves the generation aside, so that the sync
-// that follows re-fetches and re-unpacks what the store lost and rebuilds
-// the generation from the store (same content, so the same generation id).
+// to fails status --verify, removes model blobs whose content does not
+// match their names, drops the store entries with bad files and their
+// cached downloads, and marks the generation for replacement, so that the
+// sync that follows re-fetches what the store and the hub cache lost and
+// builds the generation again from the store (same content, so the same
+// generation id) beside the damaged one, then swaps it in.
 func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string) error {
 	c.removeLeftovers()
 	st := c.readState()

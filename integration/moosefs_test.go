@@ -383,6 +383,20 @@ func oneClearError(t *testing.T, what string, r result) {
 	t.Logf("%s failed with: %s", what, lines[0])
 }
 
+// faultDuringSync starts a sync through f, waits until it holds the volume
+// lock and lead more, then calls fault, and heal 10 s later, and returns
+// the sync's result.
+func faultDuringSync(t *testing.T, f *fixture, lead time.Duration, fault, heal func()) result {
+	t.Helper()
+	sync := f.start("sync")
+	waitHolder(t, f.vol, 1, 30*time.Second)
+	time.Sleep(lead)
+	fault()
+	time.Sleep(10 * time.Second)
+	heal()
+	return sync.wait()
+}
+
 // logTime is the time of the first JSON log line of stderr whose message
 // starts with msg; zero when there is none.
 func logTime(t *testing.T, stderr, msg string) time.Time {
@@ -431,13 +445,7 @@ func TestMooseFSFaults(t *testing.T) {
 
 	t.Run("master-unreachable-10s", func(t *testing.T) {
 		f, other, _, mods := setup(t, "mcut", 8, 2*time.Second)
-		sync := f.start("sync")
-		waitHolder(t, f.vol, 1, 30*time.Second)
-		time.Sleep(time.Second)
-		cs[0].Proxy.Cut(true)
-		time.Sleep(10 * time.Second)
-		cs[0].Proxy.Cut(false)
-		r := sync.wait()
+		r := faultDuringSync(t, f, time.Second, func() { cs[0].Proxy.Cut(true) }, func() { cs[0].Proxy.Cut(false) })
 		if r.code != 0 {
 			oneClearError(t, "a sync whose host lost the master for 10 s", r)
 		}
@@ -500,12 +508,7 @@ func TestMooseFSFaults(t *testing.T) {
 
 	t.Run("latency-spike-50ms", func(t *testing.T) {
 		f, other, _, mods := setup(t, "mspike", 6, time.Second)
-		sync := f.start("sync")
-		waitHolder(t, f.vol, 1, 30*time.Second)
-		cs[0].Proxy.SetRTT(50 * time.Millisecond)
-		time.Sleep(10 * time.Second)
-		cs[0].Proxy.SetRTT(mfsrig.DefaultRTT)
-		r := sync.wait()
+		r := faultDuringSync(t, f, 0, func() { cs[0].Proxy.SetRTT(50 * time.Millisecond) }, func() { cs[0].Proxy.SetRTT(mfsrig.DefaultRTT) })
 		if r.code != 0 {
 			t.Fatalf("a sync through a 10 s latency spike: exit %d\n%s", r.code, r.stderr)
 		}
@@ -514,15 +517,11 @@ func TestMooseFSFaults(t *testing.T) {
 
 	t.Run("chunkserver-stopped-during-writes", func(t *testing.T) {
 		f, other, _, mods := setup(t, "mchunk", 8, time.Second)
-		sync := f.start("sync")
-		waitHolder(t, f.vol, 1, 30*time.Second)
-		time.Sleep(time.Second)
-		rig.StopChunkserver()
-		time.Sleep(10 * time.Second)
-		if err := rig.StartChunkserver(); err != nil {
-			t.Fatal(err)
-		}
-		r := sync.wait()
+		r := faultDuringSync(t, f, time.Second, rig.StopChunkserver, func() {
+			if err := rig.StartChunkserver(); err != nil {
+				t.Fatal(err)
+			}
+		})
 		if r.code != 0 {
 			oneClearError(t, "a sync that lost the chunkserver for 10 s", r)
 		}

@@ -946,16 +946,13 @@ func (s *Store) commit(p *pendingEntry, mode SyncMode) (*Entry, error) {
 	}
 	err = os.Rename(p.tmp, final)
 	if err != nil {
-		// Another worker may have committed the same entry first.
-		if e, oerr := s.Open(p.src.SHA256); oerr == nil {
-			os.RemoveAll(p.tmp)
-			return e, nil
-		} else if errors.Is(oerr, ErrBadManifest) || errors.Is(oerr, fs.ErrNotExist) {
-			// Entries appear at their final name only complete, so what
-			// is there without a manifest, or with one that does not
-			// parse, is debris (a removal by an older volboot killed
-			// halfway): set it aside and take the name. Read errors
-			// (EIO, ESTALE) may hide a complete entry: left alone.
+		// Entries appear at their final name only complete, so what is
+		// there without a manifest, or with one that does not parse, is
+		// debris (a removal by an older volboot killed halfway): set it
+		// aside and take the name. A complete entry (another worker
+		// committed first) is taken below; read errors (EIO, ESTALE) may
+		// hide a complete entry and leave it alone.
+		if _, oerr := s.Open(p.src.SHA256); errors.Is(oerr, ErrBadManifest) || errors.Is(oerr, fs.ErrNotExist) {
 			s.logger().Warn("an incomplete store entry holds the name; setting it aside", zap.String("wheel", p.src.Filename), zap.String("path", final), zap.Error(oerr))
 			if rerr := atomicfile.RemoveTree(final); rerr == nil {
 				err = os.Rename(p.tmp, final)

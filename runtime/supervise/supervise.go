@@ -407,7 +407,7 @@ func (s *supervisor) runOnce(path string, h Handler) outcome {
 			// the package comment.
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 			if n := killDescendants(); n > 0 {
-				s.log.Info("killed processes the handler left outside its process group", zap.Int("count", n))
+				s.log.Info("killed the handler's remaining descendants", zap.Int("count", n))
 			}
 			s.log.Info("handler exited", zap.String("status", reaper.Describe(ws)), zap.Duration("ran", o.ran.Round(time.Millisecond)))
 			return o
