@@ -16,6 +16,7 @@ import (
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/models"
+	"github.com/volboot/volboot/bootstrap/trash"
 	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/lockfile"
@@ -35,6 +36,8 @@ type GCReport struct {
 	Kept    []string `json:"kept_generations"`
 	Removed []GCItem `json:"removed"`
 	Bytes   int64    `json:"bytes"`
+	// Trash is what emptying the trash did, after the lock was released.
+	Trash trash.Report `json:"trash"`
 }
 
 // GC removes, under the volume lock, every generation that is neither
@@ -45,8 +48,24 @@ type GCReport struct {
 // complete thing loses its marker before its content, so an interrupted gc
 // leaves incomplete things, never things that look complete. dryRun takes
 // no lock and removes nothing.
+//
+// Under the lock, each thing leaves its place with one rename into the
+// trash; the trash is emptied once the lock is released, so that boots
+// waiting for the lock wait for the renames only.
 func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 	c.defaults()
+	r, err := c.gcUnderLock(ctx, dryRun)
+	if err != nil || dryRun {
+		return r, err
+	}
+	r.Trash, err = c.trash().Empty(ctx)
+	if err != nil {
+		return r, fmt.Errorf("empty the trash %s: %w", c.Paths.Trash(), err)
+	}
+	return r, nil
+}
+
+func (c *Config) gcUnderLock(ctx context.Context, dryRun bool) (*GCReport, error) {
 	check := func() error { return nil }
 	if !dryRun {
 		lk, err := lockfile.Acquire(ctx, lockfile.Options{Dir: c.Paths.Volboot(), Logger: c.Logger, Mode: c.LockMode,
@@ -63,6 +82,7 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 	}
 	r := &GCReport{DryRun: dryRun}
 	var freed freedSpace
+	can := c.trash()
 	remove := func(kind, path, why, marker string) {
 		size := freed.add(path)
 		r.Removed = append(r.Removed, GCItem{Kind: kind, Path: path, Bytes: size, Why: why})
@@ -70,16 +90,23 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 		if dryRun {
 			return
 		}
-		// What a marker makes complete (a generation, a store entry)
-		// leaves its final name at once: a gc killed mid-removal must not
-		// leave a half-emptied entry there for every later boot to trip
-		// over.
-		rm := os.RemoveAll
-		if marker != "" {
-			rm = atomicfile.RemoveTree
-		}
-		if err := rm(path); err != nil {
-			c.Logger.Warn("gc: remove", zap.String("path", path), zap.Error(err))
+		// A tree leaves its name at once, into the trash: a gc killed
+		// mid-removal must not leave a half-emptied entry there for every
+		// later boot to trip over.
+		fi, err := os.Lstat(path)
+		switch {
+		case err != nil:
+		case fi.IsDir() || marker != "":
+			if err := can.Put(path); err != nil {
+				c.Logger.Warn("gc: could not move to the trash; removing in place", zap.String("path", path), zap.Error(err))
+				if err := atomicfile.RemoveTree(path); err != nil {
+					c.Logger.Warn("gc: remove", zap.String("path", path), zap.Error(err))
+				}
+			}
+		default:
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				c.Logger.Warn("gc: remove", zap.String("path", path), zap.Error(err))
+			}
 		}
 	}
 
@@ -171,10 +198,25 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 		}
 	}
 
-	// Leftovers of dead writers.
+	// Leftovers of dead writers, and staging directories of writers that
+	// held the lock before this gc (see adoptable): gc makes room rather
+	// than keep partial work for a sync to resume.
+	gone := map[string]bool{}
 	for _, d := range leftovers(c.Paths) {
 		path, _, _ := strings.Cut(d.Detail, " (")
 		remove("leftover", path, "a dead writer's temporary file", "")
+		gone[path] = true
+	}
+	if !dryRun {
+		for _, dir := range []string{c.Paths.Store(), c.Paths.Envs()} {
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				ti, ok := atomicfile.ParseTempName(e.Name())
+				if ok && strings.HasSuffix(ti.Final, wheel.PartialSuffix) && c.adoptable(ti, e) && !gone[filepath.Join(dir, e.Name())] {
+					remove("leftover", filepath.Join(dir, e.Name()), "a partial store entry or generation of a previous lock holder", "")
+				}
+			}
+		}
 	}
 
 	// Models: keep the snapshots kept generations recorded.
@@ -214,6 +256,14 @@ func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 		for key, id := range st.Keys {
 			if st.Generations[id] == nil {
 				delete(st.Keys, key)
+			}
+		}
+		smoke, _ := os.ReadDir(c.Paths.SmokeRecords())
+		for _, e := range smoke {
+			if _, kept := keep[e.Name()]; !kept && st.Generations[e.Name()] == nil {
+				if err := can.Put(filepath.Join(c.Paths.SmokeRecords(), e.Name())); err != nil {
+					c.Logger.Warn("gc: smoke records", zap.Error(err))
+				}
 			}
 		}
 		recs, _ := os.ReadDir(c.Paths.BootRecords())

@@ -18,6 +18,17 @@ func (p Paths) Volboot() string { return p.join(".volboot") }
 // Store holds one unpacked wheel per sha256.
 func (p Paths) Store() string { return p.join(".volboot", "store") }
 
+// Trash holds trees waiting to be removed off the boot path (trash
+// package).
+func (p Paths) Trash() string { return p.join(".volboot", "trash") }
+
+// Smoke holds the smoke check's record of the imports that passed in
+// generation id (see smokePassed).
+func (p Paths) Smoke(id string) string { return p.join(".volboot", "smoke", id) }
+
+// SmokeRecords holds every generation's smoke records.
+func (p Paths) SmokeRecords() string { return p.join(".volboot", "smoke") }
+
 // Envs holds the generations.
 func (p Paths) Envs() string { return p.join(".volboot", "envs") }
 

@@ -293,7 +293,7 @@ func (c *Config) underLock(ctx context.Context, key string, info *interp.Info, f
 	if c.Repair {
 		err = c.repairVolume(ctx, lk, key)
 	} else {
-		c.removeLeftovers()
+		c.setAsideLeftovers()
 	}
 	if err == nil {
 		o, err = c.apply(ctx, lk, key, info, facts)
@@ -355,8 +355,10 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 	// Store and Builder choose how many file operations to keep in flight
 	// from the filesystem (dozens on a network filesystem, rule 7); --jobs
 	// sizes downloads and smoke checks.
-	store := &wheel.Store{Dir: c.Paths.Store(), Logger: c.Logger, Sync: c.Durability,
-		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: runtime.NumCPU()}}
+	store := &wheel.Store{
+		Dir: c.Paths.Store(), Logger: c.Logger, Sync: c.Durability, Trash: c.trash(), Adopt: c.adoptable,
+		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: runtime.NumCPU()},
+	}
 	wheels := map[string]*pylock.Selected{} // sha256 -> wheel
 	users := map[string][]*groupPlan{}      // sha256 -> groups needing it
 	for _, p := range plans {
@@ -431,6 +433,7 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 	}
 	c.Logger.Info("generation ready", zap.String("generation", gen.ID), zap.Strings("usable", c.outcome(gen, false).Usable()),
 		zap.Duration("took", c.Now().Sub(started)))
+	c.trashUnwanted()
 	return c.outcome(gen, false), nil
 }
 
@@ -552,6 +555,15 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	if len(items) == 0 && len(local) == 0 {
 		return entries, 0, nil
 	}
+	// Say what a previous worker left and this one reuses.
+	partial := 0
+	for _, sha := range shas {
+		if held[sha] == nil && store.HasPartial(sha) {
+			partial++
+		}
+	}
+	c.Logger.Info(fmt.Sprintf("store: %d of %d entries complete, %d partly unpacked to resume", len(held), len(wheels), partial),
+		zap.Int("complete", len(held)), zap.Int("wanted", len(wheels)), zap.Int("partial", partial))
 	if len(items) > 0 {
 		if err := os.MkdirAll(c.Paths.Wheels(), 0o755); err != nil {
 			return nil, 0, fmt.Errorf("create download cache: %w", err)
@@ -621,6 +633,10 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 		lk.SetPhase(phase)
 	}
 	got, errs := u.Wait()
+	if n, kept := store.Resumed(); n > 0 {
+		c.Logger.Info(fmt.Sprintf("store: resumed %d partly unpacked entries, keeping %d of their files", n, kept),
+			zap.Int("resumed", n), zap.Int("kept", kept))
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
@@ -885,7 +901,8 @@ func (c *Config) assemble(ctx context.Context, info *interp.Info, gen *Generatio
 	if err := c.clearIncomplete(c.Paths.Env(gen.ID)); err != nil {
 		return err
 	}
-	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger, Sync: c.Durability, Replace: c.replaceGen == gen.ID}
+	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger, Sync: c.Durability, Replace: c.replaceGen == gen.ID,
+		Trash: c.trash(), Adopt: c.adoptable}
 	if _, err := b.Build(ctx, c.Paths.Env(gen.ID), pkgs); err != nil {
 		if isNoSpace(err) {
 			return fmt.Errorf("build generation %s: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", gen.ID, err)
@@ -1015,14 +1032,10 @@ func (c *Config) clearIncomplete(dir string) error {
 	if c.restoreMarker(dir) {
 		return nil
 	}
-	aside := atomicfile.TempName(dir)
-	if err := os.Rename(dir, aside); err != nil {
+	if err := c.trash().Put(dir); err != nil {
 		return fmt.Errorf("move aside the incomplete generation %s: %w", dir, err)
 	}
-	c.Logger.Warn("moved aside an incomplete generation to rebuild it", zap.String("dir", dir))
-	if err := os.RemoveAll(aside); err != nil {
-		c.Logger.Warn("removing the incomplete generation", zap.String("path", aside), zap.Error(err))
-	}
+	c.Logger.Warn("moved an incomplete generation to the trash to rebuild it", zap.String("dir", dir))
 	return nil
 }
 
@@ -1085,10 +1098,20 @@ func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, 
 			}
 		}
 	}
-	c.Progress.Phase(fmt.Sprintf("smoke-checking %d imports", len(imports)))
-	lk.SetPhase(fmt.Sprintf("smoke-checking %d imports", len(imports)))
+	passed := c.smokePassed(gen.ID)
+	todo := imports[:0:0]
+	for _, im := range imports {
+		if !passed[im.Module] {
+			todo = append(todo, im)
+		}
+	}
+	if len(todo) < len(imports) {
+		c.Logger.Info(fmt.Sprintf("smoke check: %d of %d imports passed before in this generation; checking %d", len(imports)-len(todo), len(imports), len(todo)))
+	}
+	c.Progress.Phase(fmt.Sprintf("smoke-checking %d imports", len(todo)))
+	lk.SetPhase(fmt.Sprintf("smoke-checking %d imports", len(todo)))
 	python := filepath.Join(c.Paths.Env(gen.ID), "bin", "python")
-	failures := smokeCheck(ctx, python, imports, c.Jobs, c.SmokeTimeout)
+	failures := smokeCheck(ctx, python, todo, c.Jobs, c.SmokeTimeout, func(im smokeImport) { c.recordSmokePass(gen.ID, im.Module) })
 	degraded := false
 	for _, f := range failures {
 		for _, p := range plans {

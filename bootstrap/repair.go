@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"strings"
 
 	"go.uber.org/zap"
 
@@ -14,18 +13,6 @@ import (
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/lockfile"
 )
-
-// removeLeftovers removes the temporary files and directories of writers
-// that are gone (see leftovers). It runs under the volume lock, before any
-// sync that does work, so a worker killed mid-sync costs the next one only
-// time, never space.
-func (c *Config) removeLeftovers() {
-	for _, d := range leftovers(c.Paths) {
-		path, _, _ := strings.Cut(d.Detail, " (")
-		c.Logger.Info("removing a dead writer's leftover", zap.String("path", path))
-		os.RemoveAll(path)
-	}
-}
 
 // repairVolume runs under the volume lock before a repairing sync: it
 // removes dead writers' leftovers and, when the generation this boot maps
@@ -36,7 +23,7 @@ func (c *Config) removeLeftovers() {
 // builds the generation again from the store (same content, so the same
 // generation id) beside the damaged one, then swaps it in.
 func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string) error {
-	c.removeLeftovers()
+	c.setAsideLeftovers()
 	st := c.readState()
 	gen := st.Generations[st.Keys[key]]
 	if gen == nil {

@@ -5,12 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/volboot/volboot/bootstrap/wheel"
 )
@@ -96,8 +100,9 @@ type smokeFailure struct {
 // smokeCheck imports each module in a fresh isolated interpreter
 // (python -I -c 'import m'), jobs at a time, each bounded by timeout. One
 // process per module: some packages cannot share a process, and one crash
-// must not hide the others.
-func smokeCheck(ctx context.Context, python string, imports []smokeImport, jobs int, timeout time.Duration) []smokeFailure {
+// must not hide the others. passed, when set, is told of each import that
+// succeeds, as it does.
+func smokeCheck(ctx context.Context, python string, imports []smokeImport, jobs int, timeout time.Duration, passed func(smokeImport)) []smokeFailure {
 	if jobs < 1 {
 		jobs = 1
 	}
@@ -117,6 +122,8 @@ func smokeCheck(ctx context.Context, python string, imports []smokeImport, jobs 
 				mu.Lock()
 				failures = append(failures, smokeFailure{im, reason})
 				mu.Unlock()
+			} else if passed != nil {
+				passed(im)
 			}
 		}(im)
 	}
@@ -147,4 +154,42 @@ func importOne(ctx context.Context, python, module string, timeout time.Duration
 		last = err.Error()
 	}
 	return fmt.Sprintf("import %s failed: %s", module, last)
+}
+
+// Smoke records (DESIGN.md §6.3). An import that passed in a generation
+// passes again: the generation's content is fixed by its id. Each pass is
+// recorded as an empty file <volume>/.volboot/smoke/<generation>/<module>,
+// made as soon as the import returns, so that a worker killed during the
+// smoke check (on a real stack it imports torch and the like, seconds
+// each on a network volume) leaves its results to the next, which checks
+// only the rest. Under a kill loop that is what lets a first boot finish:
+// without it every try would repeat the whole check. A record is only ever
+// created (presence is all it says), so a kill cannot tear one.
+
+// smokePassed lists the modules recorded as passed in generation id.
+func (c *Config) smokePassed(id string) map[string]bool {
+	ents, _ := os.ReadDir(c.Paths.Smoke(id))
+	out := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		out[e.Name()] = true
+	}
+	return out
+}
+
+// recordSmokePass records that module imported in generation id. Failing
+// to record costs only a repeated import later.
+func (c *Config) recordSmokePass(id, module string) {
+	dir := c.Paths.Smoke(id)
+	p := filepath.Join(dir, module)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(dir, 0o755); err == nil {
+			f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+		}
+	}
+	if err != nil {
+		c.Logger.Debug("could not record a smoke check pass", zap.String("path", p), zap.Error(err))
+		return
+	}
+	f.Close()
 }

@@ -62,6 +62,9 @@ type StatusReport struct {
 	Drift      []Drift        `json:"drift"`
 	Holder     *HolderInfo    `json:"lock_holder,omitempty"`
 	Verified   bool           `json:"verified"`
+	// Trash counts the trees waiting in the volume's trash to be removed
+	// (not drift: nothing reads them; run and gc empty it).
+	Trash int `json:"trash_items,omitempty"`
 }
 
 // HolderInfo describes a live writer, if one holds the volume lock.
@@ -97,6 +100,7 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 		r.Holder = &HolderInfo{Host: hs.Holder.Host, PID: hs.Holder.PID, Phase: hs.Holder.Phase}
 	}
 	r.Drift = append(r.Drift, leftovers(c.Paths)...)
+	r.Trash = c.trash().Items()
 
 	var gen *Generation
 	if id, ok := st.Keys[key]; ok {
@@ -246,7 +250,7 @@ func (c *Config) byHand(gen *Generation, marker *venv.Marker) []Drift {
 func leftovers(p Paths) []Drift {
 	var out []Drift
 	host, _ := os.Hostname()
-	host = strings.NewReplacer(".", "_", "/", "_").Replace(host)
+	host = atomicfile.HostToken(host)
 	for _, dir := range []string{p.Root, p.Volboot(), p.Store(), p.Envs(), p.Wheels()} {
 		ents, err := os.ReadDir(dir)
 		if err != nil {

@@ -77,12 +77,7 @@ func torture(t *testing.T, f *fixture, ws []synthstack.Wheel, base string, stall
 		old := f.vol
 		chain++
 		f.vol = filepath.Join(base, fmt.Sprintf("vol-%d", chain))
-		if err := os.MkdirAll(filepath.Join(f.vol, ".volboot"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := exec.Command("cp", "-a", filepath.Join(reference, ".volboot", "cache"), filepath.Join(f.vol, ".volboot")).CombinedOutput(); err != nil {
-			t.Fatalf("copy the interpreter cache: %v\n%s", err, out)
-		}
+		freshVolume(t, reference, f.vol)
 		if removeOld && old != reference {
 			if err := os.RemoveAll(old); err != nil {
 				t.Fatal(err)
@@ -156,6 +151,19 @@ func torture(t *testing.T, f *fixture, ws []synthstack.Wheel, base string, stall
 	}
 }
 
+// freshVolume makes an empty volume at vol holding only the interpreter
+// probe's cache of the volume reference (written once, atomically; a probe
+// costs more than half a small sync).
+func freshVolume(t *testing.T, reference, vol string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(vol, ".volboot"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", filepath.Join(reference, ".volboot", "cache"), filepath.Join(vol, ".volboot")).CombinedOutput(); err != nil {
+		t.Fatalf("copy the interpreter cache: %v\n%s", err, out)
+	}
+}
+
 // phaseOnDisk says how far the killed sync had come, judged by what the
 // volume holds: "probing" (no download cache yet), "fetching" (fewer than
 // n verified downloads; the wheels that landed unpack meanwhile),
@@ -207,6 +215,13 @@ func crashSync(t *testing.T, f *fixture, delay time.Duration, group bool) bool {
 // crashSync does; a command that fails on its own fails the test.
 func crash(t *testing.T, cmd *exec.Cmd, delay time.Duration, group bool) bool {
 	t.Helper()
+	killed, _ := crashOut(t, cmd, delay, group)
+	return killed
+}
+
+// crashOut is crash that also returns what the command printed.
+func crashOut(t *testing.T, cmd *exec.Cmd, delay time.Duration, group bool) (bool, string) {
+	t.Helper()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -220,7 +235,7 @@ func crash(t *testing.T, cmd *exec.Cmd, delay time.Duration, group bool) bool {
 		if err != nil {
 			t.Fatalf("%v failed on its own: %v\n%s", cmd.Args[1:2], err, out.String())
 		}
-		return false
+		return false, out.String()
 	case <-time.After(delay):
 	}
 	if group {
@@ -230,12 +245,12 @@ func crash(t *testing.T, cmd *exec.Cmd, delay time.Duration, group bool) bool {
 	}
 	err := <-done
 	if err == nil {
-		return false // finished in the instant before the kill
+		return false, out.String() // finished in the instant before the kill
 	}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
 		t.Fatalf("%v failed on its own: %v\n%s", cmd.Args[1:2], err, out.String())
 	}
-	return true
+	return true, out.String()
 }
 
 // checkAfterCrash: status never says in sync for an incomplete generation,

@@ -38,13 +38,19 @@ const tempMarker = ".vbtmp."
 func TempName(final string) string {
 	dir, base := filepath.Split(final)
 	host, _ := os.Hostname()
-	host = strings.NewReplacer(".", "_", "/", "_").Replace(host)
-	if host == "" {
-		host = "unknown"
-	}
+	host = HostToken(host)
 	var r [6]byte
 	_, _ = rand.Read(r[:])
 	return filepath.Join(dir, "."+base+tempMarker+host+"."+strconv.Itoa(os.Getpid())+"."+hex.EncodeToString(r[:]))
+}
+
+// HostToken is how a host name appears in temporary names (TempInfo.Host):
+// without the dots that separate their fields.
+func HostToken(host string) string {
+	if host == "" {
+		return "unknown"
+	}
+	return strings.NewReplacer(".", "_", "/", "_").Replace(host)
 }
 
 // TempInfo describes who made a temporary name.

@@ -29,6 +29,7 @@ import (
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/interp"
+	"github.com/volboot/volboot/bootstrap/trash"
 	"github.com/volboot/volboot/bootstrap/wheel"
 )
 
@@ -83,6 +84,13 @@ type Builder struct {
 	// Replace builds the generation even when a complete one is at dir
 	// (repair found it damaged) and swaps the new one in; see replace.
 	Replace bool
+	// Trash receives the trees Build gives up (a failed build, the tree a
+	// replacement displaced); nil removes them at once.
+	Trash *trash.Can
+	// Adopt, when set, is asked about each partial build of the same
+	// generation another builder left; one it allows is completed rather
+	// than built anew (see resume.go). Not with Replace.
+	Adopt func(atomicfile.TempInfo, fs.DirEntry) bool
 }
 
 // replace puts the complete generation at tmp in place of the one at dir.
@@ -101,9 +109,7 @@ func (b *Builder) replace(tmp, dir string) error {
 			return fmt.Errorf("merge the rebuilt generation into %s: %w", dir, err)
 		}
 	}
-	if err := os.RemoveAll(tmp); err != nil {
-		b.logger().Warn("removing the replaced generation", zap.String("path", tmp), zap.Error(err))
-	}
+	b.Trash.Discard(tmp)
 	return nil
 }
 
@@ -230,14 +236,17 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", filepath.Dir(dir), err)
 	}
-	tmp := atomicfile.TempName(dir)
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		return nil, fmt.Errorf("create generation directory: %w", err)
+	tmp := atomicfile.TempName(dir + wheel.PartialSuffix)
+	resumed := !b.Replace && b.takePartial(dir, tmp)
+	if !resumed {
+		if err := os.Mkdir(tmp, 0o755); err != nil {
+			return nil, fmt.Errorf("create generation directory: %w", err)
+		}
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			os.RemoveAll(tmp)
+			b.Trash.Discard(tmp)
 		}
 	}()
 	l, err := WriteSkeleton(tmp, b.Python, "", b.Creator)
@@ -253,7 +262,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	// directories go to the workers as soon as its paths are claimed, and
 	// each worker makes its directory (and missing parents) first.
 	start := time.Now()
-	var copied atomic.Int64
+	var copied, kept atomic.Int64
 	// entries[i] is package i's store entry; plan fills in pending ones
 	// before it hands out any of their files.
 	entries := make([]*wheel.Entry, len(pkgs))
@@ -283,8 +292,9 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 			if err := mk.ensure(parentDir(batch[0].dst)); err != nil {
 				return fail(batch[0], fmt.Errorf("create its directory: %w", err))
 			}
-			c, o, err := b.fillDir(tmp, batch, mode)
+			c, k, o, err := b.fillDir(tmp, batch, mode, resumed)
 			copied.Add(int64(c))
+			kept.Add(int64(k))
 			if err != nil {
 				return fail(o, err)
 			}
@@ -306,6 +316,10 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if resumed {
+		b.logger().Info(fmt.Sprintf("generation %s: %d of %d files were present from a previous worker's partial build", filepath.Base(dir), kept.Load(), len(ops)),
+			zap.String("generation", filepath.Base(dir)), zap.Int64("present", kept.Load()), zap.Int("files", len(ops)))
 	}
 	dirs := mk.dirs()
 	m := &Marker{Schema: GenerationSchema, Interpreter: b.Python.Identity(), Files: len(ops), Copied: int(copied.Load())}
@@ -712,8 +726,8 @@ func launcher(ep wheel.EntryPoint) []byte {
 
 // apply writes or copies one file of the generation at root (a link only
 // in Copy mode, where it is a copy too). copied reports a link made as a
-// copy.
-func (b *Builder) apply(root string, o *op, mode wheel.SyncMode) (copied bool, err error) {
+// copy; kept, in a resumed build, a file that was already there and right.
+func (b *Builder) apply(root string, o *op, mode wheel.SyncMode, resumed bool) (copied, kept bool, err error) {
 	dst := filepath.Join(root, filepath.FromSlash(o.dst))
 	fsync := mode == wheel.SyncFiles
 	switch o.kind {
@@ -722,11 +736,17 @@ func (b *Builder) apply(root string, o *op, mode wheel.SyncMode) (copied bool, e
 		if o.exec {
 			perm = 0o755
 		}
-		return false, wheel.WriteNew(dst, o.data, perm, fsync)
+		if resumed {
+			kept, err = wheel.WriteOrKeep(dst, o.data, perm, fsync)
+			return false, kept, err
+		}
+		return false, false, wheel.WriteNew(dst, o.data, perm, fsync)
 	case opCopy:
-		return false, copyFile(o.src, dst, fsync)
+		kept, err = copyOrKeep(o.src, dst, fsync, resumed)
+		return false, kept, err
 	}
-	return true, copyFile(o.src, dst, fsync)
+	kept, err = copyOrKeep(o.src, dst, fsync, resumed)
+	return !kept, kept, err
 }
 
 // batchMax bounds a batch, so one huge directory still spreads over
@@ -818,7 +838,7 @@ func (m *dirMaker) ensure(d string) error {
 // batch rather than once per file; a link the filesystem refuses falls
 // back to a copy of that file. It returns how many links became copies
 // and, on error, the op that failed.
-func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode) (copied int, failed *op, err error) {
+func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed bool) (copied, kept int, failed *op, err error) {
 	openDir := func(p string) (int, error) {
 		return unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	}
@@ -834,18 +854,21 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode) (copied
 	}()
 	for _, o := range batch {
 		if o.kind != opLink || b.Mode == Copy {
-			c, err := b.apply(root, o, mode)
+			c, k, err := b.apply(root, o, mode, resumed)
 			if err != nil {
-				return copied, o, err
+				return copied, kept, o, err
 			}
 			if c {
 				copied++
+			}
+			if k {
+				kept++
 			}
 			continue
 		}
 		if dfd < 0 {
 			if dfd, err = openDir(dstDir); err != nil {
-				return copied, o, fmt.Errorf("open %s: %w", dstDir, err)
+				return copied, kept, o, fmt.Errorf("open %s: %w", dstDir, err)
 			}
 		}
 		sd, base := filepath.Split(o.src)
@@ -854,23 +877,43 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode) (copied
 				unix.Close(sfd)
 			}
 			if sfd, err = openDir(sd); err != nil {
-				return copied, o, fmt.Errorf("open %s: %w", sd, err)
+				return copied, kept, o, fmt.Errorf("open %s: %w", sd, err)
 			}
 			srcDir = sd
 		}
-		err := unix.Linkat(sfd, base, dfd, path.Base(o.dst), 0)
+		name := path.Base(o.dst)
+		err := unix.Linkat(sfd, base, dfd, name, 0)
 		if err == nil {
 			continue
 		}
+		if resumed && errors.Is(err, unix.EEXIST) {
+			// A hard link is there whole or not at all: the same inode as
+			// the source is the file; anything else goes.
+			if sameInode(sfd, base, dfd, name) {
+				kept++
+				continue
+			}
+			if err := unix.Unlinkat(dfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+				return copied, kept, o, fmt.Errorf("replace %s: %w", o.dst, err)
+			}
+			if err = unix.Linkat(sfd, base, dfd, name, 0); err == nil {
+				continue
+			}
+		}
 		if !linkRefused(err) {
-			return copied, o, fmt.Errorf("link %s: %w", o.src, err)
+			return copied, kept, o, fmt.Errorf("link %s: %w", o.src, err)
 		}
-		if err := copyFile(o.src, filepath.Join(dstDir, path.Base(o.dst)), mode == wheel.SyncFiles); err != nil {
-			return copied, o, err
+		k, err := copyOrKeep(o.src, filepath.Join(dstDir, name), mode == wheel.SyncFiles, resumed)
+		if err != nil {
+			return copied, kept, o, err
 		}
-		copied++
+		if k {
+			kept++
+		} else {
+			copied++
+		}
 	}
-	return copied, nil, nil
+	return copied, kept, nil, nil
 }
 
 // linkRefused reports a link error that means "this filesystem will not

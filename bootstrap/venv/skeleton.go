@@ -11,7 +11,9 @@
 package venv
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,7 +74,7 @@ func WriteSkeleton(root string, info *interp.Info, prompt, creator string) (Layo
 		}
 	}
 	if l.Lib64 {
-		if err := os.Symlink("lib", filepath.Join(root, "lib64")); err != nil {
+		if err := symlink("lib", filepath.Join(root, "lib64")); err != nil {
 			return l, fmt.Errorf("create lib64 link: %w", err)
 		}
 	}
@@ -97,7 +99,7 @@ func WriteSkeleton(root string, info *interp.Info, prompt, creator string) (Layo
 		{"python", "python" + info.PyVersion()},
 	}
 	for _, ln := range links {
-		if err := os.Symlink(ln[0], filepath.Join(bin, ln[1])); err != nil {
+		if err := symlink(ln[0], filepath.Join(bin, ln[1])); err != nil {
 			return l, fmt.Errorf("create %s link: %w", ln[1], err)
 		}
 	}
@@ -112,6 +114,23 @@ func WriteSkeleton(root string, info *interp.Info, prompt, creator string) (Layo
 		}
 	}
 	return l, nil
+}
+
+// symlink makes the link at path to target; a link already there to the
+// same target is kept (a resumed build, see resume.go), anything else
+// there replaced.
+func symlink(target, path string) error {
+	err := os.Symlink(target, path)
+	if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if t, rerr := os.Readlink(path); rerr == nil && t == target {
+		return nil
+	}
+	if err := os.Remove(path); err != nil {
+		return err
+	}
+	return os.Symlink(target, path)
 }
 
 // SkeletonFiles are the paths WriteSkeleton creates, relative to the root,

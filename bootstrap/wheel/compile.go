@@ -339,7 +339,14 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 		g.Go(func() error {
 			defer func() { <-sem }()
 			rel := pycPath(srcs[i], s.c.CacheTag)
-			if err := WriteNew(filepath.Join(p.tmp, filepath.FromSlash(rel)), b, 0o644, fsync); err != nil {
+			dst := filepath.Join(p.tmp, filepath.FromSlash(rel))
+			var err error
+			if p.resumed {
+				_, err = WriteOrKeep(dst, b, 0o644, fsync)
+			} else {
+				err = WriteNew(dst, b, 0o644, fsync)
+			}
+			if err != nil {
 				return fmt.Errorf("bytecode %s: %w", rel, err)
 			}
 			added[i] = File{Path: rel, Size: int64(len(b)), Bytecode: true}

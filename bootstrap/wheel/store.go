@@ -48,6 +48,7 @@ import (
 	"github.com/volboot/volboot/bootstrap/pep425"
 	"github.com/volboot/volboot/bootstrap/pep440"
 	"github.com/volboot/volboot/bootstrap/pep508"
+	"github.com/volboot/volboot/bootstrap/trash"
 )
 
 // CompleteName is the manifest file whose presence marks a store entry
@@ -125,6 +126,20 @@ type Store struct {
 	Logger *zap.Logger
 	// Sync is the durability mode; the default is SyncAuto.
 	Sync SyncMode
+	// Trash receives trees the store gives up (a failed unpack, an entry
+	// set aside), so that their removal costs the caller one rename; nil
+	// removes them at once.
+	Trash *trash.Can
+	// Adopt, when set, is asked about each partial entry another writer
+	// left; those it allows are resumed rather than unpacked anew (see
+	// resume.go).
+	Adopt func(atomicfile.TempInfo, fs.DirEntry) bool
+
+	partialsOnce   sync.Once
+	partialsMu     sync.Mutex
+	partials       map[string][]string // sha256 -> staging directories to adopt
+	resumedEntries atomic.Int64
+	keptFiles      atomic.Int64
 }
 
 // Source is one verified wheel file to unpack.
@@ -301,9 +316,7 @@ func (s *Store) setAsideBad(src Source, err error) {
 		return
 	}
 	s.logger().Warn("store entry unreadable; unpacking it again", zap.String("wheel", src.Filename), zap.Error(err))
-	if err := atomicfile.RemoveTree(s.EntryDir(src.SHA256)); err != nil {
-		s.logger().Warn("store entry could not be set aside", zap.String("wheel", src.Filename), zap.Error(err))
-	}
+	s.Trash.Discard(s.EntryDir(src.SHA256))
 }
 
 // An Unpacker unpacks wheels into its store as they are handed to it, for
@@ -492,7 +505,7 @@ func (u *Unpacker) finish(p *pendingEntry) (*Entry, error) {
 		err := u.sess.compile(u.ctx, p, u.sem, u.mode == SyncFiles)
 		u.compileWaitNs.Add(int64(time.Since(t1)))
 		if err != nil {
-			os.RemoveAll(p.tmp)
+			u.s.Trash.Discard(p.tmp)
 			return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
 		}
 	}
@@ -501,10 +514,11 @@ func (u *Unpacker) finish(p *pendingEntry) (*Entry, error) {
 
 // pendingEntry is an extracted, verified wheel in its temporary directory.
 type pendingEntry struct {
-	src   Source
-	tmp   string
-	dirs  []string // relative directories, for SyncFiles
-	entry Entry
+	src     Source
+	tmp     string
+	dirs    []string // relative directories, for SyncFiles
+	entry   Entry
+	resumed bool // tmp was taken over from another writer (resume.go)
 }
 
 // zipMember is a regular file of the wheel with its verified metadata.
@@ -559,8 +573,10 @@ func checkName(name string) error {
 	return nil
 }
 
-// extract verifies one wheel and writes its files into a temporary
-// directory in the store. On any error the temporary directory is removed.
+// extract verifies one wheel and writes its files into a staging
+// directory in the store, taking over a partial one another writer left
+// when Adopt allows (resume.go). On any error the staging directory goes
+// to the trash.
 func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode SyncMode) (_ *pendingEntry, err error) {
 	if !isHexDigest(src.SHA256) {
 		return nil, fmt.Errorf("wheel %s: sha256 %q is not a lowercase hex digest", src.Filename, src.SHA256)
@@ -777,15 +793,18 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 		return nil, wf("%w", err)
 	}
 
-	// Pass 2: write into a temporary directory beside the final name.
+	// Pass 2: write into a staging directory beside the final name.
 	final := s.EntryDir(src.SHA256)
-	tmp := atomicfile.TempName(final)
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		return nil, wf("create %s: %w", tmp, err)
+	tmp := stagingDir(final)
+	resumed := s.takePartial(src.SHA256, tmp)
+	if !resumed {
+		if err := os.Mkdir(tmp, 0o755); err != nil {
+			return nil, wf("create %s: %w", tmp, err)
+		}
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(tmp)
+			s.Trash.Discard(tmp)
 		}
 	}()
 	for _, zf := range files {
@@ -807,6 +826,7 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 		return strings.Compare(a.name, b.name)
 	})
 	out := make([]File, len(members))
+	var kept atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	for i, m := range members {
 		if !acquire(gctx, sem) {
@@ -814,9 +834,12 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 		}
 		g.Go(func() error {
 			defer func() { <-sem }()
-			fl, err := writeMember(tmp, m, mode)
+			fl, k, err := writeMember(tmp, m, mode, resumed)
 			if err != nil {
 				return wf("entry %q: %v", m.name, err)
+			}
+			if k {
+				kept.Add(1)
 			}
 			out[i] = fl
 			return nil
@@ -824,6 +847,11 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
+	}
+	if resumed {
+		s.resumedEntries.Add(1)
+		s.keptFiles.Add(kept.Load())
+		s.logResumed(src, int(kept.Load()), len(members))
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, wf("%w", err)
@@ -835,7 +863,7 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 		dirList = append(dirList, d)
 	}
 	dirList = append(dirList, ".")
-	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, entry: Entry{
+	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, resumed: resumed, entry: Entry{
 		Schema:        ManifestSchema,
 		SHA256:        src.SHA256,
 		Filename:      src.Filename,
@@ -852,22 +880,39 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 }
 
 // writeMember writes one zip member to dir and verifies it against RECORD
-// while it streams.
-func writeMember(dir string, m zipMember, mode SyncMode) (File, error) {
+// while it streams. In a resumed entry, a file already there is kept when
+// it is provably the member (kept is true) and replaced otherwise.
+func writeMember(dir string, m zipMember, mode SyncMode, resumed bool) (_ File, kept bool, _ error) {
 	perm := os.FileMode(0o644)
 	if m.exec {
 		perm = 0o755
 	}
+	dst := filepath.Join(dir, filepath.FromSlash(m.name))
+	w, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if resumed && errors.Is(err, fs.ErrExist) {
+		if fl, ok := keepWritten(dst, m); ok {
+			return fl, true, nil
+		}
+		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return File{}, false, err
+		}
+		w, err = os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	}
+	if err != nil {
+		return File{}, false, err
+	}
+	fl, err := fillMember(w, dst, m, mode, perm)
+	return fl, false, err
+}
+
+// fillMember streams m into w (just created at dst) and closes it.
+func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.FileMode) (File, error) {
 	rc, err := m.f.Open()
 	if err != nil {
+		w.Close()
 		return File{}, err
 	}
 	defer rc.Close()
-	dst := filepath.Join(dir, filepath.FromSlash(m.name))
-	w, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return File{}, err
-	}
 	var hw io.Writer = w
 	var h interface {
 		io.Writer
@@ -933,15 +978,15 @@ func (s *Store) commit(p *pendingEntry, mode SyncMode) (*Entry, error) {
 	final := s.EntryDir(p.src.SHA256)
 	b, err := encodeManifest(&p.entry)
 	if err != nil {
-		os.RemoveAll(p.tmp)
+		s.Trash.Discard(p.tmp)
 		return nil, err
 	}
 	if err := s.syncEntry(p, mode); err != nil {
-		os.RemoveAll(p.tmp)
+		s.Trash.Discard(p.tmp)
 		return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
 	}
 	if err := atomicfile.Write(filepath.Join(p.tmp, CompleteName), b, 0o644); err != nil {
-		os.RemoveAll(p.tmp)
+		s.Trash.Discard(p.tmp)
 		return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
 	}
 	err = os.Rename(p.tmp, final)
@@ -954,13 +999,12 @@ func (s *Store) commit(p *pendingEntry, mode SyncMode) (*Entry, error) {
 		// hide a complete entry and leave it alone.
 		if _, oerr := s.Open(p.src.SHA256); errors.Is(oerr, ErrBadManifest) || errors.Is(oerr, fs.ErrNotExist) {
 			s.logger().Warn("an incomplete store entry holds the name; setting it aside", zap.String("wheel", p.src.Filename), zap.String("path", final), zap.Error(oerr))
-			if rerr := atomicfile.RemoveTree(final); rerr == nil {
-				err = os.Rename(p.tmp, final)
-			}
+			s.Trash.Discard(final)
+			err = os.Rename(p.tmp, final)
 		}
 	}
 	if err != nil {
-		os.RemoveAll(p.tmp)
+		s.Trash.Discard(p.tmp)
 		if e, oerr := s.Open(p.src.SHA256); oerr == nil {
 			return e, nil
 		}

@@ -133,6 +133,7 @@ func (a *app) run(ctx context.Context, argv []string) error {
 		InitTimeout:  initTimeout,
 		Signals:      sigs,
 		TempDir:      tmp,
+		AfterReady:   func(ctx context.Context) { emptyTrash(ctx, cfg, a.log) },
 	})
 	if res.Err != nil {
 		a.log.Error("volboot run failed", zap.Error(res.Err))
@@ -176,6 +177,16 @@ func syncAndLease(ctx, leaseCtx context.Context, cfg bootstrap.Config, log *zap.
 			return nil, nil, fmt.Errorf("generation %s was removed under this worker three times (gc running?): %w", o.Generation, merr)
 		}
 		log.Warn("gc is removing the generation this worker chose; syncing again", zap.String("generation", o.Generation))
+	}
+}
+
+// emptyTrash removes what earlier boots and gc moved to the volume's trash
+// (bootstrap.Config.EmptyTrash), once the handler is ready: a boot never
+// waits for it, and a worker killed meanwhile leaves the rest to the next.
+func emptyTrash(ctx context.Context, cfg bootstrap.Config, log *zap.Logger) {
+	r, err := cfg.EmptyTrash(ctx)
+	if r.Items+r.Left > 0 || err != nil {
+		log.Info("emptied the volume's trash in the background", zap.Int("items", r.Items), zap.Int("removed", r.Removed), zap.Int("left", r.Left), zap.Error(err))
 	}
 }
 

@@ -55,6 +55,9 @@ func (a *app) printStatus(r *bootstrap.StatusReport) {
 		state = "DRIFT"
 	}
 	fmt.Fprintf(a.stdout, "%s: generation %s (venv -> %s)\n", state, gen, r.Current)
+	if r.Trash > 0 {
+		fmt.Fprintf(a.stdout, "trash: %d trees waiting to be removed (the next volboot run does it once its handler is ready, or volboot gc)\n", r.Trash)
+	}
 	if r.Holder != nil {
 		fmt.Fprintf(a.stdout, "lock held by %s pid %d: %s\n", r.Holder.Host, r.Holder.PID, r.Holder.Phase)
 	}

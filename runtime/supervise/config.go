@@ -141,6 +141,12 @@ type Config struct {
 	// catches signals itself from the moment it is called.
 	Signals <-chan os.Signal
 
+	// AfterReady, when set, runs in a goroutine of Run's once the handler
+	// is first ready: work that must not delay readiness (emptying the
+	// volume's trash). Its context ends when Run stops, and Run waits for
+	// it to return.
+	AfterReady func(ctx context.Context)
+
 	// TempDir holds the notify socket; default os.TempDir().
 	TempDir string
 }

@@ -100,6 +100,7 @@ func Run(ctx context.Context, cfg Config) Result {
 	}
 	s := &supervisor{cfg: cfg, log: cfg.Logger, state: cfg.State, sigs: sigs, ctx: ctx}
 	res := s.run()
+	s.stopAfterReady()
 	if s.state.Phase() == health.PhaseFailed {
 		s.linger()
 	}
@@ -113,6 +114,32 @@ type supervisor struct {
 	sigs  <-chan os.Signal
 	ctx   context.Context
 	rp    *reaper.Reaper
+
+	// The AfterReady goroutine, once started.
+	afterStop context.CancelFunc
+	afterDone chan struct{}
+}
+
+// startAfterReady starts cfg.AfterReady, once.
+func (s *supervisor) startAfterReady() {
+	if s.cfg.AfterReady == nil || s.afterDone != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.afterStop, s.afterDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.afterDone)
+		s.cfg.AfterReady(ctx)
+	}()
+}
+
+// stopAfterReady ends the AfterReady goroutine and waits for it.
+func (s *supervisor) stopAfterReady() {
+	if s.afterDone == nil {
+		return
+	}
+	s.afterStop()
+	<-s.afterDone
 }
 
 func (s *supervisor) run() Result {
@@ -312,6 +339,7 @@ func (s *supervisor) runOnce(path string, h Handler) outcome {
 		}
 		s.state.SetPhase(health.PhaseReady, "")
 		s.log.Info("handler ready", zap.String("via", how), zap.Duration("after", time.Since(started).Round(time.Millisecond)))
+		s.startAfterReady()
 	}
 
 	rctx, rcancel := context.WithCancel(context.Background())

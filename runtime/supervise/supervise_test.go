@@ -159,6 +159,33 @@ func TestStartedReadiness(t *testing.T) {
 	}
 }
 
+// TestAfterReady: AfterReady starts once the handler is ready, not before,
+// and Run waits for it to stop before it exits.
+func TestAfterReady(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "after")
+	p := start(t, nil, []string{"--ready", "http://127.0.0.1:1/never", "--after-ready-file", marker}, "sh", "-c", "exec sleep 30")
+	p.waitPhase(health.PhaseWarmLoading, 204, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("AfterReady ran before the handler was ready")
+	}
+	p.signal(syscall.SIGTERM)
+	p.exitCode(10 * time.Second)
+
+	q := start(t, nil, []string{"--after-ready-file", marker}, "sh", "-c", "exec sleep 30")
+	q.waitPhase(health.PhaseReady, 200, 10*time.Second)
+	if got := q.waitFile(marker, 10*time.Second); got != "started\n" {
+		t.Fatalf("after ready: %q", got)
+	}
+	q.signal(syscall.SIGTERM)
+	q.exitCode(10 * time.Second)
+	if got := q.read(marker); got != "stopped\n" {
+		t.Errorf("after exit: %q, want Run to have waited for AfterReady to stop", got)
+	}
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -53,6 +53,7 @@ func run() int {
 		bootStuck      = fs.Bool("bootstrap-ignore-cancel", false, "the bootstrap sleeps on, ignoring cancellation")
 		linger         = fs.Duration("linger", 0, "keep answering 503 this long after a failure")
 		logLevel       = fs.String("log-level", "info", "debug | info | warn | error")
+		afterReady     = fs.String("after-ready-file", "", "AfterReady writes \"started\" here, then \"stopped\" when its context ends")
 	)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -148,6 +149,15 @@ func run() int {
 		},
 		FailureLinger: *linger,
 		Signals:       sigs,
+		AfterReady: func(ctx context.Context) {
+			if *afterReady == "" {
+				return
+			}
+			_ = atomicfile.Write(*afterReady, []byte("started\n"), 0o644)
+			<-ctx.Done()
+			time.Sleep(100 * time.Millisecond) // Run must wait for this
+			_ = atomicfile.Write(*afterReady, []byte("stopped\n"), 0o644)
+		},
 	})
 	fields := []zap.Field{zap.Int("code", res.Code)}
 	if res.Signal != nil {

@@ -1,0 +1,327 @@
+// Package trash takes the removal of trees off the boot path.
+//
+// On a network volume every unlink is a round trip to the metadata server,
+// so removing a tree of tens of thousands of files (a generation a killed
+// worker left half built, a store entry gc dooms) takes minutes. A boot
+// must not spend them: it moves the tree into the volume's trash directory
+// with one rename (Put), and the files are removed later by Empty, which
+// `volboot run` calls in the background once the handler is ready, and
+// which gc calls too.
+//
+// Contract:
+//
+//   - Nothing in the trash is ever read as content: an item there may be
+//     half removed. Readers never look inside it.
+//   - Put renames; the tree and the trash must be on one filesystem. A Put
+//     that fails leaves the tree where it was and says so.
+//   - Empty first claims an item by renaming it to a name that carries its
+//     own identity (atomicfile.TempName with final name "removing"), so
+//     that the many workers of a fleet, which all become ready at about the
+//     same time, do not all walk the same tree. An item claimed by a
+//     process that is gone (this host, pid gone) or claimed longer than
+//     ClaimTTL ago (another host: its liveness cannot be seen from here) is
+//     claimed again. A killed Empty leaves a claimed, half-removed item that
+//     the next Empty takes over; two emptiers on one tree only waste round
+//     trips, since every removal tolerates a name that is already gone.
+//   - Empty keeps at most Jobs file operations in flight, spread across
+//     directories (the kernel serializes unlinks within one directory, so
+//     only different directories run in parallel), and returns as soon as
+//     ctx ends, leaving the rest for the next one.
+package trash
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+)
+
+// claimName is the final name in the temporary names of claimed items.
+const claimName = "removing"
+
+// DefaultClaimTTL is how long another host's claim on an item is honoured.
+const DefaultClaimTTL = 10 * time.Minute
+
+// Can is one volume's trash directory. The zero value is not usable: Dir is
+// required. A Can is safe for concurrent use.
+type Can struct {
+	Dir    string // <volume>/.volboot/trash
+	Logger *zap.Logger
+	// Jobs bounds the file operations Empty keeps in flight; default 16.
+	Jobs int
+	// ClaimTTL: see the package comment; default DefaultClaimTTL.
+	ClaimTTL time.Duration
+	// Now is the clock claims are judged by; default time.Now.
+	Now func() time.Time
+}
+
+func (c *Can) logger() *zap.Logger {
+	if c.Logger == nil {
+		return zap.NewNop()
+	}
+	return c.Logger
+}
+
+// Put moves the file or tree at path into the trash with one rename. A path
+// that does not exist is not an error.
+func (c *Can) Put(path string) error {
+	base := filepath.Base(path)
+	if _, ok := atomicfile.ParseTempName(base); !ok {
+		// Only temporary names are unique; anything else gets one.
+		base = filepath.Base(atomicfile.TempName(path))
+	}
+	dst := filepath.Join(c.Dir, base)
+	err := os.Rename(path, dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Lstat(path); errors.Is(serr, fs.ErrNotExist) {
+			return nil
+		}
+		// The trash itself is missing: make it once and try again.
+		if merr := os.Mkdir(c.Dir, 0o755); merr != nil && !errors.Is(merr, fs.ErrExist) {
+			return fmt.Errorf("create the trash %s: %w", c.Dir, merr)
+		}
+		err = os.Rename(path, dst)
+	}
+	if err != nil {
+		return fmt.Errorf("move %s into the trash %s: %w", path, c.Dir, err)
+	}
+	return nil
+}
+
+// Discard puts path in the trash when c is set, and removes it at once
+// otherwise (code used outside a volume, as in tests and benchmarks). A
+// failed Put falls back to removing at once: the tree must not stay where
+// it was.
+func (c *Can) Discard(path string) {
+	if c != nil {
+		err := c.Put(path)
+		if err == nil {
+			return
+		}
+		c.logger().Warn("could not move a tree into the trash; removing it now", zap.String("path", path), zap.Error(err))
+	}
+	os.RemoveAll(path)
+}
+
+// Report says what one Empty did.
+type Report struct {
+	Items   int // items removed completely
+	Removed int // files and directories removed
+	Left    int // items left for another time (claimed by others, or ctx ended)
+}
+
+// Empty removes what is in the trash (see the package comment).
+func (c *Can) Empty(ctx context.Context) (Report, error) {
+	var r Report
+	ents, err := os.ReadDir(c.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, nil
+	}
+	if err != nil {
+		return r, fmt.Errorf("read the trash %s: %w", c.Dir, err)
+	}
+	jobs := c.Jobs
+	if jobs <= 0 {
+		jobs = 16
+	}
+	rm := &remover{ctx: ctx, sem: make(chan struct{}, jobs-1)}
+	for _, e := range ents {
+		if ctx.Err() != nil {
+			r.Left++
+			continue
+		}
+		p, ok := c.claim(e)
+		if !ok {
+			r.Left++
+			continue
+		}
+		if err := rm.remove(p, e.IsDir()); err != nil {
+			r.Left++
+			if ctx.Err() == nil {
+				c.logger().Warn("trash: could not remove an item; the next emptying tries again", zap.String("path", p), zap.Error(err))
+			}
+			continue
+		}
+		r.Items++
+	}
+	r.Removed = int(rm.count())
+	return r, ctx.Err()
+}
+
+// Items counts what is in the trash (for status).
+func (c *Can) Items() int {
+	ents, _ := os.ReadDir(c.Dir)
+	return len(ents)
+}
+
+// claim renames the item e to a claim of this process and returns its new
+// path; false when another live emptier holds it or it is gone.
+func (c *Can) claim(e fs.DirEntry) (string, bool) {
+	p := filepath.Join(c.Dir, e.Name())
+	if ti, ok := atomicfile.ParseTempName(e.Name()); ok && ti.Final == claimName {
+		host, _ := os.Hostname()
+		host = atomicfile.HostToken(host)
+		switch {
+		case ti.Host == host && ti.PID == os.Getpid():
+			return "", false // another goroutine of ours
+		case ti.Host == host:
+			if err := syscall.Kill(ti.PID, 0); !errors.Is(err, syscall.ESRCH) {
+				return "", false
+			}
+		default:
+			if !c.claimExpired(p) {
+				return "", false
+			}
+		}
+	}
+	mine := atomicfile.TempName(filepath.Join(c.Dir, claimName))
+	if err := os.Rename(p, mine); err != nil {
+		return "", false // taken by another emptier, most likely
+	}
+	return mine, true
+}
+
+// claimExpired judges another host's claim by the item's ctime, which the
+// claiming rename set, against this host's clock: a skew between hosts
+// only moves the moment two emptiers may share an item.
+func (c *Can) claimExpired(p string) bool {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return false
+	}
+	ttl := c.ClaimTTL
+	if ttl <= 0 {
+		ttl = DefaultClaimTTL
+	}
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
+	}
+	return now().Sub(time.Unix(st.Ctim.Unix())) > ttl
+}
+
+// remover removes trees with up to cap(sem)+1 operations in flight: each
+// directory is emptied by one goroutine, and its subdirectories are handed
+// to other goroutines while there is room, else emptied by the same one.
+type remover struct {
+	ctx     context.Context
+	sem     chan struct{}
+	mu      sync.Mutex
+	removed int64
+}
+
+func (r *remover) count() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.removed
+}
+
+func (r *remover) add(n int64) {
+	r.mu.Lock()
+	r.removed += n
+	r.mu.Unlock()
+}
+
+func (r *remover) remove(p string, isDir bool) error {
+	if !isDir {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		r.add(1)
+		return nil
+	}
+	return r.dir(p)
+}
+
+// dir empties and removes the directory p.
+func (r *remover) dir(p string) error {
+	if err := r.ctx.Err(); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	keep := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	var files []string
+	for _, e := range ents {
+		if !e.IsDir() {
+			files = append(files, e.Name())
+			continue
+		}
+		sub := filepath.Join(p, e.Name())
+		select {
+		case r.sem <- struct{}{}:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-r.sem }()
+				if err := r.dir(sub); err != nil {
+					keep(err)
+				}
+			}()
+		default:
+			if err := r.dir(sub); err != nil {
+				keep(err)
+			}
+		}
+	}
+	if len(files) > 0 {
+		if err := r.unlinkAll(p, files); err != nil {
+			keep(err)
+		}
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	r.add(1)
+	return nil
+}
+
+// unlinkAll removes the files names of directory p through one handle on
+// it, so the path is walked once.
+func (r *remover) unlinkAll(p string, names []string) error {
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p, err)
+	}
+	defer unix.Close(fd)
+	var n int64
+	defer func() { r.add(n) }()
+	for _, name := range names {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		if err := unix.Unlinkat(fd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove %s: %w", filepath.Join(p, name), err)
+		}
+		n++
+	}
+	return nil
+}

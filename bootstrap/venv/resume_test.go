@@ -1,0 +1,143 @@
+package venv_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
+)
+
+// treeSum describes every path under root: kind, mode, and content digest
+// or link target.
+func treeSum(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			tgt, _ := os.Readlink(p)
+			out[rel] = "link " + tgt
+		case fi.IsDir():
+			out[rel] = "dir"
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			out[rel] = fmt.Sprintf("%v %x", fi.Mode(), sha256.Sum256(b))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestResumePartialGeneration: a generation's staging directory a killed
+// builder left lacks its marker and some links, holds a link replaced by a
+// copy of another inode, a launcher and INSTALLER cut short, and a wrong
+// interpreter link. A Builder whose Adopt allows it completes it: the
+// result is the tree a fresh build makes, every store file a hard link to
+// the store again, and the staging directory is gone.
+func TestResumePartialGeneration(t *testing.T) {
+	info := python(t)
+	vol := t.TempDir()
+	w := specWheel(t, t.TempDir(), wheeltest.Spec{
+		Name: "resumed", Version: "1.0",
+		Files: []wheeltest.File{
+			{Name: "resumed/__init__.py", Data: []byte("X = 1\n")},
+			{Name: "resumed/a.py", Data: []byte("A = 1\n")},
+			{Name: "resumed/b.py", Data: []byte("B = 2\n")},
+		},
+		EntryPoints: "[console_scripts]\nresumed-cli = resumed:main\n",
+	})
+	dir := install(t, info, vol, "g1", []wheelFile{w}, venv.Hardlink)
+	want := treeSum(t, dir)
+
+	partial := filepath.Join(filepath.Dir(dir), ".g1"+wheel.PartialSuffix+".vbtmp.otherhost.4242.0123456789ab")
+	if err := os.Rename(dir, partial); err != nil {
+		t.Fatal(err)
+	}
+	sp := filepath.Join(partial, "lib", "python"+info.PyVersion(), "site-packages")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Remove(filepath.Join(partial, venv.CompleteName)))
+	must(os.Remove(filepath.Join(sp, "resumed", "a.py")))
+	b, _ := os.ReadFile(filepath.Join(sp, "resumed", "b.py"))
+	must(os.Remove(filepath.Join(sp, "resumed", "b.py")))
+	must(os.WriteFile(filepath.Join(sp, "resumed", "b.py"), b, 0o644)) // same bytes, not the store's inode
+	must(os.WriteFile(filepath.Join(partial, "bin", "resumed-cli"), []byte("#!"), 0o755))
+	must(os.WriteFile(filepath.Join(sp, "resumed-1.0.dist-info", "INSTALLER"), nil, 0o644))
+	must(os.Remove(filepath.Join(partial, "bin", "python3")))
+	must(os.Symlink("/nonexistent/python", filepath.Join(partial, "bin", "python3")))
+
+	for _, adopt := range []bool{false, true} {
+		b := &venv.Builder{Python: info, Creator: "volboot test"}
+		if adopt {
+			b.Adopt = func(atomicfile.TempInfo, fs.DirEntry) bool { return true }
+		}
+		st := &wheel.Store{Dir: venv.StoreDir(vol)}
+		e, err := st.Open(w.sha)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Build(context.Background(), dir, []venv.Package{{Entry: e, Requested: true}}); err != nil {
+			t.Fatal(err)
+		}
+		_, perr := os.Lstat(partial)
+		if !adopt {
+			if perr != nil {
+				t.Fatalf("without Adopt the partial build was touched: %v", perr)
+			}
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if perr == nil {
+			t.Fatal("the partial build is still there after it was taken over")
+		}
+		got := treeSum(t, dir)
+		for p, s := range want {
+			if got[p] != s {
+				t.Errorf("%s: %q, a fresh build has %q", p, got[p], s)
+			}
+		}
+		for p := range got {
+			if _, ok := want[p]; !ok {
+				t.Errorf("%s: not in a fresh build", p)
+			}
+		}
+		for _, f := range []string{"a.py", "b.py", "__init__.py"} {
+			fi, err := os.Stat(filepath.Join(dir, "lib", "python"+info.PyVersion(), "site-packages", "resumed", f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := fi.Sys().(*syscall.Stat_t).Nlink; n < 2 {
+				t.Errorf("%s has %d links: not linked to the store", f, n)
+			}
+		}
+	}
+}

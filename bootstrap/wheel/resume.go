@@ -1,0 +1,189 @@
+package wheel
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+)
+
+// Resuming a partial entry (DESIGN.md §5.3).
+//
+// A wheel is unpacked into a staging directory named
+// atomicfile.TempName(<sha>.partial): the ".partial" final name sets it apart
+// from every other temporary name in the store (an entry set aside for
+// removal has the final name <sha>). Nothing is ever removed from inside a
+// staging directory: its writer only adds files, and on failure moves the
+// whole directory to the trash. So a staging directory left by a killed
+// writer holds a subset of the entry's files, each either complete or cut
+// short by the kill (a torn write).
+//
+// A later writer of the same wheel may take such a directory over (when
+// Store.Adopt allows: the reconciler allows it under the volume lock, whose
+// previous holders are gone or fenced) by renaming it to its own staging
+// name. One rename: of several takers exactly one wins. Then it writes
+// every file of the wheel as usual, except that a file already present is
+// kept only if it is provably the file the wheel holds:
+//
+//   - a wheel file: a regular file of RECORD's size whose content hashes to
+//     RECORD's digest. Size alone would do for a write cut short, but on a
+//     network filesystem a client that dies with cached writes can leave a
+//     file of full length with holes, so every kept byte is hashed: a read,
+//     which costs less than the create and write it saves;
+//   - bytecode: byte for byte the bytecode just compiled;
+//   - RECORD (no digest of its own) and anything else: never kept.
+//
+// A file that fails is removed and written again. A writer that is not dead
+// but fenced (a partition that healed) can still be writing into the
+// directory taken from it; its files are checked like any other, a file it
+// was still writing fails the check and is replaced (its later writes go to
+// the removed inode), and it cannot create new ones because its path no
+// longer exists.
+
+// PartialSuffix ends the final name of a store entry's staging directory,
+// and of a generation's (see venv.Builder).
+const PartialSuffix = ".partial"
+
+// stagingDir is a new staging name for the entry at final.
+func stagingDir(final string) string { return atomicfile.TempName(final + PartialSuffix) }
+
+// takePartial renames a partial entry of sha that another writer left (if
+// Adopt allows one) to tmp, and reports whether it did.
+func (s *Store) takePartial(sha, tmp string) bool {
+	if s.Adopt == nil {
+		return false
+	}
+	s.partialsOnce.Do(s.findPartials)
+	s.partialsMu.Lock()
+	cands := s.partials[sha]
+	delete(s.partials, sha)
+	s.partialsMu.Unlock()
+	for _, p := range cands {
+		if err := os.Rename(p, tmp); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// HasPartial reports whether a partial entry of sha that Adopt allows is
+// waiting to be resumed.
+func (s *Store) HasPartial(sha string) bool {
+	if s.Adopt == nil {
+		return false
+	}
+	s.partialsOnce.Do(s.findPartials)
+	s.partialsMu.Lock()
+	defer s.partialsMu.Unlock()
+	return len(s.partials[sha]) > 0
+}
+
+// findPartials lists the store's staging directories that Adopt allows,
+// by wheel: one directory read for the whole sync.
+func (s *Store) findPartials() {
+	s.partials = map[string][]string{}
+	ents, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		ti, ok := atomicfile.ParseTempName(e.Name())
+		if !ok || !e.IsDir() || !strings.HasSuffix(ti.Final, PartialSuffix) {
+			continue
+		}
+		sha := strings.TrimSuffix(ti.Final, PartialSuffix)
+		if isHexDigest(sha) && s.Adopt(ti, e) {
+			s.partials[sha] = append(s.partials[sha], filepath.Join(s.Dir, e.Name()))
+		}
+	}
+}
+
+// Resumed says how many entries this Store took over from dead writers and
+// how many of their files it kept.
+func (s *Store) Resumed() (entries, files int) {
+	return int(s.resumedEntries.Load()), int(s.keptFiles.Load())
+}
+
+// keepWritten checks a wheel file already at dst in a resumed entry (see
+// the comment at the top of this file): it returns the File to record and
+// true when the file is the one m describes.
+func keepWritten(dst string, m zipMember) (File, bool) {
+	if m.rec.Algorithm == "" {
+		return File{}, false
+	}
+	f, err := os.Open(dst)
+	if err != nil {
+		return File{}, false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || uint64(st.Size()) != m.f.UncompressedSize64 {
+		return File{}, false
+	}
+	h, err := newHash(m.rec.Algorithm)
+	if err != nil {
+		return File{}, false
+	}
+	bp := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(h, f, *bp)
+	copyBufs.Put(bp)
+	if err != nil || !bytes.Equal(h.Sum(nil), m.rec.Digest) {
+		return File{}, false
+	}
+	if m.exec && st.Mode().Perm() != 0o755 {
+		// Killed between close and chmod.
+		if err := os.Chmod(dst, 0o755); err != nil {
+			return File{}, false
+		}
+	}
+	return File{Path: m.name, Size: st.Size(), Exec: m.exec, Hash: EncodeDigest(m.rec.Algorithm, m.rec.Digest)}, true
+}
+
+// WriteOrKeep is WriteNew for a directory being resumed: a file already at
+// path that holds exactly data with mode perm is kept (kept is true);
+// anything else there is removed and path written anew.
+func WriteOrKeep(path string, data []byte, perm os.FileMode, fsync bool) (kept bool, err error) {
+	err = WriteNew(path, data, perm, fsync)
+	if !errors.Is(err, fs.ErrExist) {
+		return false, err
+	}
+	if sameBytes(path, data, perm) {
+		return true, nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("replace %s: %w", path, err)
+	}
+	return false, WriteNew(path, data, perm, fsync)
+}
+
+// sameBytes reports whether path is a regular file with mode perm holding
+// exactly data.
+func sameBytes(path string, data []byte, perm os.FileMode) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() != int64(len(data)) || st.Mode().Perm() != perm {
+		return false
+	}
+	got := make([]byte, len(data)+1)
+	n, err := io.ReadFull(f, got)
+	return n == len(data) && errors.Is(err, io.ErrUnexpectedEOF) && bytes.Equal(got[:n], data) ||
+		len(data) == 0 && errors.Is(err, io.EOF)
+}
+
+// logResumed notes an entry taken over.
+func (s *Store) logResumed(src Source, kept, total int) {
+	s.logger().Info("resumed a store entry a previous worker left partly unpacked",
+		zap.String("wheel", src.Filename), zap.Int("kept", kept), zap.Int("files", total))
+}

@@ -1,0 +1,133 @@
+package wheel_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
+)
+
+// copyTree copies the regular files of src into dst with their modes.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fi, _ := d.Info()
+		if err := os.WriteFile(filepath.Join(dst, rel), b, fi.Mode().Perm()); err != nil {
+			return err
+		}
+		return os.Chmod(filepath.Join(dst, rel), fi.Mode().Perm())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResumePartialEntry: a staging directory a killed writer left holds
+// complete files, a file cut short, a file of the right size with the
+// wrong bytes, a missing file, bytecode with wrong bytes and an executable
+// whose chmod never ran. A Store whose Adopt allows it takes it over: the
+// complete files are kept, every other one is written again, and the entry
+// is byte for byte the one a fresh unpack makes. A Store without Adopt
+// leaves it alone.
+func TestResumePartialEntry(t *testing.T) {
+	info := python(t)
+	dir := t.TempDir()
+	spec := goodSpec()
+	p, sha, err := wheeltest.Write(dir, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha}
+	comp := &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}
+	ref := &wheel.Store{Dir: filepath.Join(dir, "ref"), Compiler: comp}
+	re, err := ref.Unpack(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, adopt := range []bool{false, true} {
+		st := &wheel.Store{Dir: filepath.Join(dir, "store", map[bool]string{false: "no", true: "yes"}[adopt]), Compiler: comp}
+		if adopt {
+			st.Adopt = func(atomicfile.TempInfo, fs.DirEntry) bool { return true }
+		}
+		partial := filepath.Join(st.Dir, "."+sha+wheel.PartialSuffix+".vbtmp.otherhost.4242.0123456789ab")
+		copyTree(t, re[0].Dir, partial)
+		os.Remove(filepath.Join(partial, wheel.CompleteName))
+		if err := os.Remove(filepath.Join(partial, "Demo_Pkg-1.0.data/headers/demo.h")); err != nil { // missing
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(partial, "demo/sub/mod.py"), []byte("def f():\n"), 0o644)                           // cut short
+		os.WriteFile(filepath.Join(partial, "demo/__init__.py"), []byte("X = 9\n"), 0o644)                             // right size, wrong bytes
+		os.Chmod(filepath.Join(partial, "demo/tool.sh"), 0o644)                                                        // chmod never ran
+		os.WriteFile(filepath.Join(partial, "demo/__pycache__/__init__."+info.CacheTag+".pyc"), []byte("torn"), 0o644) // bytecode cut short
+
+		es, err := st.Unpack(context.Background(), src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, kept := st.Resumed()
+		_, perr := os.Stat(partial)
+		if !adopt {
+			if n != 0 || perr != nil {
+				t.Fatalf("without Adopt: resumed %d, partial: %v; want it left alone", n, perr)
+			}
+			continue
+		}
+		// 11 wheel members: RECORD (never kept), the missing, the cut
+		// short and the wrong one are written again; 7 are kept.
+		if n != 1 || kept != 7 {
+			t.Errorf("resumed %d entries keeping %d files; want 1 and 7", n, kept)
+		}
+		if perr == nil {
+			t.Errorf("the partial directory is still there after it was taken over")
+		}
+		if len(es[0].Files) != len(re[0].Files) {
+			t.Fatalf("resumed entry lists %d files, a fresh one %d", len(es[0].Files), len(re[0].Files))
+		}
+		for i, f := range re[0].Files {
+			if es[0].Files[i] != f {
+				t.Errorf("manifest row %d = %+v, fresh %+v", i, es[0].Files[i], f)
+			}
+			a, _ := os.ReadFile(filepath.Join(re[0].Dir, f.Path))
+			b, _ := os.ReadFile(filepath.Join(es[0].Dir, f.Path))
+			if f.Bytecode {
+				// Bytecode records its source's mtime and size: check it
+				// against the resumed entry's source instead.
+				srcPath := strings.Replace(strings.Replace(f.Path, "__pycache__/", "", 1), "."+info.CacheTag+".pyc", ".py", 1)
+				fi, err := os.Stat(filepath.Join(es[0].Dir, srcPath))
+				if err != nil || len(b) < 16 || !bytes.Equal(a[:8], b[:8]) || !bytes.Equal(a[16:], b[16:]) ||
+					binary.LittleEndian.Uint32(b[8:]) != uint32(fi.ModTime().Unix()) || binary.LittleEndian.Uint32(b[12:]) != uint32(fi.Size()) {
+					t.Errorf("%s is not the bytecode of %s as resumed (%v)", f.Path, srcPath, err)
+				}
+				continue
+			}
+			if !bytes.Equal(a, b) {
+				t.Errorf("%s differs from a fresh unpack", f.Path)
+			}
+			fa, _ := os.Stat(filepath.Join(re[0].Dir, f.Path))
+			fb, _ := os.Stat(filepath.Join(es[0].Dir, f.Path))
+			if fa.Mode() != fb.Mode() {
+				t.Errorf("%s mode %v, fresh %v", f.Path, fb.Mode(), fa.Mode())
+			}
+		}
+	}
+}
