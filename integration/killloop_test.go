@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,12 +19,12 @@ import (
 
 // TestKillLoop (issue 23) on local disk: see killLoopTest.
 func TestKillLoop(t *testing.T) {
-	killLoopTest(t, t.TempDir(), 0.01, 30)
+	killLoopTest(t, t.TempDir(), 0.01, 30, true)
 }
 
 // killLoopTest syncs the F5-shaped synthetic stack at scale once,
-// undisturbed, on a fresh volume under base, timing it (full); then, for
-// kill intervals of 25% and 50% of full, on a fresh volume each, starts
+// undisturbed, on an empty volume under base, timing it (full); then, for
+// kill intervals of 25% and 50% of full, on an empty volume each, starts
 // syncs and SIGKILLs each (with everything it started, as a container
 // dies) at that interval, until one finishes on its own. It requires:
 //
@@ -31,24 +33,21 @@ func TestKillLoop(t *testing.T) {
 //     downloaded, than before it;
 //   - no try spent more than 5 s setting aside what the last left;
 //   - the loop converged within maxTries to the generation the undisturbed
-//     sync built, with the same files (names, modes, content), status
-//     --verify clean, and no staging directory left behind.
-func killLoopTest(t *testing.T, base string, scale float64, maxTries int) {
-	reference := filepath.Join(base, "reference")
-	f := newFixture(t, reference)
+//     sync built, with the same paths (and, with content, the same modes
+//     and bytes; status --verify checks every file against RECORD anyway),
+//     status --verify clean, and no staging directory left behind.
+func killLoopTest(t *testing.T, base string, scale float64, maxTries int, content bool) {
+	f := newFixture(t, filepath.Join(base, "undisturbed"))
 	ws := f.add(synthstack.F5Shaped(scale)...)
 	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
-	want := f.sync()
-	wantTree := genTree(t, filepath.Join(reference, ".volboot", "envs", want))
-
-	f.vol = filepath.Join(base, "undisturbed")
-	freshVolume(t, reference, f.vol)
 	t0 := time.Now()
 	r := f.run("sync", "-v")
 	full := time.Since(t0)
-	if r.code != 0 || generationOf(t, r.stdout) != want {
-		t.Fatalf("undisturbed sync: exit %d, want generation %s\n%s%s", r.code, want, r.stdout, r.stderr)
+	if r.code != 0 {
+		t.Fatalf("undisturbed sync: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	want := generationOf(t, r.stdout)
+	wantTree := genTree(t, filepath.Join(f.vol, ".volboot", "envs", want), content)
 	if os.Getenv("VOLBOOT_TEST_DEBUG") != "" {
 		t.Logf("undisturbed sync:\n%s", r.stderr)
 	}
@@ -58,7 +57,9 @@ func killLoopTest(t *testing.T, base string, scale float64, maxTries int) {
 		t.Run(fmt.Sprintf("%d%%", pct), func(t *testing.T) {
 			g := f.on(filepath.Join(base, fmt.Sprintf("loop-%d", pct)))
 			g.t = t
-			freshVolume(t, reference, g.vol)
+			if err := os.MkdirAll(g.vol, 0o755); err != nil {
+				t.Fatal(err)
+			}
 			interval := full * time.Duration(pct) / 100
 			var sum time.Duration
 			var tries []string
@@ -68,7 +69,11 @@ func killLoopTest(t *testing.T, base string, scale float64, maxTries int) {
 					t.Fatalf("no convergence after %d tries killed every %s (tries: %s)", maxTries, interval, strings.Join(tries, ", "))
 				}
 				t1 := time.Now()
-				killed, out := crashOut(t, g.command("sync"), interval, true)
+				var more []string
+				if os.Getenv("VOLBOOT_TEST_DEBUG") != "" {
+					more = append(more, "-v")
+				}
+				killed, out := crashOut(t, g.command("sync", more...), interval, true)
 				took := time.Since(t1)
 				sum += took
 				if d := leftoverTime(t, out); d > 5*time.Second {
@@ -97,7 +102,7 @@ func killLoopTest(t *testing.T, base string, scale float64, maxTries int) {
 			if !st.InSync || len(st.Drift) != 0 {
 				t.Fatalf("status --verify after the kill loop:\n%s%s", r.stdout, r.stderr)
 			}
-			got := genTree(t, filepath.Join(g.vol, ".volboot", "envs", want))
+			got := genTree(t, filepath.Join(g.vol, ".volboot", "envs", want), content)
 			for p, s := range wantTree {
 				if got[p] != s {
 					t.Errorf("%s: %q, undisturbed %q", p, got[p], s)
@@ -134,17 +139,37 @@ func (w volumeWork) more(than volumeWork) bool {
 	return w.files > than.files || w.bytes > than.bytes
 }
 
+// workOnVolume measures a volume's work. Directories are read many at a
+// time: on MooseFS each read is a few round trips, and a walk one by one
+// took longer than a try.
 func workOnVolume(t *testing.T, vol string) volumeWork {
 	t.Helper()
 	var w volumeWork
-	for _, d := range []string{"store", "envs", "smoke"} {
-		filepath.WalkDir(filepath.Join(vol, ".volboot", d), func(p string, e fs.DirEntry, err error) error {
-			if err == nil && e.Type().IsRegular() {
-				w.files++
+	var files atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	var walk func(dir string)
+	walk = func(dir string) {
+		defer wg.Done()
+		sem <- struct{}{}
+		ents, _ := os.ReadDir(dir)
+		<-sem
+		for _, e := range ents {
+			switch {
+			case e.IsDir():
+				wg.Add(1)
+				go walk(filepath.Join(dir, e.Name()))
+			case e.Type().IsRegular():
+				files.Add(1)
 			}
-			return nil
-		})
+		}
 	}
+	for _, d := range []string{"store", "envs", "smoke"} {
+		wg.Add(1)
+		go walk(filepath.Join(vol, ".volboot", d))
+	}
+	wg.Wait()
+	w.files = int(files.Load())
 	ents, _ := os.ReadDir(filepath.Join(vol, "cache", "wheels"))
 	for _, e := range ents {
 		if fi, err := e.Info(); err == nil {
@@ -181,9 +206,9 @@ func leftoverTime(t *testing.T, stderr string) time.Duration {
 	return 0
 }
 
-// genTree describes every path of a generation: kind, mode, and content
-// digest or link target.
-func genTree(t *testing.T, root string) map[string]string {
+// genTree describes every path of a generation: its kind, and with
+// content its mode and content digest or link target.
+func genTree(t *testing.T, root string, content bool) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -191,6 +216,10 @@ func genTree(t *testing.T, root string) map[string]string {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
+		if !content {
+			out[rel] = d.Type().String()
+			return nil
+		}
 		fi, err := os.Lstat(p)
 		if err != nil {
 			return err
@@ -227,5 +256,5 @@ func genTree(t *testing.T, root string) map[string]string {
 func TestMooseFSKillLoop(t *testing.T) {
 	rig := mooseRig(t)
 	base := mooseVolume(t, rig.Clients()[0])[0]
-	killLoopTest(t, base, 0.002, 30)
+	killLoopTest(t, base, 0.002, 30, false)
 }

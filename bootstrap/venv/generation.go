@@ -276,7 +276,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		}
 		return fmt.Errorf("generation %s: %s: %s: %w", filepath.Base(dir), who, o.dst, err)
 	}
-	mk := &dirMaker{root: tmp, made: map[string]*dirOnce{}}
+	mk := &dirMaker{root: tmp, made: map[string]*dirOnce{}, resumed: resumed}
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	g, gctx := errgroup.WithContext(wctx)
@@ -289,10 +289,11 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 			if err := gctx.Err(); err != nil {
 				return err
 			}
-			if err := mk.ensure(parentDir(batch[0].dst)); err != nil {
+			d := parentDir(batch[0].dst)
+			if err := mk.ensure(d); err != nil {
 				return fail(batch[0], fmt.Errorf("create its directory: %w", err))
 			}
-			c, k, o, err := b.fillDir(tmp, batch, mode, resumed)
+			c, k, o, err := b.fillDir(tmp, batch, mode, mk.listing(d))
 			copied.Add(int64(c))
 			kept.Add(int64(k))
 			if err != nil {
@@ -727,7 +728,8 @@ func launcher(ep wheel.EntryPoint) []byte {
 // apply writes or copies one file of the generation at root (a link only
 // in Copy mode, where it is a copy too). copied reports a link made as a
 // copy; kept, in a resumed build, a file that was already there and right.
-func (b *Builder) apply(root string, o *op, mode wheel.SyncMode, resumed bool) (copied, kept bool, err error) {
+// present says the resumed build's listing showed the name.
+func (b *Builder) apply(root string, o *op, mode wheel.SyncMode, resumed, present bool) (copied, kept bool, err error) {
 	dst := filepath.Join(root, filepath.FromSlash(o.dst))
 	fsync := mode == wheel.SyncFiles
 	switch o.kind {
@@ -737,15 +739,15 @@ func (b *Builder) apply(root string, o *op, mode wheel.SyncMode, resumed bool) (
 			perm = 0o755
 		}
 		if resumed {
-			kept, err = wheel.WriteOrKeep(dst, o.data, perm, fsync)
+			kept, err = wheel.WriteOrKeep(dst, o.data, perm, fsync, present)
 			return false, kept, err
 		}
 		return false, false, wheel.WriteNew(dst, o.data, perm, fsync)
 	case opCopy:
-		kept, err = copyOrKeep(o.src, dst, fsync, resumed)
+		kept, err = copyOrKeep(o.src, dst, fsync, resumed, present)
 		return false, kept, err
 	}
-	kept, err = copyOrKeep(o.src, dst, fsync, resumed)
+	kept, err = copyOrKeep(o.src, dst, fsync, resumed, present)
 	return !kept, kept, err
 }
 
@@ -790,11 +792,17 @@ type dirMaker struct {
 	root string
 	mu   sync.Mutex
 	made map[string]*dirOnce
+	// resumed: the tree is a partial build taken over (resume.go). A
+	// directory is then read before it is made: most exist, and the
+	// listing tells which files do too. (Making an existing directory
+	// costs more than reading it on MooseFS, and holds its parent's lock.)
+	resumed bool
 }
 
 type dirOnce struct {
 	once sync.Once
 	err  error
+	have dirInodes // in a resumed tree: the directory's files, once read
 }
 
 // dirs lists every directory ensure was asked for, and their parents.
@@ -822,29 +830,65 @@ func (m *dirMaker) ensure(d string) error {
 	}
 	m.mu.Unlock()
 	o.once.Do(func() {
+		p := filepath.Join(m.root, filepath.FromSlash(d))
+		if m.resumed {
+			if o.have = readDirInodes(p); o.have != nil {
+				return
+			}
+		}
 		if o.err = m.ensure(parentDir(d)); o.err != nil {
 			return
 		}
-		if err := os.Mkdir(filepath.Join(m.root, filepath.FromSlash(d)), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			o.err = err
+		}
+		if m.resumed {
+			o.have = dirInodes{} // new: holds nothing
 		}
 	})
 	return o.err
+}
+
+// listing is what a resumed tree's directory d held when ensure read it;
+// nil when the tree is not resumed.
+func (m *dirMaker) listing(d string) dirInodes {
+	if !m.resumed {
+		return nil
+	}
+	if d == "." {
+		return readDirInodes(m.root)
+	}
+	m.mu.Lock()
+	o := m.made[d]
+	m.mu.Unlock()
+	if o == nil {
+		return nil
+	}
+	return o.have
 }
 
 // fillDir makes a batch of files in one directory of the generation at
 // root. Store files are hard linked relative to open handles on the
 // source and destination directories, so each path is walked once per
 // batch rather than once per file; a link the filesystem refuses falls
-// back to a copy of that file. It returns how many links became copies
-// and, on error, the op that failed.
-func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed bool) (copied, kept int, failed *op, err error) {
+// back to a copy of that file. have is nil, or in a resumed build the
+// files the directory held (dirMaker.listing). It returns how many links
+// became copies, how many files were kept, and on error the op that
+// failed.
+func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, have dirInodes) (copied, kept int, failed *op, err error) {
+	resumed := have != nil
 	openDir := func(p string) (int, error) {
 		return unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	}
 	dstDir := filepath.Join(root, filepath.FromSlash(parentDir(batch[0].dst)))
 	dfd := -1
 	srcDir, sfd := "", -1
+	// In a resumed build, what the directory already holds was read once
+	// (have, see resume.go), and each source directory is read once: a
+	// link already right costs nothing more, and no handle is opened for
+	// a directory whose links are all there.
+	var srcHave dirInodes
+	srcListed := ""
 	defer func() {
 		for _, fd := range []int{dfd, sfd} {
 			if fd >= 0 {
@@ -853,8 +897,9 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed
 		}
 	}()
 	for _, o := range batch {
+		name := path.Base(o.dst)
 		if o.kind != opLink || b.Mode == Copy {
-			c, k, err := b.apply(root, o, mode, resumed)
+			c, k, err := b.apply(root, o, mode, resumed, have[name] != 0)
 			if err != nil {
 				return copied, kept, o, err
 			}
@@ -866,12 +911,21 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed
 			}
 			continue
 		}
+		sd, base := filepath.Split(o.src)
+		if resumed {
+			if sd != srcListed {
+				srcHave, srcListed = readDirInodes(sd), sd
+			}
+			if ino := have[name]; ino != 0 && ino == srcHave[base] {
+				kept++
+				continue
+			}
+		}
 		if dfd < 0 {
 			if dfd, err = openDir(dstDir); err != nil {
 				return copied, kept, o, fmt.Errorf("open %s: %w", dstDir, err)
 			}
 		}
-		sd, base := filepath.Split(o.src)
 		if sd != srcDir {
 			if sfd >= 0 {
 				unix.Close(sfd)
@@ -881,7 +935,6 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed
 			}
 			srcDir = sd
 		}
-		name := path.Base(o.dst)
 		err := unix.Linkat(sfd, base, dfd, name, 0)
 		if err == nil {
 			continue
@@ -903,7 +956,7 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed
 		if !linkRefused(err) {
 			return copied, kept, o, fmt.Errorf("link %s: %w", o.src, err)
 		}
-		k, err := copyOrKeep(o.src, filepath.Join(dstDir, name), mode == wheel.SyncFiles, resumed)
+		k, err := copyOrKeep(o.src, filepath.Join(dstDir, name), mode == wheel.SyncFiles, resumed, false)
 		if err != nil {
 			return copied, kept, o, err
 		}

@@ -53,8 +53,8 @@ func treeSum(t *testing.T, root string) map[string]string {
 
 // TestResumePartialGeneration: a generation's staging directory a killed
 // builder left lacks its marker and some links, holds a link replaced by a
-// copy of another inode, a launcher and INSTALLER cut short, and a wrong
-// interpreter link. A Builder whose Adopt allows it completes it: the
+// copy of another inode, a launcher, INSTALLER and a dist-info copy cut
+// short, and a wrong interpreter link. A Builder whose Adopt allows it completes it: the
 // result is the tree a fresh build makes, every store file a hard link to
 // the store again, and the staging directory is gone.
 func TestResumePartialGeneration(t *testing.T) {
@@ -90,6 +90,7 @@ func TestResumePartialGeneration(t *testing.T) {
 	must(os.WriteFile(filepath.Join(sp, "resumed", "b.py"), b, 0o644)) // same bytes, not the store's inode
 	must(os.WriteFile(filepath.Join(partial, "bin", "resumed-cli"), []byte("#!"), 0o755))
 	must(os.WriteFile(filepath.Join(sp, "resumed-1.0.dist-info", "INSTALLER"), nil, 0o644))
+	must(os.Truncate(filepath.Join(sp, "resumed-1.0.dist-info", "METADATA"), 10)) // a copy cut short
 	must(os.Remove(filepath.Join(partial, "bin", "python3")))
 	must(os.Symlink("/nonexistent/python", filepath.Join(partial, "bin", "python3")))
 

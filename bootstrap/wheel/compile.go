@@ -342,7 +342,7 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 			dst := filepath.Join(p.tmp, filepath.FromSlash(rel))
 			var err error
 			if p.resumed {
-				_, err = WriteOrKeep(dst, b, 0o644, fsync)
+				_, err = WriteOrKeep(dst, b, 0o644, fsync, false)
 			} else {
 				err = WriteNew(dst, b, 0o644, fsync)
 			}

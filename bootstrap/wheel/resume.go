@@ -149,11 +149,15 @@ func keepWritten(dst string, m zipMember) (File, bool) {
 
 // WriteOrKeep is WriteNew for a directory being resumed: a file already at
 // path that holds exactly data with mode perm is kept (kept is true);
-// anything else there is removed and path written anew.
-func WriteOrKeep(path string, data []byte, perm os.FileMode, fsync bool) (kept bool, err error) {
-	err = WriteNew(path, data, perm, fsync)
-	if !errors.Is(err, fs.ErrExist) {
-		return false, err
+// anything else there is removed and path written anew. present says path
+// is known to exist (from a directory listing): it is then read first,
+// without a create that would fail.
+func WriteOrKeep(path string, data []byte, perm os.FileMode, fsync, present bool) (kept bool, err error) {
+	if !present {
+		err = WriteNew(path, data, perm, fsync)
+		if !errors.Is(err, fs.ErrExist) {
+			return false, err
+		}
 	}
 	if sameBytes(path, data, perm) {
 		return true, nil
