@@ -553,6 +553,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 		srcOf[sha] = wheel.Source{Path: c.Paths.WheelFile(sha), Filename: s.Wheel.Filename, SHA256: sha}
 	}
 	if len(items) == 0 && len(local) == 0 {
+		c.Progress.Packages(len(held), len(wheels))
 		return entries, 0, nil
 	}
 	// Say what a previous worker left and this one reuses.
@@ -583,6 +584,28 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	if err != nil {
 		return nil, 0, err
 	}
+	// Packages in the store, for /status: what a kill would not lose.
+	c.Progress.Packages(len(held), len(wheels))
+	stopCount := make(chan struct{})
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopCount:
+				return
+			case <-t.C:
+				c.Progress.Packages(len(held)+u.Ended(), len(wheels))
+			}
+		}
+	}()
+	defer func() {
+		close(stopCount)
+		<-counted
+		c.Progress.Packages(len(held)+u.Ended(), len(wheels))
+	}()
 	// The unpacker's results are indexed as Add returned; added is read
 	// only after Wait. A download fetched again after a lost race may land
 	// twice: it is unpacked once.

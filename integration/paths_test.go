@@ -81,8 +81,10 @@ func TestStatusReportsDownloadBytes(t *testing.T) {
 		if err == nil {
 			var st struct {
 				Progress struct {
-					Done  int64 `json:"bytes_done"`
-					Total int64 `json:"bytes_total"`
+					Done     int64 `json:"bytes_done"`
+					Total    int64 `json:"bytes_total"`
+					Packages int   `json:"packages_done"`
+					Of       int   `json:"packages_total"`
 				} `json:"progress"`
 			}
 			err = json.NewDecoder(resp.Body).Decode(&st)
@@ -91,6 +93,9 @@ func TestStatusReportsDownloadBytes(t *testing.T) {
 				seen = fmt.Sprintf("%d of %d", st.Progress.Done, st.Progress.Total)
 				if st.Progress.Total != total || st.Progress.Done > total {
 					t.Errorf("/status during the download: %s bytes; the wheels are %d bytes", seen, total)
+				}
+				if st.Progress.Of != len(ws) || st.Progress.Packages > len(ws) {
+					t.Errorf("/status during the download: %d of %d packages in the store; want %d in all", st.Progress.Packages, st.Progress.Of, len(ws))
 				}
 				if st.Progress.Done > 0 {
 					break

@@ -451,6 +451,13 @@ func (u *Unpacker) Pending() int {
 	return len(u.srcs) - u.ended
 }
 
+// Ended is how many wheels added are unpacked (or failed).
+func (u *Unpacker) Ended() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.ended
+}
+
 // work extracts wheels in the order added; each wheel's compile and commit
 // go on in a goroutine of their own, so the worker extracts the next.
 func (u *Unpacker) work() {

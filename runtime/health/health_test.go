@@ -247,13 +247,35 @@ func TestWatchInitBudgetWarnsOnce(t *testing.T) {
 		st.AddProgress(1e6, 0)
 		time.Sleep(time.Millisecond)
 	}
-	<-done // it returns after warning once
-	cancel()
 	if logs.Len() != 1 {
 		t.Fatalf("%d warnings, want 1", logs.Len())
 	}
 	if msg := logs.All()[0].Message; !strings.Contains(msg, "volboot sync") {
 		t.Errorf("warning %q does not say to pre-populate with volboot sync", msg)
+	}
+	if clock.Load() >= int64(6*time.Minute) {
+		t.Fatalf("the projection warning came only after %s", time.Duration(clock.Load()))
+	}
+	// Then, 30 s before the timeout and not earlier, one line saying how
+	// far it got; and nothing more.
+	st.SetDetail("unpacking 12 wheels")
+	st.AddProgress(0, 40)
+	clock.Store(int64(7*time.Minute - 31*time.Second))
+	time.Sleep(50 * time.Millisecond)
+	if logs.Len() != 1 {
+		t.Fatalf("the note before the kill came 31 s before the timeout")
+	}
+	clock.Store(int64(7*time.Minute - 30*time.Second))
+	for logs.Len() == 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	<-done // both lines out
+	cancel()
+	if logs.Len() != 2 {
+		t.Fatalf("%d lines, want 2", logs.Len())
+	}
+	if msg := logs.All()[1].Message; !strings.Contains(msg, `"unpacking 12 wheels"`) || !strings.Contains(msg, "40 of 100 packages") || !strings.Contains(msg, "next worker") {
+		t.Errorf("the note before the kill says %q", msg)
 	}
 }
 

@@ -66,20 +66,31 @@ func EstimateInit(elapsed time.Duration, p Progress, rate float64, timeout time.
 }
 
 // WatchInitBudget samples state's progress every interval until ctx ends
-// and logs one warning, the first time the projection says the bootstrap
-// will outlast timeout, telling the operator to pre-populate the volume with
-// `volboot sync` from a pod. The rate is measured from the first sample
-// with bytes moving, so time spent probing or waiting for the lock does not
-// dilute it. It returns when ctx ends; the caller runs it in a goroutine it
-// cancels when the bootstrap ends.
+// and logs at most two lines.
+//
+// The first, a warning, comes the first time the projection says the
+// bootstrap will outlast timeout, telling the operator to pre-populate the
+// volume with `volboot sync` from a pod. The rate is measured from the first
+// sample with bytes moving, so time spent probing or waiting for the lock
+// does not dilute it.
+//
+// The second comes when less than a tenth of timeout (at most 30 s) is
+// left: the platform's kill comes without a word, so this is the last line
+// a killed worker leaves. It says how far the bootstrap got; what it
+// finished stays on the volume and the next worker goes on from there.
+//
+// It returns when ctx ends or both lines are out; the caller runs it in a
+// goroutine it cancels when the bootstrap ends.
 func WatchInitBudget(ctx context.Context, state *State, timeout, interval time.Duration, logger *zap.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	var (
-		base      time.Time
-		baseBytes int64
+		base          time.Time
+		baseBytes     int64
+		warned, noted bool
+		margin        = min(timeout/10, 30*time.Second)
 	)
-	for {
+	for !warned || !noted {
 		select {
 		case <-ctx.Done():
 			return
@@ -98,15 +109,24 @@ func WatchInitBudget(ctx context.Context, state *State, timeout, interval time.D
 			}
 		}
 		elapsed := now.Sub(state.Started())
-		est := EstimateInit(elapsed, p, rate, timeout)
-		if est.Known && est.Outlasts {
+		if est := EstimateInit(elapsed, p, rate, timeout); !warned && est.Known && est.Outlasts {
+			warned = true
 			logger.Warn("the bootstrap will likely outlast RUNPOD_INIT_TIMEOUT and the platform may mark this worker unhealthy; pre-populate the volume with `volboot sync` from a pod",
 				zap.Duration("init_timeout", timeout),
 				zap.Duration("elapsed", elapsed.Round(time.Second)),
 				zap.Duration("projected", est.Finish.Round(time.Second)),
 				zap.Int64("bytes_left", p.BytesTotal-p.BytesDone),
 				zap.Float64("rate_mb_per_s", rate/1e6))
-			return
+		}
+		if !noted && elapsed >= timeout-margin {
+			noted = true
+			logger.Warn(fmt.Sprintf("RUNPOD_INIT_TIMEOUT (%s) ends in %s: the bootstrap is at %q with %d of %d packages in the store and %s of %s downloaded; what is done stays on the volume and the next worker goes on from it",
+				timeout, max(0, timeout-elapsed).Round(time.Second), snap.Detail, p.PackagesDone, p.PackagesTotal, mib(p.BytesDone), mib(p.BytesTotal)),
+				zap.Duration("init_timeout", timeout), zap.Duration("elapsed", elapsed.Round(time.Second)),
+				zap.Int("packages_done", p.PackagesDone), zap.Int("packages_total", p.PackagesTotal),
+				zap.Int64("bytes_done", p.BytesDone), zap.Int64("bytes_total", p.BytesTotal))
 		}
 	}
 }
+
+func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
