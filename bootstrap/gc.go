@@ -50,8 +50,9 @@ type GCReport struct {
 // no lock and removes nothing.
 //
 // Under the lock, each thing leaves its place with one rename into the
-// trash; the trash is emptied once the lock is released, so that boots
-// waiting for the lock wait for the renames only.
+// trash (after a walk that sizes it for the report); the trash is emptied
+// once the lock is released, so that boots waiting for the lock do not wait
+// for the removal itself.
 func GC(ctx context.Context, c Config, dryRun bool) (*GCReport, error) {
 	c.defaults()
 	r, err := c.gcUnderLock(ctx, dryRun)

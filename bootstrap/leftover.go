@@ -17,7 +17,7 @@ import (
 )
 
 // What a killed worker leaves, and what the next one does with it
-// (DESIGN.md §11.2). Nothing on the boot path removes a tree: on a network
+// (DESIGN.md §5.4-§5.6). Nothing on the boot path removes a tree: on a network
 // volume that is a round trip per file, and a worker that spends its life
 // undoing the previous one's work never converges under a kill loop.
 //
@@ -51,15 +51,14 @@ func (c Config) EmptyTrash(ctx context.Context) (trash.Report, error) {
 // a writer seen dead, since taking a live writer's directory would fail its
 // sync.
 func (c *Config) adoptable(ti atomicfile.TempInfo, e fs.DirEntry) bool {
-	host, _ := os.Hostname()
-	host = atomicfile.HostToken(host)
-	if ti.Host == host && ti.PID == os.Getpid() {
+	if atomicfile.Mine(ti) {
 		return false
 	}
 	if c.LockMode != lockfile.ModeOff {
 		return true
 	}
-	return writerDead(ti, host, e)
+	host, _ := os.Hostname()
+	return writerDead(ti, atomicfile.HostToken(host), e)
 }
 
 // isStaging reports whether the leftover at path is a store entry's or a
@@ -108,8 +107,9 @@ func (c *Config) setAsideLeftovers() {
 }
 
 // trashUnwanted runs under the volume lock after a sync succeeded: staging
-// directories it may adopt but did not need (a wheel the lock no longer
-// wants, a generation id never built) go to the trash.
+// directories it could have adopted but did not need (a wheel the lock no
+// longer wants, a generation id never built), and its own that a cancelled
+// build left, go to the trash.
 func (c *Config) trashUnwanted() {
 	can := c.trash()
 	for _, dir := range []string{c.Paths.Store(), c.Paths.Envs()} {
@@ -119,7 +119,9 @@ func (c *Config) trashUnwanted() {
 		}
 		for _, e := range ents {
 			ti, ok := atomicfile.ParseTempName(e.Name())
-			if !ok || !strings.HasSuffix(ti.Final, wheel.PartialSuffix) || !c.adoptable(ti, e) {
+			// Ours too: this sync is done, and a build it abandoned (a
+			// speculation whose groups changed) left its staging behind.
+			if !ok || !strings.HasSuffix(ti.Final, wheel.PartialSuffix) || !atomicfile.Mine(ti) && !c.adoptable(ti, e) {
 				continue
 			}
 			p := filepath.Join(dir, e.Name())

@@ -597,14 +597,14 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 			case <-stopCount:
 				return
 			case <-t.C:
-				c.Progress.Packages(len(held)+u.Ended(), len(wheels))
+				c.Progress.Packages(len(held)+u.Unpacked(), len(wheels))
 			}
 		}
 	}()
 	defer func() {
 		close(stopCount)
 		<-counted
-		c.Progress.Packages(len(held)+u.Ended(), len(wheels))
+		c.Progress.Packages(len(held)+u.Unpacked(), len(wheels))
 	}()
 	// The unpacker's results are indexed as Add returned; added is read
 	// only after Wait. A download fetched again after a lost race may land

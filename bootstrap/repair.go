@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/lockfile"
 )
@@ -67,9 +66,10 @@ func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string
 		}
 	}
 	store := &wheel.Store{Dir: c.Paths.Store()}
+	can := c.trash()
 	for sha := range broken {
 		c.Logger.Warn("repair: dropping a broken store entry", zap.String("sha256", sha))
-		if err := atomicfile.RemoveTree(store.EntryDir(sha)); err != nil {
+		if err := can.Put(store.EntryDir(sha)); err != nil {
 			return err
 		}
 		os.Remove(c.Paths.WheelFile(sha))

@@ -156,7 +156,7 @@ func importOne(ctx context.Context, python, module string, timeout time.Duration
 	return fmt.Sprintf("import %s failed: %s", module, last)
 }
 
-// Smoke records (DESIGN.md §6.3). An import that passed in a generation
+// Smoke records (DESIGN.md §5.5). An import that passed in a generation
 // passes again: the generation's content is fixed by its id. Each pass is
 // recorded as an empty file <volume>/.volboot/smoke/<generation>/<module>,
 // made as soon as the import returns, so that a worker killed during the

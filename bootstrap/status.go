@@ -271,6 +271,11 @@ func leftovers(p Paths) []Drift {
 
 func writerDead(ti atomicfile.TempInfo, host string, e fs.DirEntry) bool {
 	if ti.Host == host {
+		if ti.PID == os.Getpid() {
+			// Our pid: ours, or an earlier process of this host with the
+			// same pid (a restarted container's pid 1).
+			return !atomicfile.Mine(ti)
+		}
 		err := syscall.Kill(ti.PID, 0)
 		return errors.Is(err, syscall.ESRCH)
 	}

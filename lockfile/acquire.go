@@ -117,6 +117,7 @@ type waiter struct {
 	flockTrust      bool   // false once an epoch was claimed while we held flock
 	flockEpoch      uint64 // the current epoch when we got flock
 	flockEpochKnown bool
+	flockMarked     bool // this waiter wrote the flock-unreliable marker
 
 	lastKey    string
 	lastChange time.Time
@@ -182,15 +183,23 @@ func (w *waiter) run(ctx context.Context) (*Lock, error) {
 		readErrAt = time.Time{}
 		if w.haveFlock && !w.flockEpochKnown {
 			w.flockEpoch, w.flockEpochKnown = obs.Epoch, true
+			if obs.Holder != nil && obs.Holder.Epoch > w.flockEpoch {
+				w.flockEpoch = obs.Holder.Epoch // the claims' listing lagged the record
+			}
 		}
-		if w.haveFlock && w.flockTrust && obs.Epoch != w.flockEpoch {
+		if w.haveFlock && w.flockTrust && obs.Epoch > w.flockEpoch {
 			w.flockTrust = false
 			log.Warn("another worker claimed the volume lock while this one held flock; judging by holder records",
 				zap.String("path", w.fl.Path()), zap.Uint64("epoch", obs.Epoch))
-			if obs.Holder != nil && obs.Holder.HasFlock {
-				markFlockUnreliable(log, w.o.Dir, fmt.Sprintf("%s (pid %d) took flock and epoch %d while %s (pid %d) held flock",
-					obs.Holder.Host, obs.Holder.PID, obs.Epoch, w.o.Identity.Host, w.o.Identity.PID))
-			}
+		}
+		// A record of an epoch claimed after we took flock, by a worker
+		// that says it held flock too: flock let two hold it. The record
+		// may show up later than the claim (a network filesystem's
+		// caches), so every observation while we hold flock is judged.
+		if h := obs.Holder; w.haveFlock && !w.flockMarked && h != nil && h.HasFlock && h.Epoch > w.flockEpoch {
+			w.flockMarked, w.flockTrust = true, false
+			markFlockUnreliable(log, w.o.Dir, fmt.Sprintf("%s (pid %d) took flock and epoch %d while %s (pid %d) held flock",
+				h.Host, h.PID, h.Epoch, w.o.Identity.Host, w.o.Identity.PID))
 		}
 		if obs.key != w.lastKey {
 			w.lastKey, w.lastChange = obs.key, now

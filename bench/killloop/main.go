@@ -1,5 +1,5 @@
 // Command killloop benchmarks a first boot that keeps being killed (issue
-// 23, DESIGN.md §11.2): RunPod kills a worker that is not healthy within its
+// 23, DESIGN.md §5.4): RunPod kills a worker that is not healthy within its
 // init timeout, so on a fresh volume a first install is killed, maybe many
 // times, and each next worker must go on from where the last one stopped.
 //

@@ -30,8 +30,18 @@ import (
 )
 
 // tempMarker separates the final base name from the writer identity in a
-// temporary name: ".<base>.vbtmp.<host>.<pid>.<random>".
+// temporary name: ".<base>.vbtmp.<host>.<pid>.<process><random>".
 const tempMarker = ".vbtmp."
+
+// processToken tells this process from an earlier one with the same host
+// name and pid: a restarted container keeps its host name, and volboot as
+// its ENTRYPOINT is pid 1 every time. Without it, what the last
+// incarnation left would look like this process's own work in progress.
+var processToken = func() string {
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	return hex.EncodeToString(r[:])
+}()
 
 // TempName returns a fresh temporary name (not yet created) in the directory
 // of final, carrying this process's identity.
@@ -41,7 +51,13 @@ func TempName(final string) string {
 	host = HostToken(host)
 	var r [6]byte
 	_, _ = rand.Read(r[:])
-	return filepath.Join(dir, "."+base+tempMarker+host+"."+strconv.Itoa(os.Getpid())+"."+hex.EncodeToString(r[:]))
+	return filepath.Join(dir, "."+base+tempMarker+host+"."+strconv.Itoa(os.Getpid())+"."+processToken+hex.EncodeToString(r[:]))
+}
+
+// Mine reports whether ti names a temporary made by this very process.
+func Mine(ti TempInfo) bool {
+	host, _ := os.Hostname()
+	return ti.Host == HostToken(host) && ti.PID == os.Getpid() && ti.Process == processToken
 }
 
 // HostToken is how a host name appears in temporary names (TempInfo.Host):
@@ -58,6 +74,9 @@ type TempInfo struct {
 	Final string // the base name the writer meant to produce
 	Host  string
 	PID   int
+	// Process tells processes of one host and pid apart (see Mine); empty
+	// in names older volboots made.
+	Process string
 }
 
 // ParseTempName reports whether base (a file name without directory) is a
@@ -78,7 +97,11 @@ func ParseTempName(base string) (TempInfo, bool) {
 	if err != nil || pid <= 0 {
 		return TempInfo{}, false
 	}
-	return TempInfo{Final: base[1:i], Host: rest[0], PID: pid}, true
+	ti := TempInfo{Final: base[1:i], Host: rest[0], PID: pid}
+	if len(rest[2]) == 2*(4+6) {
+		ti.Process = rest[2][:8]
+	}
+	return ti, true
 }
 
 // Write writes data to path atomically with the given permissions.

@@ -15,12 +15,12 @@
 //   - Put renames; the tree and the trash must be on one filesystem. A Put
 //     that fails leaves the tree where it was and says so.
 //   - Empty first claims an item by renaming it to a name that carries its
-//     own identity (atomicfile.TempName with final name "removing"), so
-//     that the many workers of a fleet, which all become ready at about the
-//     same time, do not all walk the same tree. An item claimed by a
-//     process that is gone (this host, pid gone) or claimed longer than
-//     ClaimTTL ago (another host: its liveness cannot be seen from here) is
-//     claimed again. A killed Empty leaves a claimed, half-removed item that
+//     own identity and the time (atomicfile.TempName with final name
+//     "removing-<unix seconds>"), so that the many workers of a fleet,
+//     which all become ready at about the same time, do not all walk the
+//     same tree. An item claimed by a process that is gone (this host, pid
+//     gone) or claimed longer than ClaimTTL ago (another host: its liveness
+//     cannot be seen from here) is claimed again. A killed Empty leaves a claimed, half-removed item that
 //     the next Empty takes over; two emptiers on one tree only waste round
 //     trips, since every removal tolerates a name that is already gone.
 //   - Empty keeps at most Jobs file operations in flight, spread across
@@ -36,6 +36,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -46,8 +48,9 @@ import (
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 )
 
-// claimName is the final name in the temporary names of claimed items.
-const claimName = "removing"
+// claimName starts the final name in the temporary names of claimed items;
+// the claim's time (Unix seconds) follows.
+const claimName = "removing-"
 
 // DefaultClaimTTL is how long another host's claim on an item is honoured.
 const DefaultClaimTTL = 10 * time.Minute
@@ -110,7 +113,9 @@ func (c *Can) Discard(path string) {
 		}
 		c.logger().Warn("could not move a tree into the trash; removing it now", zap.String("path", path), zap.Error(err))
 	}
-	os.RemoveAll(path)
+	// Set aside first: a removal killed halfway leaves a temporary name,
+	// never a half-emptied tree under the name it had.
+	atomicfile.RemoveTree(path)
 }
 
 // Report says what one Empty did.
@@ -168,46 +173,51 @@ func (c *Can) Items() int {
 // path; false when another live emptier holds it or it is gone.
 func (c *Can) claim(e fs.DirEntry) (string, bool) {
 	p := filepath.Join(c.Dir, e.Name())
-	if ti, ok := atomicfile.ParseTempName(e.Name()); ok && ti.Final == claimName {
+	if ti, ok := atomicfile.ParseTempName(e.Name()); ok && strings.HasPrefix(ti.Final, claimName) {
 		host, _ := os.Hostname()
-		host = atomicfile.HostToken(host)
 		switch {
-		case ti.Host == host && ti.PID == os.Getpid():
+		case atomicfile.Mine(ti):
 			return "", false // another goroutine of ours
-		case ti.Host == host:
+		case ti.Host == atomicfile.HostToken(host) && ti.PID != os.Getpid():
 			if err := syscall.Kill(ti.PID, 0); !errors.Is(err, syscall.ESRCH) {
 				return "", false
 			}
-		default:
-			if !c.claimExpired(p) {
+		case ti.Host != atomicfile.HostToken(host):
+			if !c.claimExpired(ti.Final) {
 				return "", false
 			}
 		}
+		// Else: this host's earlier process with our pid (a restarted
+		// container's pid 1), gone.
 	}
-	mine := atomicfile.TempName(filepath.Join(c.Dir, claimName))
+	mine := atomicfile.TempName(filepath.Join(c.Dir, claimName+strconv.FormatInt(c.now().Unix(), 10)))
 	if err := os.Rename(p, mine); err != nil {
 		return "", false // taken by another emptier, most likely
 	}
 	return mine, true
 }
 
-// claimExpired judges another host's claim by the item's ctime, which the
-// claiming rename set, against this host's clock: a skew between hosts
-// only moves the moment two emptiers may share an item.
-func (c *Can) claimExpired(p string) bool {
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		return false
+func (c *Can) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// claimExpired judges another host's claim by the time its name carries,
+// against this host's clock: a skew between hosts only moves the moment
+// two emptiers may share an item. (Not by ctime: whether a rename sets it
+// is up to the filesystem.)
+func (c *Can) claimExpired(final string) bool {
+	secs, err := strconv.ParseInt(strings.TrimPrefix(final, claimName), 10, 64)
+	if err != nil {
+		return true // not a claim this package wrote
 	}
 	ttl := c.ClaimTTL
 	if ttl <= 0 {
 		ttl = DefaultClaimTTL
 	}
-	now := time.Now
-	if c.Now != nil {
-		now = c.Now
-	}
-	return now().Sub(time.Unix(st.Ctim.Unix())) > ttl
+	return c.now().Sub(time.Unix(secs, 0)) > ttl
 }
 
 // remover removes trees with up to cap(sem)+1 operations in flight: each

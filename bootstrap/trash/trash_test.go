@@ -83,8 +83,9 @@ func TestPutAndEmpty(t *testing.T) {
 }
 
 // TestEmptyClaims: an item another emptier holds is left to it while that
-// emptier may be alive; one whose emptier is gone (this host, pid dead; or
-// another host, claimed longer than ClaimTTL ago) is taken over.
+// emptier may be alive; one whose emptier is gone (this host, pid dead or
+// ours but another process; or another host, claimed longer than ClaimTTL
+// ago) is taken over.
 func TestEmptyClaims(t *testing.T) {
 	vol := t.TempDir()
 	now := time.Now()
@@ -96,10 +97,12 @@ func TestEmptyClaims(t *testing.T) {
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
+	claimed := ".removing-" + fmt.Sprint(now.Unix()) + ".vbtmp."
 	claims := map[string]bool{ // name -> taken over
-		".removing.vbtmp." + host + "." + fmt.Sprint(os.Getppid()) + ".000000000001":     false, // alive (our parent)
-		".removing.vbtmp." + host + "." + fmt.Sprint(dead.Process.Pid) + ".000000000002": true,  // gone
-		".removing.vbtmp.otherhost.77.000000000003":                                      false, // another host, just claimed
+		claimed + host + "." + fmt.Sprint(os.Getppid()) + ".0000000000000000000a":     false, // alive (our parent)
+		claimed + host + "." + fmt.Sprint(dead.Process.Pid) + ".0000000000000000000b": true,  // gone
+		claimed + host + "." + fmt.Sprint(os.Getpid()) + ".0000000000000000000c":      true,  // our pid, an earlier process (a restarted container's pid 1)
+		claimed + "otherhost.77.0000000000000000000d":                                 false, // another host, just claimed
 	}
 	for name := range claims {
 		tree(t, filepath.Join(can.Dir, name), 2, 3)
@@ -114,8 +117,8 @@ func TestEmptyClaims(t *testing.T) {
 			t.Errorf("%s: removed = %v, want %v", name, err != nil, gone)
 		}
 	}
-	if r.Items != 1 || r.Left != 2 {
-		t.Errorf("report %+v, want 1 item removed and 2 left", r)
+	if r.Items != 2 || r.Left != 2 {
+		t.Errorf("report %+v, want 2 items removed and 2 left", r)
 	}
 	// Later, the other host's claim has expired.
 	now = now.Add(2 * time.Minute)

@@ -245,7 +245,10 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	}
 	ok := false
 	defer func() {
-		if !ok {
+		// Cancelled or fenced: what is built stays for the next builder
+		// of this id to complete (resume.go). Anything else failed for
+		// good.
+		if !ok && ctx.Err() == nil {
 			b.Trash.Discard(tmp)
 		}
 	}()
@@ -293,7 +296,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 			if err := mk.ensure(d); err != nil {
 				return fail(batch[0], fmt.Errorf("create its directory: %w", err))
 			}
-			c, k, o, err := b.fillDir(tmp, batch, mode, mk.listing(d))
+			c, k, o, err := b.fillDir(tmp, batch, mode, resumed, mk.listing(d), &mk.inodes)
 			copied.Add(int64(c))
 			kept.Add(int64(k))
 			if err != nil {
@@ -797,6 +800,7 @@ type dirMaker struct {
 	// listing tells which files do too. (Making an existing directory
 	// costs more than reading it on MooseFS, and holds its parent's lock.)
 	resumed bool
+	inodes  inodeTrust
 }
 
 type dirOnce struct {
@@ -812,7 +816,11 @@ func (m *dirMaker) dirs() map[string]bool {
 	defer m.mu.Unlock()
 	out := make(map[string]bool, len(m.made))
 	for d := range m.made {
-		out[d] = true
+		// A resumed tree's existing directories were read, not made, so
+		// their parents were never asked for: add them.
+		for ; d != "." && !out[d]; d = parentDir(d) {
+			out[d] = true
+		}
 	}
 	return out
 }
@@ -832,7 +840,7 @@ func (m *dirMaker) ensure(d string) error {
 	o.once.Do(func() {
 		p := filepath.Join(m.root, filepath.FromSlash(d))
 		if m.resumed {
-			if o.have = readDirInodes(p); o.have != nil {
+			if o.have = m.inodes.read(p); o.have != nil {
 				return
 			}
 		}
@@ -856,7 +864,7 @@ func (m *dirMaker) listing(d string) dirInodes {
 		return nil
 	}
 	if d == "." {
-		return readDirInodes(m.root)
+		return m.inodes.read(m.root)
 	}
 	m.mu.Lock()
 	o := m.made[d]
@@ -871,12 +879,12 @@ func (m *dirMaker) listing(d string) dirInodes {
 // root. Store files are hard linked relative to open handles on the
 // source and destination directories, so each path is walked once per
 // batch rather than once per file; a link the filesystem refuses falls
-// back to a copy of that file. have is nil, or in a resumed build the
-// files the directory held (dirMaker.listing). It returns how many links
+// back to a copy of that file. In a resumed build, have is what the
+// directory held (dirMaker.listing; nil if it could not be read) and
+// inodes reads the source directories. It returns how many links
 // became copies, how many files were kept, and on error the op that
 // failed.
-func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, have dirInodes) (copied, kept int, failed *op, err error) {
-	resumed := have != nil
+func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed bool, have dirInodes, inodes *inodeTrust) (copied, kept int, failed *op, err error) {
 	openDir := func(p string) (int, error) {
 		return unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	}
@@ -899,7 +907,8 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, have di
 	for _, o := range batch {
 		name := path.Base(o.dst)
 		if o.kind != opLink || b.Mode == Copy {
-			c, k, err := b.apply(root, o, mode, resumed, have[name] != 0)
+			_, present := have[name]
+			c, k, err := b.apply(root, o, mode, resumed, present)
 			if err != nil {
 				return copied, kept, o, err
 			}
@@ -914,7 +923,7 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, have di
 		sd, base := filepath.Split(o.src)
 		if resumed {
 			if sd != srcListed {
-				srcHave, srcListed = readDirInodes(sd), sd
+				srcHave, srcListed = inodes.read(sd), sd
 			}
 			if ino := have[name]; ino != 0 && ino == srcHave[base] {
 				kept++

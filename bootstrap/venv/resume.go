@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -15,7 +16,7 @@ import (
 	"github.com/volboot/volboot/bootstrap/wheel"
 )
 
-// Completing a partial generation (DESIGN.md §6.2).
+// Completing a partial generation (DESIGN.md §5.4).
 //
 // A generation is built in a staging directory named
 // atomicfile.TempName(<id>.partial) and renamed into place once complete.
@@ -68,14 +69,54 @@ func (b *Builder) takePartial(dir, tmp string) bool {
 			continue
 		}
 		if os.Rename(filepath.Join(parent, e.Name()), tmp) == nil {
+			wheel.Adopted(tmp, b.logger())
 			return true
 		}
 	}
 	return false
 }
 
-// dirInodes maps the names of one directory to their inode numbers.
+// dirInodes maps the names of one directory's regular files to their
+// inode numbers; 0 when the number is not to be trusted (a name is then
+// known to be there, nothing more).
 type dirInodes map[string]uint64
+
+// inodeTrust decides, once per build, whether the inode numbers a
+// directory read gives are the files' own. They are on MooseFS and on
+// local filesystems; a FUSE server that does not pass them through gives
+// every entry one made-up number, and a torn copy would then pass for a
+// link. So the first directory read with a file in it is checked against
+// fstatat of one of its files, and numbers are used only if they agree.
+type inodeTrust struct {
+	mu               sync.Mutex
+	decided, trusted bool
+}
+
+// read is readDirInodes with the numbers cleared unless trusted.
+func (t *inodeTrust) read(dir string) dirInodes {
+	m := readDirInodes(dir)
+	if len(m) == 0 {
+		return m
+	}
+	t.mu.Lock()
+	if !t.decided {
+		for name, ino := range m {
+			var st unix.Stat_t
+			if unix.Fstatat(unix.AT_FDCWD, filepath.Join(dir, name), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+				t.decided, t.trusted = true, st.Ino == ino && ino != 0 && ino != 0xffffffff
+			}
+			break
+		}
+	}
+	trusted := t.decided && t.trusted
+	t.mu.Unlock()
+	if !trusted {
+		for name := range m {
+			m[name] = 0
+		}
+	}
+	return m
+}
 
 // readDirInodes reads directory dir's names and inode numbers (regular
 // files only); nil when it cannot be read, so that every lookup misses.
@@ -140,6 +181,12 @@ func copyOrKeep(src, dst string, fsync, resumed, present bool) (kept bool, err e
 		}
 	}
 	if sameCopy(src, dst) {
+		if fsync {
+			// Its writer may have died before its fsync.
+			if err := wheel.SyncFile(dst); err != nil {
+				return false, err
+			}
+		}
 		return true, nil
 	}
 	if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -3,14 +3,17 @@ package venv_test
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/trash"
 	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
@@ -93,6 +96,20 @@ func TestResumePartialGeneration(t *testing.T) {
 	must(os.Truncate(filepath.Join(sp, "resumed-1.0.dist-info", "METADATA"), 10)) // a copy cut short
 	must(os.Remove(filepath.Join(partial, "bin", "python3")))
 	must(os.Symlink("/nonexistent/python", filepath.Join(partial, "bin", "python3")))
+	// A copy whose mtime was never set (killed between close and Chtimes):
+	// same bytes, made again. And one left whole: kept, the same inode.
+	di := filepath.Join(sp, "resumed-1.0.dist-info")
+	must(os.Chtimes(filepath.Join(di, "entry_points.txt"), time.Unix(1, 0), time.Unix(1, 0)))
+	inode := func(p string) uint64 {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	wheelIno, epIno := inode(filepath.Join(di, "WHEEL")), inode(filepath.Join(di, "entry_points.txt"))
+	// The marker's temporary file, cut short by the kill.
+	must(os.WriteFile(filepath.Join(partial, "."+venv.CompleteName+".vbtmp.otherhost.4242.0123456789ab"), []byte("{"), 0o644))
 
 	for _, adopt := range []bool{false, true} {
 		b := &venv.Builder{Python: info, Creator: "volboot test"}
@@ -131,6 +148,13 @@ func TestResumePartialGeneration(t *testing.T) {
 				t.Errorf("%s: not in a fresh build", p)
 			}
 		}
+		di := filepath.Join(dir, "lib", "python"+info.PyVersion(), "site-packages", "resumed-1.0.dist-info")
+		if inode(filepath.Join(di, "WHEEL")) != wheelIno {
+			t.Errorf("a whole copy was made again instead of kept")
+		}
+		if inode(filepath.Join(di, "entry_points.txt")) == epIno {
+			t.Errorf("a copy with the wrong mtime was kept")
+		}
 		for _, f := range []string{"a.py", "b.py", "__init__.py"} {
 			fi, err := os.Stat(filepath.Join(dir, "lib", "python"+info.PyVersion(), "site-packages", "resumed", f))
 			if err != nil {
@@ -139,6 +163,51 @@ func TestResumePartialGeneration(t *testing.T) {
 			if n := fi.Sys().(*syscall.Stat_t).Nlink; n < 2 {
 				t.Errorf("%s has %d links: not linked to the store", f, n)
 			}
+		}
+	}
+}
+
+// TestCancelledBuildLeavesItsStaging: a build stopped by its context (a
+// SIGTERM, a lost lock) leaves what it made for the next builder of the id
+// to complete, rather than throwing it away; a build that fails for good
+// (a package that is not there) puts it in the trash.
+func TestCancelledBuildLeavesItsStaging(t *testing.T) {
+	info := python(t)
+	vol := t.TempDir()
+	w := specWheel(t, t.TempDir(), wheeltest.Spec{Name: "first", Version: "1.0", Files: []wheeltest.File{{Name: "first/__init__.py", Data: []byte("X = 1\n")}}})
+	install(t, info, vol, "g0", []wheelFile{w}, venv.Hardlink)
+	e, err := (&wheel.Store{Dir: venv.StoreDir(vol)}).Open(w.sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	can := &trash.Can{Dir: filepath.Join(vol, ".volboot", "trash")}
+	staging := func() []string {
+		m, _ := filepath.Glob(filepath.Join(vol, ".volboot", "envs", ".g1"+wheel.PartialSuffix+".vbtmp.*"))
+		return m
+	}
+	for _, cancelled := range []bool{true, false} {
+		ctx, cancel := context.WithCancel(context.Background())
+		pending := func() (*wheel.Entry, error) {
+			if cancelled {
+				cancel()
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return nil, errors.New("not in the store")
+		}
+		b := &venv.Builder{Python: info, Creator: "volboot test", Trash: can}
+		_, err := b.Build(ctx, venv.EnvDir(vol, "g1"), []venv.Package{{Entry: e}, {Pending: pending}})
+		cancel()
+		if err == nil {
+			t.Fatal("the build succeeded")
+		}
+		if got := staging(); cancelled && len(got) != 1 {
+			t.Fatalf("cancelled: staging directories %v, want the one it made", got)
+		} else if !cancelled && len(got) != 1 {
+			t.Fatalf("failed: staging directories %v, want only the cancelled build's", got)
+		}
+		if n := can.Items(); cancelled && n != 0 || !cancelled && n != 1 {
+			t.Fatalf("cancelled %v: %d items in the trash", cancelled, n)
 		}
 	}
 }

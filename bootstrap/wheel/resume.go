@@ -9,13 +9,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 )
 
-// Resuming a partial entry (DESIGN.md §5.3).
+// Resuming a partial entry (DESIGN.md §5.4).
 //
 // A wheel is unpacked into a staging directory named
 // atomicfile.TempName(<sha>.partial): the ".partial" final name sets it apart
@@ -43,10 +45,12 @@ import (
 //
 // A file that fails is removed and written again. A writer that is not dead
 // but fenced (a partition that healed) can still be writing into the
-// directory taken from it; its files are checked like any other, a file it
-// was still writing fails the check and is replaced (its later writes go to
-// the removed inode), and it cannot create new ones because its path no
-// longer exists.
+// directory taken from it. Through paths it can no longer create anything
+// (its directory's name is gone); through directory handles it already
+// holds it can still create, but only names of the same wheel: each is
+// either made already (its create fails) or checked like any other when
+// this writer reaches it. A file it was still writing fails the check and
+// is replaced; its later writes go to the removed inode.
 
 // PartialSuffix ends the final name of a store entry's staging directory,
 // and of a generation's (see venv.Builder).
@@ -68,10 +72,33 @@ func (s *Store) takePartial(sha, tmp string) bool {
 	s.partialsMu.Unlock()
 	for _, p := range cands {
 		if err := os.Rename(p, tmp); err == nil {
+			Adopted(tmp, s.logger())
 			return true
 		}
 	}
 	return false
+}
+
+// Adopted readies a staging directory just taken over (renamed to dir):
+// its mtime is set to now, because with no lock a writer on another host
+// is judged dead by the mtime of its directory and the rename kept the old
+// one; and the temporary files its killed writer left at the top (a
+// manifest or marker cut short by the kill, made by atomicfile) are
+// removed, or the finished entry would carry them forever.
+func Adopted(dir string, log *zap.Logger) {
+	now := time.Now()
+	if err := os.Chtimes(dir, now, now); err != nil {
+		log.Debug("could not touch an adopted staging directory", zap.String("dir", dir), zap.Error(err))
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if _, tmp := atomicfile.ParseTempName(e.Name()); tmp && !e.IsDir() {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // HasPartial reports whether a partial entry of sha that Adopt allows is
@@ -115,11 +142,11 @@ func (s *Store) Resumed() (entries, files int) {
 // keepWritten checks a wheel file already at dst in a resumed entry (see
 // the comment at the top of this file): it returns the File to record and
 // true when the file is the one m describes.
-func keepWritten(dst string, m zipMember) (File, bool) {
+func keepWritten(dst string, m zipMember, fsync bool) (File, bool) {
 	if m.rec.Algorithm == "" {
 		return File{}, false
 	}
-	f, err := os.Open(dst)
+	f, err := os.OpenFile(dst, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return File{}, false
 	}
@@ -144,6 +171,10 @@ func keepWritten(dst string, m zipMember) (File, bool) {
 			return File{}, false
 		}
 	}
+	if fsync && f.Sync() != nil {
+		// Its writer may have died before its fsync.
+		return File{}, false
+	}
 	return File{Path: m.name, Size: st.Size(), Exec: m.exec, Hash: EncodeDigest(m.rec.Algorithm, m.rec.Digest)}, true
 }
 
@@ -160,6 +191,12 @@ func WriteOrKeep(path string, data []byte, perm os.FileMode, fsync, present bool
 		}
 	}
 	if sameBytes(path, data, perm) {
+		if fsync {
+			// Its writer may have died before its fsync.
+			if err := SyncFile(path); err != nil {
+				return false, err
+			}
+		}
 		return true, nil
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -171,7 +208,7 @@ func WriteOrKeep(path string, data []byte, perm os.FileMode, fsync, present bool
 // sameBytes reports whether path is a regular file with mode perm holding
 // exactly data.
 func sameBytes(path string, data []byte, perm os.FileMode) bool {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return false
 	}
@@ -184,6 +221,19 @@ func sameBytes(path string, data []byte, perm os.FileMode) bool {
 	n, err := io.ReadFull(f, got)
 	return n == len(data) && errors.Is(err, io.ErrUnexpectedEOF) && bytes.Equal(got[:n], data) ||
 		len(data) == 0 && errors.Is(err, io.EOF)
+}
+
+// SyncFile fsyncs the file at path.
+func SyncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // logResumed notes an entry taken over.

@@ -347,7 +347,8 @@ type Unpacker struct {
 	closed bool // Wait was called: no more sources
 	out    []*Entry
 	errs   []error
-	ended  int // wheels unpacked or failed
+	ended    int // wheels unpacked or failed
+	unpacked int // wheels unpacked
 
 	workers  sync.WaitGroup // extract, in order
 	finishes sync.WaitGroup // compile and commit, after extract
@@ -441,6 +442,9 @@ func (u *Unpacker) done(i int, e *Entry, err error) {
 	u.mu.Lock()
 	u.out[i], u.errs[i] = e, err
 	u.ended++
+	if e != nil {
+		u.unpacked++
+	}
 	u.mu.Unlock()
 }
 
@@ -451,11 +455,11 @@ func (u *Unpacker) Pending() int {
 	return len(u.srcs) - u.ended
 }
 
-// Ended is how many wheels added are unpacked (or failed).
-func (u *Unpacker) Ended() int {
+// Unpacked is how many wheels added have their entry in the store.
+func (u *Unpacker) Unpacked() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.ended
+	return u.unpacked
 }
 
 // work extracts wheels in the order added; each wheel's compile and commit
@@ -512,7 +516,9 @@ func (u *Unpacker) finish(p *pendingEntry) (*Entry, error) {
 		err := u.sess.compile(u.ctx, p, u.sem, u.mode == SyncFiles)
 		u.compileWaitNs.Add(int64(time.Since(t1)))
 		if err != nil {
-			u.s.Trash.Discard(p.tmp)
+			if u.ctx.Err() == nil {
+				u.s.Trash.Discard(p.tmp) // else left to be resumed
+			}
 			return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
 		}
 	}
@@ -810,7 +816,9 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 		}
 	}
 	defer func() {
-		if err != nil {
+		// Cancelled or fenced: what is written stays for the next writer
+		// to resume (resume.go). Anything else failed for good.
+		if err != nil && ctx.Err() == nil {
 			s.Trash.Discard(tmp)
 		}
 	}()
@@ -897,7 +905,7 @@ func writeMember(dir string, m zipMember, mode SyncMode, resumed bool) (_ File, 
 	dst := filepath.Join(dir, filepath.FromSlash(m.name))
 	w, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if resumed && errors.Is(err, fs.ErrExist) {
-		if fl, ok := keepWritten(dst, m); ok {
+		if fl, ok := keepWritten(dst, m, mode == SyncFiles); ok {
 			return fl, true, nil
 		}
 		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -37,17 +37,9 @@ func (a *app) runCommand() *cobra.Command {
 // healthProgress forwards the reconciler's progress to the health state.
 type healthProgress struct{ s *health.State }
 
-func (h healthProgress) Phase(text string) { h.s.SetDetail(text) }
-func (h healthProgress) Bytes(done, total int64) {
-	p := h.s.Snapshot().Progress
-	p.BytesDone, p.BytesTotal = done, total
-	h.s.SetProgress(p)
-}
-func (h healthProgress) Packages(done, total int) {
-	p := h.s.Snapshot().Progress
-	p.PackagesDone, p.PackagesTotal = done, total
-	h.s.SetProgress(p)
-}
+func (h healthProgress) Phase(text string)        { h.s.SetDetail(text) }
+func (h healthProgress) Bytes(done, total int64)  { h.s.SetBytes(done, total) }
+func (h healthProgress) Packages(done, total int) { h.s.SetPackages(done, total) }
 
 func (a *app) run(ctx context.Context, argv []string) error {
 	// Catch signals before anything slow: one that arrives while the

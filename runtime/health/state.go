@@ -151,6 +151,21 @@ func (s *State) SetProgress(p Progress) {
 	s.progress = p
 }
 
+// SetBytes sets the byte counters alone, so that a concurrent SetPackages
+// cannot undo it.
+func (s *State) SetBytes(done, total int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.progress.BytesDone, s.progress.BytesTotal = done, total
+}
+
+// SetPackages sets the package counters alone.
+func (s *State) SetPackages(done, total int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.progress.PackagesDone, s.progress.PackagesTotal = done, total
+}
+
 // AddProgress adds to the done counters (totals unchanged): what a
 // download loop calls per chunk or per package.
 func (s *State) AddProgress(bytes int64, packages int) {

@@ -144,7 +144,7 @@ type Config struct {
 	// AfterReady, when set, runs in a goroutine of Run's once the handler
 	// is first ready: work that must not delay readiness (emptying the
 	// volume's trash). Its context ends when Run stops, and Run waits for
-	// it to return.
+	// it to return, at most StopGrace.
 	AfterReady func(ctx context.Context)
 
 	// TempDir holds the notify socket; default os.TempDir().

@@ -133,13 +133,18 @@ func (s *supervisor) startAfterReady() {
 	}()
 }
 
-// stopAfterReady ends the AfterReady goroutine and waits for it.
+// stopAfterReady ends the AfterReady goroutine and waits for it, at most
+// StopGrace: a call stuck in a hung filesystem must not hold volboot's exit.
 func (s *supervisor) stopAfterReady() {
 	if s.afterDone == nil {
 		return
 	}
 	s.afterStop()
-	<-s.afterDone
+	select {
+	case <-s.afterDone:
+	case <-time.After(s.cfg.StopGrace):
+		s.log.Warn("background work after readiness did not stop in time; exiting without it", zap.Duration("waited", s.cfg.StopGrace))
+	}
 }
 
 func (s *supervisor) run() Result {
