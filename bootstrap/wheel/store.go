@@ -340,13 +340,13 @@ type Unpacker struct {
 	sess         *compileSession
 	sessErr      error
 
-	mu     sync.Mutex
-	wake   *sync.Cond
-	srcs   []Source
-	next   int  // the first source no worker has taken
-	closed bool // Wait was called: no more sources
-	out    []*Entry
-	errs   []error
+	mu       sync.Mutex
+	wake     *sync.Cond
+	srcs     []Source
+	next     int  // the first source no worker has taken
+	closed   bool // Wait was called: no more sources
+	out      []*Entry
+	errs     []error
 	ended    int // wheels unpacked or failed
 	unpacked int // wheels unpacked
 
