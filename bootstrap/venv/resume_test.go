@@ -97,17 +97,23 @@ func TestResumePartialGeneration(t *testing.T) {
 	must(os.Remove(filepath.Join(partial, "bin", "python3")))
 	must(os.Symlink("/nonexistent/python", filepath.Join(partial, "bin", "python3")))
 	// A copy whose mtime was never set (killed between close and Chtimes):
-	// same bytes, made again. And one left whole: kept, the same inode.
+	// same bytes, made again, so with its source's mtime. And one left
+	// whole: kept. Its atime tells (copyFile sets atime and mtime to the
+	// source's mtime; keeping only stats it), not its inode number, which
+	// a file made again may well reuse.
 	di := filepath.Join(sp, "resumed-1.0.dist-info")
 	must(os.Chtimes(filepath.Join(di, "entry_points.txt"), time.Unix(1, 0), time.Unix(1, 0)))
-	inode := func(p string) uint64 {
+	times := func(p string) (atime, mtime time.Time) {
 		fi, err := os.Lstat(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return fi.Sys().(*syscall.Stat_t).Ino
+		st := fi.Sys().(*syscall.Stat_t)
+		return time.Unix(st.Atim.Unix()), fi.ModTime()
 	}
-	wheelIno, epIno := inode(filepath.Join(di, "WHEEL")), inode(filepath.Join(di, "entry_points.txt"))
+	_, wheelMtime := times(filepath.Join(di, "WHEEL"))
+	marked := time.Unix(12345, 0)
+	must(os.Chtimes(filepath.Join(di, "WHEEL"), marked, wheelMtime))
 	// The marker's temporary file, cut short by the kill.
 	must(os.WriteFile(filepath.Join(partial, "."+venv.CompleteName+".vbtmp.otherhost.4242.0123456789ab"), []byte("{"), 0o644))
 
@@ -137,6 +143,14 @@ func TestResumePartialGeneration(t *testing.T) {
 		if perr == nil {
 			t.Fatal("the partial build is still there after it was taken over")
 		}
+		// Before anything reads the files (a read may move atime).
+		di := filepath.Join(dir, "lib", "python"+info.PyVersion(), "site-packages", "resumed-1.0.dist-info")
+		if atime, _ := times(filepath.Join(di, "WHEEL")); !atime.Equal(marked) {
+			t.Errorf("a whole copy was made again instead of kept (atime %v)", atime)
+		}
+		if _, mtime := times(filepath.Join(di, "entry_points.txt")); mtime.Equal(time.Unix(1, 0)) {
+			t.Errorf("a copy with the wrong mtime was kept")
+		}
 		got := treeSum(t, dir)
 		for p, s := range want {
 			if got[p] != s {
@@ -147,13 +161,6 @@ func TestResumePartialGeneration(t *testing.T) {
 			if _, ok := want[p]; !ok {
 				t.Errorf("%s: not in a fresh build", p)
 			}
-		}
-		di := filepath.Join(dir, "lib", "python"+info.PyVersion(), "site-packages", "resumed-1.0.dist-info")
-		if inode(filepath.Join(di, "WHEEL")) != wheelIno {
-			t.Errorf("a whole copy was made again instead of kept")
-		}
-		if inode(filepath.Join(di, "entry_points.txt")) == epIno {
-			t.Errorf("a copy with the wrong mtime was kept")
 		}
 		for _, f := range []string{"a.py", "b.py", "__init__.py"} {
 			fi, err := os.Stat(filepath.Join(dir, "lib", "python"+info.PyVersion(), "site-packages", "resumed", f))
