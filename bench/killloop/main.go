@@ -51,6 +51,7 @@ type options struct {
 	local, keep          bool
 	maxTries             int
 	volumes              string
+	logs                 string
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "", "where to put the stack, the rig and local volumes (default: the system's temporary directory)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
 	flag.IntVar(&o.maxTries, "max-tries", 60, "give up after this many tries of one loop")
+	flag.StringVar(&o.logs, "logs", "", "write each sync's log (run with -v) to this directory")
 	flag.StringVar(&o.volumes, "volumes", "", "put the volumes here (a MooseFS mount of `go run ./integration/mfsrig/cmd/mfsrig`, say) instead of on a rig of its own")
 	flag.Parse()
 	for _, p := range strings.Split(*pcts, ",") {
@@ -139,6 +141,9 @@ func run(o options) error {
 		base = filepath.Join(o.volumes, filepath.Base(tmp))
 		where = base
 	case !o.local:
+		if err := os.MkdirAll(filepath.Join(tmp, "rig"), 0o755); err != nil {
+			return err
+		}
 		rig, err := mfsrig.Start(context.Background(), mfsrig.Options{Dir: filepath.Join(tmp, "rig"), Clients: 1, RTT: o.rtt})
 		if err != nil {
 			return fmt.Errorf("MooseFS rig (or pass -local): %w", err)
@@ -157,7 +162,7 @@ func run(o options) error {
 		vols++
 		return filepath.Join(base, fmt.Sprintf("vol-%d", vols))
 	}
-	sy := &syncer{bin: bin, manifest: manifest, python: o.python}
+	sy := &syncer{bin: bin, manifest: manifest, python: o.python, logs: o.logs}
 	for _, pct := range o.pcts {
 		full, gen, err := sy.undisturbed(fresh())
 		if err != nil {
@@ -210,9 +215,26 @@ func writeManifest(manifest string, ws []synthstack.Wheel, base string) error {
 	return os.WriteFile(filepath.Join(filepath.Dir(manifest), "pylock.toml"), synthstack.Lock(entries), 0o644)
 }
 
-type syncer struct{ bin, manifest, python string }
+type syncer struct {
+	bin, manifest, python string
+	logs                  string // a directory for each sync's log, or ""
+	n                     int
+}
+
+// save keeps one sync's output in the logs directory.
+func (s *syncer) save(what, out string) {
+	if s.logs == "" {
+		return
+	}
+	s.n++
+	os.MkdirAll(s.logs, 0o755)
+	os.WriteFile(filepath.Join(s.logs, fmt.Sprintf("%02d-%s.log", s.n, what)), []byte(out), 0o644)
+}
 
 func (s *syncer) command(vol string, args ...string) *exec.Cmd {
+	if s.logs != "" && args[0] == "sync" {
+		args = append(args, "-v")
+	}
 	cmd := exec.Command(s.bin, append(args, "--volume", vol, "--manifest", s.manifest, "--python", s.python)...)
 	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -224,6 +246,7 @@ func (s *syncer) undisturbed(vol string) (time.Duration, string, error) {
 	t0 := time.Now()
 	out, err := s.command(vol, "sync").CombinedOutput()
 	took := time.Since(t0)
+	s.save("undisturbed", string(out))
 	if err != nil {
 		return 0, "", fmt.Errorf("undisturbed sync: %v\n%s", err, out)
 	}
@@ -249,12 +272,14 @@ func (s *syncer) killAfter(vol string, d time.Duration) (killed bool, took time.
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
+		s.save("finished", buf.String())
 		return false, time.Since(t0), buf.String(), err
 	case <-time.After(d):
 	}
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	werr := <-done
 	took = time.Since(t0)
+	s.save("killed", buf.String())
 	var ee *exec.ExitError
 	if werr == nil || !errors.As(werr, &ee) {
 		return false, took, buf.String(), werr // finished in the instant before the kill

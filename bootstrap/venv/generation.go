@@ -280,13 +280,28 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		return fmt.Errorf("generation %s: %s: %s: %w", filepath.Base(dir), who, o.dst, err)
 	}
 	mk := &dirMaker{root: tmp, made: map[string]*dirOnce{}, resumed: resumed}
+	// A resumed build whose previous builder made every file already
+	// (resume.go, filledName) only plans, to learn the directories to
+	// sync and the marker's counts.
+	filled := false
+	if resumed && mode == wheel.SyncFiles {
+		if n, ok := readFilled(tmp); ok {
+			filled = true
+			copied.Store(int64(n))
+		}
+	}
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	g, gctx := errgroup.WithContext(wctx)
 	g.SetLimit(jobs)
+	var plannedDirs sync.Map
 	emit := func(batch []*op) error {
 		if err := gctx.Err(); err != nil {
 			return err
+		}
+		if filled {
+			plannedDirs.Store(parentDir(batch[0].dst), true)
+			return nil
 		}
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
@@ -321,11 +336,24 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if resumed {
+	dirs := mk.dirs()
+	switch {
+	case filled:
+		b.logger().Info(fmt.Sprintf("generation %s: all %d files were made by a previous worker, whose record says so; syncing and marking it complete", filepath.Base(dir), len(ops)),
+			zap.String("generation", filepath.Base(dir)), zap.Int("files", len(ops)))
+		plannedDirs.Range(func(k, _ any) bool {
+			for d := k.(string); d != "." && !dirs[d]; d = parentDir(d) {
+				dirs[d] = true
+			}
+			return true
+		})
+	case resumed:
 		b.logger().Info(fmt.Sprintf("generation %s: %d of %d files were present from a previous worker's partial build", filepath.Base(dir), kept.Load(), len(ops)),
 			zap.String("generation", filepath.Base(dir)), zap.Int64("present", kept.Load()), zap.Int("files", len(ops)))
 	}
-	dirs := mk.dirs()
+	if mode == wheel.SyncFiles && !filled {
+		recordFilled(tmp, int(copied.Load()), b.logger())
+	}
 	m := &Marker{Schema: GenerationSchema, Interpreter: b.Python.Identity(), Files: len(ops), Copied: int(copied.Load())}
 	for i, p := range pkgs {
 		e := entries[i]
@@ -334,6 +362,9 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	mb, _ := json.MarshalIndent(m, "", "  ")
 	linked := time.Now()
 	if err := b.syncGeneration(ctx, tmp, l, dirs, jobs, mode); err != nil {
+		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
+	}
+	if err := os.Remove(filepath.Join(tmp, filledName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
 	}
 	if err := atomicfile.Write(filepath.Join(tmp, CompleteName), mb, 0o644); err != nil {

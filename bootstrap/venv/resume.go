@@ -8,8 +8,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
@@ -51,6 +54,40 @@ import (
 // as on local filesystems, the file's st_ino): a name whose inode is its
 // source's is the link, with no further call. Only names that are there
 // and differ, or that cannot be judged so, are looked at one by one.
+
+// Under --durability files every file of a generation is fsynced as it is
+// made, so once the last batch is done the tree is whole and durable but
+// for its directories. The builder then writes filledName (atomically,
+// with the count of copies the marker needs) before it syncs the
+// directories; a builder that takes the staging directory over and finds
+// it skips the fill entirely: on MooseFS, checking a whole 3,500-file tree
+// directory by directory took 4 s, most of a kill interval, each time a
+// builder was killed during the sync. The record is removed before the
+// marker is written, so no finished generation holds it. Under the other
+// modes data is durable only after the sync, and the tree is checked.
+
+// filledName records, in a staging directory, that every file was made.
+const filledName = ".volboot-filled"
+
+// recordFilled writes filledName in the staging directory tmp. Failing to
+// write it costs only a check later.
+func recordFilled(tmp string, copied int, log *zap.Logger) {
+	if err := atomicfile.Write(filepath.Join(tmp, filledName), []byte(strconv.Itoa(copied)+"\n"), 0o644); err != nil {
+		log.Debug("could not record a filled generation", zap.String("dir", tmp), zap.Error(err))
+	}
+}
+
+// readFilled reads filledName in the staging directory tmp: the count of
+// copies, and whether the record is there and whole.
+func readFilled(tmp string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(tmp, filledName))
+	if err != nil {
+		return 0, false
+	}
+	s, ok := strings.CutSuffix(string(b), "\n")
+	n, err := strconv.Atoi(s)
+	return n, ok && err == nil && n >= 0
+}
 
 // takePartial renames a partial build of the generation at dir that Adopt
 // allows to tmp, and reports whether it did.

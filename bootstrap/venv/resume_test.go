@@ -218,3 +218,52 @@ func TestCancelledBuildLeavesItsStaging(t *testing.T) {
 		}
 	}
 }
+
+// TestFilledRecordSkipsTheFill: under --durability files a builder records
+// that every file was made before it syncs the directories; one taking the
+// staging directory over then skips the fill (a file removed behind the
+// record's back stays missing, which proves nothing was checked), and the
+// finished generation does not hold the record. Under the other modes the
+// record is not trusted and the tree is checked.
+func TestFilledRecordSkipsTheFill(t *testing.T) {
+	info := python(t)
+	for _, mode := range []wheel.SyncMode{wheel.SyncFiles, wheel.SyncFS} {
+		vol := t.TempDir()
+		w := specWheel(t, t.TempDir(), wheeltest.Spec{Name: "filled", Version: "1.0", Files: []wheeltest.File{
+			{Name: "filled/__init__.py", Data: []byte("X = 1\n")}, {Name: "filled/a.py", Data: []byte("A = 1\n")}}})
+		dir := install(t, info, vol, "g1", []wheelFile{w}, venv.Hardlink)
+		partial := filepath.Join(filepath.Dir(dir), ".g1"+wheel.PartialSuffix+".vbtmp.otherhost.4242.0123456789ab")
+		if err := os.Rename(dir, partial); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(partial, venv.CompleteName))
+		a := filepath.Join("lib", "python"+info.PyVersion(), "site-packages", "filled", "a.py")
+		if err := os.Remove(filepath.Join(partial, a)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(partial, ".volboot-filled"), []byte("0\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e, err := (&wheel.Store{Dir: venv.StoreDir(vol)}).Open(w.sha)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &venv.Builder{Python: info, Creator: "volboot test", Sync: mode, Adopt: func(atomicfile.TempInfo, fs.DirEntry) bool { return true }}
+		if _, err := b.Build(context.Background(), dir, []venv.Package{{Entry: e, Requested: true}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := venv.ReadMarker(dir); err != nil {
+			t.Fatalf("mode %v: no marker: %v", mode, err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, ".volboot-filled")); err == nil {
+			t.Errorf("mode %v: the finished generation holds the record", mode)
+		}
+		_, err = os.Lstat(filepath.Join(dir, a))
+		if mode == wheel.SyncFiles && err == nil {
+			t.Errorf("under --durability files the fill was not skipped")
+		}
+		if mode != wheel.SyncFiles && err != nil {
+			t.Errorf("mode %v: the record was trusted: %v", mode, err)
+		}
+	}
+}
