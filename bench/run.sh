@@ -27,6 +27,9 @@ go run ./bench/sync -dir "$out/sync" -keep
 echo "== first boot: an F5-shaped stack (half size) from an index capped at 40 MiB/s per download, vs its downloads alone (curl)"
 go run ./bench/sync -dir "$out/sync" -keep -scale 0.5 -rate 40M -runs 3 -pipruns 1 | grep -E 'stack|first sync|downloads alone'
 
+echo "== kill loop (issue 23): first syncs killed every 25% and 50% of an undisturbed one, on the MooseFS rig (root and Debian's moosefs packages; else on local disk)"
+go run ./bench/killloop -scale 0.02 -pcts 25,50 || go run ./bench/killloop -scale 0.02 -pcts 25,50 -local
+
 echo "== supervise (issue 7): volboot run to the handler's first line vs the handler alone; RSS"
 rm -rf "$out/demo"
 go run ./integration/demo -volboot bin/volboot -dir "$out/demo" >/dev/null
