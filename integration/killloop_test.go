@@ -30,7 +30,9 @@ func TestKillLoop(t *testing.T) {
 //
 //   - every killed try made measurable progress: more files in the store,
 //     the generations and the smoke check's records, or more bytes
-//     downloaded, than before it;
+//     downloaded, than before it (once every file of the store and the
+//     generation is there, one try may be killed in work no count shows:
+//     the directory sync, the marker);
 //   - no try spent more than 5 s setting aside what the last left;
 //   - the loop converged within maxTries to the generation the undisturbed
 //     sync built, with the same paths (and, with content, the same modes
@@ -47,6 +49,7 @@ func killLoopTest(t *testing.T, base string, scale float64, maxTries int, conten
 		t.Fatalf("undisturbed sync: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	want := generationOf(t, r.stdout)
+	done := workOnVolume(t, f.vol)
 	wantTree := genTree(t, filepath.Join(f.vol, ".volboot", "envs", want), content)
 	if os.Getenv("VOLBOOT_TEST_DEBUG") != "" {
 		t.Logf("undisturbed sync:\n%s", r.stderr)
@@ -64,6 +67,7 @@ func killLoopTest(t *testing.T, base string, scale float64, maxTries int, conten
 			var sum time.Duration
 			var tries []string
 			prev := workOnVolume(t, g.vol)
+			tolerated := false
 			for try := 1; ; try++ {
 				if try > maxTries {
 					t.Fatalf("no convergence after %d tries killed every %s (tries: %s)", maxTries, interval, strings.Join(tries, ", "))
@@ -88,7 +92,15 @@ func killLoopTest(t *testing.T, base string, scale float64, maxTries int, conten
 				}
 				now := workOnVolume(t, g.vol)
 				tries = append(tries, now.String())
-				if !now.more(prev) {
+				switch {
+				case now.more(prev):
+				case prev.built >= done.built && !tolerated:
+					// Every file was made already: what is left (the
+					// directory sync, the marker, the smoke check's last
+					// imports) shows in no file count. Once.
+					tolerated = true
+					t.Logf("try %d was killed with every file already made: %s", try, now)
+				default:
 					t.Errorf("try %d made no progress: %s before, %s after\n%s", try, prev, now, out)
 				}
 				prev = now
@@ -132,6 +144,7 @@ func killLoopTest(t *testing.T, base string, scale float64, maxTries int, conten
 // volumeWork is how much of a first sync a volume holds.
 type volumeWork struct {
 	files int   // regular files under the store, the generations and the smoke records
+	built int   // of them, under the store and the generations
 	bytes int64 // bytes in the download cache, partial downloads included
 }
 
@@ -149,11 +162,11 @@ func (w volumeWork) more(than volumeWork) bool {
 func workOnVolume(t *testing.T, vol string) volumeWork {
 	t.Helper()
 	var w volumeWork
-	var files atomic.Int64
+	var files, built atomic.Int64
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 32)
-	var walk func(dir string)
-	walk = func(dir string) {
+	var walk func(dir string, count *atomic.Int64)
+	walk = func(dir string, count *atomic.Int64) {
 		defer wg.Done()
 		sem <- struct{}{}
 		ents, _ := os.ReadDir(dir)
@@ -162,18 +175,21 @@ func workOnVolume(t *testing.T, vol string) volumeWork {
 			switch {
 			case e.IsDir():
 				wg.Add(1)
-				go walk(filepath.Join(dir, e.Name()))
+				go walk(filepath.Join(dir, e.Name()), count)
 			case e.Type().IsRegular():
 				files.Add(1)
+				if count != nil {
+					count.Add(1)
+				}
 			}
 		}
 	}
-	for _, d := range []string{"store", "envs", "smoke"} {
+	for d, count := range map[string]*atomic.Int64{"store": &built, "envs": &built, "smoke": nil} {
 		wg.Add(1)
-		go walk(filepath.Join(vol, ".volboot", d))
+		go walk(filepath.Join(vol, ".volboot", d), count)
 	}
 	wg.Wait()
-	w.files = int(files.Load())
+	w.files, w.built = int(files.Load()), int(built.Load())
 	ents, _ := os.ReadDir(filepath.Join(vol, "cache", "wheels"))
 	for _, e := range ents {
 		if fi, err := e.Info(); err == nil {
