@@ -38,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/volboot/volboot/bench/benchbin"
 	"github.com/volboot/volboot/bench/sync/synthstack"
 	"github.com/volboot/volboot/integration/mfsrig"
 	"github.com/volboot/volboot/integration/testindex"
@@ -99,16 +100,8 @@ func run(o options) error {
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-	bin := o.volboot
-	if bin == "" {
-		bin = filepath.Join(tmp, "volboot")
-		build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/volboot")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("build volboot (run from the repository root, or pass -volboot): %v\n%s", err, out)
-		}
-	}
-	if bin, err = filepath.Abs(bin); err != nil {
+	bin, err := benchbin.Volboot(tmp, o.volboot)
+	if err != nil {
 		return err
 	}
 
