@@ -209,13 +209,9 @@ func (c *Config) gcUnderLock(ctx context.Context, dryRun bool) (*GCReport, error
 		gone[path] = true
 	}
 	if !dryRun {
-		for _, dir := range []string{c.Paths.Store(), c.Paths.Envs()} {
-			ents, _ := os.ReadDir(dir)
-			for _, e := range ents {
-				ti, ok := atomicfile.ParseTempName(e.Name())
-				if ok && strings.HasSuffix(ti.Final, wheel.PartialSuffix) && c.adoptable(ti, e) && !gone[filepath.Join(dir, e.Name())] {
-					remove("leftover", filepath.Join(dir, e.Name()), "a partial store entry or generation of a previous lock holder", "")
-				}
+		for _, p := range c.stagingDirs(false) {
+			if !gone[p] {
+				remove("leftover", p, "a partial store entry or generation of a previous lock holder", "")
 			}
 		}
 	}

@@ -112,23 +112,28 @@ func (c *Config) setAsideLeftovers() {
 // build left, go to the trash.
 func (c *Config) trashUnwanted() {
 	can := c.trash()
-	for _, dir := range []string{c.Paths.Store(), c.Paths.Envs()} {
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			continue
+	// Ours too: this sync is done, and a build it abandoned (a speculation
+	// whose groups changed) left its staging behind.
+	for _, p := range c.stagingDirs(true) {
+		c.Logger.Info("moving a partial build nobody needs now to the trash", zap.String("path", p))
+		if err := can.Put(p); err != nil {
+			c.Logger.Warn("could not move a leftover to the trash; it stays", zap.Error(err))
 		}
+	}
+}
+
+// stagingDirs lists the staging directories in the store and the
+// generations that this process could adopt, and with ours its own too.
+func (c *Config) stagingDirs(ours bool) []string {
+	var out []string
+	for _, dir := range []string{c.Paths.Store(), c.Paths.Envs()} {
+		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
 			ti, ok := atomicfile.ParseTempName(e.Name())
-			// Ours too: this sync is done, and a build it abandoned (a
-			// speculation whose groups changed) left its staging behind.
-			if !ok || !strings.HasSuffix(ti.Final, wheel.PartialSuffix) || !atomicfile.Mine(ti) && !c.adoptable(ti, e) {
-				continue
-			}
-			p := filepath.Join(dir, e.Name())
-			c.Logger.Info("moving a partial build nobody needs now to the trash", zap.String("path", p))
-			if err := can.Put(p); err != nil {
-				c.Logger.Warn("could not move a leftover to the trash; it stays", zap.Error(err))
+			if ok && strings.HasSuffix(ti.Final, wheel.PartialSuffix) && (ours && atomicfile.Mine(ti) || c.adoptable(ti, e)) {
+				out = append(out, filepath.Join(dir, e.Name()))
 			}
 		}
 	}
+	return out
 }

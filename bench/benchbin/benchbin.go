@@ -1,6 +1,7 @@
-// Package benchbin gives the benchmarks the volboot binary they time: the
-// one a flag names, or one built from the checkout as `make build` builds
-// it (static, trimmed paths), so that every benchmark times the same thing.
+// Package benchbin gives the benchmarks what each needs alike: a fresh work
+// directory, and the volboot binary they time (the one a flag names, or one
+// built from the checkout as `make build` builds it: static, trimmed paths),
+// so that every benchmark times the same thing.
 package benchbin
 
 import (
@@ -24,4 +25,15 @@ func Volboot(dir, given string) (string, error) {
 		}
 	}
 	return filepath.Abs(bin)
+}
+
+// Workdir makes a fresh directory named prefix* under dir (the system's
+// temporary directory when dir is empty), making dir first if need be.
+func Workdir(dir, prefix string) (string, error) {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", err
+		}
+	}
+	return os.MkdirTemp(dir, prefix)
 }

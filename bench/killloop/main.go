@@ -86,12 +86,7 @@ func main() {
 func say(format string, args ...any) { fmt.Printf("bench/killloop: "+format+"\n", args...) }
 
 func run(o options) error {
-	if o.dir != "" {
-		if err := os.MkdirAll(o.dir, 0o755); err != nil {
-			return err
-		}
-	}
-	tmp, err := os.MkdirTemp(o.dir, "volboot-bench-killloop-")
+	tmp, err := benchbin.Workdir(o.dir, "volboot-bench-killloop-")
 	if err != nil {
 		return err
 	}

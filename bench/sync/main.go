@@ -87,12 +87,7 @@ func main() {
 func say(format string, args ...any) { fmt.Printf("bench/sync: "+format+"\n", args...) }
 
 func run(o options) error {
-	if o.dir != "" {
-		if err := os.MkdirAll(o.dir, 0o755); err != nil {
-			return err
-		}
-	}
-	tmp, err := os.MkdirTemp(o.dir, "volboot-bench-sync-")
+	tmp, err := benchbin.Workdir(o.dir, "volboot-bench-sync-")
 	if err != nil {
 		return err
 	}
