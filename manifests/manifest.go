@@ -1,6 +1,6 @@
-// Package manifests holds volboot's manifest format (volboot.toml, DESIGN.md
-// §6): its strict decoding, its validation, and the manifests embedded in the
-// binary.
+// Package manifests holds volboot's manifest format (volboot.toml,
+// docs/DESIGN.md §13): its strict decoding, its validation, and the
+// manifests embedded in the binary.
 //
 // Decoding is strict: an unknown key is an error naming file:line, because a
 // misspelt key ("requirments") silently ignored would install the wrong
@@ -293,7 +293,7 @@ func decodeError(file string, err error) error {
 		var errs []error
 		for _, e := range sm.Errors {
 			row, col := e.Position()
-			errs = append(errs, fmt.Errorf("%s:%d:%d: unknown key %q: volboot's manifest has no such field (see DESIGN.md §6); fix the spelling or remove it", file, row, col, strings.Join(e.Key(), ".")))
+			errs = append(errs, fmt.Errorf("%s:%d:%d: unknown key %q: volboot's manifest has no such field (see docs/DESIGN.md §13); fix the spelling or remove it", file, row, col, strings.Join(e.Key(), ".")))
 		}
 		return errors.Join(errs...)
 	}
