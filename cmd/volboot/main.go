@@ -119,9 +119,9 @@ func (a *app) rootCommand() *cobra.Command {
 		Long: `volboot makes a shared network volume hold exactly what a pinned manifest says
 (Python packages from a PEP 751 lock, Hugging Face model files), safely with many
 workers booting at once, then starts and supervises the inference handler.`,
-		SilenceUsage:      true,
-		SilenceErrors:     true,
-		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			level := zapcore.InfoLevel
 			if a.opts.verbose {
@@ -155,6 +155,11 @@ workers booting at once, then starts and supervises the inference handler.`,
 		"how unpacked files reach stable storage before they count: auto (syncfs on local disks and NFS, an fsync per file on FUSE and others), files or fs (env VOLBOOT_DURABILITY)")
 	f.BoolVarP(&a.opts.verbose, "verbose", "v", false, "debug logging")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError("%v", err) })
+	// --version, help and the completion scripts go where the commands'
+	// own output goes.
+	root.SetVersionTemplate(versionLine("{{.Version}}"))
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
 
 	root.AddCommand(
 		a.runCommand(),
@@ -208,8 +213,11 @@ func (a *app) versionCommand() *cobra.Command {
 		Short: "Print volboot's version",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			fmt.Fprintf(a.stdout, "volboot %s\n", version)
+			fmt.Fprint(a.stdout, versionLine(version))
 			return nil
 		},
 	}
 }
+
+// versionLine is what `volboot version` and `volboot --version` print.
+func versionLine(v string) string { return "volboot " + v + "\n" }
