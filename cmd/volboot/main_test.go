@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/volboot/volboot/manifests"
 )
 
 // result is what one app.main call did.
@@ -69,5 +71,47 @@ func TestVersionFlagMatchesVersionCommand(t *testing.T) {
 	// -v stays --verbose.
 	if r := runApp(t, nil, "-v", "version"); r.code != 0 || r.stdout != cmd.stdout {
 		t.Fatalf("-v version: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestHelpHasExamples(t *testing.T) {
+	for _, cmd := range []string{"run", "sync", "repair"} {
+		r := runApp(t, nil, cmd, "--help")
+		if r.code != 0 {
+			t.Fatalf("%s --help: exit %d\n%s", cmd, r.code, r.stderr)
+		}
+		_, examples, ok := strings.Cut(r.stdout, "Examples:\n")
+		if !ok || !strings.Contains(examples, "volboot "+cmd+" ") {
+			t.Errorf("%s --help has no example of volboot %s:\n%s", cmd, cmd, r.stdout)
+		}
+	}
+}
+
+func TestEmbeddedManifestsAreListed(t *testing.T) {
+	names := manifests.EmbeddedNames()
+	if len(names) == 0 {
+		t.Fatal("no embedded manifests")
+	}
+	help := runApp(t, nil, "manifest", "--help")
+	var flagLine string
+	for _, l := range strings.Split(runApp(t, nil, "--help").stdout, "\n") {
+		if strings.Contains(l, "--manifest") {
+			flagLine = l
+		}
+	}
+	unknown := runApp(t, nil, "status", "--manifest", "embedded:nope.toml")
+	if unknown.code != 2 {
+		t.Errorf("an unknown embedded manifest: exit %d, want 2\n%s", unknown.code, unknown.stderr)
+	}
+	for _, n := range names {
+		if !strings.Contains(help.stdout, manifests.EmbeddedPrefix+n) {
+			t.Errorf("manifest --help does not list embedded:%s:\n%s", n, help.stdout)
+		}
+		if !strings.Contains(flagLine, n) {
+			t.Errorf("the --manifest flag's usage does not name %s: %q", n, flagLine)
+		}
+		if !strings.Contains(unknown.stderr, n) {
+			t.Errorf("the error for an unknown embedded manifest does not name %s:\n%s", n, unknown.stderr)
+		}
 	}
 }

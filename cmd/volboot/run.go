@@ -28,6 +28,14 @@ func (a *app) runCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "run [flags] [-- CMD ARGS...]",
 		Short: "Bring the volume in sync, then start and supervise the handler (the ENTRYPOINT)",
+		Example: `  # The container's ENTRYPOINT: the handler is [run].command of the manifest
+  volboot run --manifest /app/volboot.toml
+
+  # The handler given after --, as a Dockerfile's ENTRYPOINT ["volboot", "run", "--"] and CMD do
+  volboot run --manifest /app/volboot.toml -- python -u /app/handler.py
+
+  # Locally: a scratch volume, console logs, /ping and /status on port 8080
+  volboot run --volume /tmp/vol --manifest volboot.toml --log-format console --health-addr :8080 -- python -u handler.py`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.run(cmd.Context(), args)
 		},
