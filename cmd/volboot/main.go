@@ -8,7 +8,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -86,23 +85,12 @@ func main() {
 func (a *app) main(args []string) int {
 	root := a.rootCommand()
 	root.SetArgs(args)
-	err := root.Execute()
+	cmd, err := root.ExecuteC()
+	code := a.report(cmd, args, err)
 	if a.log != nil {
 		_ = a.log.Sync()
 	}
-	if err == nil {
-		return exitOK
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintf(a.stderr, "volboot: %v\n", ee.err)
-		}
-		return ee.code
-	}
-	// Errors cobra makes itself (unknown flag, wrong argument count).
-	fmt.Fprintf(a.stderr, "volboot: %v\nRun 'volboot --help' for usage.\n", err)
-	return exitUsage
+	return code
 }
 
 func (a *app) envOr(key, def string) string {

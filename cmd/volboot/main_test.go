@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,6 +113,92 @@ func TestEmbeddedManifestsAreListed(t *testing.T) {
 		}
 		if !strings.Contains(unknown.stderr, n) {
 			t.Errorf("the error for an unknown embedded manifest does not name %s:\n%s", n, unknown.stderr)
+		}
+	}
+}
+
+// writeManifest writes a manifest with a lock of no packages into a new
+// directory and returns the manifest's path; lock false leaves the lock out.
+func writeManifest(t *testing.T, lock bool) string {
+	t.Helper()
+	dir := t.TempDir()
+	m := "name = \"t\"\n[lock]\npath = \"pylock.toml\"\n[[group]]\nname = \"core\"\nrequirements = [\"alpha\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "volboot.toml"), []byte(m), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if lock {
+		l := "lock-version = \"1.0\"\nrequires-python = \">=3.8\"\ncreated-by = \"test\"\n"
+		if err := os.WriteFile(filepath.Join(dir, "pylock.toml"), []byte(l), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "volboot.toml")
+}
+
+// testEnv is the environment the commands that act on a volume need.
+func testEnv() map[string]string {
+	return map[string]string{"PATH": os.Getenv("PATH"), "HOME": os.Getenv("HOME"), "VOLBOOT_LOG_FORMAT": "console"}
+}
+
+// Under --json, a failure is one JSON object on stdout too, with the exit
+// code the process exits with.
+func TestJSONErrors(t *testing.T) {
+	noLock := writeManifest(t, false)
+	for name, args := range map[string][]string{
+		"status without its lock": {"status", "--json", "--manifest", noLock},
+		"gc without its lock":     {"gc", "--json", "--dry-run", "--manifest", noLock},
+		"status, a bad flag":      {"status", "--nope", "--json"},
+		"gc, a bad flag value":    {"gc", "--json", "--jobs", "many"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := runApp(t, testEnv(), append(args, "--volume", t.TempDir())...)
+			var got struct {
+				Error    *string `json:"error"`
+				ExitCode *int    `json:"exit_code"`
+			}
+			dec := json.NewDecoder(strings.NewReader(r.stdout))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&got); err != nil || dec.More() {
+				t.Fatalf("exit %d; stdout is not one JSON object (%v):\n%s\nstderr:\n%s", r.code, err, r.stdout, r.stderr)
+			}
+			if r.code != 2 || got.ExitCode == nil || *got.ExitCode != r.code || got.Error == nil || *got.Error == "" {
+				t.Errorf("exit %d, stdout:\n%s", r.code, r.stdout)
+			}
+			// The line on stderr stays: it is the exit code's reason for
+			// whoever reads the logs.
+			if !strings.Contains(r.stderr, *got.Error) {
+				t.Errorf("stderr does not say %q:\n%s", *got.Error, r.stderr)
+			}
+		})
+	}
+	// Without --json the error is only on stderr.
+	if r := runApp(t, testEnv(), "status", "--manifest", noLock, "--volume", t.TempDir()); r.code != 2 || r.stdout != "" {
+		t.Errorf("status without --json: exit %d, stdout %q", r.code, r.stdout)
+	}
+}
+
+// gc --json on a volume with nothing to remove prints empty lists, not
+// null.
+func TestGCJSONHasNoNulls(t *testing.T) {
+	m := writeManifest(t, true)
+	for _, args := range [][]string{{"--dry-run"}, nil} {
+		r := runApp(t, testEnv(), append([]string{"gc", "--json", "--manifest", m, "--volume", t.TempDir()}, args...)...)
+		if r.code != 0 {
+			t.Fatalf("gc --json %v: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
+		}
+		var out map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+			t.Fatalf("gc --json %v: %v\n%s", args, err, r.stdout)
+		}
+		for _, k := range []string{"removed", "kept_generations"} {
+			if string(out[k]) != "[]" {
+				t.Errorf("gc --json %v: %q is %s, want []", args, k, out[k])
+			}
+		}
+		for k, v := range out {
+			if string(v) == "null" {
+				t.Errorf("gc --json %v: %q is null", args, k)
+			}
 		}
 	}
 }
