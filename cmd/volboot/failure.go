@@ -8,11 +8,16 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
-// report tells the user why cmd failed and returns the exit code.
-// The reason is one line on stderr, "volboot: <err>". A command run with
-// --json also prints {"error", "exit_code"} on stdout, so that a script reading
+// report tells the user once why cmd failed and returns the exit code.
+// The reason is one line on stderr, "volboot: <err>", or, when the logs are
+// JSON, one JSON log line with the same text and the exit code, so that a
+// log collector gets a record instead of a stray line of text. Nothing else
+// logs a fatal error: the commands return it. A command run with --json
+// also prints {"error", "exit_code"} on stdout, so that a script reading
 // stdout gets JSON whatever happened.
 func (a *app) report(cmd *cobra.Command, args []string, err error) int {
 	if err == nil {
@@ -32,6 +37,10 @@ func (a *app) report(cmd *cobra.Command, args []string, err error) int {
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(jsonError{Error: msg, ExitCode: code})
+	}
+	if log := a.jsonLogger(); log != nil {
+		log.Error(msg, zap.Int("exit_code", code))
+		return code
 	}
 	fmt.Fprintf(a.stderr, "volboot: %s\n", msg)
 	if usage {
@@ -72,4 +81,19 @@ func wantsJSON(cmd *cobra.Command, args []string) bool {
 		}
 	}
 	return false
+}
+
+// jsonLogger returns the logger when the logs are JSON, making it if the
+// command failed before it was made (a bad flag), and nil otherwise.
+func (a *app) jsonLogger() *zap.Logger {
+	format, err := resolveLogFormat(a.opts.logFormat, a.stderr)
+	if err != nil || format != "json" {
+		return nil
+	}
+	if a.log == nil {
+		if a.log, err = newLogger(format, a.stderr, zapcore.InfoLevel); err != nil {
+			return nil
+		}
+	}
+	return a.log
 }

@@ -202,3 +202,58 @@ func TestGCJSONHasNoNulls(t *testing.T) {
 		}
 	}
 }
+
+// A failed command says why once: one line on stderr, plain with the
+// console logs, a JSON log record carrying the exit code with the JSON ones.
+func TestFatalErrorOnce(t *testing.T) {
+	m := writeManifest(t, true)
+	noLock := writeManifest(t, false)
+	const python = "/nonexistent/python3"
+	for name, c := range map[string]struct {
+		args []string
+		code int
+		says string // what the one line says, and no other line
+	}{
+		"run, bootstrap fails":  {[]string{"run", "--manifest", m, "--python", python, "--", "true"}, 1, python},
+		"sync, bootstrap fails": {[]string{"sync", "--manifest", m, "--python", python}, 1, python},
+		"status, no lock":       {[]string{"status", "--manifest", noLock}, 2, "does not exist"},
+		"a bad flag":            {[]string{"sync", "--jobs", "many"}, 2, "many"},
+	} {
+		for _, format := range []string{"console", "json"} {
+			t.Run(name+"/"+format, func(t *testing.T) {
+				args := append([]string{"--log-format", format, "--volume", t.TempDir()}, c.args...)
+				r := runApp(t, testEnv(), args...)
+				if r.code != c.code {
+					t.Fatalf("exit %d, want %d\n%s", r.code, c.code, r.stderr)
+				}
+				var lines []string
+				for _, l := range strings.Split(r.stderr, "\n") {
+					if strings.Contains(l, c.says) {
+						lines = append(lines, l)
+					}
+				}
+				if len(lines) != 1 {
+					t.Fatalf("%d lines say %q, want 1:\n%s", len(lines), c.says, r.stderr)
+				}
+				if format == "console" {
+					if !strings.HasPrefix(lines[0], "volboot: ") {
+						t.Errorf("the line is not volboot: <error>: %s", lines[0])
+					}
+					return
+				}
+				var rec struct {
+					Level    string `json:"level"`
+					Logger   string `json:"logger"`
+					Msg      string `json:"msg"`
+					ExitCode *int   `json:"exit_code"`
+				}
+				if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil {
+					t.Fatalf("with --log-format json the line is not JSON (%v): %s", err, lines[0])
+				}
+				if rec.Level != "error" || rec.Logger != "volboot" || rec.ExitCode == nil || *rec.ExitCode != r.code || !strings.Contains(rec.Msg, c.says) {
+					t.Errorf("record %+v from %s", rec, lines[0])
+				}
+			})
+		}
+	}
+}

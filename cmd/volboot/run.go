@@ -136,14 +136,14 @@ func (a *app) run(ctx context.Context, argv []string) error {
 		AfterReady:   func(ctx context.Context) { emptyTrash(ctx, cfg, a.log) },
 	})
 	if res.Err != nil {
-		a.log.Error("volboot run failed", zap.Error(res.Err))
 		var ie *bootstrap.InputError
 		if errors.As(res.Err, &ie) && res.Code == 1 {
 			res.Code = exitUsage // the manifest or lock is wrong, not the volume
 		}
 	}
 	if res.Code != 0 {
-		return &exitError{code: res.Code, err: nil}
+		// res.Err, when there is one, is reported once, by main.
+		return &exitError{code: res.Code, err: res.Err}
 	}
 	return nil
 }
