@@ -84,6 +84,13 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	info, err := interp.Probe(ctx, c.Python, interp.Cache{Dir: c.Paths.InterpCache()}, c.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("probe interpreter %s: %w", c.Python, err)
+	}
+	if err := c.checkPair(info); err != nil {
+		return nil, err
+	}
 	st, err := ReadState(c.Paths.State())
 	if errors.Is(err, ErrStateDamaged) {
 		// Damaged, not unreadable nor newer: drift that repair mends
@@ -110,7 +117,7 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 		// Nothing built for exactly this manifest, lock, interpreter and
 		// GPU: explain how the nearest generation differs.
 		r.Groups = c.missingGroups()
-		if err := c.explainMiss(ctx, st, r); err != nil {
+		if err := c.explainMiss(st, info, r); err != nil {
 			return nil, err
 		}
 		return r, nil
@@ -153,7 +160,7 @@ func (c *Config) missingGroups() []GroupOutcome {
 
 // explainMiss reports why no generation matches this boot, against the
 // generation venv points at (or the newest one).
-func (c *Config) explainMiss(ctx context.Context, st *State, r *StatusReport) error {
+func (c *Config) explainMiss(st *State, info *interp.Info, r *StatusReport) error {
 	ref := st.Generations[st.Current]
 	if ref == nil {
 		if ids := st.GenerationIDs(); len(ids) > 0 {
@@ -170,10 +177,6 @@ func (c *Config) explainMiss(ctx context.Context, st *State, r *StatusReport) er
 	}
 	if ref.Lock != c.Lock.Digest {
 		r.Drift = append(r.Drift, Drift{Kind: DriftLock, Detail: "the lock changed since generation " + ref.ID})
-	}
-	info, err := interp.Probe(ctx, c.Python, c.Paths.InterpCache(), c.Logger)
-	if err != nil {
-		return fmt.Errorf("probe interpreter %s: %w", c.Python, err)
 	}
 	if ref.Interpreter != info.Identity() {
 		r.Drift = append(r.Drift, Drift{Kind: DriftInterpreter, Detail: fmt.Sprintf("generation %s was built for %s, the interpreter is now %s", ref.ID, ref.Interpreter, info.Identity())})

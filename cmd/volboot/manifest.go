@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/volboot/volboot/manifests"
 )
 
 func (a *app) manifestCommand() *cobra.Command {
@@ -40,7 +43,9 @@ func (a *app) checkManifest() error {
 		fmt.Fprintf(a.stdout, "error: %s\n", e)
 	}
 	if len(r.Errors) > 0 {
-		return usageError("%s: %d problem(s) between the manifest and its lock", m.File, len(r.Errors))
+		pe := &manifests.PairError{File: m.File, Problems: r.Errors}
+		first, _, _ := strings.Cut(pe.Error(), "\n")
+		return usageError("%s", first)
 	}
 	reqs := 0
 	for _, g := range m.Groups {
