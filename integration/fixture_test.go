@@ -33,6 +33,9 @@ type fixture struct {
 	python string // wrapper around python3 that logs each start to pyLog
 	pyLog  string
 	env    []string
+	// cred, when set, runs volboot as another user (a worker whose volume
+	// is not its own).
+	cred *syscall.Credential
 
 	authMu sync.Mutex
 	auth   []string // Authorization headers the index received
@@ -185,7 +188,7 @@ func (f *fixture) run(cmd string, more ...string) result {
 	c := f.command(cmd, more...)
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: f.cred}
 	if err := c.Start(); err != nil {
 		f.t.Fatal(err)
 	}
@@ -219,7 +222,8 @@ func (f *fixture) run(cmd string, more ...string) result {
 func (f *fixture) command(cmd string, more ...string) *exec.Cmd {
 	c := exec.Command(volbootBin, f.args(cmd, more...)...)
 	c.Dir = f.work
-	c.Env = append(append(os.Environ(), "VOLBOOT_LOG_FORMAT=json"), f.env...)
+	// Test volumes are local directories on purpose (--create-volume).
+	c.Env = append(append(os.Environ(), "VOLBOOT_LOG_FORMAT=json", "VOLBOOT_CREATE_VOLUME=1"), f.env...)
 	return c
 }
 

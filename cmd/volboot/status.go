@@ -17,7 +17,7 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Report drift between the manifest and the volume (exit 0 in sync, 1 drift, 2 error)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.syncConfig(nil)
+			cfg, err := a.syncConfig(nil, false)
 			if err != nil {
 				return err
 			}
