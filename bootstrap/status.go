@@ -31,7 +31,8 @@ const (
 	DriftAdded           = "package-added"
 	DriftRemoved         = "package-removed"
 	DriftChanged         = "package-changed"
-	DriftDegraded        = "group-degraded"
+	DriftDegraded        = "group-degraded" // a note, not drift, until its retry is due
+	DriftRetryDue        = "group-retry-due"
 	DriftByHand          = "installed-by-hand"
 	DriftLeftover        = "leftover"
 	DriftMissingModel    = "model-missing"
@@ -60,7 +61,15 @@ type StatusReport struct {
 	Current    string         `json:"current,omitempty"` // what venv points at
 	Groups     []GroupOutcome `json:"groups"`
 	Drift      []Drift        `json:"drift"`
-	Holder     *HolderInfo    `json:"lock_holder,omitempty"`
+	// Notes are worth knowing but are not drift, since a sync would not
+	// change them: an optional group degraded and waiting for its retry
+	// (the volume is as good as it can be until then), a dead writer's
+	// leftover.
+	Notes []Drift `json:"notes"`
+	// State is in-sync, degraded (in sync, with an optional group
+	// degraded: see Notes) or drift.
+	State  string      `json:"state"`
+	Holder *HolderInfo `json:"lock_holder,omitempty"`
 	Verified   bool           `json:"verified"`
 	// Trash counts the trees waiting in the volume's trash to be removed
 	// (not drift: nothing reads them; run and gc empty it).
@@ -79,7 +88,8 @@ type HolderInfo struct {
 // every installed file against its RECORD, in parallel.
 func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 	c.defaults()
-	r := &StatusReport{Drift: []Drift{}, Groups: []GroupOutcome{}}
+	r := &StatusReport{Drift: []Drift{}, Notes: []Drift{}, Groups: []GroupOutcome{}}
+	defer r.settle()
 	key, err := c.bootKey()
 	if err != nil {
 		return nil, err
@@ -130,9 +140,18 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 	} else {
 		r.Drift = append(r.Drift, c.byHand(gen, marker)...)
 	}
+	now := c.Now()
 	for _, g := range gen.Groups {
-		if g.State == GroupDegraded {
-			r.Drift = append(r.Drift, Drift{Kind: DriftDegraded, Detail: g.Name + ": " + g.Reason})
+		switch {
+		case g.State != GroupDegraded:
+		case g.RetryAfter != nil && !g.waitingForRetry(now):
+			r.Drift = append(r.Drift, Drift{Kind: DriftRetryDue, Detail: fmt.Sprintf("%s: %s; its retry was due at %s: the next sync tries again", g.Name, g.Reason, g.RetryAfter.UTC().Format(time.RFC3339))})
+		default:
+			detail := g.Name + ": " + g.Reason
+			if g.RetryAfter != nil {
+				detail += "; the first sync after " + g.RetryAfter.UTC().Format(time.RFC3339) + " tries again (volboot repair now)"
+			}
+			r.Notes = append(r.Notes, Drift{Kind: DriftDegraded, Detail: detail})
 		}
 	}
 	md, _ := c.modelDrift(gen, verify)
@@ -141,13 +160,32 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 		r.Verified = true
 		r.Drift = append(r.Drift, c.verifyGeneration(ctx, gen)...)
 	}
-	r.InSync = true
+	r.InSync = true // unless settle finds drift
+	return r, nil
+}
+
+// settle moves leftovers from Drift to Notes and names the state. A report
+// is in sync when no sync would change what it reports.
+func (r *StatusReport) settle() {
+	drift := r.Drift[:0]
 	for _, d := range r.Drift {
-		if d.Kind != DriftLeftover {
-			r.InSync = false
+		if d.Kind == DriftLeftover {
+			r.Notes = append(r.Notes, d)
+		} else {
+			drift = append(drift, d)
 		}
 	}
-	return r, nil
+	r.Drift = drift
+	r.InSync = r.InSync && len(r.Drift) == 0
+	r.State = "drift"
+	if r.InSync {
+		r.State = "in-sync"
+		for _, n := range r.Notes {
+			if n.Kind == DriftDegraded {
+				r.State = "degraded"
+			}
+		}
+	}
 }
 
 func (c *Config) missingGroups() []GroupOutcome {

@@ -276,7 +276,12 @@ type statusJSON struct {
 		Package string `json:"package"`
 		Detail  string `json:"detail"`
 	} `json:"drift"`
-	Verified bool `json:"verified"`
+	Notes []struct {
+		Kind   string `json:"kind"`
+		Detail string `json:"detail"`
+	} `json:"notes"`
+	State    string `json:"state"`
+	Verified bool   `json:"verified"`
 }
 
 // group returns the named group's entry.
@@ -307,7 +312,7 @@ func decodeStatus(t *testing.T, r result) *statusJSON {
 	if err := json.Unmarshal([]byte(r.stdout), &raw); err != nil {
 		t.Fatalf("status --json printed no JSON object (%v):\n%s\nstderr:\n%s", err, r.stdout, r.stderr)
 	}
-	for _, k := range []string{"in_sync", "generation", "groups", "drift"} {
+	for _, k := range []string{"in_sync", "state", "generation", "groups", "drift", "notes"} {
 		if _, ok := raw[k]; !ok {
 			t.Fatalf("status --json lacks %q:\n%s", k, r.stdout)
 		}
