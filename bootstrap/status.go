@@ -68,9 +68,9 @@ type StatusReport struct {
 	Notes []Drift `json:"notes"`
 	// State is in-sync, degraded (in sync, with an optional group
 	// degraded: see Notes) or drift.
-	State  string      `json:"state"`
-	Holder *HolderInfo `json:"lock_holder,omitempty"`
-	Verified   bool           `json:"verified"`
+	State    string      `json:"state"`
+	Holder   *HolderInfo `json:"lock_holder,omitempty"`
+	Verified bool        `json:"verified"`
 	// Trash counts the trees waiting in the volume's trash to be removed
 	// (not drift: nothing reads them; run and gc empty it).
 	Trash int `json:"trash_items,omitempty"`
