@@ -635,6 +635,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	var full []error
 	if len(items) > 0 {
 		c.Progress.Phase("downloading")
+		lk.SetPhase(fmt.Sprintf("downloading %d wheels", len(items)))
 		landed := func(it fetch.Item) { unpack(srcOf[it.Digest.Hex]) }
 		results, _ := f.FetchEach(ctx, items, func(i int) { landed(items[i]) })
 		results = c.refetchLostRaces(ctx, f, results, landed)
