@@ -187,4 +187,3 @@ func chunked(n, size int) [][2]int {
 	}
 	return out
 }
-
