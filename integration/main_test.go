@@ -23,6 +23,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Searchable by every user: some tests run volboot as another one.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	volbootBin = filepath.Join(dir, "volboot")
 	build := exec.Command("go", "build", "-trimpath", "-o", volbootBin, "../cmd/volboot")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -47,7 +52,8 @@ func volboot(t *testing.T, dir string, env []string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(volbootBin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json")
+	// Test volumes are local directories on purpose (--create-volume).
+	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json", "VOLBOOT_CREATE_VOLUME=1")
 	cmd.Env = append(cmd.Env, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

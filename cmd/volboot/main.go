@@ -65,6 +65,9 @@ type options struct {
 	volumeSize  string
 	durability  string
 	verbose     bool
+	// createVolume: a --volume that does not exist is made, and one on the
+	// container's own disk is meant (tests, demos, local runs).
+	createVolume bool
 }
 
 // app holds what the commands share; nothing in it is global.
@@ -142,6 +145,8 @@ workers booting at once, then starts and supervises the inference handler.`,
 	f.StringVar(&a.opts.durability, "durability", a.envOr("VOLBOOT_DURABILITY", "auto"),
 		"how unpacked files reach stable storage before they count: auto (syncfs on local disks and NFS, an fsync per file on FUSE and others), files or fs (env VOLBOOT_DURABILITY)")
 	f.BoolVarP(&a.opts.verbose, "verbose", "v", false, "debug logging")
+	f.BoolVar(&a.opts.createVolume, "create-volume", a.env("VOLBOOT_CREATE_VOLUME") == "1",
+		"make --volume if it does not exist, and accept a volume on the container's own disk; without it either is refused or warned about, since on RunPod it means the network volume did not attach (env VOLBOOT_CREATE_VOLUME=1)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError("%v", err) })
 	// --version, help and the completion scripts go where the commands'
 	// own output goes.

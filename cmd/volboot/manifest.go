@@ -61,7 +61,9 @@ func (a *app) checkManifest() error {
 		fmt.Fprintf(a.stdout, "error: %s\n", e)
 	}
 	if len(r.Errors) > 0 {
-		return usageError("%s: %d problem(s) between the manifest and its lock", m.File, len(r.Errors))
+		pe := &manifests.PairError{File: m.File, Problems: r.Errors}
+		first, _, _ := strings.Cut(pe.Error(), "\n")
+		return usageError("%s", first)
 	}
 	reqs := 0
 	for _, g := range m.Groups {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -55,7 +56,7 @@ func (a *app) run(ctx context.Context, argv []string) error {
 	sigs, stopSignals := supervise.CatchSignals()
 	defer stopSignals()
 	state := health.NewState(time.Now)
-	cfg, err := a.syncConfig(healthProgress{state})
+	cfg, err := a.syncConfig(healthProgress{state}, true)
 	if err != nil {
 		return err
 	}
@@ -99,6 +100,7 @@ func (a *app) run(ctx context.Context, argv []string) error {
 	leaseCtx, stopLease := context.WithCancel(context.Background())
 	defer stopLease()
 	var lease *lockfile.Lease
+	var leased atomic.Bool
 	defer func() {
 		if lease != nil {
 			lease.Release()
@@ -114,6 +116,7 @@ func (a *app) run(ctx context.Context, argv []string) error {
 				return supervise.Handler{}, err
 			}
 			lease = l
+			leased.Store(l != nil)
 			groups := make([]health.Group, 0, len(o.Groups))
 			for _, g := range o.Groups {
 				groups = append(groups, health.Group{Name: g.Name, State: g.State, Reason: g.Reason})
@@ -133,7 +136,11 @@ func (a *app) run(ctx context.Context, argv []string) error {
 		InitTimeout:  initTimeout,
 		Signals:      sigs,
 		TempDir:      tmp,
-		AfterReady:   func(ctx context.Context) { emptyTrash(ctx, cfg, a.log) },
+		AfterReady: func(ctx context.Context) {
+			if leased.Load() { // a volume that refused the lease refuses the removals too
+				emptyTrash(ctx, cfg, a.log)
+			}
+		},
 	})
 	if res.Err != nil {
 		var ie *bootstrap.InputError
@@ -165,6 +172,14 @@ func syncAndLease(ctx, leaseCtx context.Context, cfg bootstrap.Config, log *zap.
 			Dir: cfg.Paths.Volboot(), WorkerID: sanitizeID(host) + "-" + strconv.Itoa(os.Getpid()),
 			Generation: o.Generation, Logger: log,
 		})
+		if err != nil && errVolumeReadOnly(err) {
+			// A volume this worker may read but not write (mounted
+			// read-only, or owned by another user) still serves a
+			// complete generation; only gc elsewhere cannot see it.
+			log.Warn("the volume refuses writes, so this worker holds no use-lease: gc on another worker cannot see that it uses this generation and may remove it while it runs",
+				zap.String("generation", o.Generation), zap.Error(err))
+			return o, nil, nil
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("use-lease: %w", err)
 		}

@@ -23,8 +23,10 @@ import (
 	"github.com/volboot/volboot/lockfile"
 )
 
-// syncConfig wires the reconciler from the flags and environment.
-func (a *app) syncConfig(progress bootstrap.Progress) (bootstrap.Config, error) {
+// syncConfig wires the reconciler from the flags and environment. writes
+// says whether the command writes the volume (sync, run, repair, gc), and
+// so may make it under --create-volume; status never does.
+func (a *app) syncConfig(progress bootstrap.Progress, writes bool) (bootstrap.Config, error) {
 	durability, err := wheel.ParseSyncMode(a.opts.durability)
 	if err != nil || durability == wheel.SyncNone {
 		return bootstrap.Config{}, usageError("--durability %q: want auto, files or fs", a.opts.durability)
@@ -43,6 +45,9 @@ func (a *app) syncConfig(progress bootstrap.Progress) (bootstrap.Config, error) 
 	volume, err := filepath.Abs(a.opts.volume)
 	if err != nil {
 		return bootstrap.Config{}, usageError("--volume %q: %v", a.opts.volume, err)
+	}
+	if err := a.checkVolume(volume, writes); err != nil {
+		return bootstrap.Config{}, err
 	}
 	python := a.opts.python
 	if strings.ContainsRune(python, '/') && !filepath.IsAbs(python) {
@@ -132,7 +137,7 @@ func (a *app) syncCommand(repair bool) *cobra.Command {
 		Example: example,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.syncConfig(nil)
+			cfg, err := a.syncConfig(nil, true)
 			if err != nil {
 				return err
 			}
