@@ -202,9 +202,12 @@ func Sync(ctx context.Context, c Config) (*Outcome, error) {
 		return o, nil
 	}
 	c.Progress.Phase("probing")
-	info, err := interp.Probe(ctx, c.Python, c.Paths.InterpCache(), c.Logger)
+	info, err := interp.Probe(ctx, c.Python, interp.Cache{Dir: c.Paths.InterpCache(), Write: true}, c.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("probe interpreter %s: %w", c.Python, err)
+	}
+	if err := c.checkPair(info); err != nil {
+		return nil, err
 	}
 	facts, err := gpu.Probe(ctx, c.GPU)
 	if err != nil {
@@ -634,6 +637,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	var full []error
 	if len(items) > 0 {
 		c.Progress.Phase("downloading")
+		lk.SetPhase(fmt.Sprintf("downloading %d wheels", len(items)))
 		landed := func(it fetch.Item) { unpack(srcOf[it.Digest.Hex]) }
 		results, _ := f.FetchEach(ctx, items, func(i int) { landed(items[i]) })
 		results = c.refetchLostRaces(ctx, f, results, landed)

@@ -31,7 +31,8 @@ const (
 	DriftAdded           = "package-added"
 	DriftRemoved         = "package-removed"
 	DriftChanged         = "package-changed"
-	DriftDegraded        = "group-degraded"
+	DriftDegraded        = "group-degraded" // a note, not drift, until its retry is due
+	DriftRetryDue        = "group-retry-due"
 	DriftByHand          = "installed-by-hand"
 	DriftLeftover        = "leftover"
 	DriftMissingModel    = "model-missing"
@@ -60,8 +61,16 @@ type StatusReport struct {
 	Current    string         `json:"current,omitempty"` // what venv points at
 	Groups     []GroupOutcome `json:"groups"`
 	Drift      []Drift        `json:"drift"`
-	Holder     *HolderInfo    `json:"lock_holder,omitempty"`
-	Verified   bool           `json:"verified"`
+	// Notes are worth knowing but are not drift, since a sync would not
+	// change them: an optional group degraded and waiting for its retry
+	// (the volume is as good as it can be until then), a dead writer's
+	// leftover.
+	Notes []Drift `json:"notes"`
+	// State is in-sync, degraded (in sync, with an optional group
+	// degraded: see Notes) or drift.
+	State    string      `json:"state"`
+	Holder   *HolderInfo `json:"lock_holder,omitempty"`
+	Verified bool        `json:"verified"`
 	// Trash counts the trees waiting in the volume's trash to be removed
 	// (not drift: nothing reads them; run and gc empty it).
 	Trash int `json:"trash_items,omitempty"`
@@ -79,9 +88,17 @@ type HolderInfo struct {
 // every installed file against its RECORD, in parallel.
 func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 	c.defaults()
-	r := &StatusReport{Drift: []Drift{}, Groups: []GroupOutcome{}}
+	r := &StatusReport{Drift: []Drift{}, Notes: []Drift{}, Groups: []GroupOutcome{}}
+	defer r.settle()
 	key, err := c.bootKey()
 	if err != nil {
+		return nil, err
+	}
+	info, err := interp.Probe(ctx, c.Python, interp.Cache{Dir: c.Paths.InterpCache()}, c.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("probe interpreter %s: %w", c.Python, err)
+	}
+	if err := c.checkPair(info); err != nil {
 		return nil, err
 	}
 	st, err := ReadState(c.Paths.State())
@@ -110,7 +127,7 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 		// Nothing built for exactly this manifest, lock, interpreter and
 		// GPU: explain how the nearest generation differs.
 		r.Groups = c.missingGroups()
-		if err := c.explainMiss(ctx, st, r); err != nil {
+		if err := c.explainMiss(st, info, r); err != nil {
 			return nil, err
 		}
 		return r, nil
@@ -123,9 +140,18 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 	} else {
 		r.Drift = append(r.Drift, c.byHand(gen, marker)...)
 	}
+	now := c.Now()
 	for _, g := range gen.Groups {
-		if g.State == GroupDegraded {
-			r.Drift = append(r.Drift, Drift{Kind: DriftDegraded, Detail: g.Name + ": " + g.Reason})
+		switch {
+		case g.State != GroupDegraded:
+		case g.RetryAfter != nil && !g.waitingForRetry(now):
+			r.Drift = append(r.Drift, Drift{Kind: DriftRetryDue, Detail: fmt.Sprintf("%s: %s; its retry was due at %s: the next sync tries again", g.Name, g.Reason, g.RetryAfter.UTC().Format(time.RFC3339))})
+		default:
+			detail := g.Name + ": " + g.Reason
+			if g.RetryAfter != nil {
+				detail += "; the first sync after " + g.RetryAfter.UTC().Format(time.RFC3339) + " tries again (volboot repair now)"
+			}
+			r.Notes = append(r.Notes, Drift{Kind: DriftDegraded, Detail: detail})
 		}
 	}
 	md, _ := c.modelDrift(gen, verify)
@@ -134,13 +160,32 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 		r.Verified = true
 		r.Drift = append(r.Drift, c.verifyGeneration(ctx, gen)...)
 	}
-	r.InSync = true
+	r.InSync = true // unless settle finds drift
+	return r, nil
+}
+
+// settle moves leftovers from Drift to Notes and names the state. A report
+// is in sync when no sync would change what it reports.
+func (r *StatusReport) settle() {
+	drift := r.Drift[:0]
 	for _, d := range r.Drift {
-		if d.Kind != DriftLeftover {
-			r.InSync = false
+		if d.Kind == DriftLeftover {
+			r.Notes = append(r.Notes, d)
+		} else {
+			drift = append(drift, d)
 		}
 	}
-	return r, nil
+	r.Drift = drift
+	r.InSync = r.InSync && len(r.Drift) == 0
+	r.State = "drift"
+	if r.InSync {
+		r.State = "in-sync"
+		for _, n := range r.Notes {
+			if n.Kind == DriftDegraded {
+				r.State = "degraded"
+			}
+		}
+	}
 }
 
 func (c *Config) missingGroups() []GroupOutcome {
@@ -153,7 +198,7 @@ func (c *Config) missingGroups() []GroupOutcome {
 
 // explainMiss reports why no generation matches this boot, against the
 // generation venv points at (or the newest one).
-func (c *Config) explainMiss(ctx context.Context, st *State, r *StatusReport) error {
+func (c *Config) explainMiss(st *State, info *interp.Info, r *StatusReport) error {
 	ref := st.Generations[st.Current]
 	if ref == nil {
 		if ids := st.GenerationIDs(); len(ids) > 0 {
@@ -170,10 +215,6 @@ func (c *Config) explainMiss(ctx context.Context, st *State, r *StatusReport) er
 	}
 	if ref.Lock != c.Lock.Digest {
 		r.Drift = append(r.Drift, Drift{Kind: DriftLock, Detail: "the lock changed since generation " + ref.ID})
-	}
-	info, err := interp.Probe(ctx, c.Python, c.Paths.InterpCache(), c.Logger)
-	if err != nil {
-		return fmt.Errorf("probe interpreter %s: %w", c.Python, err)
 	}
 	if ref.Interpreter != info.Identity() {
 		r.Drift = append(r.Drift, Drift{Kind: DriftInterpreter, Detail: fmt.Sprintf("generation %s was built for %s, the interpreter is now %s", ref.ID, ref.Interpreter, info.Identity())})

@@ -119,7 +119,7 @@ func TestManifestCheckBadInputNamesFileLine(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := writeCheckFixture(t, strings.Replace(checkManifest, c.from, c.to, 1), "2.1")
 			r := volboot(t, dir, nil, "manifest", "check", "volboot.toml")
-			if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			if r.code != 2 || !strings.Contains(strings.Join(failures(r.stderr), "\n"), c.want) {
 				t.Fatalf("exit %d, want 2 and %q\n%s%s", r.code, c.want, r.stdout, r.stderr)
 			}
 		})

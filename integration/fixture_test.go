@@ -33,6 +33,9 @@ type fixture struct {
 	python string // wrapper around python3 that logs each start to pyLog
 	pyLog  string
 	env    []string
+	// cred, when set, runs volboot as another user (a worker whose volume
+	// is not its own).
+	cred *syscall.Credential
 
 	authMu sync.Mutex
 	auth   []string // Authorization headers the index received
@@ -185,7 +188,7 @@ func (f *fixture) run(cmd string, more ...string) result {
 	c := f.command(cmd, more...)
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: f.cred}
 	if err := c.Start(); err != nil {
 		f.t.Fatal(err)
 	}
@@ -219,7 +222,8 @@ func (f *fixture) run(cmd string, more ...string) result {
 func (f *fixture) command(cmd string, more ...string) *exec.Cmd {
 	c := exec.Command(volbootBin, f.args(cmd, more...)...)
 	c.Dir = f.work
-	c.Env = append(append(os.Environ(), "VOLBOOT_LOG_FORMAT=json"), f.env...)
+	// Test volumes are local directories on purpose (--create-volume).
+	c.Env = append(append(os.Environ(), "VOLBOOT_LOG_FORMAT=json", "VOLBOOT_CREATE_VOLUME=1"), f.env...)
 	return c
 }
 
@@ -272,7 +276,12 @@ type statusJSON struct {
 		Package string `json:"package"`
 		Detail  string `json:"detail"`
 	} `json:"drift"`
-	Verified bool `json:"verified"`
+	Notes []struct {
+		Kind   string `json:"kind"`
+		Detail string `json:"detail"`
+	} `json:"notes"`
+	State    string `json:"state"`
+	Verified bool   `json:"verified"`
 }
 
 // group returns the named group's entry.
@@ -303,7 +312,7 @@ func decodeStatus(t *testing.T, r result) *statusJSON {
 	if err := json.Unmarshal([]byte(r.stdout), &raw); err != nil {
 		t.Fatalf("status --json printed no JSON object (%v):\n%s\nstderr:\n%s", err, r.stdout, r.stderr)
 	}
-	for _, k := range []string{"in_sync", "generation", "groups", "drift"} {
+	for _, k := range []string{"in_sync", "state", "generation", "groups", "drift", "notes"} {
 		if _, ok := raw[k]; !ok {
 			t.Fatalf("status --json lacks %q:\n%s", k, r.stdout)
 		}

@@ -4,11 +4,13 @@ package integration
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -18,6 +20,11 @@ var volbootBin string
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "volboot-it-")
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Searchable by every user: some tests run volboot as another one.
+	if err := os.Chmod(dir, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -45,7 +52,8 @@ func volboot(t *testing.T, dir string, env []string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(volbootBin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json")
+	// Test volumes are local directories on purpose (--create-volume).
+	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json", "VOLBOOT_CREATE_VOLUME=1")
 	cmd.Env = append(cmd.Env, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -60,4 +68,25 @@ func volboot(t *testing.T, dir string, env []string, args ...string) result {
 		t.Fatalf("run volboot %v: %v", args, err)
 	}
 	return r
+}
+
+// failures are the reasons volboot gave on stderr for its exit code: the
+// text of each JSON log line that carries an exit_code (the tests run with
+// VOLBOOT_LOG_FORMAT=json), and of each "volboot: " line, which the other
+// log formats print.
+func failures(stderr string) []string {
+	var out []string
+	for _, line := range strings.Split(stderr, "\n") {
+		var rec struct {
+			Level    string `json:"level"`
+			Msg      string `json:"msg"`
+			ExitCode *int   `json:"exit_code"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Level == "error" && rec.ExitCode != nil {
+			out = append(out, rec.Msg)
+		} else if msg, ok := strings.CutPrefix(line, "volboot: "); ok {
+			out = append(out, msg)
+		}
+	}
+	return out
 }

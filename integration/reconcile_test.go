@@ -201,9 +201,14 @@ func TestOptionalGroupsDegrade(t *testing.T) {
 		"import":  {"degraded", "synthetic noimport is built for another ABI"},
 		"gpu":     {"skipped", "7.5"},
 	}
+	// Degraded optional groups waiting for their retry leave the volume as
+	// good as it can be: in sync (exit 0), state degraded, each one a note.
 	st, sr := f.status()
-	if st.InSync {
-		t.Errorf("status says in sync with degraded groups:\n%s", sr.stdout)
+	if !st.InSync || st.State != "degraded" {
+		t.Errorf("status right after a sync with degraded optional groups: in_sync %v, state %q, want in sync and degraded:\n%s", st.InSync, st.State, sr.stdout)
+	}
+	if human := f.run("status"); human.code != 0 || !strings.Contains(human.stdout, "in sync, degraded") || strings.Contains(human.stdout, "DRIFT") {
+		t.Errorf("status: exit %d, want 0 saying in sync, degraded:\n%s", human.code, human.stdout)
 	}
 	for name, w := range want {
 		state, reason := st.group(name)
@@ -216,14 +221,14 @@ func TestOptionalGroupsDegrade(t *testing.T) {
 			t.Errorf("status does not name package %s:\n%s", name, sr.stdout)
 		}
 	}
-	degradedDrift := 0
-	for _, d := range st.Drift {
+	degradedNotes := 0
+	for _, d := range st.Notes {
 		if d.Kind == "group-degraded" {
-			degradedDrift++
+			degradedNotes++
 		}
 	}
-	if degradedDrift != 3 {
-		t.Errorf("%d group-degraded drift entries, want 3 (skipped is not drift): %+v", degradedDrift, st.Drift)
+	if degradedNotes != 3 || len(st.Drift) != 0 {
+		t.Errorf("%d group-degraded notes, want 3 (skipped is not degraded), and no drift: notes %+v drift %+v", degradedNotes, st.Notes, st.Drift)
 	}
 
 	// The handler learns the same facts.
@@ -272,6 +277,19 @@ func TestOptionalGroupsDegrade(t *testing.T) {
 	}
 	if n := f.stats(f.gone).Requests; n != goneReqs {
 		t.Errorf("the second sync asked for the 404 wheel again (%d requests)", n-goneReqs)
+	}
+
+	// Once a retry is due, a sync would change the volume: that is drift.
+	dueState(t, filepath.Join(f.vol, ".volboot", "state.json"), id, "missing")
+	st, sr = f.status()
+	due := 0
+	for _, d := range st.Drift {
+		if d.Kind == "group-retry-due" && strings.HasPrefix(d.Detail, "missing:") {
+			due++
+		}
+	}
+	if st.InSync || st.State != "drift" || due != 1 {
+		t.Errorf("status with a retry due: in_sync %v, state %q, %d group-retry-due, want drift naming group missing:\n%s", st.InSync, st.State, due, sr.stdout)
 	}
 
 	// Fix the index, then repair: the missing group is retried and installed.
@@ -567,7 +585,7 @@ func diskFills(t *testing.T, size string, lateDownload bool) {
 		t.Errorf("the held-back download did not meet the full disk:\n%s", r.stderr)
 	}
 	// The message may span lines (one per wheel that did not fit).
-	_, msg, _ := strings.Cut(r.stderr, "volboot: ")
+	msg := strings.Join(failures(r.stderr), "\n")
 	for _, want := range []string{"the volume is full", "no space left on device", "grow the volume"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("the error does not say %q:\n%s", want, msg)
@@ -1104,5 +1122,39 @@ func TestUnpackOverlapsDownloads(t *testing.T) {
 	st, sr := f.status("--verify")
 	if !st.InSync || *st.Generation != id || len(st.Drift) != 0 {
 		t.Fatalf("status --verify:\n%s%s", sr.stdout, sr.stderr)
+	}
+}
+
+// dueState makes group's retry of generation id due now, in state.json.
+func dueState(t *testing.T, path, id, group string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	gen, _ := st["generations"].(map[string]any)[id].(map[string]any)
+	if gen == nil {
+		t.Fatalf("state.json has no generation %s:\n%s", id, data)
+	}
+	found := false
+	for _, g := range gen["groups"].([]any) {
+		if g := g.(map[string]any); g["name"] == group {
+			g["retry_after"] = "2000-01-01T00:00:00Z"
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("state.json: generation %s has no group %s", id, group)
+	}
+	out, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -342,6 +342,7 @@ func (w *waiter) claim(ctx context.Context, obs observation, reason string, warn
 		phase:      rec.Phase,
 		lastOK:     now,
 		lost:       make(chan struct{}),
+		nudge:      make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}

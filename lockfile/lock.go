@@ -164,6 +164,7 @@ type Lock struct {
 	prevReason string
 
 	lost        chan struct{}
+	nudge       chan struct{} // SetPhase changed the phase (nil when off)
 	stop        chan struct{}
 	done        chan struct{}
 	releaseOnce sync.Once
@@ -192,15 +193,28 @@ func (l *Lock) Takeover() (reason string, previous *Holder) {
 	return l.prevReason, l.prev
 }
 
-// SetPhase sets the phase text, such as "downloading torch-2.8.0 (45%)";
-// it reaches the holder record at the next heartbeat. Control characters
-// become spaces and long text is cut.
+// SetPhase sets the phase text, such as "downloading torch-2.8.0 (45%)".
+// A changed phase reaches the holder record promptly (status and waiters
+// read it there), but at most once per PhaseEvery: the rest wait for the
+// next write. Control characters become spaces and long text is cut.
 func (l *Lock) SetPhase(phase string) {
 	phase = cleanPhase(phase)
 	l.mu.Lock()
+	changed := l.phase != phase
 	l.phase = phase
 	l.mu.Unlock()
+	if changed && l.nudge != nil {
+		select {
+		case l.nudge <- struct{}{}:
+		default: // a write is already due
+		}
+	}
 }
+
+// PhaseEvery is the least time between two holder-record writes made for
+// a new phase: each costs a create, a write, an fsync and a rename on the
+// volume.
+const PhaseEvery = time.Second
 
 // Lost is closed when the lock is lost (Err then wraps ErrFenced), when the
 // ctx given to Acquire ends, or on Release.
@@ -352,6 +366,18 @@ func (l *Lock) heartbeatLoop(ctx context.Context) {
 	clk := l.o.Clock
 	beatDone := make(chan error, 1)
 	inFlight := false
+	var lastStart time.Time // of the last refresh
+	start := func() {
+		inFlight, lastStart = true, clk.Now()
+		go func() { beatDone <- l.beat() }()
+	}
+	// A new phase is written by an early refresh, spaced PhaseEvery
+	// apart. The heartbeat's own timer runs regardless, so that phases
+	// arriving faster than refreshes complete never postpone the check
+	// for a volume that stopped answering.
+	phasePending := false
+	var phaseWait <-chan time.Time
+	tick := clk.After(l.o.Heartbeat)
 	defer func() {
 		// A refresh still blocked once the lock is lost is left to end
 		// with its system call (it sends into the buffered channel and
@@ -363,6 +389,14 @@ func (l *Lock) heartbeatLoop(ctx context.Context) {
 		}
 	}()
 	for {
+		if phasePending && !inFlight && phaseWait == nil {
+			if wait := PhaseEvery - clk.Now().Sub(lastStart); wait > 0 {
+				phaseWait = clk.After(wait)
+			} else {
+				phasePending = false
+				start()
+			}
+		}
 		var err error
 		select {
 		case <-l.stop:
@@ -370,15 +404,22 @@ func (l *Lock) heartbeatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			l.lose(fmt.Errorf("volume lock abandoned: %w", ctx.Err()))
 			return
+		case <-l.nudge:
+			phasePending = true
+			continue
+		case <-phaseWait:
+			phaseWait = nil
+			continue
 		case err = <-beatDone:
 			inFlight = false
 			if err == nil {
 				continue
 			}
-		case <-clk.After(l.o.Heartbeat):
+		case <-tick:
+			tick = clk.After(l.o.Heartbeat)
 			if !inFlight {
-				inFlight = true
-				go func() { beatDone <- l.beat() }()
+				phasePending = false // this refresh carries the phase too
+				start()
 				continue
 			}
 			// The refresh started at an earlier tick is still waiting.

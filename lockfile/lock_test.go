@@ -3,6 +3,7 @@ package lockfile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -360,6 +361,50 @@ func TestPhaseReachesRecord(t *testing.T) {
 			t.Fatalf("phase never reached the record: %q", st.Holder.Phase)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPhaseWrittenPromptly: a new phase reaches the record within about
+// PhaseEvery, not at the next heartbeat (a minute here), and a burst of
+// phases costs one write per PhaseEvery, the last one winning. Status and
+// waiters showed "planning" for the whole download before (issue 15, 7).
+func TestPhaseWrittenPromptly(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Acquire(context.Background(), Options{Dir: dir, TTL: 10 * time.Minute, Heartbeat: time.Minute, Phase: "planning"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	wait := func(want string) uint64 {
+		t.Helper()
+		deadline := time.Now().Add(PhaseEvery + 2*time.Second)
+		for {
+			st, err := ReadHolder(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Holder.Phase == want {
+				return st.Holder.Heartbeat
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("phase %q not in the record %s after it was set (it says %q)", want, PhaseEvery+2*time.Second, st.Holder.Phase)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	first := wait("planning")
+	l.SetPhase("downloading")
+	wait("downloading")
+	began := time.Now()
+	for i := 0; i < 50; i++ {
+		l.SetPhase(fmt.Sprintf("unpacking %d wheels", 50-i))
+		time.Sleep(2 * time.Millisecond)
+	}
+	last := wait("unpacking 1 wheels")
+	// One write for "downloading", then at most one per PhaseEvery while
+	// the burst and the wait lasted, plus the one that carries the last.
+	if max := first + 2 + uint64(time.Since(began)/PhaseEvery) + 1; last > max {
+		t.Fatalf("heartbeat counter %d after a burst of 50 phases, want at most %d: phases are not rate-limited", last, max)
 	}
 }
 

@@ -82,32 +82,30 @@ type Report struct {
 func (m *Manifest) CheckLock(l *pylock.Lock, p Platform) Report {
 	var r Report
 	r.Warnings = append(r.Warnings, l.Warnings...)
-	if !overlap(m.Python.Requires, l.RequiresPython) {
-		r.Errors = append(r.Errors, fmt.Sprintf("%s: python.requires %q and the lock's requires-python %q (%s) admit no common Python version", m.Where("python.requires"), m.Python.Requires, l.RequiresPython, l.File))
-	}
-	reached := map[*pylock.Package]bool{}
-	for gi, g := range m.Groups {
+	targets := map[string]pylock.Target{}
+	var targetErrs []string
+	for _, g := range m.Groups {
 		t, err := p.Target([]string{g.Name})
 		if err != nil {
-			r.Errors = append(r.Errors, err.Error())
+			targetErrs = append(targetErrs, err.Error())
 			continue
 		}
-		byName := map[string][]*pylock.Package{}
-		for _, pkg := range l.Packages {
-			holds, err := pkg.Marker.Evaluate(t.Env)
-			if err != nil {
-				r.Errors = append(r.Errors, fmt.Sprintf("%s: package %s: marker: %v", l.Where(pkg), pkg.Name, err))
-				continue
-			}
-			if holds {
-				reached[pkg] = true
-				byName[pkg.Normalized] = append(byName[pkg.Normalized], pkg)
-			}
+		targets[g.Name] = t
+	}
+	r.Errors = append(r.Errors, targetErrs...)
+	r.Errors = append(r.Errors, m.CheckRequirements(l, func(group string) (pep508.Environment, bool) {
+		t, ok := targets[group]
+		return t.Env, ok
+	})...)
+	reached := map[*pylock.Package]bool{}
+	for _, g := range m.Groups {
+		t, ok := targets[g.Name]
+		if !ok {
+			continue
 		}
-		for ri, req := range g.Requirements {
-			at := m.Where(fmt.Sprintf("group[%d].requirements[%d]", gi, ri))
-			if msg := unsatisfied(l, req, byName[pep508.NormalizeName(req.Name)], g.Name); msg != "" {
-				r.Errors = append(r.Errors, at+": "+msg)
+		for _, pkg := range l.Packages {
+			if holds, err := pkg.Marker.Evaluate(t.Env); err == nil && holds {
+				reached[pkg] = true
 			}
 		}
 		if _, err := l.Select(t); err != nil {
@@ -123,6 +121,48 @@ func (m *Manifest) CheckLock(l *pylock.Lock, p Platform) Report {
 	}
 	sort.Strings(r.Warnings)
 	return r
+}
+
+// CheckRequirements is the part of CheckLock that does not depend on which
+// wheels exist: the Python constraints overlap, and every requirement of
+// every group (whose own marker holds) is satisfied by a lock package that
+// the group reaches in the environment env gives for it. Sync, run and
+// status refuse a pair that fails it before any download, with these same
+// lines (a group env cannot describe is left to the caller's own report).
+func (m *Manifest) CheckRequirements(l *pylock.Lock, env func(group string) (pep508.Environment, bool)) []string {
+	var errs []string
+	if !overlap(m.Python.Requires, l.RequiresPython) {
+		errs = append(errs, fmt.Sprintf("%s: python.requires %q and the lock's requires-python %q (%s) admit no common Python version", m.Where("python.requires"), m.Python.Requires, l.RequiresPython, l.File))
+	}
+	for gi, g := range m.Groups {
+		e, ok := env(g.Name)
+		if !ok {
+			continue
+		}
+		byName := map[string][]*pylock.Package{}
+		for _, pkg := range l.Packages {
+			holds, err := pkg.Marker.Evaluate(e)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: package %s: marker: %v", l.Where(pkg), pkg.Name, err))
+				continue
+			}
+			if holds {
+				byName[pkg.Normalized] = append(byName[pkg.Normalized], pkg)
+			}
+		}
+		for ri, req := range g.Requirements {
+			if req.Marker != nil {
+				if holds, err := req.Marker.Evaluate(e); err == nil && !holds {
+					continue // not wanted on this platform: nothing to find in the lock
+				}
+			}
+			at := m.Where(fmt.Sprintf("group[%d].requirements[%d]", gi, ri))
+			if msg := unsatisfied(l, req, byName[pep508.NormalizeName(req.Name)], g.Name); msg != "" {
+				errs = append(errs, at+": "+msg)
+			}
+		}
+	}
+	return errs
 }
 
 // unsatisfied explains why no package among candidates (those reachable
@@ -170,4 +210,21 @@ func overlap(a, b pep440.Specifiers) bool {
 		}
 	}
 	return false
+}
+
+// PairError is a manifest and a lock that disagree: what `volboot manifest
+// check` reports, and what sync, run and status refuse to act on.
+type PairError struct {
+	File     string   // the manifest
+	Problems []string // one line each, naming file and line
+}
+
+func (e *PairError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d problem(s) between the manifest and its lock; fix the manifest or make the lock again (`volboot manifest check` checks the pair without a volume)", e.File, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  error: ")
+		b.WriteString(p)
+	}
+	return b.String()
 }

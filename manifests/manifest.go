@@ -252,10 +252,10 @@ type rawModel struct {
 type rawRun struct {
 	Command      *[]string         `toml:"command"`
 	Ready        string            `toml:"ready"`
-	ReadyTimeout string            `toml:"ready-timeout"`
+	ReadyTimeout durationText      `toml:"ready-timeout"`
 	Restart      string            `toml:"restart"`
 	MaxRestarts  *int              `toml:"max-restarts"`
-	StopGrace    string            `toml:"stop-grace"`
+	StopGrace    durationText      `toml:"stop-grace"`
 	HFOffline    string            `toml:"hf-offline"`
 	Env          map[string]string `toml:"env"`
 }
@@ -264,6 +264,13 @@ type rawRun struct {
 func Parse(file string, data []byte) (*Manifest, error) {
 	pos, err := tomlpos.Build(file, data)
 	if err != nil {
+		return nil, err
+	}
+	var doc map[string]any
+	if err := toml.Unmarshal(data, &doc); err != nil {
+		return nil, decodeError(file, err)
+	}
+	if err := checkTypes(pos, doc); err != nil {
 		return nil, err
 	}
 	var raw rawManifest
@@ -555,8 +562,8 @@ func (v *validator) run(m *Manifest, r *rawRun) {
 	default:
 		v.fail("run.ready", "%q: must be \"notify\", \"started\" or an http:// URL polled until it answers 200", r.Ready)
 	}
-	run.ReadyTimeout = v.duration("run.ready-timeout", r.ReadyTimeout, run.ReadyTimeout, false)
-	run.StopGrace = v.duration("run.stop-grace", r.StopGrace, run.StopGrace, true)
+	run.ReadyTimeout = v.duration("run.ready-timeout", string(r.ReadyTimeout), run.ReadyTimeout, false)
+	run.StopGrace = v.duration("run.stop-grace", string(r.StopGrace), run.StopGrace, true)
 	switch r.Restart {
 	case "":
 	case "never", "on-failure":

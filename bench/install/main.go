@@ -128,7 +128,7 @@ func run(ctx context.Context, o options) error {
 	if err := clearOutputs(dir); err != nil {
 		return err
 	}
-	info, err := interp.Probe(ctx, o.python, "", nil)
+	info, err := interp.Probe(ctx, o.python, interp.Cache{}, nil)
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func sha256File(p string) (string, error) {
 // what it holds, as the reconciler's speculative build does.
 func install(ctx context.Context, o options, python string, volume, id string, srcs []wheel.Source, requested func(int) bool) (time.Duration, error) {
 	start := time.Now()
-	info, err := interp.Probe(ctx, python, bootstrap.Paths{Root: volume}.InterpCache(), nil)
+	info, err := interp.Probe(ctx, python, interp.Cache{Dir: bootstrap.Paths{Root: volume}.InterpCache(), Write: true}, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -224,7 +224,7 @@ func (s *syncer) command(vol string, args ...string) *exec.Cmd {
 		args = append(args, "-v")
 	}
 	cmd := exec.Command(s.bin, append(args, "--volume", vol, "--manifest", s.manifest, "--python", s.python)...)
-	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json")
+	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json", "VOLBOOT_CREATE_VOLUME=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
 }

@@ -310,7 +310,7 @@ func slowDownloads(index *testindex.Server, base string, ws []synthstack.Wheel, 
 // sync runs `volboot sync` on the volume and returns its combined output.
 func (v *volume) sync(bin, python string) (string, error) {
 	cmd := exec.Command(bin, "sync", "--volume", v.dir, "--manifest", v.manifest, "--python", python)
-	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json")
+	cmd.Env = append(os.Environ(), "VOLBOOT_LOG_FORMAT=json", "VOLBOOT_CREATE_VOLUME=1")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

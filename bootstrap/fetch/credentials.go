@@ -73,9 +73,10 @@ func LoadCredentials(src CredentialSources) (*Credentials, error) {
 	if path == "" {
 		path = getenv("NETRC")
 	}
+	implicit := false // ~/.netrc, which nobody asked for by name
 	if path == "" {
 		if home := getenv("HOME"); home != "" {
-			path = home + "/.netrc"
+			path, implicit = home+"/.netrc", true
 		}
 	}
 	c := &Credentials{getenv: getenv, hfHost: strings.ToLower(src.HFHost)}
@@ -89,6 +90,10 @@ func LoadCredentials(src CredentialSources) (*Credentials, error) {
 			}
 			c.netrc = n
 		case errors.Is(err, fs.ErrNotExist):
+		case implicit && errors.Is(err, fs.ErrPermission) && unseen(path):
+			// HOME itself is closed to this user (a container running
+			// as nobody with HOME=/root): no netrc it can see is no
+			// netrc. A file it can see but not read is still an error.
 		default:
 			return nil, fmt.Errorf("read netrc: %w", err)
 		}
@@ -140,3 +145,10 @@ func (c *Credentials) For(host string) (Credential, bool) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// unseen reports whether path cannot even be looked up (its directory is
+// not searchable), as opposed to existing and being unreadable.
+func unseen(path string) bool {
+	_, err := os.Lstat(path)
+	return errors.Is(err, fs.ErrPermission)
+}

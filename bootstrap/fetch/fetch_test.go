@@ -632,3 +632,26 @@ func TestFetchEachReportsEachFileAsItLands(t *testing.T) {
 		t.Fatalf("reported %v, want [0 1 3] (each success once, not the 404)", got)
 	}
 }
+
+// TestPhaseCountsFailures: the last phase of a fetch in which one file
+// failed says so, instead of counting it among the downloaded (status
+// said "downloaded 5 of 5" while one had 404ed: issue 15, item 7).
+func TestPhaseCountsFailures(t *testing.T) {
+	e := newEnv(t)
+	_, good := e.addFile("good-1.0-py3-none-any.whl", 5000)
+	_, missing := e.addFile("missing-1.0-py3-none-any.whl", 1000)
+	e.fault(missing.Name, testindex.Fault{Status: 404})
+	var mu sync.Mutex
+	var phases []string
+	f := e.fetcher(func(o *Options) {
+		o.Progress.Phase = func(s string) { mu.Lock(); phases = append(phases, s); mu.Unlock() }
+	})
+	if _, err := f.FetchEach(context.Background(), []Item{good, missing}, nil); err == nil {
+		t.Fatal("the 404 did not fail")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(phases) == 0 || phases[len(phases)-1] != "downloaded 1 of 2 files, 1 failed" {
+		t.Fatalf("phases %q, want the last to be %q", phases, "downloaded 1 of 2 files, 1 failed")
+	}
+}

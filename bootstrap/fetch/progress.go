@@ -67,7 +67,8 @@ type tracker struct {
 	total    int64
 	done     atomic.Int64
 	streamed atomic.Int64
-	finished atomic.Int64
+	finished atomic.Int64 // done or failed
+	failed   atomic.Int64
 	bars     *mpb.Progress
 	totalBar *mpb.Bar
 	barMu    sync.Mutex // guards itemProgress.bar
@@ -94,6 +95,9 @@ func (tr *tracker) finish(i int, ok bool) {
 		return
 	}
 	tr.finished.Add(1)
+	if !ok {
+		tr.failed.Add(1)
+	}
 	tr.barMu.Lock()
 	defer tr.barMu.Unlock()
 	if p.bar != nil {
@@ -172,7 +176,7 @@ func (tr *tracker) start(ctx context.Context) (stop func()) {
 			tr.bars.Wait()
 		}
 		if opt.Phase != nil {
-			opt.Phase(fmt.Sprintf("downloaded %d of %d files", tr.finished.Load(), len(tr.items)))
+			opt.Phase(tr.summary())
 		}
 		if opt.Bytes != nil {
 			opt.Bytes(tr.done.Load(), tr.total)
@@ -216,7 +220,7 @@ func (tr *tracker) phase() string {
 		}
 	}
 	if first == nil {
-		return fmt.Sprintf("downloading: %d of %d files done", tr.finished.Load(), len(tr.items))
+		return "downloading: " + tr.counts()
 	}
 	s := "downloading " + first.name
 	if first.total > 0 {
@@ -227,6 +231,27 @@ func (tr *tracker) phase() string {
 	}
 	if tr.total > 0 {
 		s += fmt.Sprintf("; %s of %s", FormatSize(tr.done.Load()), FormatSize(tr.total))
+	}
+	return s
+}
+
+// counts says how many files are done, and how many of those failed: a
+// failed one is not downloaded, whatever the count of finished ones says.
+func (tr *tracker) counts() string {
+	failed := tr.failed.Load()
+	s := fmt.Sprintf("%d of %d files done", tr.finished.Load()-failed, len(tr.items))
+	if failed > 0 {
+		s += fmt.Sprintf(", %d failed", failed)
+	}
+	return s
+}
+
+// summary is the phase once every download has ended.
+func (tr *tracker) summary() string {
+	failed := tr.failed.Load()
+	s := fmt.Sprintf("downloaded %d of %d files", tr.finished.Load()-failed, len(tr.items))
+	if failed > 0 {
+		s += fmt.Sprintf(", %d failed", failed)
 	}
 	return s
 }

@@ -127,11 +127,21 @@ out = {
 sys.stdout.write(json.dumps(out))
 `
 
+// Cache is where probe results are kept, keyed by the interpreter's path,
+// size and mtime. The zero Cache keeps nothing.
+type Cache struct {
+	Dir string
+	// Write stores a fresh result. Readers that must change nothing
+	// (status, on a volume they may not write) leave it false.
+	Write bool
+}
+
 // Probe returns facts about python (a path, or a name looked up in PATH).
-// With cacheDir non-empty a cached result for the same path, size and mtime
-// is returned without running anything, and a fresh result is cached there.
-// Errors name the interpreter and include the end of its stderr.
-func Probe(ctx context.Context, python, cacheDir string, logger *zap.Logger) (*Info, error) {
+// A result cached for the same path, size and mtime is returned without
+// running anything; a fresh one is cached when cache.Write is set. A cache
+// that cannot be written costs a warning, never the probe. Errors name the
+// interpreter and include the end of its stderr.
+func Probe(ctx context.Context, python string, cache Cache, logger *zap.Logger) (*Info, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -152,6 +162,7 @@ func Probe(ctx context.Context, python, cacheDir string, logger *zap.Logger) (*I
 		return nil, fmt.Errorf("interpreter %s: %w", abs, err)
 	}
 	var cacheFile string
+	cacheDir := cache.Dir
 	if cacheDir != "" {
 		h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d\x00%d", abs, st.Size(), st.ModTime().UnixNano(), Schema))
 		cacheFile = filepath.Join(cacheDir, "interp-"+hex.EncodeToString(h[:12])+".json")
@@ -201,13 +212,14 @@ func Probe(ctx context.Context, python, cacheDir string, logger *zap.Logger) (*I
 	}
 	logger.Debug("probed interpreter", zap.String("python", abs), zap.String("version", info.Version),
 		zap.String("libc", info.Libc), zap.Duration("took", time.Since(start)))
-	if cacheFile != "" {
+	if cacheFile != "" && cache.Write {
 		b, _ := json.MarshalIndent(&info, "", "  ")
-		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-			return nil, fmt.Errorf("interpreter cache %s: %w", cacheDir, err)
+		err := os.MkdirAll(cacheDir, 0o755)
+		if err == nil {
+			err = atomicfile.Write(cacheFile, b, 0o644)
 		}
-		if err := atomicfile.Write(cacheFile, b, 0o644); err != nil {
-			return nil, fmt.Errorf("interpreter cache: %w", err)
+		if err != nil {
+			logger.Warn("could not cache the interpreter's facts; the next boot probes it again", zap.String("cache", cacheDir), zap.Error(err))
 		}
 	}
 	return &info, nil

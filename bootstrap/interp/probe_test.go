@@ -16,7 +16,7 @@ func TestProbeRealPython(t *testing.T) {
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("python3 not on PATH")
 	}
-	info, err := Probe(context.Background(), "python3", t.TempDir(), nil)
+	info, err := Probe(context.Background(), "python3", Cache{Dir: t.TempDir(), Write: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ JSON
 	if err := os.WriteFile(fake, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cache := filepath.Join(dir, "cache")
+	cache := Cache{Dir: filepath.Join(dir, "cache"), Write: true}
 	runs := func() int {
 		b, _ := os.ReadFile(count)
 		return strings.Count(string(b), "run")
@@ -114,17 +114,45 @@ JSON
 	if runs() != 2 {
 		t.Fatalf("changed interpreter not probed again (%d runs)", runs())
 	}
+
+	// A reader that must change nothing (status) uses the cache but
+	// never writes it.
+	ro := Cache{Dir: filepath.Join(dir, "ro-cache")}
+	for i := 0; i < 2; i++ {
+		if _, err := Probe(context.Background(), fake, ro, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(ro.Dir); !os.IsNotExist(err) {
+		t.Fatalf("a read-only probe wrote its cache: %v", err)
+	}
+	if runs() != 4 {
+		t.Fatalf("%d runs, want 4 (nothing cached by read-only probes)", runs())
+	}
+	if _, err := Probe(context.Background(), fake, Cache{Dir: cache.Dir}, nil); err != nil || runs() != 4 {
+		t.Fatalf("a read-only probe did not use the written cache: %v, %d runs", err, runs())
+	}
+
+	// A cache that cannot be written (a file where its directory should
+	// be) costs the cache, not the probe.
+	blocked := filepath.Join(dir, "blocked")
+	if err := os.WriteFile(blocked, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Probe(context.Background(), fake, Cache{Dir: filepath.Join(blocked, "cache"), Write: true}, nil); err != nil {
+		t.Fatalf("an unwritable cache failed the probe: %v", err)
+	}
 }
 
 func TestProbeErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "python")
 	os.WriteFile(bad, []byte("#!/bin/sh\necho boom >&2\nexit 3\n"), 0o755)
-	_, err := Probe(context.Background(), bad, "", nil)
+	_, err := Probe(context.Background(), bad, Cache{}, nil)
 	if err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("err = %v", err)
 	}
-	if _, err := Probe(context.Background(), "no-such-python-volboot", "", nil); err == nil || !strings.Contains(err.Error(), "VOLBOOT_PYTHON") {
+	if _, err := Probe(context.Background(), "no-such-python-volboot", Cache{}, nil); err == nil || !strings.Contains(err.Error(), "VOLBOOT_PYTHON") {
 		t.Fatalf("err = %v", err)
 	}
 }

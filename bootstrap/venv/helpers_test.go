@@ -40,7 +40,7 @@ func python(t *testing.T) *interp.Info {
 			return
 		}
 		defer os.RemoveAll(dir)
-		probed, probeErr = interp.Probe(context.Background(), "python3", dir, nil)
+		probed, probeErr = interp.Probe(context.Background(), "python3", interp.Cache{Dir: dir, Write: true}, nil)
 	})
 	if probeErr != nil {
 		t.Fatal(probeErr)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path"
@@ -246,20 +247,91 @@ func pycPath(src, cacheTag string) string {
 }
 
 // compile compiles one extracted entry, writes its .pyc files (sem bounds
-// the creates in flight) and adds them to the manifest. Safe for
-// concurrent use.
+// the creates in flight) and adds them to the manifest. A big entry is
+// compiled in chunks, each journaled before its files are written, and a
+// resumed one keeps the journaled .pyc files that check out
+// (bytecode_journal.go). Safe for concurrent use.
 func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan struct{}, fsync bool) error {
 	e := &p.entry
 	if s.c.CacheTag == "" {
 		return nil
 	}
 	e.CacheTag = s.c.CacheTag
+	srcs, files := s.targets(p)
+	if len(files) == 0 {
+		return nil
+	}
+	var added []File
+	var journals []string
+	todo := make([]int, len(srcs))
+	for i := range todo {
+		todo[i] = i
+	}
+	if p.resumed {
+		var journal map[string]journalFile
+		journal, journals = readJournals(p.tmp)
+		added, todo = keepJournaled(ctx, p.tmp, s.c.CacheTag, srcs, journal, sem, fsync)
+		for _, f := range added {
+			p.dirs = append(p.dirs, path.Dir(f.Path))
+		}
+	}
+	journaled := len(srcs) > bytecodeChunk
+	// Every chunk is asked for at once, so the compiler never waits for
+	// the writes; each chunk is written as its answer comes.
+	type request struct {
+		srcs  []string
+		files [][2]string
+		ch    chan [][]byte
+	}
+	var reqs []request
+	for _, c := range chunked(len(todo), bytecodeChunk) {
+		r := request{}
+		for _, i := range todo[c[0]:c[1]] {
+			r.srcs = append(r.srcs, srcs[i])
+			r.files = append(r.files, files[i])
+		}
+		ch, err := s.send(r.files)
+		if err != nil {
+			return err
+		}
+		r.ch = ch
+		reqs = append(reqs, r)
+	}
+	token := fmt.Sprintf("%08x", rand.Uint32())
+	for ci, r := range reqs {
+		pycs, err := s.wait(ctx, r.ch, len(r.files))
+		if err != nil {
+			return err
+		}
+		if journaled {
+			name := fmt.Sprintf("%s-%d", token, ci)
+			if err := writeJournal(p.tmp, name, s.c.CacheTag, r.srcs, pycs); err != nil {
+				return err
+			}
+			journals = append(journals, journalPrefix+name+".json")
+		}
+		written, err := writePycs(ctx, p, r.srcs, pycs, s.c.CacheTag, sem, fsync)
+		if err != nil {
+			return err
+		}
+		added = append(added, written...)
+	}
+	if err := removeJournals(p.tmp, journals); err != nil {
+		return err
+	}
+	e.Files = append(e.Files, added...)
+	slices.SortFunc(e.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	return nil
+}
+
+// targets lists the entry's sources that get bytecode (relative paths) and
+// the compile requests' [file, dfile] pairs for them.
+func (s *compileSession) targets(p *pendingEntry) (srcs []string, files [][2]string) {
+	e := &p.entry
 	have := make(map[string]bool, len(e.Files))
 	for _, f := range e.Files {
 		have[f.Path] = true
 	}
-	var srcs []string
-	var files [][2]string
 	for _, f := range e.Files {
 		if !strings.HasSuffix(f.Path, ".py") || strings.HasPrefix(f.Path, e.DistInfo+"/") {
 			continue
@@ -279,14 +351,17 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 		srcs = append(srcs, f.Path)
 		files = append(files, [2]string{filepath.Join(p.tmp, filepath.FromSlash(f.Path)), dfile})
 	}
-	if len(files) == 0 {
-		return nil
-	}
+	return srcs, files
+}
+
+// send asks the compiler for files' bytecode; the answer arrives on the
+// returned channel (closed if the process dies first).
+func (s *compileSession) send(files [][2]string) (chan [][]byte, error) {
 	ch := make(chan [][]byte, 1)
 	s.mu.Lock()
 	if s.failed != nil {
 		s.mu.Unlock()
-		return s.errorf()
+		return nil, s.errorf()
 	}
 	id := s.nextID
 	s.nextID++
@@ -298,31 +373,41 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 	}
 	s.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("compile bytecode with %s: %w: %s", s.c.Python, err, s.errorf())
+		return nil, fmt.Errorf("compile bytecode with %s: %w: %s", s.c.Python, err, s.errorf())
 	}
+	return ch, nil
+}
+
+// wait takes the answer of a request of n files.
+func (s *compileSession) wait(ctx context.Context, ch chan [][]byte, n int) ([][]byte, error) {
 	var pycs [][]byte
 	var ok bool
 	select {
 	case pycs, ok = <-ch:
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 	if !ok {
-		return s.errorf()
+		return nil, s.errorf()
 	}
-	if len(pycs) != len(files) {
-		return fmt.Errorf("compile bytecode with %s: %d answers for %d files", s.c.Python, len(pycs), len(files))
+	if len(pycs) != n {
+		return nil, fmt.Errorf("compile bytecode with %s: %d answers for %d files", s.c.Python, len(pycs), n)
 	}
+	return pycs, nil
+}
 
-	// __pycache__ directories first, then the files, many in flight.
+// writePycs writes the bytecode of srcs (pycs[i]; empty: did not compile)
+// into the entry, __pycache__ directories first, many creates in flight,
+// and returns their Files.
+func writePycs(ctx context.Context, p *pendingEntry, srcs []string, pycs [][]byte, cacheTag string, sem chan struct{}, fsync bool) ([]File, error) {
 	dirs := map[string]bool{}
 	for i, b := range pycs {
 		if len(b) > 0 {
-			dirs[path.Dir(pycPath(srcs[i], s.c.CacheTag))] = true
+			dirs[path.Dir(pycPath(srcs[i], cacheTag))] = true
 		}
 	}
 	if err := MakeDirs(ctx, p.tmp, dirs, sem); err != nil {
-		return fmt.Errorf("bytecode: %w", err)
+		return nil, fmt.Errorf("bytecode: %w", err)
 	}
 	for d := range dirs {
 		p.dirs = append(p.dirs, d)
@@ -338,7 +423,7 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 		}
 		g.Go(func() error {
 			defer func() { <-sem }()
-			rel := pycPath(srcs[i], s.c.CacheTag)
+			rel := pycPath(srcs[i], cacheTag)
 			dst := filepath.Join(p.tmp, filepath.FromSlash(rel))
 			var err error
 			if p.resumed {
@@ -354,15 +439,18 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // acquire gave up: not every file was written
+	}
+	out := added[:0]
 	for _, f := range added {
 		if f.Path != "" {
-			e.Files = append(e.Files, f)
+			out = append(out, f)
 		}
 	}
-	slices.SortFunc(e.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
-	return nil
+	return out, nil
 }
 
 // WriteNew creates path, which must not exist, holding data with mode

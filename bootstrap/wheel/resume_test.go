@@ -3,7 +3,11 @@ package wheel_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -129,5 +133,107 @@ func TestResumePartialEntry(t *testing.T) {
 				t.Errorf("%s mode %v, fresh %v", f.Path, fb.Mode(), fa.Mode())
 			}
 		}
+	}
+}
+
+// TestResumeKeepsJournaledBytecode: a big entry (more sources than one
+// compile request takes) journals each chunk's bytecode before writing it.
+// A writer that resumes the entry keeps every .pyc its journal vouches for
+// without compiling it again, and compiles only the ones missing or not
+// matching (cut short, or the right size with other bytes); no journal is
+// left in the committed entry, and a wheel may not ship one.
+func TestResumeKeepsJournaledBytecode(t *testing.T) {
+	info := python(t)
+	dir := t.TempDir()
+	spec := wheeltest.Spec{Name: "big", Version: "1.0"}
+	for i := 0; i < 700; i++ {
+		spec.Files = append(spec.Files, wheeltest.File{Name: fmt.Sprintf("big/m%03d.py", i), Data: []byte(fmt.Sprintf("X = %d\n", i))})
+	}
+	p, sha, err := wheeltest.Write(dir, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha}
+	comp := &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}
+	ref := &wheel.Store{Dir: filepath.Join(dir, "ref"), Compiler: comp}
+	re, err := ref.Unpack(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if js, _ := filepath.Glob(filepath.Join(re[0].Dir, ".volboot-bytecode-*")); len(js) != 0 {
+		t.Fatalf("a committed entry carries bytecode journals: %v", js)
+	}
+
+	// The killed writer's staging directory: every source, and the
+	// bytecode of the first 600 with a journal for them. Its "bytecode"
+	// is a marker no compiler writes, so a kept file is told from a
+	// compiled one.
+	st := &wheel.Store{Dir: filepath.Join(dir, "store"), Compiler: comp,
+		Adopt: func(atomicfile.TempInfo, fs.DirEntry) bool { return true }}
+	partial := filepath.Join(st.Dir, "."+sha+wheel.PartialSuffix+".vbtmp.otherhost.4242.0123456789ab")
+	copyTree(t, re[0].Dir, partial)
+	os.Remove(filepath.Join(partial, wheel.CompleteName))
+	pyc := func(i int) string { return fmt.Sprintf("big/__pycache__/m%03d.%s.pyc", i, info.CacheTag) }
+	var journal []map[string]any
+	for i := 0; i < 700; i++ {
+		path := filepath.Join(partial, pyc(i))
+		if i >= 600 {
+			os.Remove(path) // never written
+			continue
+		}
+		data := []byte(fmt.Sprintf("kept bytecode %03d", i))
+		sum := sha256.Sum256(data)
+		journal = append(journal, map[string]any{"path": pyc(i), "size": len(data), "sha256": hex.EncodeToString(sum[:])})
+		switch i {
+		case 7:
+			data = data[:5] // cut short by the kill
+		case 8:
+			data = []byte(fmt.Sprintf("KEPT BYTECODE %03d", i)) // the right size, other bytes
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jb, _ := json.Marshal(journal)
+	if err := os.WriteFile(filepath.Join(partial, ".volboot-bytecode-dead-0.json"), jb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	es, err := st.Unpack(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := os.ReadFile(filepath.Join(re[0].Dir, pyc(650)))
+	for i := 0; i < 700; i++ {
+		got, err := os.ReadFile(filepath.Join(es[0].Dir, pyc(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := bytes.HasPrefix(got, []byte("kept bytecode"))
+		if want := i < 600 && i != 7 && i != 8; kept != want {
+			t.Errorf("%s: kept %v, want %v (%q)", pyc(i), kept, want, got[:min(len(got), 20)])
+		}
+		if !kept && !bytes.Equal(got[:4], fresh[:4]) {
+			t.Errorf("%s is neither kept nor compiled: %q", pyc(i), got[:min(len(got), 20)])
+		}
+	}
+	if js, _ := filepath.Glob(filepath.Join(es[0].Dir, ".volboot-bytecode-*")); len(js) != 0 {
+		t.Fatalf("the resumed entry still carries bytecode journals: %v", js)
+	}
+	sizes := map[string]int64{}
+	for _, f := range es[0].Files {
+		sizes[f.Path] = f.Size
+	}
+	if sizes[pyc(3)] != int64(len("kept bytecode 003")) || sizes[pyc(650)] != int64(len(fresh)) {
+		t.Errorf("the manifest's sizes are not those of the files kept and written: %d, %d", sizes[pyc(3)], sizes[pyc(650)])
+	}
+
+	// A wheel shipping a name of the journals is refused.
+	bad := wheeltest.Spec{Name: "sneaky", Version: "1.0", Files: []wheeltest.File{{Name: ".volboot-bytecode-x.json", Data: []byte("[]")}}}
+	bp, bsha, err := wheeltest.Write(dir, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Unpack(context.Background(), wheel.Source{Path: bp, Filename: bad.Filename(), SHA256: bsha}); err == nil || !strings.Contains(err.Error(), "reserves") {
+		t.Fatalf("a wheel shipping a journal's name: %v", err)
 	}
 }

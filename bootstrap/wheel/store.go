@@ -548,7 +548,9 @@ type zipMember struct {
 
 // reservedTop are top-level names a wheel may not use: they are the
 // store's own bookkeeping.
-func reservedTop(name string) bool { return name == CompleteName }
+func reservedTop(name string) bool {
+	return name == CompleteName || strings.HasPrefix(name, journalPrefix)
+}
 
 // checkName refuses zip entry names that could leave the target directory
 // or that are ambiguous on disk.

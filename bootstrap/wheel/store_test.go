@@ -27,7 +27,7 @@ func python(t *testing.T) *interp.Info {
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("python3 not on PATH: the store compiles bytecode with the real interpreter")
 	}
-	info, err := interp.Probe(context.Background(), "python3", t.TempDir(), nil)
+	info, err := interp.Probe(context.Background(), "python3", interp.Cache{Dir: t.TempDir(), Write: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ func (a *app) gcCommand() *cobra.Command {
 		Short: "Drop what no manifest, generation or live lease needs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.syncConfig(nil)
+			cfg, err := a.syncConfig(nil, true)
 			if err != nil {
 				return err
 			}

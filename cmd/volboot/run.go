@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,6 +29,14 @@ func (a *app) runCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "run [flags] [-- CMD ARGS...]",
 		Short: "Bring the volume in sync, then start and supervise the handler (the ENTRYPOINT)",
+		Example: `  # The container's ENTRYPOINT: the handler is [run].command of the manifest
+  volboot run --manifest /app/volboot.toml
+
+  # The handler given after --, as a Dockerfile's ENTRYPOINT ["volboot", "run", "--"] and CMD do
+  volboot run --manifest /app/volboot.toml -- python -u /app/handler.py
+
+  # Locally: a scratch volume, console logs, /ping and /status on port 8080
+  volboot run --volume /tmp/vol --manifest volboot.toml --log-format console --health-addr :8080 -- python -u handler.py`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.run(cmd.Context(), args)
 		},
@@ -47,7 +56,7 @@ func (a *app) run(ctx context.Context, argv []string) error {
 	sigs, stopSignals := supervise.CatchSignals()
 	defer stopSignals()
 	state := health.NewState(time.Now)
-	cfg, err := a.syncConfig(healthProgress{state})
+	cfg, err := a.syncConfig(healthProgress{state}, true)
 	if err != nil {
 		return err
 	}
@@ -91,6 +100,7 @@ func (a *app) run(ctx context.Context, argv []string) error {
 	leaseCtx, stopLease := context.WithCancel(context.Background())
 	defer stopLease()
 	var lease *lockfile.Lease
+	var leased atomic.Bool
 	defer func() {
 		if lease != nil {
 			lease.Release()
@@ -106,6 +116,7 @@ func (a *app) run(ctx context.Context, argv []string) error {
 				return supervise.Handler{}, err
 			}
 			lease = l
+			leased.Store(l != nil)
 			groups := make([]health.Group, 0, len(o.Groups))
 			for _, g := range o.Groups {
 				groups = append(groups, health.Group{Name: g.Name, State: g.State, Reason: g.Reason})
@@ -125,17 +136,21 @@ func (a *app) run(ctx context.Context, argv []string) error {
 		InitTimeout:  initTimeout,
 		Signals:      sigs,
 		TempDir:      tmp,
-		AfterReady:   func(ctx context.Context) { emptyTrash(ctx, cfg, a.log) },
+		AfterReady: func(ctx context.Context) {
+			if leased.Load() { // a volume that refused the lease refuses the removals too
+				emptyTrash(ctx, cfg, a.log)
+			}
+		},
 	})
 	if res.Err != nil {
-		a.log.Error("volboot run failed", zap.Error(res.Err))
 		var ie *bootstrap.InputError
 		if errors.As(res.Err, &ie) && res.Code == 1 {
 			res.Code = exitUsage // the manifest or lock is wrong, not the volume
 		}
 	}
 	if res.Code != 0 {
-		return &exitError{code: res.Code, err: nil}
+		// res.Err, when there is one, is reported once, by main.
+		return &exitError{code: res.Code, err: res.Err}
 	}
 	return nil
 }
@@ -157,6 +172,14 @@ func syncAndLease(ctx, leaseCtx context.Context, cfg bootstrap.Config, log *zap.
 			Dir: cfg.Paths.Volboot(), WorkerID: sanitizeID(host) + "-" + strconv.Itoa(os.Getpid()),
 			Generation: o.Generation, Logger: log,
 		})
+		if err != nil && errVolumeReadOnly(err) {
+			// A volume this worker may read but not write (mounted
+			// read-only, or owned by another user) still serves a
+			// complete generation; only gc elsewhere cannot see it.
+			log.Warn("the volume refuses writes, so this worker holds no use-lease: gc on another worker cannot see that it uses this generation and may remove it while it runs",
+				zap.String("generation", o.Generation), zap.Error(err))
+			return o, nil, nil
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("use-lease: %w", err)
 		}

@@ -14,10 +14,10 @@ func (a *app) statusCommand() *cobra.Command {
 	var verify, asJSON bool
 	c := &cobra.Command{
 		Use:   "status",
-		Short: "Report drift between the manifest and the volume (exit 0 in sync, 1 drift, 2 error)",
+		Short: "Report drift between the manifest and the volume (exit 0 in sync or degraded, 1 drift, 2 error)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.syncConfig(nil)
+			cfg, err := a.syncConfig(nil, false)
 			if err != nil {
 				return err
 			}
@@ -50,10 +50,7 @@ func (a *app) printStatus(r *bootstrap.StatusReport) {
 	if r.Generation != nil {
 		gen = *r.Generation
 	}
-	state := "in sync"
-	if !r.InSync {
-		state = "DRIFT"
-	}
+	state := map[string]string{"in-sync": "in sync", "degraded": "in sync, degraded", "drift": "DRIFT"}[r.State]
 	fmt.Fprintf(a.stdout, "%s: generation %s (venv -> %s)\n", state, gen, r.Current)
 	if r.Trash > 0 {
 		fmt.Fprintf(a.stdout, "trash: %d trees waiting to be removed (the next volboot run does it once its handler is ready, or volboot gc)\n", r.Trash)
@@ -67,6 +64,14 @@ func (a *app) printStatus(r *bootstrap.StatusReport) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", g.Name, g.State, g.Reason)
 	}
 	tw.Flush()
+	if len(r.Notes) > 0 {
+		tw = tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NOTE\tPACKAGE\tDETAIL")
+		for _, d := range r.Notes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", d.Kind, d.Package, d.Detail)
+		}
+		tw.Flush()
+	}
 	if len(r.Drift) > 0 {
 		tw = tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "DRIFT\tPACKAGE\tDETAIL")

@@ -1,0 +1,189 @@
+package wheel
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+)
+
+// Resuming a big entry's bytecode (DESIGN.md §5.4).
+//
+// Bytecode cannot be checked the way a wheel file is: RECORD does not
+// list it, and compiling the source again is the very cost a resumed
+// entry means to save (seconds for a torch-sized package, on every try of
+// a first boot killed again and again). So an entry with more than
+// bytecodeChunk sources is compiled in chunks, and before the .pyc files of
+// a chunk are written, a journal of that chunk is written beside them:
+// each .pyc's path, size and sha256, in one file made by atomicfile (whole
+// or absent, and fsynced). A writer that resumes the entry keeps every
+// .pyc whose journal says what it must hold and whose bytes hash to that
+// (a .pyc cut short or holed by the kill fails and is compiled again),
+// and compiles only the rest. The journals are removed once every .pyc is
+// written, before the entry is committed: no finished entry carries one,
+// and a kill in between costs a recompile, never a wrong file. A wheel may
+// not ship a top-level name with the journals' prefix (reservedTop).
+//
+// Smaller entries compile in one request and keep no journal: compiling
+// them again costs less than the journal's create, fsync and rename.
+
+// bytecodeChunk is the most sources per compile request of a big entry.
+const bytecodeChunk = 512
+
+// journalPrefix begins every bytecode journal's name, at an entry's top.
+const journalPrefix = ".volboot-bytecode-"
+
+// journalFile is one compiled .pyc as a journal records it.
+type journalFile struct {
+	Path   string `json:"path"` // relative to the entry, '/'-separated
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// writeJournal records a chunk's .pyc files (pycs[i] for srcs[i]; empty:
+// did not compile) under a name of its own.
+func writeJournal(tmp, name, cacheTag string, srcs []string, pycs [][]byte) error {
+	var files []journalFile
+	for i, b := range pycs {
+		if len(b) == 0 {
+			continue
+		}
+		sum := sha256.Sum256(b)
+		files = append(files, journalFile{Path: pycPath(srcs[i], cacheTag), Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])})
+	}
+	data, err := json.Marshal(files)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(tmp, journalPrefix+name+".json"), data, 0o644); err != nil {
+		return fmt.Errorf("bytecode journal: %w", err)
+	}
+	return nil
+}
+
+// readJournals returns what the journals a killed writer left in tmp
+// record, by .pyc path, and the journals' names. A journal that does not
+// parse (its bytes never reached the volume) is ignored: its .pyc files
+// are compiled again.
+func readJournals(tmp string) (map[string]journalFile, []string) {
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return nil, nil
+	}
+	out := map[string]journalFile{}
+	var names []string
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), journalPrefix) || !e.Type().IsRegular() {
+			continue
+		}
+		names = append(names, e.Name())
+		data, err := os.ReadFile(filepath.Join(tmp, e.Name()))
+		if err != nil {
+			continue
+		}
+		var files []journalFile
+		if json.Unmarshal(data, &files) != nil {
+			continue
+		}
+		for _, f := range files {
+			if checkName(f.Path) == nil && f.Size > 0 {
+				out[f.Path] = f
+			}
+		}
+	}
+	return out, names
+}
+
+// removeJournals removes the named journals from tmp.
+func removeJournals(tmp string, names []string) error {
+	for _, n := range names {
+		if err := os.Remove(filepath.Join(tmp, n)); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("bytecode journal: %w", err)
+		}
+	}
+	return nil
+}
+
+// keepJournaled checks, many at once, the .pyc of each of srcs that the
+// journals record, and returns the Files kept and the indexes of srcs
+// still to compile.
+func keepJournaled(ctx context.Context, tmp, cacheTag string, srcs []string, journal map[string]journalFile, sem chan struct{}, fsync bool) ([]File, []int) {
+	keep := make([]bool, len(srcs))
+	if len(journal) > 0 {
+		g, gctx := errgroup.WithContext(ctx)
+		for i, src := range srcs {
+			j, ok := journal[pycPath(src, cacheTag)]
+			if !ok {
+				continue
+			}
+			if !acquire(gctx, sem) {
+				break
+			}
+			g.Go(func() error {
+				defer func() { <-sem }()
+				keep[i] = holdsJournaled(filepath.Join(tmp, filepath.FromSlash(j.Path)), j, fsync)
+				return nil
+			})
+		}
+		g.Wait()
+	}
+	var kept []File
+	var todo []int
+	for i, src := range srcs {
+		if keep[i] {
+			j := journal[pycPath(src, cacheTag)]
+			kept = append(kept, File{Path: j.Path, Size: j.Size, Bytecode: true})
+		} else {
+			todo = append(todo, i)
+		}
+	}
+	return kept, todo
+}
+
+// holdsJournaled reports whether the file at path is a regular file of the
+// journal's size and hash (fsynced first under SyncFiles: its writer may
+// have died before its own fsync). A file that fails is left for the
+// write that follows to replace.
+func holdsJournaled(path string, j journalFile, fsync bool) bool {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() != j.Size || st.Mode().Perm() != 0o644 {
+		return false
+	}
+	want, err := hex.DecodeString(j.SHA256)
+	if err != nil {
+		return false
+	}
+	h := sha256.New()
+	bp := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(h, f, *bp)
+	copyBufs.Put(bp)
+	if err != nil || !bytes.Equal(h.Sum(nil), want) {
+		return false
+	}
+	return !fsync || f.Sync() == nil
+}
+
+// chunked splits n items into runs of at most size.
+func chunked(n, size int) [][2]int {
+	var out [][2]int
+	for lo := 0; lo < n; lo += size {
+		out = append(out, [2]int{lo, min(lo+size, n)})
+	}
+	return out
+}
