@@ -486,6 +486,9 @@ func (c *Config) planGroups(info *interp.Info, facts *gpu.Facts, previous *Gener
 			}
 		}
 		sel, err := lock.Select(targetFor(info, pyVersion, g.Name))
+		if err == nil {
+			err = noSdists(lock, sel)
+		}
 		if err != nil {
 			p.fail("", err.Error())
 			continue
@@ -493,6 +496,16 @@ func (c *Config) planGroups(info *interp.Info, facts *gpu.Facts, previous *Gener
 		p.selected = sel
 	}
 	return plans, nil
+}
+
+// noSdists refuses a selection that needs an sdist built: not yet.
+func noSdists(lock *pylock.Lock, sel []pylock.Selected) error {
+	for _, s := range sel {
+		if s.Sdist != nil {
+			return fmt.Errorf("%s: package %s %s has only an sdist for this interpreter: volboot does not build sdists yet; build a wheel for it (pip wheel / uv build) and lock it with its url (or path) and sha256", lock.Where(s.Package), s.Package.Name, s.Package.Version)
+		}
+	}
+	return nil
 }
 
 // requiredFailure is the error for the first failed required group.

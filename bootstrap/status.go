@@ -239,6 +239,9 @@ func (c *Config) explainMiss(st *State, info *interp.Info, r *StatusReport) erro
 			continue // its packages are missing on purpose; the group drift says why
 		}
 		sel, err := lock.Select(targetFor(info, py, g.Name))
+		if err == nil {
+			err = noSdists(lock, sel)
+		}
 		if err != nil {
 			continue // reported by sync as a degraded group
 		}

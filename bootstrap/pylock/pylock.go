@@ -12,9 +12,12 @@
 //
 // Where it is stricter than the PEP: every wheel must carry a sha256 hash,
 // because volboot names downloads and store entries by it; a wheel's file
-// name must agree with its package's name and version. A package that offers
-// no wheel (only sdist, vcs, directory or a non-wheel archive) loads, but
-// selecting it is an error naming it: volboot installs wheels only.
+// name must agree with its package's name and version; the same holds for
+// an sdist (url or path, sha256 required, a .tar.gz, .zip or .tar.bz2 named
+// for its package). A package with no wheel for the target but an sdist is
+// selected as an sdist to build (Selected.Sdist). One that offers neither
+// (only vcs, directory or a non-wheel archive) loads, but selecting it is an
+// error naming it.
 //
 // Errors name the lock file and line.
 package pylock
@@ -70,7 +73,8 @@ type Package struct {
 	RequiresPython pep440.Specifiers
 	Index          string
 	Wheels         []*Wheel
-	OtherSources   []string // "sdist", "vcs", "directory", "archive" present besides wheels
+	Sdist          *Sdist   // nil when the package has none
+	OtherSources   []string // "vcs", "directory", "archive" present besides wheels and sdist
 
 	path string // tomlpos path, e.g. "packages[3]"
 }
@@ -88,18 +92,53 @@ type Wheel struct {
 	path string
 }
 
+// Sdist is a package's [packages.sdist] table: a source distribution,
+// which volboot builds into a wheel when no wheel fits (bootstrap/sdist).
+type Sdist struct {
+	Filename string // the sdist's file name (from name, else the URL or path)
+	URL      string
+	Path     string // as written; see Lock.SdistPath
+	Size     int64  // -1 when the lock does not say
+	Hashes   map[string]string
+	SHA256   string // lower-case hex
+
+	path string
+}
+
+// SdistFormats are the archive suffixes an sdist may have: PEP 625's
+// .tar.gz, and the .zip and .tar.bz2 of older uploads.
+var SdistFormats = []string{".tar.gz", ".zip", ".tar.bz2"}
+
+// Ext is the sdist's archive suffix, one of SdistFormats.
+func (s *Sdist) Ext() string {
+	for _, ext := range SdistFormats {
+		if strings.HasSuffix(strings.ToLower(s.Filename), ext) {
+			return ext
+		}
+	}
+	return ""
+}
+
 // Where returns "file:line" of a package, for messages.
 func (l *Lock) Where(p *Package) string { return l.pos.Where(p.path) }
 
 // WhereWheel returns "file:line" of a wheel entry.
 func (l *Lock) WhereWheel(w *Wheel) string { return l.pos.Where(w.path) }
 
+// WhereSdist returns "file:line" of an sdist table.
+func (l *Lock) WhereSdist(s *Sdist) string { return l.pos.Where(s.path) }
+
 // WheelPath resolves a wheel's path source against the lock's directory.
-func (l *Lock) WheelPath(w *Wheel) string {
-	if w.Path == "" || filepath.IsAbs(w.Path) {
-		return w.Path
+func (l *Lock) WheelPath(w *Wheel) string { return l.resolve(w.Path) }
+
+// SdistPath resolves an sdist's path source against the lock's directory.
+func (l *Lock) SdistPath(s *Sdist) string { return l.resolve(s.Path) }
+
+func (l *Lock) resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
 	}
-	return filepath.Join(filepath.Dir(l.File), filepath.FromSlash(w.Path))
+	return filepath.Join(filepath.Dir(l.File), filepath.FromSlash(p))
 }
 
 // Load reads and parses the lock file at file.
@@ -134,7 +173,7 @@ type rawPackage struct {
 	Index                string         `toml:"index"`
 	Dependencies         []any          `toml:"dependencies"`
 	Wheels               []rawWheel     `toml:"wheels"`
-	Sdist                map[string]any `toml:"sdist"`
+	Sdist                *rawWheel      `toml:"sdist"`
 	VCS                  map[string]any `toml:"vcs"`
 	Directory            map[string]any `toml:"directory"`
 	Archive              map[string]any `toml:"archive"`
@@ -282,7 +321,7 @@ func parsePackage(pos *tomlpos.Index, at string, r *rawPackage) (*Package, []err
 	if p.RequiresPython, err = pep440.ParseSpecifiers(r.RequiresPython); err != nil {
 		fail(at+".requires-python", "package %s: requires-python: %v", r.Name, err)
 	}
-	for kind, present := range map[string]bool{"sdist": r.Sdist != nil, "vcs": r.VCS != nil, "directory": r.Directory != nil, "archive": r.Archive != nil} {
+	for kind, present := range map[string]bool{"vcs": r.VCS != nil, "directory": r.Directory != nil, "archive": r.Archive != nil} {
 		if present {
 			p.OtherSources = append(p.OtherSources, kind)
 		}
@@ -296,6 +335,14 @@ func parsePackage(pos *tomlpos.Index, at string, r *rawPackage) (*Package, []err
 			continue
 		}
 		p.Wheels = append(p.Wheels, w)
+	}
+	if r.Sdist != nil {
+		sd, err := parseSdist(pos, at+".sdist", p, version, r.Sdist)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			p.Sdist = sd
+		}
 	}
 	return p, errs
 }
@@ -347,6 +394,82 @@ func parseWheel(pos *tomlpos.Index, at string, p *Package, version pep440.Versio
 	}
 	w.SHA256 = sum
 	return w, nil
+}
+
+// parseSdist checks an sdist table as parseWheel checks a wheel: a url or
+// path, a sha256, and a file name that is an archive of this package.
+func parseSdist(pos *tomlpos.Index, at string, p *Package, version pep440.Version, r *rawWheel) (*Sdist, error) {
+	fail := func(path, format string, args ...any) error {
+		return fmt.Errorf("%s: package %s: %s", pos.Where(path), p.Name, fmt.Sprintf(format, args...))
+	}
+	s := &Sdist{URL: r.URL, Path: r.Path, Size: -1, Hashes: r.Hashes, path: at}
+	switch {
+	case r.URL == "" && r.Path == "":
+		return nil, fail(at, "sdist has neither url nor path")
+	case r.URL != "":
+		u, err := url.Parse(r.URL)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return nil, fail(at+".url", "sdist url %q is not an absolute URL", r.URL)
+		}
+	}
+	s.Filename = r.Name
+	if s.Filename == "" {
+		s.Filename = sourceBase(r.URL, r.Path)
+	}
+	if s.Filename == "" || strings.ContainsAny(s.Filename, "/\\\x00") {
+		return nil, fail(at, "sdist file name %q is not a file name", s.Filename)
+	}
+	ext := s.Ext()
+	if ext == "" {
+		return nil, fail(at, "sdist %s is not a %s archive", s.Filename, strings.Join(SdistFormats, ", "))
+	}
+	if !sdistNameMatches(s.Filename[:len(s.Filename)-len(ext)], p, version) {
+		want := p.Name + "-" + p.Version + ext
+		if p.Version == "" {
+			want = p.Name + "-<version>" + ext
+		}
+		return nil, fail(at, "sdist %s is not an sdist of package %s %s (want a name like %s)", s.Filename, p.Name, p.Version, want)
+	}
+	if r.Size != nil {
+		if *r.Size < 0 {
+			return nil, fail(at+".size", "sdist %s: size %d is negative", s.Filename, *r.Size)
+		}
+		s.Size = *r.Size
+	}
+	sum := strings.ToLower(r.Hashes["sha256"])
+	if sum == "" {
+		return nil, fail(at+".hashes", "sdist %s has no sha256 hash: volboot verifies every download by sha256 and names what it builds by it; re-lock with hashes", s.Filename)
+	}
+	if b, err := hex.DecodeString(sum); err != nil || len(b) != 32 {
+		return nil, fail(at+".hashes.sha256", "sdist %s: sha256 %q is not 64 hex digits", s.Filename, r.Hashes["sha256"])
+	}
+	s.SHA256 = sum
+	return s, nil
+}
+
+// sdistNameMatches reports whether stem (an sdist's file name without its
+// suffix) is "<name>-<version>" for package p: PEP 625's normalized
+// spelling or an older one ("antlr4-python3-runtime-4.9.3"), split at any
+// hyphen, since names hold hyphens too. A package without a version only
+// needs its name.
+func sdistNameMatches(stem string, p *Package, version pep440.Version) bool {
+	for i := strings.IndexByte(stem, '-'); i > 0; {
+		name, ver := stem[:i], stem[i+1:]
+		if pep508.NormalizeName(name) == p.Normalized {
+			if p.Version == "" {
+				return true
+			}
+			if v, err := pep440.Parse(ver); err == nil && v.Compare(version) == 0 {
+				return true
+			}
+		}
+		j := strings.IndexByte(stem[i+1:], '-')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
 }
 
 // sourceBase is the file name at the end of a URL or path.

@@ -54,8 +54,14 @@ hashes = { sha256 = "` + h3 + `" }
 [[packages]]
 name = "onlysdist"
 version = "1.0"
-marker = "'asr' in dependency_groups and python_version < '3.11'"
-sdist = { url = "https://files.example/onlysdist-1.0.tar.gz", hashes = { sha256 = "` + h1 + `" } }
+marker = "'asr' in dependency_groups and python_version >= '3.12'"
+sdist = { url = "https://files.example/onlysdist-1.0.tar.gz", size = 42, hashes = { sha256 = "` + h1 + `" } }
+
+[[packages]]
+name = "nothing-to-install"
+version = "2.0"
+marker = "'asr' in dependency_groups and python_version >= '3.13'"
+vcs = { type = "git", url = "https://example.invalid/x.git", commit-id = "abc" }
 `
 
 func target(t *testing.T, minor string, groups ...string) Target {
@@ -88,7 +94,7 @@ func atoi(s string) int {
 func names(sel []Selected) string {
 	var out []string
 	for _, s := range sel {
-		out = append(out, s.Package.Normalized+"="+s.Wheel.Filename)
+		out = append(out, s.Package.Normalized+"="+s.Filename())
 	}
 	return strings.Join(out, " ")
 }
@@ -98,7 +104,7 @@ func TestParseAndSelect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(l.Packages) != 4 || l.DefaultGroups[0] != "tts" {
+	if len(l.Packages) != 5 || l.DefaultGroups[0] != "tts" {
 		t.Fatalf("parsed %+v", l)
 	}
 	torch := l.Packages[0]
@@ -126,10 +132,29 @@ func TestParseAndSelect(t *testing.T) {
 	if got := names(sel); !strings.Contains(got, "cp312") || !strings.Contains(got, "whisperx") {
 		t.Errorf("asr on 3.12: %s", got)
 	}
-	// asr on 3.10 reaches the sdist-only package: refused, naming it.
-	_, err = l.Select(target(t, "10", "asr"))
-	if err == nil || !strings.Contains(err.Error(), "onlysdist") || !strings.Contains(err.Error(), "only sdist") || !strings.Contains(err.Error(), "pylock.toml:38") {
-		t.Errorf("sdist-only: %v", err)
+	// asr on 3.12 reaches the sdist-only package: selected to be built.
+	sel, err = l.Select(target(t, "12", "asr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sd *Selected
+	for i := range sel {
+		if sel[i].Package.Normalized == "onlysdist" {
+			sd = &sel[i]
+		}
+	}
+	if sd == nil || sd.Wheel != nil || sd.Sdist == nil || sd.Sdist.Filename != "onlysdist-1.0.tar.gz" || sd.Sdist.Size != 42 ||
+		sd.Digest() != h1 || sd.Sdist.Ext() != ".tar.gz" || sd.Sdist.URL != "https://files.example/onlysdist-1.0.tar.gz" {
+		t.Errorf("sdist-only on 3.12: %+v", sd)
+	}
+	if w := l.WhereSdist(sd.Sdist); w != "/locks/pylock.toml:42" {
+		t.Errorf("WhereSdist = %q", w)
+	}
+	// asr on 3.13 also reaches a package with only a vcs source: refused,
+	// naming it.
+	_, err = l.Select(target(t, "13", "asr"))
+	if err == nil || !strings.Contains(err.Error(), "nothing-to-install") || !strings.Contains(err.Error(), "only vcs") || !strings.Contains(err.Error(), "pylock.toml:44") {
+		t.Errorf("vcs-only: %v", err)
 	}
 	// 3.13 has no torch wheel.
 	_, err = l.Select(target(t, "13", "tts"))
@@ -158,7 +183,7 @@ hashes = { sha256 = "` + h1 + `" }
 		t.Fatal(err)
 	}
 	_, err = l.Select(target(t, "11", "tts"))
-	if err == nil || !strings.Contains(err.Error(), "listed twice") || !strings.Contains(err.Error(), "pylock.toml:44") || !strings.Contains(err.Error(), "pylock.toml:22") {
+	if err == nil || !strings.Contains(err.Error(), "listed twice") || !strings.Contains(err.Error(), "pylock.toml:50") || !strings.Contains(err.Error(), "pylock.toml:22") {
 		t.Fatalf("duplicate: %v", err)
 	}
 }
@@ -175,6 +200,14 @@ func TestBadLocks(t *testing.T) {
 		{"bad name", `name = "Six"`, `name = "-six"`, "not a valid distribution name"},
 		{"no source", `url = "https://files.example/whisperx-3.7.4-py3-none-any.whl"`, ``, "neither url nor path"},
 		{"toml", `created-by = "test"`, `created-by = `, "pylock.toml:6"},
+		{"sdist no sha256", `size = 42, hashes = { sha256 = "` + h1 + `" }`, `hashes = {}`, "pylock.toml:42: package onlysdist: sdist onlysdist-1.0.tar.gz has no sha256"},
+		{"sdist short sha", `size = 42, hashes = { sha256 = "` + h1 + `" }`, `hashes = { sha256 = "12" }`, "not 64 hex digits"},
+		{"sdist no source", `sdist = { url = "https://files.example/onlysdist-1.0.tar.gz", `, `sdist = { `, "sdist has neither url nor path"},
+		{"sdist relative url", `https://files.example/onlysdist-1.0.tar.gz`, `onlysdist-1.0.tar.gz`, "is not an absolute URL"},
+		{"sdist not an archive", `onlysdist-1.0.tar.gz`, `onlysdist-1.0.rar`, "is not a .tar.gz, .zip, .tar.bz2 archive"},
+		{"sdist of another package", `onlysdist-1.0.tar.gz`, `othersdist-1.0.tar.gz`, "is not an sdist of package onlysdist 1.0"},
+		{"sdist of another version", `onlysdist-1.0.tar.gz`, `onlysdist-1.1.tar.gz`, "is not an sdist of package onlysdist 1.0"},
+		{"sdist negative size", `size = 42`, `size = -1`, "size -1 is negative"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			doc := strings.Replace(lockDoc, c.from, c.to, 1)
@@ -183,6 +216,76 @@ func TestBadLocks(t *testing.T) {
 				t.Fatalf("want %q, got %v", c.want, err)
 			}
 		})
+	}
+}
+
+// Sdist file names come in PEP 625's normalized spelling and in older
+// ones whose names hold hyphens; all name their package and version.
+func TestSdistNames(t *testing.T) {
+	for _, c := range []struct {
+		pkg, version, file string
+		ok                 bool
+	}{
+		{"antlr4-python3-runtime", "4.9.3", "antlr4-python3-runtime-4.9.3.tar.gz", true},
+		{"antlr4-python3-runtime", "4.9.3", "antlr4_python3_runtime-4.9.3.tar.gz", true},
+		{"transformers-stream-generator", "0.0.5", "transformers-stream-generator-0.0.5.tar.gz", true},
+		{"Encodec", "0.1.1", "encodec-0.1.1.zip", true},
+		{"encodec", "0.1.1", "encodec-0.1.1.tar.bz2", true},
+		{"encodec", "0.1.1", "encodec-0.1.01.tar.gz", true}, // the same version
+		{"encodec", "0.1.1", "encodec-0.1.2.tar.gz", false},
+		{"encodec", "", "encodec-0.1.2.tar.gz", true},
+		{"encodec", "0.1.1", "encodec.tar.gz", false},
+		{"encodec", "0.1.1", "-0.1.1.tar.gz", false},
+		{"a-b", "1.0", "a-b-c-1.0.tar.gz", false},
+	} {
+		doc := "lock-version = \"1.0\"\n[[packages]]\nname = \"" + c.pkg + "\"\n"
+		if c.version != "" {
+			doc += "version = \"" + c.version + "\"\n"
+		}
+		doc += "sdist = { path = \"sdists/" + c.file + "\", hashes = { sha256 = \"" + h2 + "\" } }\n"
+		l, err := Parse("/l/pylock.toml", []byte(doc))
+		if (err == nil) != c.ok {
+			t.Errorf("%s %s from %s: %v, want ok %v", c.pkg, c.version, c.file, err, c.ok)
+			continue
+		}
+		if err == nil {
+			if got := l.SdistPath(l.Packages[0].Sdist); got != "/l/sdists/"+c.file {
+				t.Errorf("SdistPath = %q", got)
+			}
+		}
+	}
+}
+
+// A package that has wheels, none for this interpreter, and an sdist is
+// selected to be built; one with a fitting wheel never is.
+func TestSdistFallback(t *testing.T) {
+	doc := `lock-version = "1.0"
+[[packages]]
+name = "fast"
+version = "1.0"
+sdist = { url = "https://f.example/fast-1.0.tar.gz", hashes = { sha256 = "` + h1 + `" } }
+[[packages.wheels]]
+url = "https://f.example/fast-1.0-cp312-cp312-manylinux_2_28_x86_64.whl"
+hashes = { sha256 = "` + h2 + `" }
+[[packages.wheels]]
+url = "https://f.example/fast-1.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+hashes = { sha256 = "` + h3 + `" }
+`
+	l, err := Parse("pylock.toml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for minor, want := range map[string]string{"11": "fast=fast-1.0-cp311-cp311-manylinux_2_28_x86_64.whl", "12": "fast=fast-1.0-cp312-cp312-manylinux_2_28_x86_64.whl", "13": "fast=fast-1.0.tar.gz"} {
+		sel, err := l.Select(target(t, minor))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(sel); got != want {
+			t.Errorf("3.%s: %s, want %s", minor, got, want)
+		}
+		if (sel[0].Sdist != nil) == (sel[0].Wheel != nil) {
+			t.Errorf("3.%s: exactly one of Wheel and Sdist must be set: %+v", minor, sel[0])
+		}
 	}
 }
 
@@ -199,6 +302,7 @@ func TestUnknownKeysWarn(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(lockDoc))
+	f.Add([]byte("lock-version = '1.0'\n[[packages]]\nname='a-b'\nversion='1'\nsdist={name='a_b-1.zip', path='x', size=3, hashes={sha256='" + h1 + "'}}\n"))
 	f.Add([]byte("lock-version = '1.0'\n[[packages]]\nname='a'\n[[packages.wheels]]\nname='a-1-py3-none-any.whl'\npath='x'\nhashes={sha256='" + h1 + "'}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := Parse("f.toml", data)
@@ -209,6 +313,11 @@ func FuzzParse(f *testing.F) {
 			for _, w := range p.Wheels {
 				if len(w.SHA256) != 64 || w.Parsed.NormalizedName() != p.Normalized {
 					t.Fatalf("accepted bad wheel %+v of %+v", w, p)
+				}
+			}
+			if s := p.Sdist; s != nil {
+				if len(s.SHA256) != 64 || s.Ext() == "" || (s.URL == "" && s.Path == "") || strings.ContainsAny(s.Filename, "/\x00") {
+					t.Fatalf("accepted bad sdist %+v of %+v", s, p)
 				}
 			}
 		}

@@ -20,17 +20,39 @@ type Target struct {
 	Tags   pep425.Ranking // its supported tags, best first
 }
 
-// Selected is a package the target needs and the wheel chosen for it.
+// Selected is a package the target needs and what installs it: the wheel
+// chosen for it, or, when no wheel of the package fits the target, its
+// sdist, to be built into a wheel. Exactly one of Wheel and Sdist is set.
 type Selected struct {
 	Package *Package
 	Wheel   *Wheel
+	Sdist   *Sdist
+}
+
+// Digest is the sha256 of the file that installs the package: the wheel's,
+// or the sdist's.
+func (s Selected) Digest() string {
+	if s.Sdist != nil {
+		return s.Sdist.SHA256
+	}
+	return s.Wheel.SHA256
+}
+
+// Filename is that file's name.
+func (s Selected) Filename() string {
+	if s.Sdist != nil {
+		return s.Sdist.Filename
+	}
+	return s.Wheel.Filename
 }
 
 // Select applies PEP 751's installation steps for t (requires-python admits
 // a pre-release interpreter such as 3.13.0rc1, as pip does): the lock's
 // requires-python and environments must admit the target; every package whose
 // marker holds is needed; each needs exactly one entry and one compatible
-// wheel, the best ranked by t.Tags (ties go to the higher build number). All
+// wheel, the best ranked by t.Tags (ties go to the higher build number), or
+// else an sdist, selected to be built (PEP 751 lets an installer fall back
+// to the sdist when no wheel fits). All
 // problems are reported together, each naming the package and its line.
 func (l *Lock) Select(t Target) ([]Selected, error) {
 	if !l.RequiresPython.ContainsPrereleases(t.Python, true) {
@@ -72,6 +94,10 @@ func (l *Lock) Select(t Target) ([]Selected, error) {
 		}
 		w, err := l.bestWheel(p, t.Tags)
 		if err != nil {
+			if p.Sdist != nil {
+				out = append(out, Selected{Package: p, Sdist: p.Sdist})
+				continue
+			}
 			errs = append(errs, err)
 			continue
 		}
@@ -89,7 +115,7 @@ func (l *Lock) bestWheel(p *Package, r pep425.Ranking) (*Wheel, error) {
 		if len(p.OtherSources) > 0 {
 			src = "only " + strings.Join(p.OtherSources, ", ")
 		}
-		return nil, fmt.Errorf("%s: package %s %s has %s and no wheel: volboot installs wheels only; build a wheel for it (pip wheel / uv build) and re-lock, or lock with binary-only resolution", l.Where(p), p.Name, p.Version, src)
+		return nil, fmt.Errorf("%s: package %s %s has %s and no wheel or sdist: volboot installs wheels and builds sdists; build a wheel for it (pip wheel / uv build) and lock it with its url (or path) and sha256", l.Where(p), p.Name, p.Version, src)
 	}
 	var best *Wheel
 	bestRank := 0
