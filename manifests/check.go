@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -98,6 +99,7 @@ func (m *Manifest) CheckLock(l *pylock.Lock, p Platform) Report {
 		return t.Env, ok
 	})...)
 	reached := map[*pylock.Package]bool{}
+	var sdists []string // "group g: package x is built from its sdist"
 	for _, g := range m.Groups {
 		t, ok := targets[g.Name]
 		if !ok {
@@ -108,9 +110,31 @@ func (m *Manifest) CheckLock(l *pylock.Lock, p Platform) Report {
 				reached[pkg] = true
 			}
 		}
-		if _, err := l.Select(t); err != nil {
+		sel, err := l.Select(t)
+		if err != nil {
 			for _, line := range strings.Split(err.Error(), "\n") {
 				r.Errors = append(r.Errors, fmt.Sprintf("group %s on %s: %s", g.Name, p, line))
+			}
+		}
+		for _, s := range sel {
+			if s.Sdist != nil {
+				sdists = append(sdists, fmt.Sprintf("group %s on %s: package %s %s has no wheel for it and is built from its sdist %s (%s)", g.Name, p, s.Package.Name, s.Package.Version, s.Sdist.Filename, l.WhereSdist(s.Sdist)))
+			}
+		}
+	}
+	// Sdists need a build environment the lock provides.
+	if len(sdists) > 0 {
+		r.Warnings = append(r.Warnings, sdists...)
+		if t, err := p.Target([]string{BuildGroup}); err == nil {
+			if _, err := m.BuildEnvironment(l, t); err != nil {
+				for _, line := range strings.Split(err.Error(), "\n") {
+					r.Errors = append(r.Errors, fmt.Sprintf("build environment on %s: %s", p, line))
+				}
+			}
+			for _, pkg := range l.Packages {
+				if holds, err := pkg.Marker.Evaluate(t.Env); err == nil && holds {
+					reached[pkg] = true
+				}
 			}
 		}
 	}
@@ -121,6 +145,54 @@ func (m *Manifest) CheckLock(l *pylock.Lock, p Platform) Report {
 	}
 	sort.Strings(r.Warnings)
 	return r
+}
+
+// BuildEnvironment selects from l, for t (a target whose dependency
+// groups are [BuildGroup]), the wheels of the build environment: one per
+// [build] requirement whose marker holds, satisfying it. Each problem is
+// a line of the error, naming [build].requirements and how to fix it.
+func (m *Manifest) BuildEnvironment(l *pylock.Lock, t pylock.Target) ([]pylock.Selected, error) {
+	if len(m.Build.Requirements) == 0 {
+		return nil, fmt.Errorf("%s: [build].requirements is empty, so no sdist is built", m.File)
+	}
+	var names []string
+	var reqs []pep508.Requirement
+	for _, req := range m.Build.Requirements {
+		if req.Marker != nil {
+			if holds, err := req.Marker.Evaluate(t.Env); err == nil && !holds {
+				continue
+			}
+		}
+		names = append(names, pep508.NormalizeName(req.Name))
+		reqs = append(reqs, req)
+	}
+	sel, err := l.SelectWheels(t, names)
+	if err != nil {
+		return nil, fmt.Errorf("the build requirements ([build].requirements: %s) must be wheels in the lock, with no marker or one that holds for '%s' in dependency_groups: %w",
+			m.buildList(), BuildGroup, err)
+	}
+	var errs []string
+	for i, s := range sel {
+		if s.Package.Version == "" {
+			continue
+		}
+		v, err := pep440.Parse(s.Package.Version)
+		if err != nil || !reqs[i].Specifier.ContainsPrereleases(v, true) {
+			errs = append(errs, fmt.Sprintf("%s: [build].requirements wants %s, the lock has %s %s (%s): re-lock", m.File, reqs[i].String(), s.Package.Name, s.Package.Version, l.Where(s.Package)))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "\n"))
+	}
+	return sel, nil
+}
+
+func (m *Manifest) buildList() string {
+	var s []string
+	for _, r := range m.Build.Requirements {
+		s = append(s, r.String())
+	}
+	return strings.Join(s, ", ")
 }
 
 // CheckRequirements is the part of CheckLock that does not depend on which

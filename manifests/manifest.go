@@ -53,6 +53,7 @@ type Manifest struct {
 	Groups  []Group
 	Models  []Model
 	Run     Run
+	Build   Build
 
 	// File names where the manifest came from: a path, or
 	// "embedded:<name>" for a manifest built into volboot.
@@ -89,6 +90,32 @@ type Group struct {
 	Requirements []pep508.Requirement
 	When         []Condition
 }
+
+// Build says how locked sdists are built into wheels (DESIGN.md §5.7).
+type Build struct {
+	// Requirements are every package of the build environment, its
+	// backends' own dependencies included (volboot resolves nothing):
+	// each is installed from its wheel in the lock, selected for the
+	// dependency group BuildGroup. Empty: sdists are not built.
+	Requirements []pep508.Requirement
+	// Timeout bounds each sdist's build.
+	Timeout time.Duration
+}
+
+// BuildGroup is the dependency group the lock's build requirements are
+// selected for: a lock may mark them `'volboot-build' in dependency_groups`
+// to keep them out of the groups' own environments, or leave them without
+// a marker. No [[group]] may have this name.
+const BuildGroup = "volboot-build"
+
+// DefaultBuildRequirements build setup.py projects, the F5 stack's sdists
+// among them: PEP 518's default for a project without pyproject.toml, and
+// wheel, which setuptools before 70.1 needs to make a wheel.
+var DefaultBuildRequirements = []string{"setuptools>=40.8.0", "wheel"}
+
+// DefaultBuildTimeout bounds one sdist's build unless [build].timeout
+// says otherwise: a pure-Python build takes seconds.
+const DefaultBuildTimeout = 5 * time.Minute
 
 // Condition is one `when` entry: a hardware fact and a semver constraint.
 type Condition struct {
@@ -217,6 +244,12 @@ type rawManifest struct {
 	Group  []rawGroup `toml:"group"`
 	Model  []rawModel `toml:"model"`
 	Run    *rawRun    `toml:"run"`
+	Build  *rawBuild  `toml:"build"`
+}
+
+type rawBuild struct {
+	Requirements *[]string    `toml:"requirements"`
+	Timeout      durationText `toml:"timeout"`
 }
 
 type rawPython struct {
@@ -288,6 +321,7 @@ func Parse(file string, data []byte) (*Manifest, error) {
 	v.groups(m, raw.Group)
 	v.models(m, raw.Model)
 	v.run(m, raw.Run)
+	v.build(m, raw.Build)
 	if err := errors.Join(v.errs...); err != nil {
 		return nil, err
 	}
@@ -412,6 +446,9 @@ func (v *validator) groups(m *Manifest, raw []rawGroup) {
 			continue
 		}
 		g := Group{Name: pep508.NormalizeName(r.Name), Required: r.Required == nil || *r.Required}
+		if g.Name == BuildGroup {
+			v.fail(at+".name", "%q is the dependency group of the build environment ([build]); name the group otherwise", r.Name)
+		}
 		if prev, dup := seen[g.Name]; dup {
 			v.fail(at+".name", "duplicate group %q (also group %d at %s)", r.Name, prev, v.pos.Where(fmt.Sprintf("group[%d]", prev)))
 		}
@@ -598,6 +635,37 @@ func (v *validator) run(m *Manifest, r *rawRun) {
 		}
 	}
 	run.Env = r.Env
+}
+
+func (v *validator) build(m *Manifest, r *rawBuild) {
+	m.Build.Timeout = DefaultBuildTimeout
+	reqs := DefaultBuildRequirements
+	if r != nil {
+		m.Build.Timeout = v.duration("build.timeout", string(r.Timeout), DefaultBuildTimeout, false)
+		if r.Requirements != nil {
+			reqs = *r.Requirements
+		}
+	}
+	seen := map[string]bool{}
+	for i, s := range reqs {
+		at := fmt.Sprintf("build.requirements[%d]", i)
+		req, err := pep508.ParseRequirement(s)
+		if err != nil {
+			v.fail(at, "%v", err)
+			continue
+		}
+		switch n := pep508.NormalizeName(req.Name); {
+		case req.URL != "":
+			v.fail(at, "%s: a build requirement is a wheel of the lock, not a URL: lock it and name it here", req.Name)
+		case len(req.Extras) > 0:
+			v.fail(at, "%s: extras are not installed in the build environment: list the packages they add instead", req.Name)
+		case seen[n]:
+			v.fail(at, "%s is listed twice", req.Name)
+		default:
+			seen[n] = true
+			m.Build.Requirements = append(m.Build.Requirements, req)
+		}
+	}
 }
 
 func (v *validator) duration(at, s string, def time.Duration, zeroOK bool) time.Duration {

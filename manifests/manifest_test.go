@@ -232,6 +232,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[lock]\npath='x'\n[[group]]\nname='a'\nrequirements=['b>=1; python_version<\"3.12\"']\n"))
 	f.Add([]byte("[lock]\npath=1\n[[group]]\nname='a'\nrequired='yes'\nrequirements='b'\nwhen={cuda=1}\n[run]\nenv={A=1}\nmax-restarts=1.5\nstop-grace=3\n"))
 	f.Add([]byte("python='x'\nindex=[1]\n[[run]]\n[[model]]\nfiles=[{}]\n"))
+	f.Add([]byte(buildBase + "[build]\nrequirements=['a','b; python_version<\"4\"']\ntimeout='1m'\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Parse("f.toml", data)
 		if err != nil {

@@ -344,3 +344,29 @@ func BenchmarkParseLarge(b *testing.B) {
 		}
 	}
 }
+
+// SelectWheels picks named packages, wheels only: what a build
+// environment is made of.
+func TestSelectWheels(t *testing.T) {
+	l, err := Parse("pylock.toml", []byte(lockDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := l.SelectWheels(target(t, "11", "tts"), []string{"six", "torch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(sel); got != "six=six-1.17.0-py2.py3-none-any.whl torch=torch-2.8.0+cu128-cp311-cp311-manylinux_2_28_x86_64.whl" {
+		t.Errorf("got %s", got)
+	}
+	// whisperx is not for tts; onlysdist has no wheel; nothing-else is
+	// not in the lock.
+	_, err = l.SelectWheels(target(t, "12", "tts"), []string{"whisperx", "nothing-else"})
+	if err == nil || !strings.Contains(err.Error(), "no package whisperx for dependency groups tts") || !strings.Contains(err.Error(), "no package nothing-else") {
+		t.Errorf("missing: %v", err)
+	}
+	_, err = l.SelectWheels(target(t, "12", "asr"), []string{"onlysdist"})
+	if err == nil || !strings.Contains(err.Error(), "onlysdist 1.0 has only sdist and no wheel") {
+		t.Errorf("sdist only: %v", err)
+	}
+}

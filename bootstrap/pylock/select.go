@@ -109,13 +109,65 @@ func (l *Lock) Select(t Target) ([]Selected, error) {
 	return out, nil
 }
 
+// SelectWheels selects, for t, the packages named (PEP 503 normalized
+// names) among those whose markers hold, each with its best wheel: what a
+// build environment is made of (its packages are installed from wheels
+// only, never built). A name the lock lacks for t, one listed twice, and
+// one without a wheel for t are errors, reported together; the result is
+// in the order of names.
+func (l *Lock) SelectWheels(t Target, names []string) ([]Selected, error) {
+	var errs []error
+	byName := map[string][]*Package{}
+	for _, p := range l.Packages {
+		holds, err := p.Marker.Evaluate(t.Env)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: package %s: marker: %v", l.Where(p), p.Name, err))
+			continue
+		}
+		if holds {
+			byName[p.Normalized] = append(byName[p.Normalized], p)
+		}
+	}
+	var out []Selected
+	for _, n := range names {
+		ps := byName[n]
+		switch {
+		case len(ps) == 0:
+			errs = append(errs, fmt.Errorf("%s: no package %s for dependency groups %s", l.File, n, strings.Join(t.Env.DependencyGroups, ", ")))
+			continue
+		case len(ps) > 1:
+			errs = append(errs, fmt.Errorf("%s: package %s is listed twice for this target (also at %s)", l.Where(ps[1]), ps[1].Name, l.Where(ps[0])))
+			continue
+		}
+		p := ps[0]
+		if !p.RequiresPython.ContainsPrereleases(t.Python, true) {
+			errs = append(errs, fmt.Errorf("%s: package %s %s requires Python %s, the interpreter is %s", l.Where(p), p.Name, p.Version, p.RequiresPython, t.Python))
+			continue
+		}
+		w, err := l.bestWheel(p, t.Tags)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, Selected{Package: p, Wheel: w})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (l *Lock) bestWheel(p *Package, r pep425.Ranking) (*Wheel, error) {
 	if len(p.Wheels) == 0 {
-		src := "no source"
-		if len(p.OtherSources) > 0 {
-			src = "only " + strings.Join(p.OtherSources, ", ")
+		srcs := p.OtherSources
+		if p.Sdist != nil {
+			srcs = append([]string{"sdist"}, srcs...)
 		}
-		return nil, fmt.Errorf("%s: package %s %s has %s and no wheel or sdist: volboot installs wheels and builds sdists; build a wheel for it (pip wheel / uv build) and lock it with its url (or path) and sha256", l.Where(p), p.Name, p.Version, src)
+		src := "no source"
+		if len(srcs) > 0 {
+			src = "only " + strings.Join(srcs, ", ")
+		}
+		return nil, fmt.Errorf("%s: package %s %s has %s and no wheel: build a wheel for it (pip wheel / uv build) and lock it with its url (or path) and sha256", l.Where(p), p.Name, p.Version, src)
 	}
 	var best *Wheel
 	bestRank := 0
