@@ -384,7 +384,7 @@ func (b *Builder) Build(ctx context.Context, src Source) (*Result, error) {
 		tail := lastLines(output, 12, 1500)
 		b.logger().Debug("sdist build output", zap.String("package", src.Name), zap.String("output", string(output)))
 		if compilerNeeded.Match(output) {
-			return fail(NeedsCompiler, "%s", tail)
+			return fail(NeedsCompiler, "%s", compilerLines(output))
 		}
 		var reqs []pep508.Requirement
 		for _, s := range info.Requires {
@@ -600,6 +600,25 @@ func (t *tailBuffer) bytes() []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return append([]byte(nil), t.buf...)
+}
+
+// compilerLines are the lines of out that say what wanted compiling and
+// what failed for want of a compiler (the last three).
+func compilerLines(out []byte) string {
+	var lines []string
+	for _, l := range bytes.Split(out, []byte("\n")) {
+		s := strings.TrimSpace(string(l))
+		if compilerNeeded.MatchString(s) || strings.HasPrefix(s, "building '") {
+			if len(s) > 300 {
+				s = s[:300] + "…"
+			}
+			lines = append(lines, s)
+		}
+	}
+	if len(lines) > 3 {
+		lines = lines[len(lines)-3:]
+	}
+	return strings.Join(lines, " | ")
 }
 
 // lastLines is the last n non-empty lines of out, joined with " | ", at

@@ -199,9 +199,11 @@ func Write(dir string, s Spec) (Sdist, error) {
 }
 
 // CountBuilds is a Prelude that appends a line to file each time setup.py
-// runs, so a test can count the builds that really happened.
+// makes a wheel (bdist_wheel: a PEP 517 build runs setup.py once more
+// before, to ask for its build requirements), so a test can count the
+// builds that really happened.
 func CountBuilds(file string) string {
-	return fmt.Sprintf("with open(%q, 'a') as _f:\n    _f.write('build\\n')\n", file)
+	return fmt.Sprintf("if 'bdist_wheel' in sys.argv:\n    with open(%q, 'a') as _f:\n        _f.write('build\\n')\n", file)
 }
 
 // Fail is a Prelude that fails the build with message.
