@@ -65,13 +65,13 @@ func TestMirrorsFor(t *testing.T) {
 		{URL: "https://download.pytorch.org/whl/cu128", Mirrors: []string{"https://mirror.example/cu128/"}},
 	}}}
 	s := &pylock.Selected{Wheel: &pylock.Wheel{URL: "https://download.pytorch.org/whl/cu128/torch-2.8.0%2Bcu128-cp311-cp311-manylinux_2_28_x86_64.whl"}}
-	got := c.mirrorsFor(s)
+	got := c.mirrorsFor(s.Wheel.URL)
 	want := []string{s.Wheel.URL, "https://mirror.example/cu128/torch-2.8.0%2Bcu128-cp311-cp311-manylinux_2_28_x86_64.whl"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("mirrorsFor = %v", got)
 	}
 	other := &pylock.Selected{Wheel: &pylock.Wheel{URL: "https://files.example/x-1-py3-none-any.whl"}}
-	if got := c.mirrorsFor(other); len(got) != 1 {
+	if got := c.mirrorsFor(other.Wheel.URL); len(got) != 1 {
 		t.Fatalf("a wheel of no listed index got mirrors %v", got)
 	}
 }

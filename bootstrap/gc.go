@@ -157,11 +157,15 @@ func (c *Config) gcUnderLock(ctx context.Context, dryRun bool) (*GCReport, error
 			delete(st.Generations, id)
 		}
 	}
+	neededSdists := map[string]bool{}
 	for id, why := range keep {
 		r.Kept = append(r.Kept, id+" ("+why+")")
 		if g := st.Generations[id]; g != nil {
 			for _, p := range g.Packages {
 				neededWheels[p.SHA256] = true
+				if p.Sdist != "" {
+					neededSdists[p.Sdist] = true
+				}
 			}
 		}
 	}
@@ -197,6 +201,28 @@ func (c *Config) gcUnderLock(ctx context.Context, dryRun bool) (*GCReport, error
 			remove("download", filepath.Join(c.Paths.Wheels(), name), "no kept generation installs it", "")
 		case (strings.HasSuffix(name, ".part") || strings.HasSuffix(name, ".part.json")) && !wanted[sha]:
 			remove("partial-download", filepath.Join(c.Paths.Wheels(), name), "the lock no longer names this wheel", "")
+		}
+	}
+	// Sdists: kept while a kept generation holds a wheel built from one
+	// (a repair may need to build it again).
+	wantedSdists := map[string]bool{}
+	for _, p := range lock.Packages {
+		if p.Sdist != nil {
+			wantedSdists[p.Sdist.SHA256] = true
+		}
+	}
+	ents, _ = os.ReadDir(c.Paths.Sdists())
+	for _, e := range ents {
+		name := e.Name()
+		if _, tmp := atomicfile.ParseTempName(name); tmp {
+			continue
+		}
+		sha, _, _ := strings.Cut(name, ".")
+		switch partial := strings.HasSuffix(name, ".part") || strings.HasSuffix(name, ".part.json"); {
+		case partial && !wantedSdists[sha]:
+			remove("partial-download", filepath.Join(c.Paths.Sdists(), name), "the lock no longer names this sdist", "")
+		case !partial && !neededSdists[sha]:
+			remove("download", filepath.Join(c.Paths.Sdists(), name), "no kept generation holds a wheel built from it", "")
 		}
 	}
 

@@ -57,6 +57,16 @@ func (p Paths) WheelFile(sha string) string { return p.join("cache", "wheels", s
 // WheelPart is that download while in progress.
 func (p Paths) WheelPart(sha string) string { return p.join("cache", "wheels", sha+".part") }
 
+// Sdists is the download cache of sdists (DESIGN.md §5.7).
+func (p Paths) Sdists() string { return p.join("cache", "sdists") }
+
+// SdistFile is the verified download of the sdist with this sha256; ext is
+// its archive suffix (.tar.gz, .zip, .tar.bz2).
+func (p Paths) SdistFile(sha, ext string) string { return p.join("cache", "sdists", sha+ext) }
+
+// SdistPart is that download while in progress.
+func (p Paths) SdistPart(sha string) string { return p.join("cache", "sdists", sha+".part") }
+
 // Hub is HF_HUB_CACHE.
 func (p Paths) Hub() string { return p.join("models", "hub") }
 

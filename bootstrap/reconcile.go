@@ -86,6 +86,9 @@ type Config struct {
 	// replaceGen is the generation repair found damaged: the build makes
 	// it again and swaps it in even though its marker is there.
 	replaceGen string
+	// builds is this sync's build environment of sdists, once a group
+	// selects one (build.go).
+	builds *buildEnv
 
 	// GPU configures the GPU probe (fake roots and overrides in tests).
 	GPU gpu.Options
@@ -350,6 +353,7 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 		// groups still applies then.
 		previous = st.similar(c.Manifest.Digest, c.Lock.Digest, info.Identity())
 	}
+	c.builds = nil
 	plans, err := c.planGroups(info, facts, previous)
 	if err != nil {
 		return nil, err
@@ -371,8 +375,9 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 		}
 		for i := range p.selected {
 			s := &p.selected[i]
-			wheels[s.Wheel.SHA256] = s
-			users[s.Wheel.SHA256] = append(users[s.Wheel.SHA256], p)
+			key := c.storeKey(s)
+			wheels[key] = s
+			users[key] = append(users[key], p)
 		}
 	}
 	failWheel := func(sha, reason string) {
@@ -383,7 +388,7 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 	fetcher := c.fetcher(lk)
 	held := heldEntries(store, wheels)
 	spec := c.speculate(ctx, info, facts, plans, held, len(wheels), key)
-	entries, downloaded, err := c.fetchAndUnpack(ctx, lk, fetcher, store, wheels, held, failWheel)
+	entries, downloaded, err := c.fetchAndUnpack(ctx, lk, info, fetcher, store, wheels, held, failWheel)
 	specGen := spec.finish(entries, err, plans, c.Logger)
 	if err != nil {
 		return nil, err
@@ -486,26 +491,17 @@ func (c *Config) planGroups(info *interp.Info, facts *gpu.Facts, previous *Gener
 			}
 		}
 		sel, err := lock.Select(targetFor(info, pyVersion, g.Name))
-		if err == nil {
-			err = noSdists(lock, sel)
-		}
 		if err != nil {
 			p.fail("", err.Error())
+			continue
+		}
+		if pkg, reason := c.checkSdists(lock, info, pyVersion, sel); reason != "" {
+			p.fail(pkg, reason)
 			continue
 		}
 		p.selected = sel
 	}
 	return plans, nil
-}
-
-// noSdists refuses a selection that needs an sdist built: not yet.
-func noSdists(lock *pylock.Lock, sel []pylock.Selected) error {
-	for _, s := range sel {
-		if s.Sdist != nil {
-			return fmt.Errorf("%s: package %s %s has only an sdist for this interpreter: volboot does not build sdists yet; build a wheel for it (pip wheel / uv build) and lock it with its url (or path) and sha256", lock.Where(s.Package), s.Package.Name, s.Package.Version)
-		}
-	}
-	return nil
 }
 
 // requiredFailure is the error for the first failed required group.
@@ -528,11 +524,13 @@ func requiredFailure(plans []*groupPlan) error {
 // unpacked as soon as its download lands, while the others still
 // download: a first boot then costs about its downloads, not its
 // downloads plus its unpacks.
-func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, held map[string]*wheel.Entry, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
+func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, info *interp.Info, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, held map[string]*wheel.Entry, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
 	lock, err := c.Lock.Parse()
 	if err != nil {
 		return nil, 0, err
 	}
+	builds := c.newSdistBuilds(lk, lock, info, failWheel)
+	defer builds.close()
 	entries := map[string]*wheel.Entry{}
 	var items []fetch.Item
 	var local []wheel.Source // wheels the lock names by path
@@ -549,6 +547,10 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 			entries[sha] = e
 			continue
 		}
+		if s.Sdist != nil {
+			estimate += builds.add(sha, s) * 3
+			continue
+		}
 		if s.Wheel.Size > 0 {
 			estimate += s.Wheel.Size * 3 // wheels unpack to about three times their size
 		}
@@ -563,13 +565,14 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 		}
 		items = append(items, fetch.Item{
 			Name: s.Package.Name + "-" + s.Package.Version,
-			URLs: c.mirrorsFor(s), Size: s.Wheel.Size,
+			URLs: c.mirrorsFor(s.Wheel.URL), Size: s.Wheel.Size,
 			Digest: fetch.Digest{Kind: fetch.SHA256, Hex: sha},
 			Dest:   c.Paths.WheelFile(sha), Part: c.Paths.WheelPart(sha),
 		})
 		srcOf[sha] = wheel.Source{Path: c.Paths.WheelFile(sha), Filename: s.Wheel.Filename, SHA256: sha}
 	}
-	if len(items) == 0 && len(local) == 0 {
+	items = append(items, builds.fetchItems(items)...)
+	if len(items) == 0 && len(local) == 0 && len(builds.todo) == 0 {
 		c.Progress.Packages(len(held), len(wheels))
 		return entries, 0, nil
 	}
@@ -643,6 +646,10 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	for _, src := range local {
 		unpack(src)
 	}
+	// Built wheels are unpacked like downloaded ones, under their keys;
+	// builds stop, as unpacks do, when the lock is lost.
+	builds.unpack = unpack
+	builds.start(uctx)
 	var downloaded int64
 	failed := map[string]bool{}
 	// Wheels unpack while others download, so the volume may fill under
@@ -651,9 +658,15 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	if len(items) > 0 {
 		c.Progress.Phase("downloading")
 		lk.SetPhase(fmt.Sprintf("downloading %d wheels", len(items)))
-		landed := func(it fetch.Item) { unpack(srcOf[it.Digest.Hex]) }
+		landed := func(it fetch.Item) {
+			if src, ok := srcOf[it.Digest.Hex]; ok {
+				unpack(src)
+			}
+			builds.landedFile(it.Digest.Hex)
+		}
 		results, _ := f.FetchEach(ctx, items, func(i int) { landed(items[i]) })
 		results = c.refetchLostRaces(ctx, f, results, landed)
+		builds.fetched(results)
 		for _, r := range results {
 			sha := r.Item.Digest.Hex
 			if r.Err != nil {
@@ -668,6 +681,9 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 				downloaded += r.Item.Size
 			}
 		}
+	}
+	for _, key := range builds.wait() {
+		failed[key] = true
 	}
 	if n := u.Pending(); n > 0 {
 		phase := fmt.Sprintf("unpacking %d wheels", n)
@@ -812,18 +828,19 @@ func isNoSpace(err error) bool {
 	return err != nil && (errors.Is(err, errNoSpace) || strings.Contains(err.Error(), "no space left on device"))
 }
 
-// mirrorsFor lists a wheel's URL and, for every manifest index whose URL
-// (or a mirror's) prefixes it, the same file under each other mirror.
-func (c *Config) mirrorsFor(s *pylock.Selected) []string {
-	urls := []string{s.Wheel.URL}
+// mirrorsFor lists a file's URL (a wheel's or an sdist's) and, for every
+// manifest index whose URL (or a mirror's) prefixes it, the same file
+// under each other mirror.
+func (c *Config) mirrorsFor(url string) []string {
+	urls := []string{url}
 	for _, ix := range c.Manifest.Indexes {
-		bases, rest, ok := underIndex(ix, s.Wheel.URL)
+		bases, rest, ok := underIndex(ix, url)
 		if !ok {
 			continue
 		}
 		for _, other := range bases {
 			u := strings.TrimSuffix(other, "/") + "/" + rest
-			if u != s.Wheel.URL {
+			if u != url {
 				urls = append(urls, u)
 			}
 		}
@@ -855,6 +872,11 @@ func (c *Config) noteUnusedIndexes(lock *pylock.Lock) {
 		for _, p := range lock.Packages {
 			for _, w := range p.Wheels {
 				if _, _, ok := underIndex(ix, w.URL); ok {
+					used = true
+				}
+			}
+			if p.Sdist != nil {
+				if _, _, ok := underIndex(ix, p.Sdist.URL); ok {
 					used = true
 				}
 			}
@@ -916,10 +938,11 @@ func (c *Config) prepareBuild(info *interp.Info, facts *gpu.Facts, plans []*grou
 		}
 		for i := range p.selected {
 			s := &p.selected[i]
-			m := members[s.Wheel.SHA256]
+			key := c.storeKey(s)
+			m := members[key]
 			if m == nil {
 				m = &member{sel: s}
-				members[s.Wheel.SHA256] = m
+				members[key] = m
 			}
 			m.groups = append(m.groups, p.group.Name)
 			m.requested = m.requested || requested[s.Package.Normalized]
@@ -928,10 +951,14 @@ func (c *Config) prepareBuild(info *interp.Info, facts *gpu.Facts, plans []*grou
 	var records []PackageRecord
 	for sha, m := range members {
 		if entries[sha] == nil && pending == nil {
-			return nil, nil, fmt.Errorf("internal: wheel %s of an active group is not in the store", m.sel.Wheel.Filename)
+			return nil, nil, fmt.Errorf("internal: wheel %s of an active group is not in the store", m.sel.Filename())
 		}
-		records = append(records, PackageRecord{Name: m.sel.Package.Name, Version: m.sel.Package.Version, SHA256: sha,
-			Filename: m.sel.Wheel.Filename, Groups: m.groups, Requested: m.requested})
+		rec := PackageRecord{Name: m.sel.Package.Name, Version: m.sel.Package.Version, SHA256: sha,
+			Filename: m.sel.Filename(), Groups: m.groups, Requested: m.requested}
+		if m.sel.Sdist != nil {
+			rec.Sdist = m.sel.Sdist.SHA256
+		}
+		records = append(records, rec)
 	}
 	sort.Slice(records, func(i, j int) bool { return records[i].Name < records[j].Name })
 	// Packages in name order: where two wheels ship the same file with the
@@ -1164,7 +1191,7 @@ func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, 
 				if s.Package.Normalized != n {
 					continue
 				}
-				for _, m := range topLevelModules(entries[s.Wheel.SHA256]) {
+				for _, m := range topLevelModules(entries[c.storeKey(&s)]) {
 					imports = append(imports, smokeImport{Group: p.group.Name, Package: s.Package.Name, Module: m})
 				}
 			}

@@ -67,12 +67,15 @@ type GroupOutcome struct {
 	RetryAfter *time.Time `json:"retry_after,omitempty"` // degraded: sync retries after this
 }
 
-// PackageRecord is one wheel in a generation.
+// PackageRecord is one wheel in a generation. A wheel built from an sdist
+// has its build key (sdist.Key) for SHA256, the sdist's file name for
+// Filename, and the sdist's sha256 in Sdist.
 type PackageRecord struct {
 	Name      string   `json:"name"`
 	Version   string   `json:"version"`
 	SHA256    string   `json:"sha256"`
 	Filename  string   `json:"filename"`
+	Sdist     string   `json:"sdist,omitempty"`
 	Groups    []string `json:"groups"`
 	Requested bool     `json:"requested,omitempty"`
 }

@@ -239,14 +239,15 @@ func (c *Config) explainMiss(st *State, info *interp.Info, r *StatusReport) erro
 			continue // its packages are missing on purpose; the group drift says why
 		}
 		sel, err := lock.Select(targetFor(info, py, g.Name))
-		if err == nil {
-			err = noSdists(lock, sel)
-		}
 		if err != nil {
 			continue // reported by sync as a degraded group
 		}
-		for _, s := range sel {
-			want[s.Package.Normalized] = PackageRecord{Name: s.Package.Name, Version: s.Package.Version, SHA256: s.Wheel.SHA256}
+		if _, reason := c.checkSdists(lock, info, py, sel); reason != "" {
+			continue // likewise
+		}
+		for i := range sel {
+			s := &sel[i]
+			want[s.Package.Normalized] = PackageRecord{Name: s.Package.Name, Version: s.Package.Version, SHA256: c.storeKey(s)}
 		}
 	}
 	have := map[string]PackageRecord{}
@@ -295,7 +296,7 @@ func leftovers(p Paths) []Drift {
 	var out []Drift
 	host, _ := os.Hostname()
 	host = atomicfile.HostToken(host)
-	for _, dir := range []string{p.Root, p.Volboot(), p.Store(), p.Envs(), p.Wheels()} {
+	for _, dir := range []string{p.Root, p.Volboot(), p.Store(), p.Envs(), p.Wheels(), p.Sdists()} {
 		ents, err := os.ReadDir(dir)
 		if err != nil {
 			continue

@@ -284,6 +284,9 @@ type Entry struct {
 	SHA256                  string
 	Size                    int64
 	Group                   string
+	// Sdist makes the file the package's sdist (Filename a .tar.gz or
+	// .zip), which volboot builds, instead of a wheel.
+	Sdist bool
 }
 
 // Entry is w's lock entry for group, served at url.
@@ -292,7 +295,8 @@ func (w Wheel) Entry(group, url string) Entry {
 }
 
 // Lock renders a PEP 751 lock of entries; each package belongs to its
-// entry's dependency group.
+// entry's dependency group and is installed from its wheel, or built from
+// its sdist.
 func Lock(entries []Entry) []byte {
 	groups := map[string]bool{}
 	for _, e := range entries {
@@ -306,8 +310,12 @@ func Lock(entries []Entry) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "lock-version = \"1.0\"\nrequires-python = \">=3.9\"\ndependency-groups = [%s]\ncreated-by = \"synthstack\"\n", strings.Join(names, ", "))
 	for _, e := range entries {
-		fmt.Fprintf(&b, "\n[[packages]]\nname = %q\nversion = %q\nmarker = \"'%s' in dependency_groups\"\n[[packages.wheels]]\nname = %q\n",
-			e.Name, e.Version, e.Group, e.Filename)
+		table := "[[packages.wheels]]"
+		if e.Sdist {
+			table = "[packages.sdist]"
+		}
+		fmt.Fprintf(&b, "\n[[packages]]\nname = %q\nversion = %q\nmarker = \"'%s' in dependency_groups\"\n%s\nname = %q\n",
+			e.Name, e.Version, e.Group, table, e.Filename)
 		if e.URL != "" {
 			fmt.Fprintf(&b, "url = %q\n", e.URL)
 		} else {
