@@ -191,6 +191,32 @@ func TestSdistBuiltOnceAndReused(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(f.vol, "cache", "sdists", good.SHA256+".tar.gz")); err != nil {
 		t.Errorf("gc removed the sdist of a kept generation's package: %v", err)
 	}
+
+	// A damaged file of the built wheel: status --verify finds it, and
+	// repair builds the wheel again from the cached sdist.
+	mods, _ := filepath.Glob(filepath.Join(f.vol, ".volboot", "envs", id3, "lib", "python3*", "site-packages", "good_sdist", "__init__.py"))
+	if len(mods) != 1 {
+		t.Fatalf("good_sdist/__init__.py in generation %s: %v", id3, mods)
+	}
+	if err := os.WriteFile(mods[0], []byte("VERSION = 'tampered'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := f.status("--verify"); st.InSync {
+		t.Fatal("status --verify missed a damaged file of a built wheel")
+	}
+	if r := f.run("repair"); r.code != 0 {
+		t.Fatalf("repair: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if n := lines(t, count); n != 2 {
+		t.Errorf("repair built the sdist %d times in all, want 2", n)
+	}
+	if st, r := f.status("--verify"); !st.InSync {
+		t.Fatalf("status --verify after repair: %s%s", r.stdout, r.stderr)
+	}
+	if got := f.importIn(id3, "import good_sdist; print(good_sdist.VERSION)"); got != "1.0" {
+		t.Errorf("after repair good_sdist.VERSION = %q", got)
+	}
+	noBuildLeftovers(t, tmp)
 }
 
 // A build that fails, or that needs a compiler, degrades its optional
