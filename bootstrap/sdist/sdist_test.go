@@ -177,6 +177,18 @@ with open(os.path.join("good_pkg", "_env.py"), "w") as _f:
 	if got := wheelFile(t, r.Wheel, "good_pkg/__init__.py"); !strings.Contains(got, `VERSION = "1.0"`) {
 		t.Errorf("the wheel's module: %q", got)
 	}
+	// Where the kernel gives no network namespace (a container under
+	// Docker's seccomp profile), the dead proxies still stop HTTP.
+	if !b.noNetNS {
+		b.noNetNS = true
+		r2, err := b.Build(context.Background(), src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env := wheelFile(t, r2.Wheel, "good_pkg/_env.py"); !strings.Contains(env, "HTTP = 'refused'") || !strings.Contains(env, "PIP_NO_INDEX = '1'") {
+			t.Errorf("without a network namespace:\n%s", env)
+		}
+	}
 	first := sha(t, r.Wheel)
 
 	// The same sdist again (a second worker on another host, say): the
