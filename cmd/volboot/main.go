@@ -168,6 +168,7 @@ workers booting at once, then starts and supervises the inference handler.`,
 		a.syncCommand(true),
 		a.gcCommand(),
 		a.manifestCommand(),
+		a.lockCommand(),
 		a.versionCommand(),
 	)
 	return root
