@@ -139,7 +139,7 @@ func TestMissingLockIsOneLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = m.ReadLock()
-	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "pylock.toml") || !strings.Contains(err.Error(), "uv pip compile") {
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "pylock.toml") || !strings.Contains(err.Error(), "volboot lock --manifest "+p) {
 		t.Fatalf("missing lock error = %v", err)
 	}
 }
