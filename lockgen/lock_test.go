@@ -181,7 +181,13 @@ func TestLockMarksGroups(t *testing.T) {
 	if calls[0].In != "alpha\nbeta>=1\n" || calls[0].Constraints != "" {
 		t.Errorf("joint run: in %q constraints %q", calls[0].In, calls[0].Constraints)
 	}
+	if calls[0].Offline {
+		t.Error("the joint run is offline")
+	}
 	for _, c := range calls[1:] {
+		if !c.Offline {
+			t.Error("a group run is online: it needs nothing the joint run did not fetch")
+		}
 		if c.Constraints != "alpha==1.0\nbeta==2.0\ncommon==3.0\ngamma==0.1\n" {
 			t.Errorf("group run without the joint pins as constraints: %q", c.Constraints)
 		}
@@ -203,6 +209,30 @@ func TestLockMarksGroups(t *testing.T) {
 	if d.Tool.PythonPlatform != "x86_64-manylinux_2_36" || d.Tool.Resolver != "uv "+UVVersion ||
 		strings.Join(d.DependencyGroups, ",") != "core,extra-stuff" || strings.Join(d.DefaultGroups, ",") != "core" {
 		t.Errorf("document: %+v", d)
+	}
+}
+
+// A per-group run that uv's cache cannot serve offline runs again online.
+func TestLockGroupRunsOnlineOnCacheMiss(t *testing.T) {
+	f := newFixture(t)
+	f.add("alpha", "1.0", nil)
+	f.add("beta", "2.0", nil)
+	f.u.NoCache = true
+	res, calls, err := f.lock(f.manifest(twoGroups), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Document.Packages) != 2 || len(calls) != 5 {
+		t.Fatalf("%d packages, %d uv runs (want 2, 5)", len(res.Document.Packages), len(calls))
+	}
+	online := 0
+	for _, c := range calls[1:] {
+		if !c.Offline && c.Constraints != "" {
+			online++
+		}
+	}
+	if online != 2 {
+		t.Errorf("%d group runs online, want 2", online)
 	}
 }
 

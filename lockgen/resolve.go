@@ -391,9 +391,16 @@ func (s *session) resolveGroups(ctx context.Context, groups []manifests.Group, j
 	eg.SetLimit(s.req.Jobs)
 	for _, g := range groups {
 		eg.Go(func() error {
-			res, fail, err := s.compile(ctx, "group-"+g.Name, requirementsOf([]manifests.Group{g}), constraints, false, nil)
+			reqs := requirementsOf([]manifests.Group{g})
+			res, fail, err := s.compileWith(ctx, "group-"+g.Name, reqs, constraints, false, Compile{Offline: true})
 			if err != nil {
 				return err
+			}
+			if fail != nil {
+				s.req.Log.Debug("offline per-group run failed; running it online", zap.String("group", g.Name), zap.String("uv", firstLine(fail.Said)))
+				if res, fail, err = s.compile(ctx, "group-"+g.Name+"-online", reqs, constraints, false, nil); err != nil {
+					return err
+				}
 			}
 			if fail != nil {
 				return fmt.Errorf("group %s does not resolve within the pins of all groups together, which it is part of (uv %s, exit %d):\n%s", g.Name, s.req.UV.Version, fail.ExitCode, lastLines([]byte(fail.Said), 40))
@@ -797,12 +804,20 @@ type uvFailure struct {
 	Said     string // uv's stderr
 }
 
-// CompileArgs are the arguments of one `uv pip compile`: in and out are
-// file names in the working directory; constraints names a constraints
-// file or is "".
-func CompileArgs(m *manifests.Manifest, p manifests.Platform, in, out, constraints string, upgrade []string) []string {
-	args := []string{"pip", "compile", in,
-		"--format", "pylock.toml", "-o", out,
+// Compile describes one `uv pip compile`.
+type Compile struct {
+	In, Out     string   // file names in the working directory
+	Constraints string   // a constraints file, or ""
+	Upgrade     []string // --upgrade-package
+	// Offline resolves from uv's cache alone: the per-group runs need
+	// only what the joint run fetched, and see the index as it did.
+	Offline bool
+}
+
+// Args are uv's arguments for c, resolving manifest m for platform p.
+func (c Compile) Args(m *manifests.Manifest, p manifests.Platform) []string {
+	args := []string{"pip", "compile", c.In,
+		"--format", "pylock.toml", "-o", c.Out,
 		"--python-platform", PythonPlatform(p), "--python-version", PythonVersion(p),
 		"--no-header", "--no-config", "--no-progress", "--color", "never"}
 	if n := len(m.Indexes); n > 0 {
@@ -813,11 +828,14 @@ func CompileArgs(m *manifests.Manifest, p manifests.Platform, in, out, constrain
 		}
 		args = append(args, "--default-index", m.Indexes[n-1].URL)
 	}
-	if constraints != "" {
-		args = append(args, "--constraints", constraints)
+	if c.Constraints != "" {
+		args = append(args, "--constraints", c.Constraints)
 	}
-	for _, pkg := range upgrade {
+	for _, pkg := range c.Upgrade {
 		args = append(args, "--upgrade-package", pkg)
+	}
+	if c.Offline {
+		args = append(args, "--offline")
 	}
 	return args
 }
@@ -825,6 +843,12 @@ func CompileArgs(m *manifests.Manifest, p manifests.Platform, in, out, constrain
 // compile runs one `uv pip compile` in a directory of its own. prefs puts
 // the previous lock where uv reads its pins as preferences.
 func (s *session) compile(ctx context.Context, label string, reqs, constraints []string, prefs bool, upgrade []string) ([]Resolved, *uvFailure, error) {
+	return s.compileWith(ctx, label, reqs, constraints, prefs, Compile{Upgrade: upgrade})
+}
+
+// compileWith is compile with more of uv's options (c's file names are
+// set here).
+func (s *session) compileWith(ctx context.Context, label string, reqs, constraints []string, prefs bool, c Compile) ([]Resolved, *uvFailure, error) {
 	s.mu.Lock()
 	s.runs++
 	n := s.runs
@@ -852,7 +876,8 @@ func (s *session) compile(ctx context.Context, label string, reqs, constraints [
 			return nil, nil, err
 		}
 	}
-	cmd := Command{Path: s.req.UV.Path, Args: CompileArgs(s.req.Manifest, s.req.Platform, "requirements.in", out, cfile, upgrade), Dir: dir, Env: s.req.Env}
+	c.In, c.Out, c.Constraints = "requirements.in", out, cfile
+	cmd := Command{Path: s.req.UV.Path, Args: c.Args(s.req.Manifest, s.req.Platform), Dir: dir, Env: s.req.Env}
 	start := time.Now()
 	res, err := s.req.Runner.Run(ctx, cmd)
 	s.req.Log.Debug("uv pip compile", zap.String("run", label), zap.Strings("args", cmd.Args), zap.Int("exit", res.ExitCode), zap.Duration("took", time.Since(start)))

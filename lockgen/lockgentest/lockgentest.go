@@ -49,6 +49,8 @@ const (
 // Universe is every package the fake index holds.
 type Universe struct {
 	Packages map[string][]Version `json:"packages"` // by normalized name
+	// NoCache makes --offline runs fail as uv does on a cache miss.
+	NoCache bool `json:"no_cache,omitempty"`
 }
 
 // Version is one release of a package.
@@ -80,6 +82,7 @@ type Call struct {
 	In          string   `json:"in"`
 	Constraints string   `json:"constraints,omitempty"`
 	Preferences string   `json:"preferences,omitempty"` // the OUT that existed
+	Offline     bool     `json:"offline,omitempty"`
 	Exit        int      `json:"exit"`
 }
 
@@ -217,6 +220,8 @@ func fakeUV(args []string) (int, error) {
 		return 2, fmt.Errorf("fake uv: unexpected arguments %q", args)
 	}
 	in := args[2]
+	dir, _ := os.Getwd()
+	call := Call{Args: args, Dir: dir}
 	var out, constraints, format string
 	var upgrade []string
 	for i := 3; i < len(args); i++ {
@@ -238,6 +243,8 @@ func fakeUV(args []string) (int, error) {
 			format = next()
 		case "--python-platform", "--python-version", "--index", "--default-index", "--color":
 			next()
+		case "--offline":
+			call.Offline = true
 		case "--no-header", "--no-config", "--no-progress":
 		default:
 			return 2, fmt.Errorf("fake uv: unknown argument %q", args[i])
@@ -246,8 +253,6 @@ func fakeUV(args []string) (int, error) {
 	if format != "pylock.toml" || out == "" {
 		return 2, fmt.Errorf("fake uv: want --format pylock.toml and -o")
 	}
-	dir, _ := os.Getwd()
-	call := Call{Args: args, Dir: dir}
 	inData, err := os.ReadFile(in)
 	if err != nil {
 		return 2, err
@@ -279,7 +284,7 @@ func fakeUV(args []string) (int, error) {
 	for _, p := range upgrade {
 		delete(prefs, pep508.NormalizeName(p))
 	}
-	code, stderr, lock := resolve(string(inData), call.Constraints, prefs)
+	code, stderr, lock := resolve(string(inData), call.Constraints, prefs, call.Offline)
 	call.Exit = code
 	if err := record(call); err != nil {
 		return 2, err
@@ -339,10 +344,13 @@ func parseLines(text string) ([]pep508.Requirement, error) {
 }
 
 // resolve is the fake resolver: exit code, stderr, and the lock.
-func resolve(in, constraints string, prefs map[string]string) (int, string, []byte) {
+func resolve(in, constraints string, prefs map[string]string, offline bool) (int, string, []byte) {
 	u, err := loadUniverse()
 	if err != nil {
 		return 2, "error: " + err.Error() + "\n", nil
+	}
+	if offline && u.NoCache {
+		return 2, "error: Network connectivity is disabled, but the requested data wasn't found in the cache for: `alpha`\n", nil
 	}
 	reqs, err := parseLines(in)
 	if err != nil {
