@@ -176,3 +176,18 @@ func oneLine(s string) string {
 		return r
 	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
 }
+
+// PEP751Name reports whether base is a file name PEP 751 allows for a lock:
+// pylock.toml, or pylock.<name>.toml with a non-empty name without dots.
+// uv and pip refuse to read a lock by any other name; volboot does not mind.
+func PEP751Name(base string) bool {
+	if base == "pylock.toml" {
+		return true
+	}
+	name, ok := strings.CutPrefix(base, "pylock.")
+	if !ok {
+		return false
+	}
+	name, ok = strings.CutSuffix(name, ".toml")
+	return ok && name != "" && !strings.Contains(name, ".")
+}

@@ -298,3 +298,14 @@ func FuzzCombineMarker(f *testing.F) {
 		}
 	})
 }
+
+func TestPEP751Name(t *testing.T) {
+	for name, want := range map[string]bool{
+		"pylock.toml": true, "pylock.f5-tts.toml": true, "pylock.a.b.toml": false, "pylock..toml": false,
+		"f5-tts.pylock.toml": false, "pylock.toml.bak": false, "lock.toml": false,
+	} {
+		if PEP751Name(name) != want {
+			t.Errorf("PEP751Name(%q) = %v", name, !want)
+		}
+	}
+}

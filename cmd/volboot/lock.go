@@ -106,6 +106,9 @@ func (a *app) lock(cmd *cobra.Command, o lockOptions) error {
 	if err := atomicfile.Write(out, res.Data, 0o644); err != nil {
 		return &exitError{code: 1, err: fmt.Errorf("write the lock: %w", err)}
 	}
+	if base := filepath.Base(out); !lockgen.PEP751Name(base) {
+		fmt.Fprintf(a.stdout, "warning: %s is not a PEP 751 lock file name (pylock.toml or pylock.<name>.toml): volboot reads it, but uv and pip refuse to (e.g. for uv pip install -r); name it pylock.<name>.toml in [lock].path or --out\n", base)
+	}
 	for _, p := range res.Problems {
 		fmt.Fprintf(a.stdout, "warning: %s\n", indent(p.Message))
 	}
