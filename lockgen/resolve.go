@@ -141,6 +141,9 @@ func Lock(ctx context.Context, req Request) (*Result, error) {
 	if req.Jobs < 1 {
 		req.Jobs = 1
 	}
+	if req.Log == nil {
+		req.Log = zap.NewNop()
+	}
 	dir, err := os.MkdirTemp(req.TempDir, "volboot-lock-")
 	if err != nil {
 		return nil, err

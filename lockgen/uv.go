@@ -79,6 +79,9 @@ func (f UVFinder) Dir() string { return filepath.Join(f.CacheDir, "uv-"+UVVersio
 // against the wheel's RECORD), else a copy it installs there now with
 // `python -m pip install --require-hashes --target`.
 func (f UVFinder) Find(ctx context.Context) (UV, error) {
+	if f.Log == nil {
+		f.Log = zap.NewNop()
+	}
 	if f.Explicit != "" {
 		v, err := f.version(ctx, f.Explicit)
 		if err != nil {
