@@ -336,6 +336,17 @@ func indexURLs(m *manifests.Manifest) []string {
 	return out
 }
 
+// indexFold is strings.Index ignoring ASCII case, as a byte offset into s
+// (strings.ToLower(s) may differ from s in length).
+func indexFold(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return i
+		}
+	}
+	return -1
+}
+
 // UVDiagnosis is what volboot reads from a failed uv run's stderr.
 type UVDiagnosis struct {
 	// Network: uv could not fetch something (DNS, connection, retries
@@ -361,7 +372,7 @@ func DiagnoseUV(stderr string) UVDiagnosis {
 		if d.URL != "" {
 			continue
 		}
-		if i := strings.Index(low, "failed to fetch:"); i >= 0 {
+		if i := indexFold(l, "failed to fetch:"); i >= 0 {
 			rest := strings.TrimSpace(l[i+len("failed to fetch:"):])
 			rest = strings.Trim(rest, "`'\"")
 			if f := strings.Fields(rest); len(f) > 0 {
