@@ -128,7 +128,7 @@ const (
 	DefaultMaxRestarts  = 5
 )
 
-// ReservedEnv are handler variables volboot sets itself (DESIGN.md §8).
+// ReservedEnv are handler variables volboot sets itself (DESIGN.md §15).
 var ReservedEnv = []string{"VIRTUAL_ENV", "NOTIFY_SOCKET", "VOLBOOT_GROUPS", "VOLBOOT_DEGRADED", "VOLBOOT_CAPABILITIES"}
 
 // Where returns "file:line" for a value path such as "group[1].requirements[0]".
