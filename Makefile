@@ -18,9 +18,11 @@ vet:
 
 # The whole suite: vet, then unit and integration tests with the race
 # detector (integration tests build their own binary with `make build`
-# flags), then the demo.
+# flags), then the demo. cmd/testreport prints what plain `go test` prints
+# and then every skipped test with its reason, and exits as go test did.
 test: vet
-	$(GO) test -race -timeout 25m ./...
+	$(GO) build -o bin/testreport ./cmd/testreport
+	bin/testreport $(GO) test -race -json -timeout 25m ./...
 	$(MAKE) demo
 
 demo: build

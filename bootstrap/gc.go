@@ -81,7 +81,8 @@ func (c *Config) gcUnderLock(ctx context.Context, dryRun bool) (*GCReport, error
 	if err != nil {
 		return nil, err
 	}
-	r := &GCReport{DryRun: dryRun}
+	// Empty lists, not nil ones: gc --json prints [] for nothing removed.
+	r := &GCReport{DryRun: dryRun, Kept: []string{}, Removed: []GCItem{}}
 	var freed freedSpace
 	can := c.trash()
 	remove := func(kind, path, why, marker string) {

@@ -48,6 +48,7 @@ import (
 	"github.com/volboot/volboot/bootstrap/pep440"
 	"github.com/volboot/volboot/bootstrap/pep508"
 	"github.com/volboot/volboot/bootstrap/pylock"
+	"github.com/volboot/volboot/bootstrap/redact"
 	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/lockfile"
@@ -569,6 +570,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, f *fetch
 	c.Logger.Info(fmt.Sprintf("store: %d of %d entries complete, %d partly unpacked to resume", len(held), len(wheels), partial),
 		zap.Int("complete", len(held)), zap.Int("wanted", len(wheels)), zap.Int("partial", partial))
 	if len(items) > 0 {
+		c.noteUnusedIndexes(lock)
 		if err := os.MkdirAll(c.Paths.Wheels(), 0o755); err != nil {
 			return nil, 0, fmt.Errorf("create download cache: %w", err)
 		}
@@ -802,23 +804,53 @@ func isNoSpace(err error) bool {
 func (c *Config) mirrorsFor(s *pylock.Selected) []string {
 	urls := []string{s.Wheel.URL}
 	for _, ix := range c.Manifest.Indexes {
-		bases := append([]string{ix.URL}, ix.Mirrors...)
-		for _, b := range bases {
-			b = strings.TrimSuffix(b, "/") + "/"
-			rest, ok := strings.CutPrefix(s.Wheel.URL, b)
-			if !ok {
-				continue
-			}
-			for _, other := range bases {
-				u := strings.TrimSuffix(other, "/") + "/" + rest
-				if u != s.Wheel.URL {
-					urls = append(urls, u)
-				}
-			}
-			return urls
+		bases, rest, ok := underIndex(ix, s.Wheel.URL)
+		if !ok {
+			continue
 		}
+		for _, other := range bases {
+			u := strings.TrimSuffix(other, "/") + "/" + rest
+			if u != s.Wheel.URL {
+				urls = append(urls, u)
+			}
+		}
+		return urls
 	}
 	return urls
+}
+
+// underIndex says whether u is a file under ix's URL or one of its
+// mirrors, and returns those bases and u's path below them.
+func underIndex(ix manifests.Index, u string) (bases []string, rest string, ok bool) {
+	bases = append([]string{ix.URL}, ix.Mirrors...)
+	for _, b := range bases {
+		if rest, ok := strings.CutPrefix(u, strings.TrimSuffix(b, "/")+"/"); ok {
+			return bases, rest, true
+		}
+	}
+	return nil, "", false
+}
+
+// noteUnusedIndexes says which manifest indexes no wheel of the lock is
+// under. volboot never asks an index for a package (the lock gives every
+// wheel's URL); an index only lends its mirrors to the wheels under it,
+// so one that prefixes no URL of the lock does nothing, which whoever
+// listed it may not expect.
+func (c *Config) noteUnusedIndexes(lock *pylock.Lock) {
+	for _, ix := range c.Manifest.Indexes {
+		used := false
+		for _, p := range lock.Packages {
+			for _, w := range p.Wheels {
+				if _, _, ok := underIndex(ix, w.URL); ok {
+					used = true
+				}
+			}
+		}
+		if !used {
+			c.Logger.Info(fmt.Sprintf("index %s is not used: volboot downloads the URLs the lock gives, and none is under %s or its mirrors", ix.Name, redact.URL(ix.URL)),
+				zap.String("index", ix.Name))
+		}
+	}
 }
 
 func (c *Config) allowHTTP() []string {

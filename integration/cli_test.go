@@ -119,7 +119,7 @@ func TestManifestCheckBadInputNamesFileLine(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := writeCheckFixture(t, strings.Replace(checkManifest, c.from, c.to, 1), "2.1")
 			r := volboot(t, dir, nil, "manifest", "check", "volboot.toml")
-			if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			if r.code != 2 || !strings.Contains(strings.Join(failures(r.stderr), "\n"), c.want) {
 				t.Fatalf("exit %d, want 2 and %q\n%s%s", r.code, c.want, r.stdout, r.stderr)
 			}
 		})
@@ -127,8 +127,9 @@ func TestManifestCheckBadInputNamesFileLine(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"nope"}, {"status", "--nope"}, {"manifest", "check"}, {"--log-format", "xml", "version"}} {
-		if r := volboot(t, t.TempDir(), nil, args...); r.code != 2 {
+	for _, args := range [][]string{{"nope"}, {"status", "--nope"}, {"manifest", "check"}, {"--log-format", "xml", "version"},
+		{"sync", "--jobs", "0", "--manifest", "embedded:demo.toml", "--volume", t.TempDir()}} {
+		if r := volboot(t, t.TempDir(), nil, args...); r.code != 2 || args[0] == "sync" && !strings.Contains(r.stderr, "--jobs 0") {
 			t.Errorf("volboot %v: exit %d, want 2\n%s", args, r.code, r.stderr)
 		}
 	}

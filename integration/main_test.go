@@ -4,11 +4,13 @@ package integration
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/volboot/volboot/lockgen/lockgentest"
@@ -72,4 +74,25 @@ func volboot(t *testing.T, dir string, env []string, args ...string) result {
 		t.Fatalf("run volboot %v: %v", args, err)
 	}
 	return r
+}
+
+// failures are the reasons volboot gave on stderr for its exit code: the
+// text of each JSON log line that carries an exit_code (the tests run with
+// VOLBOOT_LOG_FORMAT=json), and of each "volboot: " line, which the other
+// log formats print.
+func failures(stderr string) []string {
+	var out []string
+	for _, line := range strings.Split(stderr, "\n") {
+		var rec struct {
+			Level    string `json:"level"`
+			Msg      string `json:"msg"`
+			ExitCode *int   `json:"exit_code"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Level == "error" && rec.ExitCode != nil {
+			out = append(out, rec.Msg)
+		} else if msg, ok := strings.CutPrefix(line, "volboot: "); ok {
+			out = append(out, msg)
+		}
+	}
+	return out
 }

@@ -379,12 +379,7 @@ func checkConverged(t *testing.T, id string, mods []string, fs ...*fixture) {
 // what failed, not a dump.
 func oneClearError(t *testing.T, what string, r result) {
 	t.Helper()
-	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
-		if strings.HasPrefix(l, "volboot: ") {
-			lines = append(lines, l)
-		}
-	}
+	lines := failures(r.stderr)
 	if len(lines) != 1 || strings.Contains(r.stderr, "goroutine ") {
 		t.Fatalf("%s failed (exit %d) without one clear error:\n%s", what, r.code, r.stderr)
 	}

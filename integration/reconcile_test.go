@@ -585,7 +585,7 @@ func diskFills(t *testing.T, size string, lateDownload bool) {
 		t.Errorf("the held-back download did not meet the full disk:\n%s", r.stderr)
 	}
 	// The message may span lines (one per wheel that did not fit).
-	_, msg, _ := strings.Cut(r.stderr, "volboot: ")
+	msg := strings.Join(failures(r.stderr), "\n")
 	for _, want := range []string{"the volume is full", "no space left on device", "grow the volume"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("the error does not say %q:\n%s", want, msg)

@@ -1,6 +1,6 @@
-// Package manifests holds volboot's manifest format (volboot.toml, DESIGN.md
-// §6): its strict decoding, its validation, and the manifests embedded in the
-// binary.
+// Package manifests holds volboot's manifest format (volboot.toml,
+// docs/DESIGN.md §13): its strict decoding, its validation, and the
+// manifests embedded in the binary.
 //
 // Decoding is strict: an unknown key is an error naming file:line, because a
 // misspelt key ("requirments") silently ignored would install the wrong
@@ -128,7 +128,7 @@ const (
 	DefaultMaxRestarts  = 5
 )
 
-// ReservedEnv are handler variables volboot sets itself (DESIGN.md §8).
+// ReservedEnv are handler variables volboot sets itself (DESIGN.md §15).
 var ReservedEnv = []string{"VIRTUAL_ENV", "NOTIFY_SOCKET", "VOLBOOT_GROUPS", "VOLBOOT_DEGRADED", "VOLBOOT_CAPABILITIES"}
 
 // Where returns "file:line" for a value path such as "group[1].requirements[0]".
@@ -252,10 +252,10 @@ type rawModel struct {
 type rawRun struct {
 	Command      *[]string         `toml:"command"`
 	Ready        string            `toml:"ready"`
-	ReadyTimeout string            `toml:"ready-timeout"`
+	ReadyTimeout durationText      `toml:"ready-timeout"`
 	Restart      string            `toml:"restart"`
 	MaxRestarts  *int              `toml:"max-restarts"`
-	StopGrace    string            `toml:"stop-grace"`
+	StopGrace    durationText      `toml:"stop-grace"`
 	HFOffline    string            `toml:"hf-offline"`
 	Env          map[string]string `toml:"env"`
 }
@@ -264,6 +264,13 @@ type rawRun struct {
 func Parse(file string, data []byte) (*Manifest, error) {
 	pos, err := tomlpos.Build(file, data)
 	if err != nil {
+		return nil, err
+	}
+	var doc map[string]any
+	if err := toml.Unmarshal(data, &doc); err != nil {
+		return nil, decodeError(file, err)
+	}
+	if err := checkTypes(pos, doc); err != nil {
 		return nil, err
 	}
 	var raw rawManifest
@@ -293,7 +300,7 @@ func decodeError(file string, err error) error {
 		var errs []error
 		for _, e := range sm.Errors {
 			row, col := e.Position()
-			errs = append(errs, fmt.Errorf("%s:%d:%d: unknown key %q: volboot's manifest has no such field (see DESIGN.md §6); fix the spelling or remove it", file, row, col, strings.Join(e.Key(), ".")))
+			errs = append(errs, fmt.Errorf("%s:%d:%d: unknown key %q: volboot's manifest has no such field (see docs/DESIGN.md §13); fix the spelling or remove it", file, row, col, strings.Join(e.Key(), ".")))
 		}
 		return errors.Join(errs...)
 	}
@@ -555,8 +562,8 @@ func (v *validator) run(m *Manifest, r *rawRun) {
 	default:
 		v.fail("run.ready", "%q: must be \"notify\", \"started\" or an http:// URL polled until it answers 200", r.Ready)
 	}
-	run.ReadyTimeout = v.duration("run.ready-timeout", r.ReadyTimeout, run.ReadyTimeout, false)
-	run.StopGrace = v.duration("run.stop-grace", r.StopGrace, run.StopGrace, true)
+	run.ReadyTimeout = v.duration("run.ready-timeout", string(r.ReadyTimeout), run.ReadyTimeout, false)
+	run.StopGrace = v.duration("run.stop-grace", string(r.StopGrace), run.StopGrace, true)
 	switch r.Restart {
 	case "":
 	case "never", "on-failure":

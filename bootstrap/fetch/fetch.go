@@ -371,7 +371,8 @@ func (f *Fetcher) fetchItem(ctx context.Context, it *Item, prog *itemProgress) (
 	var errs []error
 	for i, u := range it.URLs {
 		if i > 0 {
-			f.log.Warn("falling back to mirror", zap.String("item", it.Name), zap.String("url", redact.URL(u)), zap.Error(errs[len(errs)-1]))
+			// fetchURL logged why the previous URL failed.
+			f.log.Info("trying the next mirror", zap.String("item", it.Name), zap.String("url", redact.URL(u)))
 		}
 		err := f.fetchURL(ctx, it, u, prog)
 		if err == nil {
@@ -385,49 +386,72 @@ func (f *Fetcher) fetchItem(ctx context.Context, it *Item, prog *itemProgress) (
 	return false, fmt.Errorf("download %s: %w", it.Name, errors.Join(errs...))
 }
 
-// fetchURL downloads from one URL with retries.
+// fetchURL downloads from one URL with retries. The URL's outcome is one
+// line, when an attempt failed: an unreachable index must cost a line per
+// URL, not one per attempt (each attempt is a debug line). A cancelled
+// download is not a failure worth a line.
 func (f *Fetcher) fetchURL(ctx context.Context, it *Item, rawURL string, prog *itemProgress) error {
+	attempts, last, err := f.retryURL(ctx, it, rawURL, prog)
+	ru := redact.URL(rawURL)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		f.log.Warn("download failed", zap.String("item", it.Name), zap.String("url", ru), zap.Int("attempts", attempts), zap.Error(err))
+	case err == nil && attempts > 1:
+		failed := fmt.Sprintf("%d failed attempts", attempts-1)
+		if attempts == 2 {
+			failed = "a failed attempt"
+		}
+		f.log.Info("downloaded after "+failed, zap.String("item", it.Name), zap.String("url", ru),
+			zap.NamedError("last_error", last))
+	}
+	return err
+}
+
+// retryURL makes the attempts of fetchURL. It returns how many it made,
+// the last failed one's error, and the outcome.
+func (f *Fetcher) retryURL(ctx context.Context, it *Item, rawURL string, prog *itemProgress) (attempts int, last, err error) {
 	ru := redact.URL(rawURL)
 	if err := f.checkURLString(rawURL); err != nil {
-		return err
+		return 0, err, err
 	}
 	mismatches := 0
 	for attempt := 1; ; attempt++ {
 		err := f.hostSlot(ctx, rawURL, func() error { return f.attempt(ctx, it, rawURL, prog) })
 		if err == nil {
-			return nil
+			return attempt, last, nil
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return attempt, last, ctx.Err()
 		}
+		last = err
 		var de *DigestError
 		if errors.As(err, &de) {
 			mismatches++
 			if mismatches >= 2 {
-				return err
+				return attempt, last, err
 			}
 			f.log.Warn("digest mismatch; retrying once from zero", zap.String("item", it.Name), zap.String("url", ru), zap.Error(err))
 			continue
 		}
 		retry, immediate, wait := classify(err)
 		if !retry {
-			return err
+			return attempt, last, err
 		}
 		if attempt >= f.opt.MaxAttempts {
-			return fmt.Errorf("giving up after %d attempts: %w", attempt, err)
+			return attempt, last, fmt.Errorf("%d attempts failed: %w", attempt, err)
 		}
 		if immediate {
-			f.log.Info("restarting download from zero", zap.String("item", it.Name), zap.String("url", ru), zap.Error(err))
+			f.log.Debug("restarting download from zero", zap.String("item", it.Name), zap.String("url", ru), zap.Int("attempt", attempt), zap.Error(err))
 			continue
 		}
 		delay := f.backoff(attempt)
 		if wait > 0 {
 			delay = min(wait, f.opt.MaxRetryAfter)
 		}
-		f.log.Warn("download failed; retrying", zap.String("item", it.Name), zap.String("url", ru),
-			zap.Int("attempt", attempt), zap.Duration("delay", delay), zap.Error(err))
+		f.log.Debug("download attempt failed; retrying", zap.String("item", it.Name), zap.String("url", ru),
+			zap.Int("attempt", attempt), zap.Int("max_attempts", f.opt.MaxAttempts), zap.Duration("delay", delay), zap.Error(err))
 		if err := f.opt.Sleep(ctx, delay); err != nil {
-			return err
+			return attempt, last, err
 		}
 	}
 }

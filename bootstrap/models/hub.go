@@ -197,13 +197,29 @@ func (c *hubClient) do(ctx context.Context, method, rawURL string) (*http.Respon
 }
 
 // request runs do with retries and turns error statuses into *httpError.
-// On success the caller closes the body.
+// On success the caller closes the body. A request that needed retries is
+// one line (each attempt a debug line), so an unreachable hub costs a line
+// per URL; failures without retries (not found, gated) are the caller's to
+// report, some being expected.
 func (c *hubClient) request(ctx context.Context, method, rawURL string) (*http.Response, error) {
-	var last error
+	resp, attempts, last, err := c.retry(ctx, method, rawURL)
+	switch {
+	case err != nil && attempts > 1 && ctx.Err() == nil:
+		c.log.Warn("hub request failed", zap.String("url", redact.URL(rawURL)), zap.Int("attempts", attempts), zap.Error(err))
+	case err == nil && attempts > 1:
+		c.log.Info(fmt.Sprintf("hub request succeeded after %d failed attempts", attempts-1), zap.String("url", redact.URL(rawURL)),
+			zap.NamedError("last_error", last))
+	}
+	return resp, err
+}
+
+// retry makes request's attempts. It returns how many it made, the last
+// failed one's error, and the outcome.
+func (c *hubClient) retry(ctx context.Context, method, rawURL string) (_ *http.Response, attempts int, last, _ error) {
 	for attempt := 1; ; attempt++ {
 		resp, err := c.do(ctx, method, rawURL)
 		if err == nil && resp.StatusCode < 400 {
-			return resp, nil
+			return resp, attempt, last, nil
 		}
 		retry := true
 		if err == nil {
@@ -214,16 +230,16 @@ func (c *hubClient) request(ctx context.Context, method, rawURL string) (*http.R
 			resp.Body.Close()
 			err, retry = he, he.temporary()
 		} else if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, attempt, last, ctx.Err()
 		} else if !isNetError(err) {
 			retry = false
 		}
 		last = err
 		if !retry || attempt >= c.maxAttempts {
 			if retry {
-				return nil, fmt.Errorf("giving up after %d attempts: %w", attempt, last)
+				return nil, attempt, last, fmt.Errorf("%d attempts failed: %w", attempt, last)
 			}
-			return nil, last
+			return nil, attempt, last, last
 		}
 		d := c.backoff << (attempt - 1)
 		d = time.Duration(float64(d) * (0.5 + 0.5*rand.Float64()))
@@ -231,9 +247,10 @@ func (c *hubClient) request(ctx context.Context, method, rawURL string) (*http.R
 		if errors.As(last, &he) && he.retryAfter > 0 {
 			d = min(he.retryAfter, maxRetryAfter)
 		}
-		c.log.Warn("hub request failed; retrying", zap.String("url", redact.URL(rawURL)), zap.Int("attempt", attempt), zap.Duration("delay", d), zap.Error(last))
+		c.log.Debug("hub request attempt failed; retrying", zap.String("url", redact.URL(rawURL)), zap.Int("attempt", attempt),
+			zap.Int("max_attempts", c.maxAttempts), zap.Duration("delay", d), zap.Error(last))
 		if err := c.sleep(ctx, d); err != nil {
-			return nil, err
+			return nil, attempt, last, err
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -696,5 +697,47 @@ func TestConcurrentSyncsNeverCorrupt(t *testing.T) {
 	}
 	if l := pyLookup(t, e.dir, "model", "org/m", "main", "w.bin"); l.SHA256 != sha(w) {
 		t.Errorf("lookup %+v", l)
+	}
+}
+
+// An unreachable hub costs one line per request URL, with the attempt
+// count and the last error, not one per attempt.
+func TestUnreachableHubLogsOneLinePerURL(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	endpoint := srv.URL
+	srv.Close() // nothing listens there now: connections are refused
+	core, logs := observer.New(zap.DebugLevel)
+	s, err := newSyncer(endpoint, filepath.Join(t.TempDir(), "hub"), "", zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := s.Sync(context.Background(), []Model{{Repo: "org/a", Files: []string{"a.bin"}}, {Repo: "org/b", Files: []string{"b.bin"}}})
+	for _, r := range rs {
+		if r.Err == nil {
+			t.Fatalf("%s synced from a closed port", r.Model.Repo)
+		}
+	}
+	byURL := map[string][]observer.LoggedEntry{}
+	debug := 0
+	for _, e := range logs.FilterFieldKey("url").All() {
+		if e.Level < zap.InfoLevel {
+			debug++
+			continue
+		}
+		u := e.ContextMap()["url"].(string)
+		byURL[u] = append(byURL[u], e)
+	}
+	if len(byURL) != 2 {
+		t.Fatalf("lines at info or above name %d URLs, want one per model: %v", len(byURL), byURL)
+	}
+	for u, es := range byURL {
+		msg := fmt.Sprint(es[0].ContextMap()["error"])
+		if len(es) != 1 || es[0].Level != zap.WarnLevel || es[0].ContextMap()["attempts"] != int64(3) ||
+			!strings.Contains(msg, "3 attempts failed") || !strings.Contains(msg, "connection refused") {
+			t.Errorf("%s: %+v, want one warning with 3 attempts and the last error", u, es)
+		}
+	}
+	if debug < 4 {
+		t.Errorf("%d debug lines, want one per retried attempt", debug)
 	}
 }

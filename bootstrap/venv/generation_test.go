@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,6 +12,7 @@ import (
 	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
+	"github.com/volboot/volboot/integration/testenv"
 )
 
 // TestTorchNvidiaLayout builds, with gcc against the machine's Python
@@ -24,11 +24,9 @@ import (
 // the library is loaded from the generation, not the store.
 func TestTorchNvidiaLayout(t *testing.T) {
 	info := python(t)
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("gcc not on PATH")
-	}
+	testenv.Command(t, "gcc", "gcc")
 	if _, err := os.Stat(filepath.Join(info.Include, "Python.h")); err != nil {
-		t.Skipf("no Python headers at %s", info.Include)
+		testenv.Missing(t, "no Python headers at %s (for Debian's python3: python3-dev, which .ci/run installs)", info.Include)
 	}
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
@@ -217,31 +215,36 @@ func TestActivate(t *testing.T) {
 	if err := os.Symlink(filepath.Join(".volboot", "envs", "act"), filepath.Join(volume, "venv")); err != nil {
 		t.Fatal(err)
 	}
-	for _, sh := range []string{"bash", "zsh", "ksh"} {
-		if _, err := exec.LookPath(sh); err != nil {
-			continue
-		}
-		for _, root := range []string{gen, filepath.Join(volume, "venv")} {
-			out := run(t, tmp, sh, "-c", `. "$1/bin/activate" && echo "$VIRTUAL_ENV" && command -v python && python -c 'import sys; print(sys.prefix != sys.base_prefix)' && deactivate && echo "${VIRTUAL_ENV:-unset}"`, sh, root)
-			want := root + "\n" + root + "/bin/python\nTrue\nunset\n"
-			if out != want {
-				t.Errorf("%s: activate printed %q, want %q", sh, out, want)
+	// Each shell is a subtest, so that one not installed here is a skip
+	// that make test lists (and a failure in CI), not a silent pass.
+	for _, sh := range []struct{ name, debian string }{{"bash", "bash"}, {"zsh", "zsh"}, {"ksh", "ksh93u+m"}} {
+		t.Run(sh.name, func(t *testing.T) {
+			testenv.Command(t, sh.name, sh.debian)
+			for _, root := range []string{gen, filepath.Join(volume, "venv")} {
+				out := run(t, tmp, sh.name, "-c", `. "$1/bin/activate" && echo "$VIRTUAL_ENV" && command -v python && python -c 'import sys; print(sys.prefix != sys.base_prefix)' && deactivate && echo "${VIRTUAL_ENV:-unset}"`, sh.name, root)
+				want := root + "\n" + root + "/bin/python\nTrue\nunset\n"
+				if out != want {
+					t.Errorf("%s: activate printed %q, want %q", sh.name, out, want)
+				}
 			}
-		}
+		})
 	}
-	if _, err := exec.LookPath("dash"); err == nil {
+	t.Run("dash", func(t *testing.T) {
+		testenv.Command(t, "dash", "dash")
 		out, err := runErr(tmp, "dash", "-c", `. "$1/bin/activate"`, "dash", gen)
 		if err == nil || !strings.Contains(out, "bash, zsh or ksh") {
 			t.Errorf("dash: %v %q, want a clear refusal", err, out)
 		}
-	}
-	if _, err := exec.LookPath("fish"); err == nil {
+	})
+	t.Run("fish", func(t *testing.T) {
+		testenv.Command(t, "fish", "fish")
 		out := run(t, tmp, "fish", "-c", "source "+gen+"/bin/activate.fish; echo $VIRTUAL_ENV; command -v python; deactivate; set -q VIRTUAL_ENV; or echo unset")
 		if want := gen + "\n" + gen + "/bin/python\nunset\n"; out != want {
 			t.Errorf("fish: %q, want %q", out, want)
 		}
-	}
-	if _, err := exec.LookPath("tcsh"); err == nil {
+	})
+	t.Run("tcsh", func(t *testing.T) {
+		testenv.Command(t, "tcsh", "tcsh")
 		// One command per line: csh expands aliases a line at a time.
 		script := filepath.Join(tmp, "t.csh")
 		os.WriteFile(script, []byte("source "+gen+"/bin/activate.csh "+gen+"\necho $VIRTUAL_ENV\nwhich python\ndeactivate\necho $?VIRTUAL_ENV\n"), 0o644)
@@ -253,7 +256,7 @@ func TestActivate(t *testing.T) {
 		if out, err := runErr(tmp, "tcsh", "-c", "source "+gen+"/bin/activate.csh"); err == nil || !strings.Contains(out, "activate.csh <env>") {
 			t.Errorf("tcsh without the environment: %v %q", err, out)
 		}
-	}
+	})
 	cfg, _ := os.ReadFile(filepath.Join(gen, "pyvenv.cfg"))
 	for _, want := range []string{"home = " + filepath.Dir(info.BaseExecutable) + "\n", "include-system-site-packages = false\n", "version = " + info.Version + "\n", "implementation = CPython\n"} {
 		if !strings.Contains(string(cfg), want) {

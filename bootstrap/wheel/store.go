@@ -402,7 +402,11 @@ func (u *Unpacker) Wait() ([]*Entry, []error) {
 	u.workers.Wait()
 	u.finishes.Wait()
 	if u.sess != nil {
-		if err := u.sess.close(); err != nil {
+		if err := u.sess.close(); err != nil && u.ctx.Err() != nil {
+			// Cancelling the context kills the compiler (see
+			// Compiler.start): the end of a stopped sync, not a fault.
+			u.s.logger().Debug("bytecode compiler stopped with the unpack", zap.Error(err))
+		} else if err != nil {
 			// Every wheel's bytecode arrived, or its wheel failed already.
 			u.s.logger().Warn("bytecode compiler", zap.Error(err))
 		}

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/wheel"
@@ -513,5 +516,47 @@ func TestUnpackerCancelled(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(st.Dir); len(ents) != 0 {
 		t.Errorf("store holds %v after a cancelled unpack", ents)
+	}
+}
+
+// A sync stopped by a signal cancels the Unpacker's context, which kills
+// the bytecode compiler: an expected end, not a warning.
+func TestUnpackerCancelledCompilerIsNotAWarning(t *testing.T) {
+	info := python(t)
+	dir := t.TempDir()
+	spec := goodSpec()
+	p, sha, err := wheeltest.Write(dir, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.DebugLevel)
+	st := &wheel.Store{Dir: filepath.Join(dir, "store"), Logger: zap.New(core),
+		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	u, err := st.NewUnpacker(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Add(wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha})
+	// Once the entry is complete the compiler is running and idle: the
+	// cancellation is what ends it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := st.Open(sha); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the wheel was not unpacked")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	u.Wait()
+	if warns := logs.FilterLevelExact(zap.WarnLevel).All(); len(warns) > 0 {
+		t.Errorf("a cancelled unpack logged warnings: %+v", warns)
+	}
+	if logs.FilterMessageSnippet("bytecode compiler").Len() != 1 {
+		t.Errorf("the compiler's end is not at debug level: %+v", logs.All())
 	}
 }

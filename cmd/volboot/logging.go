@@ -24,15 +24,9 @@ func isTerminal(f *os.File) bool {
 // that volboot's lines stand apart from the handler's output, which passes
 // through untouched.
 func newLogger(format string, w *os.File, level zapcore.Level) (*zap.Logger, error) {
-	switch format {
-	case "auto":
-		format = "json"
-		if isTerminal(w) {
-			format = "console"
-		}
-	case "console", "json":
-	default:
-		return nil, fmt.Errorf("--log-format %q: must be auto, console or json", format)
+	format, err := resolveLogFormat(format, w)
+	if err != nil {
+		return nil, err
 	}
 	cfg := zap.NewProductionEncoderConfig()
 	cfg.TimeKey = "ts"
@@ -48,6 +42,21 @@ func newLogger(format string, w *os.File, level zapcore.Level) (*zap.Logger, err
 	}
 	core := zapcore.NewCore(enc, syncIgnoringWriter{w}, level)
 	return zap.New(core).Named("volboot"), nil
+}
+
+// resolveLogFormat turns --log-format into console or json: auto is
+// console on a terminal, JSON otherwise.
+func resolveLogFormat(format string, w *os.File) (string, error) {
+	switch format {
+	case "auto":
+		if isTerminal(w) {
+			return "console", nil
+		}
+		return "json", nil
+	case "console", "json":
+		return format, nil
+	}
+	return "", fmt.Errorf("--log-format %q: must be auto, console or json", format)
 }
 
 // syncIgnoringWriter drops the errors fsync gives on terminals and pipes

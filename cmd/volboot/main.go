@@ -1,14 +1,13 @@
 // Command volboot is the ENTRYPOINT of a GPU inference container whose
 // Python packages and model weights live on a shared network volume: it
 // makes the volume hold what a pinned manifest says, then supervises the
-// handler. See DESIGN.md §7 for the command line.
+// handler. See DESIGN.md §14 for the command line.
 //
 // This package is wiring only: flags, environment variables, logging and
 // exit codes. The machinery lives in bootstrap/, lockfile/ and runtime/.
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,7 +26,7 @@ import (
 // version is set at build time: -ldflags "-X main.version=...".
 var version = "dev"
 
-// Exit codes (DESIGN.md §7).
+// Exit codes (DESIGN.md §14).
 const (
 	exitOK    = 0
 	exitDrift = 1 // status: drift; sync/run: a required group failed
@@ -89,23 +88,12 @@ func main() {
 func (a *app) main(args []string) int {
 	root := a.rootCommand()
 	root.SetArgs(args)
-	err := root.Execute()
+	cmd, err := root.ExecuteC()
+	code := a.report(cmd, args, err)
 	if a.log != nil {
 		_ = a.log.Sync()
 	}
-	if err == nil {
-		return exitOK
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintf(a.stderr, "volboot: %v\n", ee.err)
-		}
-		return ee.code
-	}
-	// Errors cobra makes itself (unknown flag, wrong argument count).
-	fmt.Fprintf(a.stderr, "volboot: %v\nRun 'volboot --help' for usage.\n", err)
-	return exitUsage
+	return code
 }
 
 func (a *app) envOr(key, def string) string {
@@ -122,9 +110,9 @@ func (a *app) rootCommand() *cobra.Command {
 		Long: `volboot makes a shared network volume hold exactly what a pinned manifest says
 (Python packages from a PEP 751 lock, Hugging Face model files), safely with many
 workers booting at once, then starts and supervises the inference handler.`,
-		SilenceUsage:      true,
-		SilenceErrors:     true,
-		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			level := zapcore.InfoLevel
 			if a.opts.verbose {
@@ -140,7 +128,7 @@ workers booting at once, then starts and supervises the inference handler.`,
 	}
 	f := root.PersistentFlags()
 	f.StringVar(&a.opts.volume, "volume", a.envOr("VOLBOOT_VOLUME", "/runpod-volume"), "the shared volume (env VOLBOOT_VOLUME)")
-	f.StringVar(&a.opts.manifest, "manifest", a.envOr("VOLBOOT_MANIFEST", manifests.EmbeddedPrefix+manifests.Default), "manifest file, or embedded:NAME (env VOLBOOT_MANIFEST)")
+	f.StringVar(&a.opts.manifest, "manifest", a.envOr("VOLBOOT_MANIFEST", manifests.EmbeddedPrefix+manifests.Default), "manifest file, or embedded:NAME, NAME one of "+strings.Join(manifests.EmbeddedNames(), ", ")+" (env VOLBOOT_MANIFEST)")
 	f.StringVar(&a.opts.lock, "lock", a.env("VOLBOOT_LOCK"), "PEP 751 lock file, overriding the manifest's [lock] path (env VOLBOOT_LOCK)")
 	f.StringVar(&a.opts.python, "python", a.envOr("VOLBOOT_PYTHON", "python3"), "the interpreter to build environments for (env VOLBOOT_PYTHON)")
 	f.IntVar(&a.opts.jobs, "jobs", 16, "operations in flight (downloads, file creations)")
@@ -160,6 +148,11 @@ workers booting at once, then starts and supervises the inference handler.`,
 	f.BoolVar(&a.opts.createVolume, "create-volume", a.env("VOLBOOT_CREATE_VOLUME") == "1",
 		"make --volume if it does not exist, and accept a volume on the container's own disk; without it either is refused or warned about, since on RunPod it means the network volume did not attach (env VOLBOOT_CREATE_VOLUME=1)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError("%v", err) })
+	// --version, help and the completion scripts go where the commands'
+	// own output goes.
+	root.SetVersionTemplate(versionLine("{{.Version}}"))
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
 
 	root.AddCommand(
 		a.runCommand(),
@@ -214,8 +207,11 @@ func (a *app) versionCommand() *cobra.Command {
 		Short: "Print volboot's version",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			fmt.Fprintf(a.stdout, "volboot %s\n", version)
+			fmt.Fprint(a.stdout, versionLine(version))
 			return nil
 		},
 	}
 }
+
+// versionLine is what `volboot version` and `volboot --version` print.
+func versionLine(v string) string { return "volboot " + v + "\n" }

@@ -10,11 +10,29 @@ import (
 )
 
 func (a *app) manifestCommand() *cobra.Command {
-	c := &cobra.Command{Use: "manifest", Short: "Work with manifests"}
+	var embedded strings.Builder
+	for _, n := range manifests.EmbeddedNames() {
+		fmt.Fprintf(&embedded, "  %s%s", manifests.EmbeddedPrefix, n)
+		if n == manifests.Default {
+			embedded.WriteString("  (the default of --manifest)")
+		}
+		embedded.WriteString("\n")
+	}
+	c := &cobra.Command{
+		Use:   "manifest",
+		Short: "Work with manifests",
+		Long: `A manifest (volboot.toml) names the Python versions, the PEP 751 lock, the
+indexes, the groups of requirements, the model files and how to run the handler.
+--manifest and "manifest check" take a file, or one of the manifests built into
+volboot:
+` + embedded.String(),
+	}
 	c.AddCommand(&cobra.Command{
 		Use:   "check FILE",
 		Short: "Validate a manifest and its lock (FILE may be embedded:NAME)",
-		Args:  cobra.ExactArgs(1),
+		Example: `  volboot manifest check volboot.toml
+  volboot manifest check embedded:` + manifests.Default,
+		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			a.opts.manifest = args[0]
 			return a.checkManifest()

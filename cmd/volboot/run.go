@@ -29,6 +29,14 @@ func (a *app) runCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "run [flags] [-- CMD ARGS...]",
 		Short: "Bring the volume in sync, then start and supervise the handler (the ENTRYPOINT)",
+		Example: `  # The container's ENTRYPOINT: the handler is [run].command of the manifest
+  volboot run --manifest /app/volboot.toml
+
+  # The handler given after --, as a Dockerfile's ENTRYPOINT ["volboot", "run", "--"] and CMD do
+  volboot run --manifest /app/volboot.toml -- python -u /app/handler.py
+
+  # Locally: a scratch volume, console logs, /ping and /status on port 8080
+  volboot run --volume /tmp/vol --manifest volboot.toml --log-format console --health-addr :8080 -- python -u handler.py`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.run(cmd.Context(), args)
 		},
@@ -135,14 +143,14 @@ func (a *app) run(ctx context.Context, argv []string) error {
 		},
 	})
 	if res.Err != nil {
-		a.log.Error("volboot run failed", zap.Error(res.Err))
 		var ie *bootstrap.InputError
 		if errors.As(res.Err, &ie) && res.Code == 1 {
 			res.Code = exitUsage // the manifest or lock is wrong, not the volume
 		}
 	}
 	if res.Code != 0 {
-		return &exitError{code: res.Code, err: nil}
+		// res.Err, when there is one, is reported once, by main.
+		return &exitError{code: res.Code, err: res.Err}
 	}
 	return nil
 }
@@ -207,7 +215,7 @@ func sanitizeID(s string) string {
 	}, s)
 }
 
-// capabilities is the JSON file VOLBOOT_CAPABILITIES names (DESIGN.md §8).
+// capabilities is the JSON file VOLBOOT_CAPABILITIES names (DESIGN.md §15).
 type capabilities struct {
 	Generation string                   `json:"generation"`
 	Groups     []bootstrap.GroupOutcome `json:"groups"`

@@ -27,6 +27,9 @@ import (
 // says whether the command writes the volume (sync, run, repair, gc), and
 // so may make it under --create-volume; status never does.
 func (a *app) syncConfig(progress bootstrap.Progress, writes bool) (bootstrap.Config, error) {
+	if a.opts.jobs < 1 {
+		return bootstrap.Config{}, usageError("--jobs %d: want at least 1", a.opts.jobs)
+	}
 	durability, err := wheel.ParseSyncMode(a.opts.durability)
 	if err != nil || durability == wheel.SyncNone {
 		return bootstrap.Config{}, usageError("--durability %q: want auto, files or fs", a.opts.durability)
@@ -119,13 +122,23 @@ func syncExit(err error) error {
 
 func (a *app) syncCommand(repair bool) *cobra.Command {
 	use, short := "sync", "Bring the volume in sync with the manifest, without starting a handler"
+	example := `  # Fill a volume from a pod before any worker boots from it
+  volboot sync --volume /workspace --manifest /app/volboot.toml
+
+  # The same with a lock kept apart from the manifest, and plain log lines
+  volboot sync --manifest volboot.toml --lock locks/pylock.toml --log-format console`
 	if repair {
 		use, short = "repair", "Rebuild what is missing or broken and retry degraded groups now"
+		example = `  # See what is wrong, mend it, and check again
+  volboot status --verify --manifest /app/volboot.toml
+  volboot repair --manifest /app/volboot.toml
+  volboot status --verify --manifest /app/volboot.toml`
 	}
 	return &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  cobra.NoArgs,
+		Use:     use,
+		Short:   short,
+		Example: example,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.syncConfig(nil, true)
 			if err != nil {

@@ -73,9 +73,10 @@ type Result struct {
 	Code int
 	// Signal is the signal that stopped volboot, if one did.
 	Signal os.Signal
-	// Err says what failed, for logging; nil when the handler ran and
-	// ended (whatever its code) or a signal stopped the bootstrap, which
-	// then returned within StopGrace.
+	// Err says what failed; nil when the handler ran and ended
+	// (whatever its code) or a signal stopped the bootstrap, which then
+	// returned within StopGrace. Run does not log it: the caller reports
+	// it, once.
 	Err error
 }
 
@@ -211,7 +212,6 @@ func (s *supervisor) run() Result {
 }
 
 func (s *supervisor) fail(err error) {
-	s.log.Error("cannot run the handler", zap.Error(err))
 	s.state.SetPhase(health.PhaseFailed, err.Error())
 }
 
@@ -264,7 +264,6 @@ func (s *supervisor) bootstrap() (h Handler, res Result, ok bool) {
 			// kernel drops our flock with the process, and what was
 			// half-written sits under temporary names for the next run.
 			err := fmt.Errorf("bootstrap did not stop within the stop grace (%s) after cancellation; exiting without it", s.cfg.StopGrace)
-			s.log.Error("giving up on the bootstrap", zap.Error(err))
 			if stopSig != nil {
 				return Handler{}, Result{Code: 128 + signum(stopSig), Signal: stopSig, Err: err}, false
 			}
@@ -277,7 +276,6 @@ func (s *supervisor) bootstrap() (h Handler, res Result, ok bool) {
 				return Handler{}, Result{Code: 1, Err: fmt.Errorf("bootstrap stopped: %w", s.ctx.Err())}, false
 			}
 			if o.err != nil {
-				s.log.Error("bootstrap failed", zap.Error(o.err))
 				s.state.SetPhase(health.PhaseFailed, o.err.Error())
 				return Handler{}, Result{Code: 1, Err: fmt.Errorf("bootstrap: %w", o.err)}, false
 			}
