@@ -43,13 +43,35 @@ type typeChecker struct {
 	errs []typeError
 }
 
-// fields checks the keys of table m against the struct type t.
+// fields checks the keys of table m against the struct type t. A key that
+// matches a field's only when case is ignored is an error of its own: the
+// decoder would take it for that field (it falls back to a case-blind
+// match), so "pYthon = []" would reach it and be reported in Go's terms.
 func (c *typeChecker) fields(path, entry string, t reflect.Type, m map[string]any) {
+	keys := map[string]bool{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		key, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		keys[key] = true
 		if v, ok := m[key]; ok {
 			c.value(join(path, key), entry, f.Type, v)
+		}
+	}
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if keys[k] {
+			continue
+		}
+		for want := range keys {
+			if strings.EqualFold(k, want) {
+				at := join(path, k)
+				c.errs = append(c.errs, typeError{line: c.pos.Line(at),
+					msg: fmt.Sprintf("%s: %s: keys are case-sensitive: write %q", c.pos.Where(at), at, want)})
+			}
 		}
 	}
 }
