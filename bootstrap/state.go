@@ -17,7 +17,7 @@ import (
 // StateSchema is the version of state.json's format.
 const StateSchema = 1
 
-// Group states (DESIGN.md §7).
+// Group states (DESIGN.md §14).
 const (
 	GroupInstalled = "installed"
 	GroupSkipped   = "skipped"  // its `when` does not hold on this hardware

@@ -54,7 +54,7 @@ type Drift struct {
 	Detail  string `json:"detail"`
 }
 
-// StatusReport is `volboot status` (DESIGN.md §7).
+// StatusReport is `volboot status` (DESIGN.md §14).
 type StatusReport struct {
 	InSync     bool           `json:"in_sync"`
 	Generation *string        `json:"generation"`

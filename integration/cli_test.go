@@ -127,8 +127,9 @@ func TestManifestCheckBadInputNamesFileLine(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"nope"}, {"status", "--nope"}, {"manifest", "check"}, {"--log-format", "xml", "version"}} {
-		if r := volboot(t, t.TempDir(), nil, args...); r.code != 2 {
+	for _, args := range [][]string{{"nope"}, {"status", "--nope"}, {"manifest", "check"}, {"--log-format", "xml", "version"},
+		{"sync", "--jobs", "0", "--manifest", "embedded:demo.toml", "--volume", t.TempDir()}} {
+		if r := volboot(t, t.TempDir(), nil, args...); r.code != 2 || args[0] == "sync" && !strings.Contains(r.stderr, "--jobs 0") {
 			t.Errorf("volboot %v: exit %d, want 2\n%s", args, r.code, r.stderr)
 		}
 	}

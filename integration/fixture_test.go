@@ -262,7 +262,7 @@ func (f *fixture) pythonStarts() int {
 	return strings.Count(string(data), "\n")
 }
 
-// statusJSON is `volboot status --json` (DESIGN.md §7).
+// statusJSON is `volboot status --json` (DESIGN.md §14).
 type statusJSON struct {
 	InSync     bool    `json:"in_sync"`
 	Generation *string `json:"generation"`
@@ -295,7 +295,7 @@ func (s *statusJSON) group(name string) (state, reason string) {
 }
 
 // status runs `volboot status --json` and decodes it, checking that every
-// field DESIGN.md §7 promises is present and that the exit code agrees
+// field DESIGN.md §14 promises is present and that the exit code agrees
 // with in_sync.
 func (f *fixture) status(more ...string) (*statusJSON, result) {
 	f.t.Helper()

@@ -12,12 +12,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/volboot/volboot/lockgen/lockgentest"
 )
 
 // volbootBin is the binary under test, built once by TestMain.
 var volbootBin string
 
 func TestMain(m *testing.M) {
+	// Run as uv or python3 by `volboot lock` (lock_test.go).
+	if lockgentest.IsFake() {
+		os.Exit(lockgentest.Main())
+	}
 	dir, err := os.MkdirTemp("", "volboot-it-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -155,7 +155,7 @@ const (
 	DefaultMaxRestarts  = 5
 )
 
-// ReservedEnv are handler variables volboot sets itself (DESIGN.md §8).
+// ReservedEnv are handler variables volboot sets itself (DESIGN.md §15).
 var ReservedEnv = []string{"VIRTUAL_ENV", "NOTIFY_SOCKET", "VOLBOOT_GROUPS", "VOLBOOT_DEGRADED", "VOLBOOT_CAPABILITIES"}
 
 // Where returns "file:line" for a value path such as "group[1].requirements[0]".
@@ -227,8 +227,8 @@ func (m *Manifest) ReadLock() (string, []byte, error) {
 		data, err = os.ReadFile(file)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return file, nil, fmt.Errorf("%s: lock %s does not exist (%w): make it where the indexes are reachable with `uv pip compile requirements.in --format pylock.toml -o %s` or `pip lock -o %s`, then pass --lock or put it beside the manifest",
-			m.Where("lock.path"), file, ErrLockMissing, path.Base(m.Lock.Path), path.Base(m.Lock.Path))
+		return file, nil, fmt.Errorf("%s: lock %s does not exist (%w): make it where the indexes are reachable with `volboot lock --manifest %s --out %s` (uv resolves it), then pass --lock or put it beside the manifest",
+			m.Where("lock.path"), file, ErrLockMissing, m.File, path.Base(m.Lock.Path))
 	}
 	if err != nil {
 		return file, nil, fmt.Errorf("read lock %s: %w", file, err)

@@ -155,6 +155,8 @@ func TestTypeErrorsInWords(t *testing.T) {
 		{"run", "[run]", "[[run]]", 28, `run: must be a table, written [run], not a list`},
 		{"run.command", `command = ["python", "-u", "/app/handler.py"]`, `command = "python -u /app/handler.py"`, 29, `run.command: must be a list of strings, such as ["a", "b"], not the string "python -u /app/handler.py"`},
 		{"run.command[1]", `command = ["python", "-u", "/app/handler.py"]`, `command = ["python", 1]`, 29, `run.command[1]: must be a string in quotes, not the number 1`},
+		{"case-blind key", `name = "f5-tts-worker"`, "name = \"f5-tts-worker\"\nRUN = []", 2, `RUN: keys are case-sensitive: write "run"`},
+		{"case-blind key in a group", `required = true`, `Required = true`, 11, `group[0].Required: keys are case-sensitive: write "required"`},
 		{"run.ready", `ready = "notify"`, `ready = true`, 30, `run.ready: must be a string in quotes, not true`},
 		{"run.ready-timeout", `ready = "notify"`, "ready = \"notify\"\nready-timeout = 60", 31, `run.ready-timeout: must be a duration in quotes, such as "25s" or "7m", not the number 60`},
 		{"run.restart", `restart = "never"`, `restart = false`, 31, `run.restart: must be a string in quotes, not false`},
@@ -222,7 +224,7 @@ func TestMissingLockIsOneLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = m.ReadLock()
-	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "pylock.toml") || !strings.Contains(err.Error(), "uv pip compile") {
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "pylock.toml") || !strings.Contains(err.Error(), "volboot lock --manifest "+p) {
 		t.Fatalf("missing lock error = %v", err)
 	}
 }

@@ -1,5 +1,5 @@
 // Package runtime is the root of volboot's supervisor: what runs after the
-// volume is in sync (DESIGN.md §2 step 7, §8).
+// volume is in sync (DESIGN.md §2, §15).
 //
 // It holds no code itself; the parts live in sub-packages so that none of
 // them shadows the standard library's runtime package at import sites:

@@ -49,7 +49,7 @@ const DefaultTimeout = 20 * time.Second
 const NoGPU = "none"
 
 // Facts are what the probe learned. The JSON form is what the handler finds
-// in VOLBOOT_CAPABILITIES (DESIGN.md §8); its driver, cuda and gpus fields
+// in VOLBOOT_CAPABILITIES (DESIGN.md §15); its driver, cuda and gpus fields
 // are also the override file's schema.
 type Facts struct {
 	// Driver is the NVIDIA driver version ("570.86.15", "418.39"), "" when

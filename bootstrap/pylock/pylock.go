@@ -32,6 +32,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -194,6 +195,15 @@ type rawWheel struct {
 func Parse(file string, data []byte) (*Lock, error) {
 	pos, err := tomlpos.Build(file, data)
 	if err != nil {
+		return nil, err
+	}
+	// Values of the wrong type first, all of them, in words: the
+	// decoder would name Go types and stop at the first.
+	var doc map[string]any
+	if err := toml.Unmarshal(data, &doc); err != nil {
+		return nil, decodeError(file, err)
+	}
+	if err := pos.CheckTypes(doc, reflect.TypeFor[rawLock](), nil); err != nil {
 		return nil, err
 	}
 	var raw rawLock

@@ -300,13 +300,43 @@ func TestUnknownKeysWarn(t *testing.T) {
 	}
 }
 
+// TestTypeErrorsInWords: a value of the wrong type is reported with
+// file:line, key path and the type wanted in words, all at once, never
+// with Go's type names (it was "pylock.rawLock.RequiresPython of type
+// string").
+func TestTypeErrorsInWords(t *testing.T) {
+	doc := "lock-version = \"1.0\"\nrequires-python = 3\n\n[[packages]]\nname = \"a\"\nversion = 1\n" +
+		"wheels = [{ url = \"https://x/a-1-py3-none-any.whl\", size = \"12\", hashes = { sha256 = \"" + h1 + "\" } }]\n"
+	_, err := Parse("bad.toml", []byte(doc))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"bad.toml:2: requires-python: must be a string in quotes, not the number 3",
+		"bad.toml:6: packages[0].version",
+		"must be a whole number, such as 5, not the string \"12\" (write it without quotes)",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "pylock.raw") || strings.Contains(msg, "of type") {
+		t.Errorf("error names Go types:\n%s", msg)
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(lockDoc))
 	f.Add([]byte("lock-version = '1.0'\n[[packages]]\nname='a-b'\nversion='1'\nsdist={name='a_b-1.zip', path='x', size=3, hashes={sha256='" + h1 + "'}}\n"))
 	f.Add([]byte("lock-version = '1.0'\n[[packages]]\nname='a'\n[[packages.wheels]]\nname='a-1-py3-none-any.whl'\npath='x'\nhashes={sha256='" + h1 + "'}\n"))
+	f.Add([]byte("lock-version = '1.0'\nrequires-python = 3\n[[packages]]\nname = 1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := Parse("f.toml", data)
 		if err != nil {
+			if msg := err.Error(); strings.Contains(msg, "pylock.raw") || strings.Contains(msg, "of type") {
+				t.Fatalf("an error names Go types: %s", msg)
+			}
 			return
 		}
 		for _, p := range l.Packages {

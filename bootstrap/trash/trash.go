@@ -120,9 +120,9 @@ func (c *Can) Discard(path string) {
 
 // Report says what one Empty did.
 type Report struct {
-	Items   int // items removed completely
-	Removed int // files and directories removed
-	Left    int // items left for another time (claimed by others, or ctx ended)
+	Items   int `json:"items"`   // items removed completely
+	Removed int `json:"removed"` // files and directories removed
+	Left    int `json:"left"`    // items left for another time (claimed by others, or ctx ended)
 }
 
 // Empty removes what is in the trash (see the package comment).

@@ -275,7 +275,7 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 			p.dirs = append(p.dirs, path.Dir(f.Path))
 		}
 	}
-	journaled := len(srcs) > bytecodeChunk
+	journaled := len(srcs) > journalMin
 	// Every chunk is asked for at once, so the compiler never waits for
 	// the writes; each chunk is written as its answer comes.
 	type request struct {

@@ -137,7 +137,8 @@ func TestResumePartialEntry(t *testing.T) {
 }
 
 // TestResumeKeepsJournaledBytecode: a big entry (more sources than one
-// compile request takes) journals each chunk's bytecode before writing it.
+// compile request takes, so two chunks) journals each chunk's bytecode
+// before writing it.
 // A writer that resumes the entry keeps every .pyc its journal vouches for
 // without compiling it again, and compiles only the ones missing or not
 // matching (cut short, or the right size with other bytes); no journal is

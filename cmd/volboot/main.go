@@ -1,7 +1,7 @@
 // Command volboot is the ENTRYPOINT of a GPU inference container whose
 // Python packages and model weights live on a shared network volume: it
 // makes the volume hold what a pinned manifest says, then supervises the
-// handler. See DESIGN.md §7 for the command line.
+// handler. See DESIGN.md §14 for the command line.
 //
 // This package is wiring only: flags, environment variables, logging and
 // exit codes. The machinery lives in bootstrap/, lockfile/ and runtime/.
@@ -26,7 +26,7 @@ import (
 // version is set at build time: -ldflags "-X main.version=...".
 var version = "dev"
 
-// Exit codes (DESIGN.md §7).
+// Exit codes (DESIGN.md §14).
 const (
 	exitOK    = 0
 	exitDrift = 1 // status: drift; sync/run: a required group failed
@@ -161,6 +161,7 @@ workers booting at once, then starts and supervises the inference handler.`,
 		a.syncCommand(true),
 		a.gcCommand(),
 		a.manifestCommand(),
+		a.lockCommand(),
 		a.versionCommand(),
 	)
 	return root

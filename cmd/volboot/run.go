@@ -215,7 +215,7 @@ func sanitizeID(s string) string {
 	}, s)
 }
 
-// capabilities is the JSON file VOLBOOT_CAPABILITIES names (DESIGN.md §8).
+// capabilities is the JSON file VOLBOOT_CAPABILITIES names (DESIGN.md §15).
 type capabilities struct {
 	Generation string                   `json:"generation"`
 	Groups     []bootstrap.GroupOutcome `json:"groups"`

@@ -27,6 +27,9 @@ import (
 // says whether the command writes the volume (sync, run, repair, gc), and
 // so may make it under --create-volume; status never does.
 func (a *app) syncConfig(progress bootstrap.Progress, writes bool) (bootstrap.Config, error) {
+	if a.opts.jobs < 1 {
+		return bootstrap.Config{}, usageError("--jobs %d: want at least 1", a.opts.jobs)
+	}
 	durability, err := wheel.ParseSyncMode(a.opts.durability)
 	if err != nil || durability == wheel.SyncNone {
 		return bootstrap.Config{}, usageError("--durability %q: want auto, files or fs", a.opts.durability)

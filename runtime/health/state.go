@@ -1,5 +1,5 @@
 // Package health reports a worker's condition over HTTP the way RunPod's
-// load balancer reads it (DESIGN.md §1, §8): GET /ping answers 204 while
+// load balancer reads it (DESIGN.md §1, §15): GET /ping answers 204 while
 // the worker is bootstrapping or warm-loading, 200 when the handler is
 // ready and 503 when something failed; GET /status answers the JSON of the
 // current phase, progress, groups, generation and timings.

@@ -91,7 +91,7 @@ type Handler struct {
 	// PATH found in Env (the generation's bin comes first there), not in
 	// volboot's own PATH.
 	Argv []string
-	// Env is the handler's whole environment (DESIGN.md §8), built by the
+	// Env is the handler's whole environment (DESIGN.md §15), built by the
 	// caller. Supervise adds NOTIFY_SOCKET for ready = "notify" and
 	// removes an inherited NOTIFY_SOCKET otherwise, so a handler never
 	// talks to a systemd that volboot itself might run under.

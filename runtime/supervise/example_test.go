@@ -41,7 +41,7 @@ func ExampleRun() {
 		Bootstrap: func(ctx context.Context) (supervise.Handler, error) {
 			// sync the volume (cancellable through ctx), updating
 			// state.SetTotals / AddProgress / SetGroups / SetGeneration,
-			// take the use-lease, then build the §8 environment.
+			// take the use-lease, then build the handler environment (docs/DESIGN.md §15).
 			return supervise.Handler{
 				Argv: []string{"python", "-u", "/app/handler.py"},
 				Env:  []string{"PATH=/runpod-volume/.volboot/envs/<id>/bin:/usr/bin:/bin", "PYTHONUNBUFFERED=1"},
