@@ -41,6 +41,10 @@ func newFixture(t *testing.T) *fixture {
 		w.Write(data)
 	}))
 	t.Cleanup(f.srv.Close)
+	// The default build environment of sdists ([build].requirements):
+	// locked only when the lock holds an sdist.
+	f.add("setuptools", "70.0", nil)
+	f.add("wheel", "0.43.0", nil)
 	return f
 }
 
@@ -359,7 +363,7 @@ func TestLockNativeSdist(t *testing.T) {
 	}
 	l := parsed(t, res)
 	p := pkgByName(l, "flashy")
-	if p == nil || len(p.Wheels) != 0 || strings.Join(p.OtherSources, ",") != "sdist" {
+	if p == nil || len(p.Wheels) != 0 || p.Sdist == nil || len(p.OtherSources) != 0 {
 		t.Fatalf("flashy should be locked as its sdist:\n%s", res.Data)
 	}
 	// Requirements are met (sync does not refuse the pair); only the
@@ -370,8 +374,41 @@ func TestLockNativeSdist(t *testing.T) {
 	}); len(errs) > 0 {
 		t.Errorf("requirements: %v", errs)
 	}
-	if len(res.Check.Errors) != 1 || !strings.Contains(res.Check.Errors[0], "group extra-stuff") {
+	// The sdist is installable as far as the lock can tell (a worker
+	// tries to build it and degrades the group): its build environment
+	// is pinned, for the build group alone.
+	if len(res.Check.Errors) != 0 {
 		t.Errorf("CheckLock: %v", res.Check.Errors)
+	}
+	for _, name := range []string{"setuptools", "wheel"} {
+		p := pkgByName(l, name)
+		holds := func(g string) bool {
+			tg, err := m.DefaultPlatform().Target([]string{g})
+			ok, merr := p.Marker.Evaluate(tg.Env)
+			return err == nil && merr == nil && ok
+		}
+		if p == nil || !holds("volboot-build") || holds("core") || holds("extra-stuff") {
+			t.Errorf("%s is not locked for the build group alone:\n%s", name, res.Data)
+		}
+	}
+	for _, g := range res.Groups {
+		if g.Name == "volboot-build" {
+			t.Errorf("the build group is reported as a manifest group: %+v", res.Groups)
+		}
+	}
+}
+
+// A lock without sdists pins no build environment.
+func TestLockNoSdistNoBuildGroup(t *testing.T) {
+	f := newFixture(t)
+	f.add("alpha", "1.0", nil)
+	f.add("beta", "2.0", nil)
+	res, _, err := f.lock(f.manifest(twoGroups), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := parsed(t, res); pkgByName(l, "setuptools") != nil || strings.Contains(string(res.Data), "volboot-build") {
+		t.Errorf("a lock without sdists pins a build environment:\n%s", res.Data)
 	}
 }
 

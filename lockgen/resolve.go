@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -130,10 +131,12 @@ func UVEnv(environ []string) []string {
 }
 
 type session struct {
-	req  Request
-	dir  string
-	mu   sync.Mutex
-	runs int
+	req      Request
+	manifest *manifests.Manifest // as given (req.Manifest may add the build group)
+	previous []byte              // the lock before, for Changes (req.Previous is dropped by --upgrade)
+	dir      string
+	mu       sync.Mutex
+	runs     int
 }
 
 // Lock resolves the manifest's groups with uv and builds the lock.
@@ -149,10 +152,55 @@ func Lock(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	s := &session{req: req, dir: dir}
+	s := &session{req: req, dir: dir, manifest: req.Manifest, previous: req.Previous}
 	if req.Upgrade {
 		s.req.Previous = nil
 	}
+	res, pkgs, err := s.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// A package locked as its sdist is built by the workers, with the
+	// wheels of [build].requirements from the same lock (DESIGN.md
+	// §5.7): resolve again with them as one more group, so that they are
+	// pinned with everything else and marked for it alone.
+	if m := req.Manifest; len(m.Build.Requirements) > 0 && needsBuild(pkgs) {
+		with := *m
+		with.Groups = append(slices.Clone(m.Groups), manifests.Group{Name: manifests.BuildGroup, Requirements: m.Build.Requirements})
+		s.req.Manifest = &with
+		req.Log.Info("the lock holds sdists: resolving again with their build environment as group "+manifests.BuildGroup,
+			zap.Strings("build_requirements", buildRequirements(m)))
+		if res, _, err = s.lock(ctx); err != nil {
+			return nil, err
+		}
+	}
+	res.UVRuns = s.runs
+	return res, nil
+}
+
+// needsBuild reports whether some package is locked with an sdist and no
+// wheel.
+func needsBuild(pkgs []Package) bool {
+	for _, p := range pkgs {
+		if p.Sdist != nil && len(p.Wheels) == 0 && p.Archive == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func buildRequirements(m *manifests.Manifest) []string {
+	var out []string
+	for _, r := range m.Build.Requirements {
+		out = append(out, r.String())
+	}
+	return out
+}
+
+// lock resolves s.req.Manifest's groups once and builds the lock; the
+// result's groups and check are the original manifest's.
+func (s *session) lock(ctx context.Context) (*Result, []Package, error) {
+	req := s.req
 	m := req.Manifest
 	var names []string
 	for _, g := range m.Groups {
@@ -163,22 +211,22 @@ func Lock(ctx context.Context, req Request) (*Result, error) {
 
 	joint, locked, unlocked, err := s.resolveJoint(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	perGroup, err := s.resolveGroups(ctx, locked, joint)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pkgs, err := s.combine(joint, locked, perGroup)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := s.fillArchives(ctx, pkgs); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	problems, err := s.inspectSdists(ctx, pkgs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	res := &Result{}
@@ -191,19 +239,20 @@ func Lock(ctx context.Context, req Request) (*Result, error) {
 			o.Locked = true
 			o.Packages = len(perGroup[g.Name])
 		}
-		res.Groups = append(res.Groups, o)
+		if g.Name != manifests.BuildGroup { // not the manifest's: its problem says enough
+			res.Groups = append(res.Groups, o)
+		}
 	}
 	res.Problems = append(res.Problems, problems...)
 	res.Document = s.document(pkgs, locked, unlocked)
 	res.Data = res.Document.Encode()
 	l, err := pylock.Parse(req.LockFile, res.Data)
 	if err != nil {
-		return nil, fmt.Errorf("the lock volboot made does not read back (a bug in volboot): %w", err)
+		return nil, nil, fmt.Errorf("the lock volboot made does not read back (a bug in volboot): %w", err)
 	}
-	res.Check = m.CheckLock(l, req.Platform)
-	res.Changes = changes(req.LockFile, req.Previous, pkgs)
-	res.UVRuns = s.runs
-	return res, nil
+	res.Check = s.manifest.CheckLock(l, req.Platform)
+	res.Changes = changes(req.LockFile, s.previous, pkgs)
+	return res, pkgs, nil
 }
 
 type reason struct{ short, long string }
