@@ -59,19 +59,33 @@ func writeCheckFixture(t *testing.T, manifest string, betaVersion string) string
 	return dir
 }
 
-func TestManifestCheckEmbeddedSaysLockMissingInOneLine(t *testing.T) {
+// TestEmbeddedManifestChecks: the default manifest carries its lock
+// (made with volboot lock) and the pair passes manifest check.
+func TestEmbeddedManifestChecks(t *testing.T) {
 	r := volboot(t, t.TempDir(), nil, "manifest", "check", "embedded:f5-tts.toml")
+	if r.code != 0 || !strings.Contains(r.stdout, "ok: embedded:f5-tts.toml") || !strings.Contains(r.stdout, "lock pylock.f5-tts.toml") {
+		t.Fatalf("manifest check of the embedded manifest: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestLockMissingSaysSoInOneLine: a manifest whose lock does not exist is
+// one line naming the lock and how to make it, from every command.
+func TestLockMissingSaysSoInOneLine(t *testing.T) {
+	dir := writeCheckFixture(t, checkManifest, "2.0")
+	os.Remove(filepath.Join(dir, "pylock.toml"))
+	manifest := filepath.Join(dir, "volboot.toml")
+	r := volboot(t, dir, nil, "manifest", "check", manifest)
 	if r.code != 2 {
 		t.Fatalf("exit %d, want 2\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
-	if len(lines) != 1 || !strings.Contains(lines[0], "f5-tts.pylock.toml does not exist") || !strings.Contains(lines[0], "pylock.toml") {
+	if len(lines) != 1 || !strings.Contains(lines[0], "pylock.toml does not exist") || !strings.Contains(lines[0], "volboot lock") {
 		t.Fatalf("stderr should be one line naming the missing lock and how to make it:\n%s", r.stderr)
 	}
 	// Every command that acts on a volume says the same.
 	for _, cmd := range []string{"sync", "status", "repair", "gc", "run"} {
-		r := volboot(t, t.TempDir(), []string{"VOLBOOT_VOLUME=" + t.TempDir()}, cmd)
-		if r.code != 2 || !strings.Contains(r.stderr, "f5-tts.pylock.toml does not exist") {
+		r := volboot(t, dir, []string{"VOLBOOT_VOLUME=" + t.TempDir(), "VOLBOOT_MANIFEST=" + manifest}, cmd)
+		if r.code != 2 || !strings.Contains(r.stderr, "pylock.toml does not exist") {
 			t.Errorf("volboot %s: exit %d\n%s", cmd, r.code, r.stderr)
 		}
 	}

@@ -693,8 +693,8 @@ func (s *session) inspectSdists(ctx context.Context, pkgs []Package) ([]Problem,
 				p.Name, p.Version, who, s.req.Platform, c.Native[0], more, groupsRequirements(p.Groups), pinExample(p.Name, p.Version, s.req.Platform), untilThen(s.req.Manifest, p.Groups))
 		default:
 			base.Kind = ProblemSdistOnly
-			base.Message = fmt.Sprintf("%s %s, %s, has no wheel on the indexes, only a pure-Python sdist (%d files, no native code); it stays in the lock as an sdist, which volboot does not build yet (DESIGN.md §18): sync fails or degrades %s until it does, or until a wheel is pinned by URL",
-				p.Name, p.Version, who, c.Files, strings.Join(p.Groups, ", "))
+			base.Message = fmt.Sprintf("%s %s, %s, has no wheel on the indexes, only a pure-Python sdist (%d files, no native code); it stays in the lock as an sdist, which the first worker that needs it builds into a wheel, once per volume, with [build].requirements (docs/DESIGN.md §5.7)",
+				p.Name, p.Version, who, c.Files)
 		}
 		out = append(out, base)
 	}

@@ -189,16 +189,22 @@ func Load(file string) (*Manifest, error) {
 	return Parse(file, data)
 }
 
-// EmbeddedNames lists the manifests built into volboot.
+// EmbeddedNames lists the manifests built into volboot: every embedded
+// .toml but the locks (PEP 751 names them pylock.toml or pylock.<name>.toml;
+// older ones here were <name>.pylock.toml).
 func EmbeddedNames() []string {
 	ents, _ := fs.Glob(embedded, "*.toml")
 	var out []string
 	for _, e := range ents {
-		if !strings.HasSuffix(e, ".pylock.toml") {
+		if !isLockName(e) {
 			out = append(out, e)
 		}
 	}
 	return out
+}
+
+func isLockName(name string) bool {
+	return name == "pylock.toml" || strings.HasPrefix(name, "pylock.") || strings.HasSuffix(name, ".pylock.toml")
 }
 
 // ErrLockMissing is wrapped by OpenLock when the lock file does not exist.
