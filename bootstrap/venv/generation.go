@@ -288,6 +288,18 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 			copied.Store(int64(n))
 		}
 	}
+	// Under --durability files, finished batches are logged, and a
+	// resumed build skips the ones its predecessor logged (batchlog.go).
+	var logged map[string]loggedBatch
+	var blog *batchLog
+	if mode == wheel.SyncFiles && !filled {
+		if resumed {
+			logged = readBatchLog(tmp)
+		}
+		blog = openBatchLog(tmp, b.logger())
+		defer blog.close()
+	}
+	var skipped atomic.Int64
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	g, gctx := errgroup.WithContext(wctx)
@@ -299,6 +311,13 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		}
 		if filled {
 			plannedDirs.Store(parentDir(batch[0].dst), true)
+			return nil
+		}
+		if lb, ok := logged[batch[0].dst]; ok && lb.files == len(batch) {
+			plannedDirs.Store(parentDir(batch[0].dst), true)
+			kept.Add(int64(len(batch)))
+			copied.Add(int64(lb.copied))
+			skipped.Add(int64(len(batch)))
 			return nil
 		}
 		g.Go(func() error {
@@ -315,6 +334,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 			if err != nil {
 				return fail(o, err)
 			}
+			blog.done(batch, c)
 			return nil
 		})
 		return nil
@@ -335,19 +355,21 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		return nil, err
 	}
 	dirs := mk.dirs()
+	// Directories of batches not made here (filled, or logged as done)
+	// are synced all the same.
+	plannedDirs.Range(func(k, _ any) bool {
+		for d := k.(string); d != "." && !dirs[d]; d = parentDir(d) {
+			dirs[d] = true
+		}
+		return true
+	})
 	switch {
 	case filled:
 		b.logger().Info(fmt.Sprintf("generation %s: all %d files were made by a previous worker, whose record says so; syncing and marking it complete", filepath.Base(dir), len(ops)),
 			zap.String("generation", filepath.Base(dir)), zap.Int("files", len(ops)))
-		plannedDirs.Range(func(k, _ any) bool {
-			for d := k.(string); d != "." && !dirs[d]; d = parentDir(d) {
-				dirs[d] = true
-			}
-			return true
-		})
 	case resumed:
-		b.logger().Info(fmt.Sprintf("generation %s: %d of %d files were present from a previous worker's partial build", filepath.Base(dir), kept.Load(), len(ops)),
-			zap.String("generation", filepath.Base(dir)), zap.Int64("present", kept.Load()), zap.Int("files", len(ops)))
+		b.logger().Info(fmt.Sprintf("generation %s: %d of %d files were present from a previous worker's partial build (%d of them in batches its log says were finished, not checked again)", filepath.Base(dir), kept.Load(), len(ops), skipped.Load()),
+			zap.String("generation", filepath.Base(dir)), zap.Int64("present", kept.Load()), zap.Int("files", len(ops)), zap.Int64("logged", skipped.Load()))
 	}
 	if mode == wheel.SyncFiles && !filled {
 		recordFilled(tmp, int(copied.Load()), b.logger())
@@ -362,8 +384,10 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	if err := b.syncGeneration(ctx, tmp, l, dirs, jobs, mode); err != nil {
 		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
 	}
-	if err := os.Remove(filepath.Join(tmp, filledName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
+	for _, name := range []string{filledName, batchLogName} {
+		if err := os.Remove(filepath.Join(tmp, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
+		}
 	}
 	if err := atomicfile.Write(filepath.Join(tmp, CompleteName), mb, 0o644); err != nil {
 		return nil, err

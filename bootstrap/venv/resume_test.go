@@ -267,3 +267,62 @@ func TestFilledRecordSkipsTheFill(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchLogSkipsFinishedBatches: under --durability files each finished
+// batch is logged, and a builder taking the staging directory over skips
+// the batches the log lists (a file removed behind the log's back stays
+// missing, which proves they were not checked) but makes the others; a
+// line cut short by the kill is not trusted; the finished generation does
+// not hold the log. Under the other modes the log is not trusted.
+func TestBatchLogSkipsFinishedBatches(t *testing.T) {
+	info := python(t)
+	for _, mode := range []wheel.SyncMode{wheel.SyncFiles, wheel.SyncFS} {
+		vol := t.TempDir()
+		w := specWheel(t, t.TempDir(), wheeltest.Spec{Name: "logged", Version: "1.0", Files: []wheeltest.File{
+			{Name: "logged/__init__.py", Data: []byte("X = 1\n")}, {Name: "logged/a.py", Data: []byte("A = 1\n")},
+			{Name: "other/c.py", Data: []byte("C = 1\n")}, {Name: "torn/d.py", Data: []byte("D = 1\n")}}})
+		dir := install(t, info, vol, "g1", []wheelFile{w}, venv.Hardlink)
+		partial := filepath.Join(filepath.Dir(dir), ".g1"+wheel.PartialSuffix+".vbtmp.otherhost.4242.0123456789ab")
+		if err := os.Rename(dir, partial); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(partial, venv.CompleteName))
+		site := filepath.Join("lib", "python"+info.PyVersion(), "site-packages")
+		for _, f := range []string{"logged/a.py", "other/c.py", "torn/d.py"} {
+			if err := os.Remove(filepath.Join(partial, site, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		log := "2\t0\t" + filepath.ToSlash(filepath.Join(site, "logged", "__init__.py")) + "\n" +
+			"1\t0\t" + filepath.ToSlash(filepath.Join(site, "torn", "d.py")) // cut short: no newline
+		if err := os.WriteFile(filepath.Join(partial, ".volboot-batches"), []byte(log), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e, err := (&wheel.Store{Dir: venv.StoreDir(vol)}).Open(w.sha)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &venv.Builder{Python: info, Creator: "volboot test", Sync: mode, Adopt: func(atomicfile.TempInfo, fs.DirEntry) bool { return true }}
+		if _, err := b.Build(context.Background(), dir, []venv.Package{{Entry: e, Requested: true}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := venv.ReadMarker(dir); err != nil {
+			t.Fatalf("mode %v: no marker: %v", mode, err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, ".volboot-batches")); err == nil {
+			t.Errorf("mode %v: the finished generation holds the batch log", mode)
+		}
+		for _, f := range []string{"other/c.py", "torn/d.py"} {
+			if _, err := os.Lstat(filepath.Join(dir, site, f)); err != nil {
+				t.Errorf("mode %v: %s of a batch the log does not vouch for was not made again: %v", mode, f, err)
+			}
+		}
+		_, err = os.Lstat(filepath.Join(dir, site, "logged", "a.py"))
+		if mode == wheel.SyncFiles && err == nil {
+			t.Errorf("under --durability files the logged batch was checked again")
+		}
+		if mode != wheel.SyncFiles && err != nil {
+			t.Errorf("mode %v: the log was trusted: %v", mode, err)
+		}
+	}
+}
