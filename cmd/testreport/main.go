@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 	"syscall"
 )
@@ -83,7 +84,8 @@ type event struct {
 	Package    string
 	Test       string
 	Output     string
-	ImportPath string // build-output and build-fail
+	Elapsed    float64 // seconds, on a test's or package's end
+	ImportPath string  // build-output and build-fail
 }
 
 // line is one output line of a test, kept until its top-level test ends.
@@ -112,7 +114,19 @@ type report struct {
 	running map[string]map[string]*topTest // package -> top-level test name
 	skips   []testRef
 	fails   []testRef // the failed subtests, or the test when none failed
+	// took is every top-level test's time: the slowest are listed at the
+	// end, because the suite must stay inside CI's 15 minutes.
+	took []timed
 }
+
+// timed is a top-level test and how long it ran.
+type timed struct {
+	pkg, test string
+	seconds   float64
+}
+
+// slowest is how many of the longest tests the summary lists.
+const slowest = 10
 
 func newReport(w io.Writer) *report {
 	return &report{w: w, running: map[string]map[string]*topTest{}}
@@ -178,6 +192,9 @@ func (r *report) testEvent(ev event) {
 		t.lines = append(t.lines, line{ev.Test, ev.Output})
 	case "pass", "fail", "skip":
 		t.outcome[ev.Test] = ev.Action
+		if ev.Test == name {
+			r.took = append(r.took, timed{ev.Package, name, ev.Elapsed})
+		}
 		if ev.Action == "skip" {
 			r.skips = append(r.skips, testRef{ev.Package, ev.Test, skipReason(t.lines, ev.Test)})
 		}
@@ -276,8 +293,15 @@ func skipReason(lines []line, test string) string {
 	return strings.Join(parts, " ")
 }
 
-// summary lists the skipped tests, then the failed ones.
+// summary lists the slowest tests, the skipped ones, then the failed ones.
 func (r *report) summary() {
+	sort.SliceStable(r.took, func(i, j int) bool { return r.took[i].seconds > r.took[j].seconds })
+	if n := min(len(r.took), slowest); n > 0 {
+		fmt.Fprintf(r.w, "\n%d slowest:\n", n)
+		for _, t := range r.took[:n] {
+			fmt.Fprintf(r.w, "slow: %s (%s): %.1fs\n", t.test, t.pkg, t.seconds)
+		}
+	}
 	if len(r.skips) > 0 {
 		fmt.Fprintf(r.w, "\n%d skipped:\n", len(r.skips))
 	}

@@ -54,6 +54,9 @@ func TestReportIsPlainGoTestOutputWithSkipsListed(t *testing.T) {
 		"failed: TestPanics (example.com/trmod/crash)\n",
 		"failed: TestParent/bad (example.com/trmod/fail)\n",
 		"failed: TestHangs (example.com/trmod/hang)\n",
+		// the slowest tests first, so that a suite outgrowing CI's
+		// minutes says where they went
+		"slowest:\nslow: TestOK (example.com/trmod/pass): 12.5s\nslow: TestAlsoOK (example.com/trmod/fail): 3.2s\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q", want)
