@@ -3,6 +3,7 @@ package lockgen
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -76,7 +77,18 @@ func Check(m *manifests.Manifest, p manifests.Platform, file string, data []byte
 	if strings.Join(indexes, "\n") != strings.Join(t.Indexes, "\n") {
 		stale("the manifest's indexes are %s; the lock was made from %s", listOrNone(indexes), listOrNone(t.Indexes))
 	}
-	for _, g := range m.Groups {
+	// The build environment of sdists is locked as one more group when
+	// the lock holds sdists (resolve.go): it is compared like the others,
+	// with the manifest's [build].requirements.
+	groups := m.Groups
+	if _, ok := t.Requirements[manifests.BuildGroup]; ok {
+		groups = append(slices.Clone(groups), manifests.Group{Name: manifests.BuildGroup, Requirements: m.Build.Requirements})
+	}
+	inGroups := map[string]bool{}
+	for _, g := range groups {
+		inGroups[g.Name] = true
+	}
+	for _, g := range groups {
 		recorded, ok := t.Requirements[g.Name]
 		if !ok {
 			stale("group %s is not in the lock: it was added to the manifest since", g.Name)
@@ -100,7 +112,7 @@ func Check(m *manifests.Manifest, p manifests.Platform, file string, data []byte
 	}
 	var gone []string
 	for name := range t.Requirements {
-		if _, ok := m.Group(name); !ok {
+		if !inGroups[name] {
 			gone = append(gone, name)
 		}
 	}

@@ -396,6 +396,15 @@ func TestLockNativeSdist(t *testing.T) {
 			t.Errorf("the build group is reported as a manifest group: %+v", res.Groups)
 		}
 	}
+	// lock --check compares the build group with [build].requirements,
+	// not as a group the manifest lost.
+	if c, err := Check(m, m.DefaultPlatform(), "pylock.toml", res.Data); err != nil || !c.OK() {
+		t.Errorf("the fresh lock fails its check: %+v %v", c, err)
+	}
+	other := f.manifest(strings.Replace(twoGroups, `"beta>=1"`, `"flashy==2.8.3"`, 1) + "\n[build]\nrequirements = [\"setuptools>=70\", \"wheel\"]\n")
+	if c, err := Check(other, other.DefaultPlatform(), "pylock.toml", res.Data); err != nil || c.OK() || !strings.Contains(strings.Join(c.Stale, "\n"), "volboot-build") {
+		t.Errorf("a changed build environment does not make the lock stale: %+v %v", c, err)
+	}
 }
 
 // A lock without sdists pins no build environment.
