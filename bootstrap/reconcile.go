@@ -861,15 +861,20 @@ func underIndex(ix manifests.Index, u string) (bases []string, rest string, ok b
 	return nil, "", false
 }
 
-// noteUnusedIndexes says which manifest indexes no wheel of the lock is
-// under. volboot never asks an index for a package (the lock gives every
-// wheel's URL); an index only lends its mirrors to the wheels under it,
-// so one that prefixes no URL of the lock does nothing, which whoever
-// listed it may not expect.
+// noteUnusedIndexes says which manifest indexes no package of the lock
+// came from and no wheel of it is under. volboot never asks an index for a
+// package (the lock gives every wheel's URL); an index only lends its
+// mirrors to the wheels under it, so one that prefixes no URL of the lock
+// does nothing, which whoever listed it may not expect. A package the lock
+// says came from the index (its index key, as uv writes for PyPI, whose
+// files are on another host) counts as a use.
 func (c *Config) noteUnusedIndexes(lock *pylock.Lock) {
 	for _, ix := range c.Manifest.Indexes {
 		used := false
 		for _, p := range lock.Packages {
+			if p.Index != "" && strings.TrimSuffix(p.Index, "/") == strings.TrimSuffix(ix.URL, "/") {
+				used = true
+			}
 			for _, w := range p.Wheels {
 				if _, _, ok := underIndex(ix, w.URL); ok {
 					used = true

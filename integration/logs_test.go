@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -36,7 +38,23 @@ func TestUnusedIndexIsNoted(t *testing.T) {
 	}
 	fmt.Fprintf(m, "\n[[index]]\nname = \"elsewhere\"\nurl = \"https://pypi.example.invalid/simple\"\n")
 	fmt.Fprintf(m, "\n[[index]]\nname = \"local\"\nurl = %q\n", f.srv.URL+"/files/")
+	// A package the lock says came from an index uses it, though its
+	// files are elsewhere (PyPI's are on files.pythonhosted.org).
+	fmt.Fprintf(m, "\n[[index]]\nname = \"origin\"\nurl = \"https://origin.example/simple\"\n")
 	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lockPath := filepath.Join(f.work, "pylock.toml")
+	lock, err := os.ReadFile(lockPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(lock, []byte("\nversion = "))
+	if at < 0 {
+		t.Fatalf("no version line in the lock:\n%s", lock)
+	}
+	lock = append(lock[:at:at], append([]byte("\nindex = \"https://origin.example/simple/\""), lock[at:]...)...)
+	if err := os.WriteFile(lockPath, lock, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r := f.run("sync")
