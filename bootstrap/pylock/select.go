@@ -88,8 +88,8 @@ func (l *Lock) Select(t Target) ([]Selected, error) {
 			continue
 		}
 		seen[p.Normalized] = p
-		if !p.RequiresPython.ContainsPrereleases(t.Python, true) {
-			errs = append(errs, fmt.Errorf("%s: package %s %s requires Python %s, the interpreter is %s", l.Where(p), p.Name, p.Version, p.RequiresPython, t.Python))
+		if err := l.admits(p, t); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		w, err := l.bestWheel(p, t.Tags)
@@ -140,8 +140,8 @@ func (l *Lock) SelectWheels(t Target, names []string) ([]Selected, error) {
 			continue
 		}
 		p := ps[0]
-		if !p.RequiresPython.ContainsPrereleases(t.Python, true) {
-			errs = append(errs, fmt.Errorf("%s: package %s %s requires Python %s, the interpreter is %s", l.Where(p), p.Name, p.Version, p.RequiresPython, t.Python))
+		if err := l.admits(p, t); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		w, err := l.bestWheel(p, t.Tags)
@@ -155,6 +155,14 @@ func (l *Lock) SelectWheels(t Target, names []string) ([]Selected, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// admits says why p's requires-python excludes t's interpreter, if it does.
+func (l *Lock) admits(p *Package, t Target) error {
+	if p.RequiresPython.ContainsPrereleases(t.Python, true) {
+		return nil
+	}
+	return fmt.Errorf("%s: package %s %s requires Python %s, the interpreter is %s", l.Where(p), p.Name, p.Version, p.RequiresPython, t.Python)
 }
 
 func (l *Lock) bestWheel(p *Package, r pep425.Ranking) (*Wheel, error) {

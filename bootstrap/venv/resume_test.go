@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/trash"
 	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
@@ -232,11 +233,7 @@ func TestFilledRecordSkipsTheFill(t *testing.T) {
 		w := specWheel(t, t.TempDir(), wheeltest.Spec{Name: "filled", Version: "1.0", Files: []wheeltest.File{
 			{Name: "filled/__init__.py", Data: []byte("X = 1\n")}, {Name: "filled/a.py", Data: []byte("A = 1\n")}}})
 		dir := install(t, info, vol, "g1", []wheelFile{w}, venv.Hardlink)
-		partial := filepath.Join(filepath.Dir(dir), ".g1"+wheel.PartialSuffix+".vbtmp.otherhost.4242.0123456789ab")
-		if err := os.Rename(dir, partial); err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(filepath.Join(partial, venv.CompleteName))
+		partial := asPartial(t, dir)
 		a := filepath.Join("lib", "python"+info.PyVersion(), "site-packages", "filled", "a.py")
 		if err := os.Remove(filepath.Join(partial, a)); err != nil {
 			t.Fatal(err)
@@ -244,21 +241,8 @@ func TestFilledRecordSkipsTheFill(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(partial, ".volboot-filled"), []byte("0\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		e, err := (&wheel.Store{Dir: venv.StoreDir(vol)}).Open(w.sha)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := &venv.Builder{Python: info, Creator: "volboot test", Sync: mode, Adopt: func(atomicfile.TempInfo, fs.DirEntry) bool { return true }}
-		if _, err := b.Build(context.Background(), dir, []venv.Package{{Entry: e, Requested: true}}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := venv.ReadMarker(dir); err != nil {
-			t.Fatalf("mode %v: no marker: %v", mode, err)
-		}
-		if _, err := os.Lstat(filepath.Join(dir, ".volboot-filled")); err == nil {
-			t.Errorf("mode %v: the finished generation holds the record", mode)
-		}
-		_, err = os.Lstat(filepath.Join(dir, a))
+		takeOver(t, info, vol, dir, w.sha, mode, ".volboot-filled")
+		_, err := os.Lstat(filepath.Join(dir, a))
 		if mode == wheel.SyncFiles && err == nil {
 			t.Errorf("under --durability files the fill was not skipped")
 		}
@@ -282,11 +266,7 @@ func TestBatchLogSkipsFinishedBatches(t *testing.T) {
 			{Name: "logged/__init__.py", Data: []byte("X = 1\n")}, {Name: "logged/a.py", Data: []byte("A = 1\n")},
 			{Name: "other/c.py", Data: []byte("C = 1\n")}, {Name: "torn/d.py", Data: []byte("D = 1\n")}}})
 		dir := install(t, info, vol, "g1", []wheelFile{w}, venv.Hardlink)
-		partial := filepath.Join(filepath.Dir(dir), ".g1"+wheel.PartialSuffix+".vbtmp.otherhost.4242.0123456789ab")
-		if err := os.Rename(dir, partial); err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(filepath.Join(partial, venv.CompleteName))
+		partial := asPartial(t, dir)
 		site := filepath.Join("lib", "python"+info.PyVersion(), "site-packages")
 		for _, f := range []string{"logged/a.py", "other/c.py", "torn/d.py"} {
 			if err := os.Remove(filepath.Join(partial, site, f)); err != nil {
@@ -298,31 +278,51 @@ func TestBatchLogSkipsFinishedBatches(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(partial, ".volboot-batches"), []byte(log), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		e, err := (&wheel.Store{Dir: venv.StoreDir(vol)}).Open(w.sha)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := &venv.Builder{Python: info, Creator: "volboot test", Sync: mode, Adopt: func(atomicfile.TempInfo, fs.DirEntry) bool { return true }}
-		if _, err := b.Build(context.Background(), dir, []venv.Package{{Entry: e, Requested: true}}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := venv.ReadMarker(dir); err != nil {
-			t.Fatalf("mode %v: no marker: %v", mode, err)
-		}
-		if _, err := os.Lstat(filepath.Join(dir, ".volboot-batches")); err == nil {
-			t.Errorf("mode %v: the finished generation holds the batch log", mode)
-		}
+		takeOver(t, info, vol, dir, w.sha, mode, ".volboot-batches")
 		for _, f := range []string{"other/c.py", "torn/d.py"} {
 			if _, err := os.Lstat(filepath.Join(dir, site, f)); err != nil {
 				t.Errorf("mode %v: %s of a batch the log does not vouch for was not made again: %v", mode, f, err)
 			}
 		}
-		_, err = os.Lstat(filepath.Join(dir, site, "logged", "a.py"))
+		_, err := os.Lstat(filepath.Join(dir, site, "logged", "a.py"))
 		if mode == wheel.SyncFiles && err == nil {
 			t.Errorf("under --durability files the logged batch was checked again")
 		}
 		if mode != wheel.SyncFiles && err != nil {
 			t.Errorf("mode %v: the log was trusted: %v", mode, err)
 		}
+	}
+}
+
+// asPartial makes the complete generation at dir look like the staging
+// directory a killed builder on another host left, and returns its path.
+func asPartial(t *testing.T, dir string) string {
+	t.Helper()
+	partial := filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+wheel.PartialSuffix+".vbtmp.otherhost.4242.0123456789ab")
+	if err := os.Rename(dir, partial); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(partial, venv.CompleteName))
+	return partial
+}
+
+// takeOver builds the generation at dir again, from the store entry sha,
+// with a Builder in mode that takes the partial build over, and requires
+// it complete without the bookkeeping file record.
+func takeOver(t *testing.T, info *interp.Info, vol, dir, sha string, mode wheel.SyncMode, record string) {
+	t.Helper()
+	e, err := (&wheel.Store{Dir: venv.StoreDir(vol)}).Open(sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &venv.Builder{Python: info, Creator: "volboot test", Sync: mode, Adopt: func(atomicfile.TempInfo, fs.DirEntry) bool { return true }}
+	if _, err := b.Build(context.Background(), dir, []venv.Package{{Entry: e, Requested: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := venv.ReadMarker(dir); err != nil {
+		t.Fatalf("mode %v: no marker: %v", mode, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, record)); err == nil {
+		t.Errorf("mode %v: the finished generation holds %s", mode, record)
 	}
 }

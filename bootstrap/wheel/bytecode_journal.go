@@ -1,17 +1,14 @@
 package wheel
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sync/errgroup"
 
@@ -163,27 +160,16 @@ func keepJournaled(ctx context.Context, tmp, cacheTag string, srcs []string, jou
 // have died before its own fsync). A file that fails is left for the
 // write that follows to replace.
 func holdsJournaled(path string, j journalFile, fsync bool) bool {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() || st.Size() != j.Size || st.Mode().Perm() != 0o644 {
-		return false
-	}
 	want, err := hex.DecodeString(j.SHA256)
 	if err != nil {
 		return false
 	}
-	h := sha256.New()
-	bp := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(h, f, *bp)
-	copyBufs.Put(bp)
-	if err != nil || !bytes.Equal(h.Sum(nil), want) {
+	f, st, ok := openHashed(path, j.Size, sha256.New(), want)
+	if !ok {
 		return false
 	}
-	return !fsync || f.Sync() == nil
+	defer f.Close()
+	return st.Mode().Perm() == 0o644 && (!fsync || f.Sync() == nil)
 }
 
 // chunked splits n items into runs of at most size.

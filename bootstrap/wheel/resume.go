@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -146,25 +147,15 @@ func keepWritten(dst string, m zipMember, fsync bool) (File, bool) {
 	if m.rec.Algorithm == "" {
 		return File{}, false
 	}
-	f, err := os.OpenFile(dst, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return File{}, false
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() || uint64(st.Size()) != m.f.UncompressedSize64 {
-		return File{}, false
-	}
 	h, err := newHash(m.rec.Algorithm)
 	if err != nil {
 		return File{}, false
 	}
-	bp := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(h, f, *bp)
-	copyBufs.Put(bp)
-	if err != nil || !bytes.Equal(h.Sum(nil), m.rec.Digest) {
+	f, st, ok := openHashed(dst, int64(m.f.UncompressedSize64), h, m.rec.Digest)
+	if !ok {
 		return File{}, false
 	}
+	defer f.Close()
 	if m.exec && st.Mode().Perm() != 0o755 {
 		// Killed between close and chmod.
 		if err := os.Chmod(dst, 0o755); err != nil {
@@ -176,6 +167,28 @@ func keepWritten(dst string, m zipMember, fsync bool) (File, bool) {
 		return File{}, false
 	}
 	return File{Path: m.name, Size: st.Size(), Exec: m.exec, Hash: EncodeDigest(m.rec.Algorithm, m.rec.Digest)}, true
+}
+
+// openHashed opens the file at path, not following a symlink, and returns
+// it open when it is a regular file of size bytes whose content hashes
+// with h to digest: a file a killed writer left whole. The caller closes
+// it.
+func openHashed(path string, size int64, h hash.Hash, digest []byte) (*os.File, fs.FileInfo, bool) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, nil, false
+	}
+	st, err := f.Stat()
+	if err == nil && st.Mode().IsRegular() && st.Size() == size {
+		bp := copyBufs.Get().(*[]byte)
+		_, err = io.CopyBuffer(h, f, *bp)
+		copyBufs.Put(bp)
+		if err == nil && bytes.Equal(h.Sum(nil), digest) {
+			return f, st, true
+		}
+	}
+	f.Close()
+	return nil, nil, false
 }
 
 // WriteOrKeep is WriteNew for a directory being resumed: a file already at

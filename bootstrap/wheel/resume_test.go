@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/bootstrap/wheel/wheeltest"
 )
@@ -56,17 +57,8 @@ func TestResumePartialEntry(t *testing.T) {
 	info := python(t)
 	dir := t.TempDir()
 	spec := goodSpec()
-	p, sha, err := wheeltest.Write(dir, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha}
-	comp := &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}
-	ref := &wheel.Store{Dir: filepath.Join(dir, "ref"), Compiler: comp}
-	re, err := ref.Unpack(context.Background(), src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, comp, re := unpackRef(t, info, dir, spec)
+	sha := src.SHA256
 
 	for _, adopt := range []bool{false, true} {
 		st := &wheel.Store{Dir: filepath.Join(dir, "store", map[bool]string{false: "no", true: "yes"}[adopt]), Compiler: comp}
@@ -150,17 +142,8 @@ func TestResumeKeepsJournaledBytecode(t *testing.T) {
 	for i := 0; i < 700; i++ {
 		spec.Files = append(spec.Files, wheeltest.File{Name: fmt.Sprintf("big/m%03d.py", i), Data: []byte(fmt.Sprintf("X = %d\n", i))})
 	}
-	p, sha, err := wheeltest.Write(dir, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha}
-	comp := &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}
-	ref := &wheel.Store{Dir: filepath.Join(dir, "ref"), Compiler: comp}
-	re, err := ref.Unpack(context.Background(), src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, comp, re := unpackRef(t, info, dir, spec)
+	sha := src.SHA256
 	if js, _ := filepath.Glob(filepath.Join(re[0].Dir, ".volboot-bytecode-*")); len(js) != 0 {
 		t.Fatalf("a committed entry carries bytecode journals: %v", js)
 	}
@@ -237,4 +220,21 @@ func TestResumeKeepsJournaledBytecode(t *testing.T) {
 	if _, err := st.Unpack(context.Background(), wheel.Source{Path: bp, Filename: bad.Filename(), SHA256: bsha}); err == nil || !strings.Contains(err.Error(), "reserves") {
 		t.Fatalf("a wheel shipping a journal's name: %v", err)
 	}
+}
+
+// unpackRef writes spec's wheel in dir and unpacks it, with bytecode, into
+// a reference store there: what a resumed entry must come out as.
+func unpackRef(t *testing.T, info *interp.Info, dir string, spec wheeltest.Spec) (wheel.Source, *wheel.Compiler, []*wheel.Entry) {
+	t.Helper()
+	p, sha, err := wheeltest.Write(dir, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := wheel.Source{Path: p, Filename: spec.Filename(), SHA256: sha}
+	comp := &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: 2}
+	re, err := (&wheel.Store{Dir: filepath.Join(dir, "ref"), Compiler: comp}).Unpack(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src, comp, re
 }

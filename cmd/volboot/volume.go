@@ -39,7 +39,7 @@ func (a *app) checkVolume(volume string, mayCreate bool) error {
 	case err != nil:
 		return usageError("--volume %s: %v", volume, err)
 	}
-	if !a.opts.createVolume && inContainer(a.env) && sameFilesystem(volume, "/") {
+	if !a.opts.createVolume && onRootFilesystem(fi) && inContainer(a.env) {
 		a.log.Warn("the volume is on the container's own disk, not a network volume: did it attach? "+
 			"Everything installed here is lost with the container and redone by every worker. "+
 			"Pass --create-volume (VOLBOOT_CREATE_VOLUME=1) if this is meant", zap.String("volume", volume))
@@ -61,14 +61,13 @@ func inContainer(getenv func(string) string) bool {
 	return false
 }
 
-// sameFilesystem reports whether a and b are on one filesystem (the same
-// device number); false when either cannot be stat'ed.
-func sameFilesystem(a, b string) bool {
-	var sa, sb syscall.Stat_t
-	if syscall.Stat(a, &sa) != nil || syscall.Stat(b, &sb) != nil {
-		return false
-	}
-	return sa.Dev == sb.Dev
+// onRootFilesystem reports whether fi (the volume's, already stat'ed: on a
+// network volume every stat is a round trip, on every boot) is on the
+// filesystem of /; false when that cannot be told.
+func onRootFilesystem(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	var root syscall.Stat_t
+	return ok && syscall.Stat("/", &root) == nil && st.Dev == root.Dev
 }
 
 // errVolumeReadOnly reports whether err means the volume refuses writes to
