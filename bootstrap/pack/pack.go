@@ -13,6 +13,8 @@
 //	                        python, lib64 -> lib)
 //	'V' path target size    a file left on the volume: target is its path
 //	                        relative to the volume's root, size its size
+//	'D' path                a directory (0755; needed only for empty ones:
+//	                        a reader makes the parents of every record)
 //	'E' count               the end: count is the number of records before it
 //
 // Strings and numbers are uvarint-prefixed bytes and uvarints. Nothing
@@ -55,6 +57,7 @@ const (
 	Exec       Kind = 'X' // an executable file, 0755
 	Symlink    Kind = 'S' // a symbolic link to Target, as given
 	VolumeLink Kind = 'V' // a file left on the volume at Target (relative to its root)
+	Dir        Kind = 'D' // a directory
 	end        Kind = 'E'
 )
 
@@ -157,7 +160,9 @@ func (w *Writer) begin(k Kind, p string) error {
 	}
 	w.last = p
 	w.count++
-	w.leaves[p] = true
+	if k != Dir {
+		w.leaves[p] = true
+	}
 	w.buf = append(w.buf[:0], byte(k))
 	w.buf = appendString(w.buf, p)
 	return nil
@@ -218,6 +223,14 @@ func (w *Writer) VolumeLink(p, target string, size int64) error {
 	}
 	w.buf = appendString(w.buf, target)
 	w.buf = binary.AppendUvarint(w.buf, uint64(size))
+	return w.flush()
+}
+
+// Dir adds a directory.
+func (w *Writer) Dir(p string) error {
+	if err := w.begin(Dir, p); err != nil {
+		return err
+	}
 	return w.flush()
 }
 
@@ -413,12 +426,15 @@ func (r *Reader) Next() (*Entry, error) {
 			return nil, r.fail("volume file of %d bytes", n)
 		}
 		e.Size = int64(n)
+	case Dir:
 	default:
 		return nil, r.fail("unknown record kind %q", k)
 	}
 	r.count++
 	r.last = p
-	r.leaves[p] = true
+	if e.Kind != Dir {
+		r.leaves[p] = true
+	}
 	r.cur = e
 	return e, nil
 }

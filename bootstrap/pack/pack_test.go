@@ -33,6 +33,8 @@ func write(t testing.TB, recs []rec) []byte {
 			err = w.Symlink(r.path, r.target)
 		case VolumeLink:
 			err = w.VolumeLink(r.path, r.target, r.size)
+		case Dir:
+			err = w.Dir(r.path)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -81,6 +83,8 @@ func digest(b []byte) string {
 var sample = []rec{
 	{kind: Symlink, path: "bin/python", target: "/usr/bin/python3.11"},
 	{kind: Exec, path: "bin/tool", data: "#!/bin/sh\necho hi\n"},
+	{kind: Dir, path: "include"},
+	{kind: Dir, path: "lib"},
 	{kind: File, path: "lib/python3.11/site-packages/a/__init__.py", data: "x = 1\n"},
 	{kind: File, path: "lib/python3.11/site-packages/a/empty.py", data: ""},
 	{kind: VolumeLink, path: "lib/python3.11/site-packages/a/zbig.so", target: ".volboot/store/abc/a/zbig.so", size: 1 << 30},
@@ -264,13 +268,15 @@ func FuzzReader(f *testing.F) {
 			if q := leafAbove(r.path, leaves); q != "" {
 				t.Fatalf("record %d: %q below %q", i, r.path, q)
 			}
+			if r.kind != Dir {
+				leaves[r.path] = true
+			}
 			if r.kind == VolumeLink {
 				if err := CheckPath(r.target); err != nil {
 					t.Fatalf("record %d: target: %v", i, err)
 				}
 			}
 			last = r.path
-			leaves[r.path] = true
 		}
 	})
 }

@@ -201,3 +201,11 @@ func acquire(ctx context.Context, sem chan struct{}) bool {
 		return false
 	}
 }
+
+// Filesystem names the filesystem holding dir (by statfs f_type: "ext4",
+// "fuse", "nfs", or the type in hex) and says whether every metadata
+// operation on it is a network round trip (network and FUSE filesystems).
+func Filesystem(dir string) (name string, network bool) {
+	fsys := filesystemOf(dir)
+	return fsys.name, fsys.network
+}

@@ -1,0 +1,306 @@
+// Package locallayout is the `local` layout of a generation (DESIGN.md
+// §5.8): the generation's small files on the container's own disk,
+// unpacked from a pack on the volume, its big files symbolic links to
+// their store files on the volume. Python imports then cost local
+// lookups instead of network round trips, and the container disk holds a
+// fraction of the environment's bytes.
+//
+// BuildPack writes a generation's pack (whoever builds the generation);
+// Materialize lays a pack out under the local directory at boot, or
+// reuses the tree an earlier container left; Verify checks a local tree
+// against its pack for status --verify; Choose decides the layout.
+package locallayout
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/pack"
+	"github.com/volboot/volboot/bootstrap/venv"
+)
+
+// DefaultThreshold is the size from which a file stays on the volume:
+// below it, a file goes into the pack.
+const DefaultThreshold = 256 << 10
+
+// PackRecord describes a generation's pack; the reconciler keeps it with
+// the generation's record (state.json, boot records).
+type PackRecord struct {
+	SHA256     string `json:"sha256"`
+	Size       int64  `json:"size"`       // bytes of the pack file
+	Files      int    `json:"files"`      // files inside it
+	Bytes      int64  `json:"bytes"`      // their bytes unpacked: the local tree's size
+	Links      int    `json:"links"`      // files left on the volume
+	Linked     int64  `json:"linked"`     // their bytes
+	Threshold  int64  `json:"threshold"`  // files from this size stay on the volume
+	Generation string `json:"generation"` // the generation it packs
+}
+
+// PackName is the pack's file name in the packs directory: the
+// generation's id and the pack's sha256, so that gc can tell whose it is
+// and a reader what its bytes must hash to.
+func PackName(generation, sha string) string { return generation + "-" + sha + ".pack" }
+
+// ParsePackName undoes PackName.
+func ParsePackName(name string) (generation, sha string, ok bool) {
+	base, ok := strings.CutSuffix(name, ".pack")
+	if !ok {
+		return "", "", false
+	}
+	generation, sha, ok = strings.Cut(base, "-")
+	return generation, sha, ok && len(sha) == 64 && generation != ""
+}
+
+// PackOptions says what BuildPack packs.
+type PackOptions struct {
+	Volume     string // the volume's root; Sources below it become VolumeLink targets relative to it
+	Dir        string // the packs directory on the volume
+	Generation string
+	// Skeleton writes the generation's skeleton (venv.WriteSkeleton) into
+	// an empty directory on local disk; its files and links are packed as
+	// they are.
+	Skeleton func(dir string) error
+	Files    []venv.PlannedFile
+	// Scripts is the skeleton's scripts directory (bin): its files always
+	// go into the pack, since a launcher finds its interpreter beside its
+	// own real path.
+	Scripts   string
+	Threshold int64 // 0: DefaultThreshold
+	Jobs      int   // store reads in flight; 0: 16
+	Logger    *zap.Logger
+}
+
+// Packed says whether a file of the generation goes into the pack: written
+// files, scripts, Python sources and bytecode, and metadata always; any
+// other file below the threshold.
+func Packed(f venv.PlannedFile, scripts string, threshold int64) bool {
+	switch {
+	case f.Source == "", f.Copied, f.Size < threshold:
+		return true
+	case strings.HasPrefix(f.Path, scripts+"/"):
+		return true
+	case strings.Contains(f.Path, ".dist-info/"):
+		return true
+	}
+	switch filepath.Ext(f.Path) {
+	case ".py", ".pyc", ".pyi", ".pth":
+		return true
+	}
+	return false
+}
+
+// BuildPack writes the pack of o.Generation into o.Dir under PackName and
+// returns its record. The pack is written to a temporary name beside it,
+// fsynced, and renamed into place once its digest is known: a reader
+// never finds a pack half written under its name, and two builders of the
+// same generation each publish a complete pack (the same name when their
+// bytes agree). Small files are read from the store (o.Files' sources),
+// many in flight, and written in path order.
+func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
+	if o.Threshold <= 0 {
+		o.Threshold = DefaultThreshold
+	}
+	if o.Jobs <= 0 {
+		o.Jobs = 16
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	start := time.Now()
+	skel, err := os.MkdirTemp("", "volboot-skeleton-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(skel)
+	if err := o.Skeleton(skel); err != nil {
+		return nil, fmt.Errorf("pack generation %s: skeleton: %w", o.Generation, err)
+	}
+	items, err := skeletonItems(skel)
+	if err != nil {
+		return nil, fmt.Errorf("pack generation %s: skeleton: %w", o.Generation, err)
+	}
+	rec := &PackRecord{Threshold: o.Threshold, Generation: o.Generation}
+	for _, f := range o.Files {
+		it := item{path: f.Path, exec: f.Exec, size: f.Size, data: f.Data}
+		if f.Source != "" {
+			if Packed(f, o.Scripts, o.Threshold) {
+				it.read = f.Source
+			} else {
+				rel, err := filepath.Rel(o.Volume, f.Source)
+				if err != nil || !filepath.IsLocal(rel) {
+					return nil, fmt.Errorf("pack generation %s: %s: its store file %s is not on the volume %s", o.Generation, f.Path, f.Source, o.Volume)
+				}
+				it.volume = filepath.ToSlash(rel)
+			}
+		}
+		items = append(items, it)
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].path < items[j].path })
+
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
+	}
+	tmp, err := atomicfile.Create(filepath.Join(o.Dir, PackName(o.Generation, "new")), 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
+	}
+	defer tmp.Abort()
+	h := sha256.New()
+	counted := &countWriter{w: io.MultiWriter(tmp, h)}
+	w, err := pack.NewWriter(counted)
+	if err != nil {
+		return nil, err
+	}
+	// Read a window of files at once, many in flight (each is a round
+	// trip on a network volume), then write them in order.
+	const window = 512
+	for lo := 0; lo < len(items); lo += window {
+		batch := items[lo:min(lo+window, len(items))]
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(o.Jobs)
+		for i := range batch {
+			if batch[i].read == "" {
+				continue
+			}
+			it := &batch[i]
+			g.Go(func() error {
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				data, err := os.ReadFile(it.read)
+				if err != nil {
+					return fmt.Errorf("pack generation %s: %s: %w", o.Generation, it.path, err)
+				}
+				if int64(len(data)) != it.size {
+					return fmt.Errorf("pack generation %s: %s: its store file %s has %d bytes, its manifest says %d (volboot repair)", o.Generation, it.path, it.read, len(data), it.size)
+				}
+				it.data = data
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		for i := range batch {
+			it := &batch[i]
+			switch {
+			case it.dir:
+				err = w.Dir(it.path)
+			case it.link != "":
+				err = w.Symlink(it.path, it.link)
+			case it.volume != "":
+				err = w.VolumeLink(it.path, it.volume, it.size)
+				rec.Links++
+				rec.Linked += it.size
+			default:
+				err = w.File(it.path, it.exec, it.data)
+				rec.Files++
+				rec.Bytes += int64(len(it.data))
+			}
+			it.data = nil
+			if err != nil {
+				return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
+			}
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
+	}
+	rec.SHA256 = hex.EncodeToString(h.Sum(nil))
+	rec.Size = counted.n
+	final := filepath.Join(o.Dir, PackName(o.Generation, rec.SHA256))
+	if err := tmp.Sync(); err != nil {
+		return nil, fmt.Errorf("pack generation %s: fsync: %w", o.Generation, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
+	}
+	if err := atomicfile.SyncDir(o.Dir); err != nil {
+		return nil, err
+	}
+	o.Logger.Info(fmt.Sprintf("packed generation %s: %d small files (%d MiB, %d MiB compressed), %d files left on the volume",
+		o.Generation, rec.Files, rec.Bytes>>20, rec.Size>>20, rec.Links),
+		zap.String("pack", final), zap.Duration("took", time.Since(start)))
+	return rec, nil
+}
+
+// item is one record of a pack being written.
+type item struct {
+	path   string
+	exec   bool
+	size   int64
+	data   []byte
+	read   string // a store file to read the content from
+	volume string // a VolumeLink target
+	link   string // a Symlink target
+	dir    bool   // an empty directory
+}
+
+// skeletonItems lists the files and links of a skeleton written to dir.
+func skeletonItems(dir string) ([]item, error) {
+	var out []item
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			ents, err := os.ReadDir(p)
+			if err == nil && len(ents) == 0 {
+				out = append(out, item{path: rel, dir: true})
+			}
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			t, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			out = append(out, item{path: rel, link: t})
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out = append(out, item{path: rel, exec: fi.Mode()&0o111 != 0, size: int64(len(data)), data: data})
+		return nil
+	})
+	return out, err
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// errNoPack is returned by Materialize when the generation has no pack.
+var errNoPack = errors.New("the generation has no pack on the volume")

@@ -1,0 +1,61 @@
+package venv
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/volboot/volboot/bootstrap/wheel"
+)
+
+// PlannedFile is one file of a generation as Build makes it from the
+// store (the skeleton's files are not among them: WriteSkeleton makes
+// those).
+type PlannedFile struct {
+	Path   string // relative to the generation's root, '/'-separated
+	Source string // the store file it is linked or copied from; "" for a written file
+	Data   []byte // a written file's content (launchers, rewritten scripts, RECORD, INSTALLER, REQUESTED)
+	Size   int64
+	Exec   bool
+	Copied bool // copied into every generation (dist-info), not linked
+}
+
+// Files plans the generation pkgs make, exactly as Build would, and makes
+// nothing: the local layout packs a generation's small files from this
+// list (bootstrap/locallayout) instead of walking the tree on the volume.
+// Every package must have its Entry. The same conflicts Build refuses are
+// errors here.
+func (b *Builder) Files(pkgs []Package) ([]PlannedFile, error) {
+	if b.Python == nil {
+		return nil, errors.New("venv: Builder.Python is nil")
+	}
+	l, err := LayoutFor(b.Python)
+	if err != nil {
+		return nil, err
+	}
+	entries := make([]*wheel.Entry, len(pkgs))
+	for i, p := range pkgs {
+		if p.Entry == nil {
+			return nil, fmt.Errorf("venv: package %d has no store entry", i)
+		}
+		entries[i] = p.Entry
+	}
+	ops, err := b.plan(l, pkgs, entries, func([]*op) error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PlannedFile, len(ops))
+	for i, o := range ops {
+		f := PlannedFile{Path: o.dst, Size: o.size, Exec: o.exec}
+		switch o.kind {
+		case opWrite:
+			f.Data = o.data
+			f.Size = int64(len(o.data))
+		case opCopy:
+			f.Source, f.Copied = o.src, true
+		default:
+			f.Source = o.src
+		}
+		out[i] = f
+	}
+	return out, nil
+}
