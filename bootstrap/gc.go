@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/locallayout"
 	"github.com/volboot/volboot/bootstrap/models"
 	"github.com/volboot/volboot/bootstrap/trash"
 	"github.com/volboot/volboot/bootstrap/venv"
@@ -24,7 +25,7 @@ import (
 
 // GCItem is one thing gc removes (or, in a dry run, would remove).
 type GCItem struct {
-	Kind  string `json:"kind"` // generation, store-entry, download, partial-download, leftover, model-blob, model-snapshot
+	Kind  string `json:"kind"` // generation, store-entry, download, partial-download, pack, leftover, model-blob, model-snapshot
 	Path  string `json:"path"`
 	Bytes int64  `json:"bytes"`
 	Why   string `json:"why"`
@@ -224,6 +225,21 @@ func (c *Config) gcUnderLock(ctx context.Context, dryRun bool) (*GCReport, error
 		case !partial && !neededSdists[sha]:
 			remove("download", filepath.Join(c.Paths.Sdists(), name), "no kept generation holds a wheel built from it", "")
 		}
+	}
+
+	// Packs of generations not kept.
+	ents, _ = os.ReadDir(c.Paths.Packs())
+	for _, e := range ents {
+		id, sha, ok := locallayout.ParsePackName(e.Name())
+		if !ok {
+			continue // a temporary name: leftovers below
+		}
+		if _, kept := keep[id]; kept {
+			if g := st.Generations[id]; g == nil || g.Pack == nil || g.Pack.SHA256 == sha {
+				continue
+			}
+		}
+		remove("pack", filepath.Join(c.Paths.Packs(), e.Name()), "no kept generation is laid out from it", "")
 	}
 
 	// Leftovers of dead writers, and staging directories of writers that

@@ -35,6 +35,12 @@ func (p Paths) Envs() string { return p.join(".volboot", "envs") }
 // Env is generation id's directory.
 func (p Paths) Env(id string) string { return p.join(".volboot", "envs", id) }
 
+// Packs holds the generations' packs (locallayout.PackName).
+func (p Paths) Packs() string { return p.join(".volboot", "packs") }
+
+// Pack is generation id's pack with this sha256.
+func (p Paths) Pack(id, sha string) string { return p.join(".volboot", "packs", id+"-"+sha+".pack") }
+
 // State is the state file.
 func (p Paths) State() string { return p.join(".volboot", "state.json") }
 

@@ -44,6 +44,7 @@ import (
 	"github.com/volboot/volboot/bootstrap/fetch"
 	"github.com/volboot/volboot/bootstrap/gpu"
 	"github.com/volboot/volboot/bootstrap/interp"
+	"github.com/volboot/volboot/bootstrap/locallayout"
 	"github.com/volboot/volboot/bootstrap/models"
 	"github.com/volboot/volboot/bootstrap/pep440"
 	"github.com/volboot/volboot/bootstrap/pep508"
@@ -103,6 +104,10 @@ type Config struct {
 	// the generation is complete.
 	Repair bool
 
+	// Local configures the local layout (local.go); its zero value is
+	// the volume layout.
+	Local LocalLayout
+
 	// Progress receives phases and byte counts; nil: none.
 	Progress Progress
 	// Terminal selects progress bars on ProgressOut instead of log lines.
@@ -121,8 +126,15 @@ type Progress interface {
 // Outcome is what a sync produced: the generation this worker runs.
 type Outcome struct {
 	Generation string
-	Dir        string // absolute path of the generation
+	Dir        string // absolute path of the generation the handler runs from (local tree or volume)
 	Python     string // the generation's interpreter
+	// VolumeDir is the generation on the volume (Dir too, in the volume
+	// layout).
+	VolumeDir string
+	// Layout is "volume" or "local" (set by Localize).
+	Layout string
+	// Pack is the generation's pack, nil when it has none.
+	Pack *locallayout.PackRecord
 	Groups     []GroupOutcome
 	Models     []ModelRecord
 	GPU        json.RawMessage
@@ -134,7 +146,7 @@ type Outcome struct {
 // the marker before its last look at the leases, so a marker still there
 // means gc will keep the generation (see GC).
 func (o *Outcome) StillComplete() error {
-	_, err := venv.ReadMarker(o.Dir)
+	_, err := venv.ReadMarker(o.VolumeDir)
 	return err
 }
 
@@ -276,13 +288,16 @@ func (c *Config) fastPath(key string) *Outcome {
 	if _, err := venv.ReadMarker(c.Paths.Env(g.ID)); err != nil {
 		return nil
 	}
+	if g.Pack == nil && c.Local.wantPack(c.Paths.Root) {
+		return nil // a generation built before packs: the sync packs it
+	}
 	return c.outcome(g, true)
 }
 
 func (c *Config) outcome(g *Generation, fast bool) *Outcome {
 	dir := c.Paths.Env(g.ID)
 	return &Outcome{
-		Generation: g.ID, Dir: dir, Python: filepath.Join(dir, "bin", "python"),
+		Generation: g.ID, Dir: dir, Python: filepath.Join(dir, "bin", "python"), VolumeDir: dir, Layout: "volume", Pack: g.Pack,
 		Groups: g.Groups, Models: g.Models, GPU: g.GPU, FastPath: fast,
 	}
 }
@@ -415,6 +430,9 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 		}
 	}
 	if err := requiredFailure(plans); err != nil {
+		return nil, err
+	}
+	if err := c.ensurePack(ctx, lk, info, gen, st.Generations[gen.ID], entries); err != nil {
 		return nil, err
 	}
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/locallayout"
 	"github.com/volboot/volboot/bootstrap/models"
 )
 
@@ -55,6 +56,9 @@ type Generation struct {
 	Packages    []PackageRecord `json:"packages"`
 	GPU         json.RawMessage `json:"gpu,omitempty"` // the GPU facts it was planned for
 	Models      []ModelRecord   `json:"models,omitempty"`
+	// Pack is the generation's pack of small files for the local layout
+	// (DESIGN.md §5.8); nil for a generation built before packs.
+	Pack *locallayout.PackRecord `json:"pack,omitempty"`
 }
 
 // GroupOutcome is one group's state in a generation.

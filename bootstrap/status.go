@@ -159,6 +159,7 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 	if verify {
 		r.Verified = true
 		r.Drift = append(r.Drift, c.verifyGeneration(ctx, gen)...)
+		r.Drift = append(r.Drift, c.verifyLocal(gen)...)
 	}
 	r.InSync = true // unless settle finds drift
 	return r, nil
@@ -296,7 +297,7 @@ func leftovers(p Paths) []Drift {
 	var out []Drift
 	host, _ := os.Hostname()
 	host = atomicfile.HostToken(host)
-	for _, dir := range []string{p.Root, p.Volboot(), p.Store(), p.Envs(), p.Wheels(), p.Sdists()} {
+	for _, dir := range []string{p.Root, p.Volboot(), p.Store(), p.Envs(), p.Wheels(), p.Sdists(), p.Packs()} {
 		ents, err := os.ReadDir(dir)
 		if err != nil {
 			continue

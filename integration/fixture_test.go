@@ -30,6 +30,9 @@ type fixture struct {
 	vol    string
 	index  *testindex.Server
 	srv    *httptest.Server
+	// local is the fixture's --local-dir (VOLBOOT_LOCAL_DIR), so that no
+	// test writes to the default on the machine's disk.
+	local  string
 	python string // wrapper around python3 that logs each start to pyLog
 	pyLog  string
 	env    []string
@@ -46,7 +49,7 @@ type fixture struct {
 func newFixture(t *testing.T, vol string) *fixture {
 	t.Helper()
 	base := t.TempDir()
-	f := &fixture{t: t, work: filepath.Join(base, "work"), wheels: filepath.Join(base, "wheels"), vol: vol}
+	f := &fixture{t: t, work: filepath.Join(base, "work"), wheels: filepath.Join(base, "wheels"), vol: vol, local: filepath.Join(base, "local")}
 	if f.vol == "" {
 		f.vol = filepath.Join(base, "volume")
 	}
@@ -223,7 +226,7 @@ func (f *fixture) command(cmd string, more ...string) *exec.Cmd {
 	c := exec.Command(volbootBin, f.args(cmd, more...)...)
 	c.Dir = f.work
 	// Test volumes are local directories on purpose (--create-volume).
-	c.Env = append(append(os.Environ(), "VOLBOOT_LOG_FORMAT=json", "VOLBOOT_CREATE_VOLUME=1"), f.env...)
+	c.Env = append(append(os.Environ(), "VOLBOOT_LOG_FORMAT=json", "VOLBOOT_CREATE_VOLUME=1", "VOLBOOT_LOCAL_DIR="+f.local), f.env...)
 	return c
 }
 

@@ -64,6 +64,9 @@ type options struct {
 	lockTTL     string
 	volumeSize  string
 	durability  string
+	layout      string
+	localDir    string
+	localBudget string
 	verbose     bool
 	// createVolume: a --volume that does not exist is made, and one on the
 	// container's own disk is meant (tests, demos, local runs).
@@ -144,6 +147,11 @@ workers booting at once, then starts and supervises the inference handler.`,
 	f.StringVar(&a.opts.volumeSize, "volume-size", a.env("VOLBOOT_VOLUME_SIZE"), "the volume's quota (e.g. 50G) where df reports the whole cluster (env VOLBOOT_VOLUME_SIZE)")
 	f.StringVar(&a.opts.durability, "durability", a.envOr("VOLBOOT_DURABILITY", "auto"),
 		"how unpacked files reach stable storage before they count: auto (syncfs on local disks and NFS, an fsync per file on FUSE and others), files or fs (env VOLBOOT_DURABILITY)")
+	f.StringVar(&a.opts.layout, "layout", a.envOr("VOLBOOT_LAYOUT", "auto"),
+		"where the handler's environment lives: volume, local (small files on the container's disk, unpacked from the generation's pack; big files linked to the volume) or auto (local when the volume is a network or FUSE filesystem and the local budget holds it) (env VOLBOOT_LAYOUT)")
+	f.StringVar(&a.opts.localDir, "local-dir", a.envOr("VOLBOOT_LOCAL_DIR", "/var/lib/volboot"), "the directory on the container's disk for local layouts (env VOLBOOT_LOCAL_DIR)")
+	f.StringVar(&a.opts.localBudget, "local-budget", a.env("VOLBOOT_LOCAL_BUDGET"),
+		"the most a local layout may take on the container's disk, e.g. 3G (default: its free space less 1 GiB) (env VOLBOOT_LOCAL_BUDGET)")
 	f.BoolVarP(&a.opts.verbose, "verbose", "v", false, "debug logging")
 	f.BoolVar(&a.opts.createVolume, "create-volume", a.env("VOLBOOT_CREATE_VOLUME") == "1",
 		"make --volume if it does not exist, and accept a volume on the container's own disk; without it either is refused or warned about, since on RunPod it means the network volume did not attach (env VOLBOOT_CREATE_VOLUME=1)")

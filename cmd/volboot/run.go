@@ -117,6 +117,11 @@ func (a *app) run(ctx context.Context, argv []string) error {
 			}
 			lease = l
 			leased.Store(l != nil)
+			// The local tree's links point at the generation's store
+			// files: it is laid out only once the lease protects them.
+			if o, err = cfg.Localize(bctx, o); err != nil {
+				return supervise.Handler{}, err
+			}
 			groups := make([]health.Group, 0, len(o.Groups))
 			for _, g := range o.Groups {
 				groups = append(groups, health.Group{Name: g.Name, State: g.State, Reason: g.Reason})

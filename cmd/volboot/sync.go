@@ -17,6 +17,7 @@ import (
 
 	"github.com/volboot/volboot/bootstrap"
 	"github.com/volboot/volboot/bootstrap/fetch"
+	"github.com/volboot/volboot/bootstrap/locallayout"
 	"github.com/volboot/volboot/bootstrap/gpu"
 	"github.com/volboot/volboot/bootstrap/models"
 	"github.com/volboot/volboot/bootstrap/wheel"
@@ -72,6 +73,10 @@ func (a *app) syncConfig(progress bootstrap.Progress, writes bool) (bootstrap.Co
 	if err != nil {
 		return bootstrap.Config{}, usageError("%s: %v", lockfile.EnvMode, err)
 	}
+	local, err := a.localLayout()
+	if err != nil {
+		return bootstrap.Config{}, err
+	}
 	hf, err := url.Parse(models.EndpointFromEnv(a.env))
 	if err != nil || hf.Host == "" {
 		return bootstrap.Config{}, usageError("HF_ENDPOINT %q is not a URL", a.env("HF_ENDPOINT"))
@@ -92,6 +97,7 @@ func (a *app) syncConfig(progress bootstrap.Progress, writes bool) (bootstrap.Co
 		Credentials: creds,
 		VolumeSize:  size,
 		Durability:  durability,
+		Local:       local,
 		LockMode:    mode,
 		LockTimeout: a.opts.lockTimeout,
 		LockTTL:     ttl,
@@ -190,4 +196,27 @@ func cancelOnSignal(parent context.Context) (context.Context, func() syscall.Sig
 		<-done
 		return got
 	}
+}
+
+// localLayout reads --layout, --local-dir and --local-budget.
+func (a *app) localLayout() (bootstrap.LocalLayout, error) {
+	mode, err := locallayout.ParseMode(a.opts.layout)
+	if err != nil {
+		return bootstrap.LocalLayout{}, usageError("--layout (VOLBOOT_LAYOUT): %v", err)
+	}
+	l := bootstrap.LocalLayout{Mode: mode}
+	if mode != locallayout.ModeVolume {
+		if a.opts.localDir == "" {
+			return l, usageError("--local-dir (VOLBOOT_LOCAL_DIR) is empty: name a directory on the container's disk, or pass --layout volume")
+		}
+		if l.Dir, err = filepath.Abs(a.opts.localDir); err != nil {
+			return l, usageError("--local-dir %q: %v", a.opts.localDir, err)
+		}
+	}
+	if a.opts.localBudget != "" {
+		if l.Budget, err = fetch.ParseSize(a.opts.localBudget); err != nil || l.Budget <= 0 {
+			return l, usageError("--local-budget (VOLBOOT_LOCAL_BUDGET) %q: want a size such as 3G", a.opts.localBudget)
+		}
+	}
+	return l, nil
 }

@@ -1,0 +1,261 @@
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"go.uber.org/zap"
+
+	"github.com/volboot/volboot/bootstrap/interp"
+	"github.com/volboot/volboot/bootstrap/locallayout"
+	"github.com/volboot/volboot/bootstrap/pack"
+	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/lockfile"
+)
+
+// LocalLayout is how a worker lays its generation out (DESIGN.md §5.8).
+// The zero value is the volume layout.
+type LocalLayout struct {
+	Mode locallayout.Mode // volume, local or auto; "" is volume
+	// Dir holds local trees, on the container's disk (--local-dir).
+	Dir string
+	// Budget is the most bytes a local tree may take; 0: the free space
+	// of Dir's filesystem less locallayout.Reserve.
+	Budget int64
+}
+
+// DriftLocalTree: the local tree of the generation differs from its pack
+// (status --verify; repair removes it, and the next run lays it out
+// again).
+const DriftLocalTree = "local-tree"
+
+// DriftPack: the generation's pack is missing or damaged (status
+// --verify; repair packs the generation again).
+const DriftPack = "pack"
+
+// wantPack says whether this worker's fast path needs the generation's
+// pack: in the local layout, and in auto where the volume is a network
+// filesystem.
+func (l LocalLayout) wantPack(volume string) bool {
+	if l.Mode == "" || l.Mode == locallayout.ModeVolume {
+		return false
+	}
+	want, _ := locallayout.WantLocal(l.Mode, volume)
+	return want
+}
+
+// ensurePack gives gen its pack, under the volume lock, after the
+// generation is built and smoke-checked: the pack prev (the generation's
+// record from an earlier sync) names when its file is there with its
+// size (unless repairing), else a new one packed from the store. Every
+// sync that builds a generation packs it, whatever its own layout, so
+// that any worker of the fleet can run it locally. A pack that cannot be
+// written is a warning: the generation still runs from the volume.
+func (c *Config) ensurePack(ctx context.Context, lk *lockfile.Lock, info *interp.Info, gen *Generation, prev *Generation, entries map[string]*wheel.Entry) error {
+	if prev != nil && prev.Pack != nil && !c.Repair {
+		if fi, err := os.Stat(c.Paths.Pack(gen.ID, prev.Pack.SHA256)); err == nil && fi.Size() == prev.Pack.Size {
+			gen.Pack = prev.Pack
+			return nil
+		}
+	}
+	if err := lk.Check(); err != nil {
+		return err
+	}
+	c.Progress.Phase("packing generation " + gen.ID)
+	lk.SetPhase("packing generation " + gen.ID)
+	rec, err := c.buildPack(ctx, info, gen, entries)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := lk.Err(); err != nil {
+			return err
+		}
+		c.Logger.Warn("could not pack the generation: workers run it from the volume until a sync packs it", zap.String("generation", gen.ID), zap.Error(err))
+		return nil
+	}
+	gen.Pack = rec
+	return nil
+}
+
+// buildPack packs gen's small files from the store, as the generation's
+// plan places them.
+func (c *Config) buildPack(ctx context.Context, info *interp.Info, gen *Generation, entries map[string]*wheel.Entry) (*locallayout.PackRecord, error) {
+	pkgs := make([]venv.Package, len(gen.Packages))
+	for i, p := range gen.Packages {
+		e := entries[p.SHA256]
+		if e == nil {
+			return nil, fmt.Errorf("internal: wheel %s of generation %s is not in the store", p.Filename, gen.ID)
+		}
+		pkgs[i] = venv.Package{Entry: e, Requested: p.Requested}
+	}
+	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger}
+	files, err := b.Files(pkgs)
+	if err != nil {
+		return nil, err
+	}
+	l, err := venv.LayoutFor(info)
+	if err != nil {
+		return nil, err
+	}
+	root, err := filepath.Abs(c.Paths.Root)
+	if err != nil {
+		return nil, err
+	}
+	for i := range files {
+		if files[i].Source != "" && !filepath.IsAbs(files[i].Source) {
+			if files[i].Source, err = filepath.Abs(files[i].Source); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return locallayout.BuildPack(ctx, locallayout.PackOptions{
+		Volume: root, Dir: c.Paths.Packs(), Generation: gen.ID,
+		Skeleton: func(dir string) error {
+			_, err := venv.WriteSkeleton(dir, info, "", "volboot")
+			return err
+		},
+		Files: files, Scripts: filepath.ToSlash(l.Scripts), Jobs: wheel.DefaultJobs(c.Paths.Volboot()), Logger: c.Logger,
+	})
+}
+
+// Localize lays the generation of o out in the local layout when this
+// worker's layout asks for it (auto: a network or FUSE volume), and
+// returns the outcome to run the handler from: o itself in the volume
+// layout, else a copy whose Dir and Python are the local tree's. The
+// caller must hold the generation's use-lease first: the local tree's
+// links point at store files on the volume. Every reason not to run
+// locally (the volume layout chosen, no pack, the budget too small, a
+// pack or volume file that fails its checks) is logged and the volume
+// layout used; only a cancelled ctx is an error.
+func (c Config) Localize(ctx context.Context, o *Outcome) (*Outcome, error) {
+	c.defaults()
+	mode := c.Local.Mode
+	if mode == "" {
+		mode = locallayout.ModeVolume
+	}
+	want, why := locallayout.WantLocal(mode, c.Paths.Root)
+	volume := func(msg string, fields ...zap.Field) (*Outcome, error) {
+		level := c.Logger.Info
+		if mode == locallayout.ModeLocal {
+			level = c.Logger.Warn
+		}
+		level("layout volume: "+msg, append(fields, zap.String("generation", o.Generation))...)
+		return o, nil
+	}
+	if !want {
+		return volume(why)
+	}
+	if o.Pack == nil {
+		return volume("the generation has no pack on the volume (a sync packs it)")
+	}
+	if c.Local.Dir == "" {
+		return volume("no --local-dir")
+	}
+	budget := c.Local.Budget
+	if budget <= 0 {
+		var err error
+		if budget, err = locallayout.DefaultBudget(c.Local.Dir); err != nil {
+			return volume("the local budget is unknown", zap.Error(err))
+		}
+	}
+	root, err := filepath.Abs(c.Paths.Root)
+	if err != nil {
+		return volume("the volume's path", zap.Error(err))
+	}
+	res, err := locallayout.Materialize(ctx, locallayout.Options{
+		LocalDir: c.Local.Dir, Volume: root, Generation: o.Generation,
+		PackPath: c.Paths.Pack(o.Generation, o.Pack.SHA256), Pack: *o.Pack, Budget: budget, Logger: c.Logger,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return volume("the local tree could not be made", zap.Error(err))
+	}
+	how := "laid out from its pack"
+	if res.Reused {
+		how = "reused"
+	}
+	c.Logger.Info(fmt.Sprintf("layout local: %s; local tree %s (%d files, %d MiB, %d links to the volume)", why, how, res.Marker.Files, res.Marker.Bytes>>20, res.Marker.Links),
+		zap.String("generation", o.Generation), zap.String("dir", res.Dir), zap.Bool("reused", res.Reused), zap.Duration("took", res.Took))
+	lo := *o
+	lo.Dir, lo.Python, lo.Layout = res.Dir, filepath.Join(res.Dir, "bin", "python"), "local"
+	return &lo, nil
+}
+
+// verifyLocal checks, for status --verify, the generation's pack (its
+// bytes against its sha256) and, when this worker has a local tree of
+// the generation, that tree against the pack.
+func (c *Config) verifyLocal(gen *Generation) []Drift {
+	if gen.Pack == nil {
+		return nil
+	}
+	path := c.Paths.Pack(gen.ID, gen.Pack.SHA256)
+	if err := readPack(path, gen.Pack.SHA256); err != nil {
+		return []Drift{{Kind: DriftPack, Detail: err.Error() + ": run `volboot repair`"}}
+	}
+	if c.Local.Dir == "" {
+		return nil
+	}
+	dir := locallayout.Dir(c.Local.Dir, gen.ID)
+	if _, err := os.Lstat(dir); err != nil {
+		return nil
+	}
+	root, _ := filepath.Abs(c.Paths.Root)
+	problems, err := locallayout.Verify(dir, locallayout.Options{Volume: root, Generation: gen.ID, PackPath: path, Pack: *gen.Pack})
+	if err != nil {
+		return []Drift{{Kind: DriftLocalTree, Detail: err.Error()}}
+	}
+	var out []Drift
+	for _, p := range problems {
+		out = append(out, Drift{Kind: DriftLocalTree, Detail: p + " (volboot repair removes the local tree; the next run lays it out again)"})
+	}
+	return out
+}
+
+// readPack reads the pack at path to its end, checking its sha256.
+func readPack(path, sha string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r, err := pack.NewReader(f, path, sha)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for {
+		if _, err := r.Next(); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+}
+
+// repairLocal, under the volume lock during repair, sets the pack aside
+// when it is damaged (the sync that follows packs the generation again)
+// and removes this worker's local tree of the generation when it differs
+// from its pack (the next run lays it out again).
+func (c *Config) repairLocal(gen *Generation) {
+	for _, d := range c.verifyLocal(gen) {
+		c.Logger.Warn("repair: found", zap.String("kind", d.Kind), zap.String("detail", d.Detail))
+		switch d.Kind {
+		case DriftPack:
+			os.Remove(c.Paths.Pack(gen.ID, gen.Pack.SHA256))
+		case DriftLocalTree:
+			dir := locallayout.Dir(c.Local.Dir, gen.ID)
+			if err := os.RemoveAll(dir); err != nil {
+				c.Logger.Warn("repair: could not remove the local tree", zap.String("dir", dir), zap.Error(err))
+			}
+			return
+		}
+	}
+}

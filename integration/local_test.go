@@ -1,0 +1,206 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/bootstrap"
+)
+
+// envFacts is what localFacts's handler reports about its environment.
+type envFacts struct {
+	Prefix     string            `json:"prefix"`
+	VirtualEnv string            `json:"virtual_env"`
+	Path       []string          `json:"path"`
+	Files      map[string]string `json:"files"`     // module -> __file__
+	Blob       string            `json:"blob"`      // a big file's path in the environment
+	BlobReal   string            `json:"blob_real"` // and where it really is
+	BlobSize   int64             `json:"blob_size"`
+	Script     string            `json:"script"` // a console script's output
+	PipList    string            `json:"pip_list"`
+	PipCheck   string            `json:"pip_check"`
+}
+
+// localFacts runs a handler under `volboot run --layout layout` that
+// imports mods and reports where everything came from.
+func localFacts(t *testing.T, f *fixture, layout string, mods []string, blobMod, script string) (envFacts, result) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "facts.json")
+	modList, _ := json.Marshal(mods)
+	handler := fmt.Sprintf(`import glob, json, os, subprocess, sys
+mods = %s
+files = {}
+for m in mods:
+    files[m] = __import__(m).__file__
+blob = sorted(glob.glob(os.path.join(os.path.dirname(__import__(%q).__file__), "lib", "*.so")))[0]
+pip = lambda *a: subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *a], capture_output=True, text=True).stdout
+json.dump({"prefix": sys.prefix, "virtual_env": os.environ["VIRTUAL_ENV"], "path": sys.path, "files": files,
+           "blob": blob, "blob_real": os.path.realpath(blob), "blob_size": len(open(blob, "rb").read()),
+           "script": subprocess.run([%q], capture_output=True, text=True).stdout.strip(),
+           "pip_list": pip("list", "--format=freeze"), "pip_check": pip("check")}, open(%q, "w"))
+`, modList, blobMod, script, out)
+	r := f.run("run", "--layout", layout, "--", "python", "-c", handler)
+	if r.code != 0 {
+		t.Fatalf("volboot run --layout %s: exit %d\n%s%s", layout, r.code, r.stdout, r.stderr)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("the handler wrote nothing: %v\n%s", err, r.stderr)
+	}
+	var fc envFacts
+	if err := json.Unmarshal(data, &fc); err != nil {
+		t.Fatal(err)
+	}
+	return fc, r
+}
+
+// TestLocalLayout runs one generation in both layouts on local disk and
+// holds the local one to the volume one: the same sys.path shape, modules,
+// console scripts, pip list and pip check, with its small files on the
+// local directory and its big ones links to the volume's store. Then the
+// next boot reuses the local tree, status --verify covers it, repair
+// mends a damaged one, and a broken one is laid out again.
+func TestLocalLayout(t *testing.T) {
+	f := newFixture(t, "")
+	specs := synthstack.Small("loc", 4, 12)
+	specs[1].Blobs, specs[1].BlobSize = 2, 300<<10
+	ws := f.add(specs...)
+	pip := f.addPip()
+	all := append(ws, pip)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(all...)}}, f.entries("core", all...))
+	id := f.sync()
+
+	var st bootstrap.State
+	data, _ := os.ReadFile(filepath.Join(f.vol, ".volboot", "state.json"))
+	if err := json.Unmarshal(data, &st); err != nil || st.Generations[id] == nil || st.Generations[id].Pack == nil {
+		t.Fatalf("the generation's record names no pack: %v\n%s", err, data)
+	}
+	pk := st.Generations[id].Pack
+	if _, err := os.Stat(filepath.Join(f.vol, ".volboot", "packs", id+"-"+pk.SHA256+".pack")); err != nil {
+		t.Fatalf("the pack the record names: %v", err)
+	}
+	if pk.Links < 2 || pk.Linked < 2*300<<10 {
+		t.Errorf("pack: %d links of %d bytes, want at least the two blobs", pk.Links, pk.Linked)
+	}
+
+	var mods []string
+	for _, w := range all {
+		mods = append(mods, w.Spec.Module())
+	}
+	script := specs[0].Name // Small gives every fourth package a console script
+	vf, _ := localFacts(t, f, "volume", mods, specs[1].Module(), script)
+	lf, r := localFacts(t, f, "local", mods, specs[1].Module(), script)
+	gen := filepath.Join(f.vol, ".volboot", "envs", id)
+	tree := filepath.Join(f.local, "envs", id)
+	if vf.Prefix != gen || vf.VirtualEnv != gen {
+		t.Fatalf("volume layout: prefix %s, VIRTUAL_ENV %s, want %s", vf.Prefix, vf.VirtualEnv, gen)
+	}
+	if lf.Prefix != tree || lf.VirtualEnv != tree {
+		t.Fatalf("local layout: prefix %s, VIRTUAL_ENV %s, want %s\n%s", lf.Prefix, lf.VirtualEnv, tree, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "layout local: --layout local; local tree laid out from its pack") {
+		t.Errorf("run --layout local does not say what it did:\n%s", r.stderr)
+	}
+	// The same sys.path, prefix for prefix; every module from the local
+	// tree; the big file a link to the store, read whole through it.
+	if got, want := strings.Join(lf.Path, "\n"), strings.ReplaceAll(strings.Join(vf.Path, "\n"), gen, tree); got != want {
+		t.Errorf("sys.path differs between the layouts:\nlocal:\n%s\nvolume (moved to the local prefix):\n%s", got, want)
+	}
+	for m, file := range lf.Files {
+		if !strings.HasPrefix(file, tree+"/") || strings.Replace(file, tree, gen, 1) != vf.Files[m] {
+			t.Errorf("%s: local %s, volume %s", m, file, vf.Files[m])
+		}
+	}
+	if !strings.HasPrefix(lf.Blob, tree+"/") || !strings.HasPrefix(lf.BlobReal, filepath.Join(f.vol, ".volboot", "store")+"/") || lf.BlobSize != 300<<10 {
+		t.Errorf("big file: %s -> %s (%d bytes), want a link from the local tree into the store", lf.Blob, lf.BlobReal, lf.BlobSize)
+	}
+	if fi, err := os.Lstat(filepath.Dir(lf.Blob)); err != nil || !fi.IsDir() || fi.Mode()&os.ModeSymlink != 0 {
+		t.Errorf("the big file's directory is not a real directory of the local tree: %v", err)
+	}
+	if lf.Script != script || vf.Script != script {
+		t.Errorf("console script %s printed %q (local) and %q (volume)", script, lf.Script, vf.Script)
+	}
+	if lf.PipList != vf.PipList || !strings.Contains(lf.PipList, pip.Spec.Version) {
+		t.Errorf("pip list differs:\nlocal:\n%s\nvolume:\n%s", lf.PipList, vf.PipList)
+	}
+	if lf.PipCheck != vf.PipCheck || !strings.Contains(lf.PipCheck, "No broken requirements") {
+		t.Errorf("pip check: local %q, volume %q", lf.PipCheck, vf.PipCheck)
+	}
+
+	// The next boot reuses the tree, starting no interpreter but the
+	// handler.
+	before := f.pythonStarts()
+	r = f.run("run", "--layout", "local", "--", "python", "-c", "import "+mods[0])
+	if r.code != 0 || !strings.Contains(r.stderr, "local tree reused") {
+		t.Fatalf("second local run: exit %d\n%s", r.code, r.stderr)
+	}
+	if n := f.pythonStarts(); n != before {
+		t.Errorf("the in-sync local boot started the interpreter %d times", n-before)
+	}
+	st2, r := f.status("--verify", "--layout", "local")
+	if !st2.InSync || len(st2.Drift) != 0 {
+		t.Fatalf("status --verify of a sound local tree:\n%s%s", r.stdout, r.stderr)
+	}
+
+	// A damaged local tree is found, repair removes it, the next run
+	// lays it out again.
+	victim := lf.Files[mods[2]]
+	if err := os.WriteFile(victim, []byte("raise SystemExit('tampered')\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st2, r = f.status("--verify", "--layout", "local")
+	if st2.InSync || len(st2.Drift) != 1 || st2.Drift[0].Kind != bootstrap.DriftLocalTree || !strings.Contains(st2.Drift[0].Detail, "content differs") {
+		t.Fatalf("status --verify of a tampered local tree:\n%s%s", r.stdout, r.stderr)
+	}
+	if r := f.run("repair", "--layout", "local"); r.code != 0 {
+		t.Fatalf("repair: exit %d\n%s", r.code, r.stderr)
+	}
+	r = f.run("run", "--layout", "local", "--", "python", "-c", "import "+strings.Join(mods, ", "))
+	if r.code != 0 || !strings.Contains(r.stderr, "laid out from its pack") {
+		t.Fatalf("run after repair: exit %d\n%s", r.code, r.stderr)
+	}
+	// A tree without its marker (a container killed while laying it out
+	// and renamed... or damaged by hand) is made again at boot.
+	if err := os.Remove(filepath.Join(tree, ".complete")); err != nil {
+		t.Fatal(err)
+	}
+	r = f.run("run", "--layout", "local", "--", "python", "-c", "import "+strings.Join(mods, ", "))
+	if r.code != 0 || !strings.Contains(r.stderr, "laid out from its pack") {
+		t.Fatalf("run over a tree without its marker: exit %d\n%s", r.code, r.stderr)
+	}
+	if st2, r := f.status("--verify", "--layout", "local"); !st2.InSync {
+		t.Fatalf("status --verify after the tree was made again:\n%s%s", r.stdout, r.stderr)
+	}
+
+	// auto on local disk runs from the volume, and says why.
+	r = f.run("run", "--", "python", "-c", "import sys; print(sys.prefix)")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != gen || !strings.Contains(r.stderr, "layout volume: the volume is on") {
+		t.Errorf("run --layout auto on a local volume: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// A budget too small for the tree: the volume layout, saying so.
+	other := t.TempDir()
+	r = f.run("run", "--layout", "local", "--local-dir", other, "--local-budget", "1K", "--", "python", "-c", "import sys; print(sys.prefix)")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != gen || !strings.Contains(r.stderr, "local budget") {
+		t.Errorf("run with a local budget too small: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// The local tree is relocatable: moved, its interpreter and scripts
+	// still work from where they are.
+	moved := filepath.Join(t.TempDir(), "moved")
+	if err := os.Rename(tree, moved); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(moved, "bin", "python"), "-c", "import sys, "+strings.Join(mods, ", ")+"; print(sys.prefix)").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != moved {
+		t.Errorf("python of the moved local tree: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(filepath.Join(moved, "bin", script)).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != script {
+		t.Errorf("console script of the moved local tree: %v\n%s", err, out)
+	}
+}
