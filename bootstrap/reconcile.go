@@ -134,11 +134,11 @@ type Outcome struct {
 	// Layout is "volume" or "local" (set by Localize).
 	Layout string
 	// Pack is the generation's pack, nil when it has none.
-	Pack *locallayout.PackRecord
-	Groups     []GroupOutcome
-	Models     []ModelRecord
-	GPU        json.RawMessage
-	FastPath   bool
+	Pack     *locallayout.PackRecord
+	Groups   []GroupOutcome
+	Models   []ModelRecord
+	GPU      json.RawMessage
+	FastPath bool
 }
 
 // StillComplete reads the generation's marker again. A worker that holds a

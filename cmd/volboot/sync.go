@@ -17,8 +17,8 @@ import (
 
 	"github.com/volboot/volboot/bootstrap"
 	"github.com/volboot/volboot/bootstrap/fetch"
-	"github.com/volboot/volboot/bootstrap/locallayout"
 	"github.com/volboot/volboot/bootstrap/gpu"
+	"github.com/volboot/volboot/bootstrap/locallayout"
 	"github.com/volboot/volboot/bootstrap/models"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/lockfile"
