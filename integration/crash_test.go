@@ -132,6 +132,12 @@ func torture(t *testing.T, f *fixture, ws []synthstack.Wheel, base string, stall
 	if !st.InSync || !st.Verified || len(st.Drift) != 0 {
 		t.Fatalf("status --verify after the torture:\n%s%s", r.stdout, r.stderr)
 	}
+	// The pack the kills let some sync finish is sound: the local layout
+	// runs from it.
+	r = f.run("run", "--layout", "local", "--", "python", "-c", importAll+"; import sys; print(sys.prefix)")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != filepath.Join(f.local, "envs", want) {
+		t.Fatalf("run --layout local after the torture: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	// Killed moments, in tenths of the undisturbed sync's duration.
 	hist := make([]int, 11)
 	for _, d := range delays {

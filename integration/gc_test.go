@@ -106,7 +106,9 @@ func gcKillLoop(t *testing.T, f *fixture, files, wantKills int, budget time.Dura
 // not current) and, 0-6 ms later, `gc` of manifest B, which removes A's
 // generation unless a live use-lease names it. Every handler must find its
 // whole generation for as long as it runs: run either leases in time for gc
-// to keep it, or notices that gc is removing it and builds it again.
+// to keep it, or notices that gc is removing it and builds it again. Runs
+// alternate between the volume and the local layout: a local tree's big
+// files are links to the store, which the lease must keep as well.
 func TestGCRunRace(t *testing.T) {
 	gcRunRace(t, newFixture(t, fastDir(t)), func(f *fixture) *fixture { return f }, 0, 200, 3*time.Minute)
 }
@@ -118,8 +120,8 @@ func TestGCRunRace(t *testing.T) {
 func gcRunRace(t *testing.T, fa *fixture, collectorView func(*fixture) *fixture, gcLead time.Duration, tries int, budget time.Duration) {
 	t.Helper()
 	shared := fa.add(synthstack.Small("race", 2, 6)...)
-	x1 := fa.add(synthstack.Spec{Name: "race-x", Version: "1.0", PyFiles: 30})[0]
-	x2 := fa.add(synthstack.Spec{Name: "race-x", Version: "2.0", PyFiles: 30, Seed: 3})[0]
+	x1 := fa.add(synthstack.Spec{Name: "race-x", Version: "1.0", PyFiles: 30, Blobs: 1, BlobSize: 300 << 10})[0]
+	x2 := fa.add(synthstack.Spec{Name: "race-x", Version: "2.0", PyFiles: 30, Blobs: 1, BlobSize: 300 << 10, Seed: 3})[0]
 	fb := fa.on(fa.vol)
 	fb.work = t.TempDir()
 	stackA := append(append([]synthstack.Wheel(nil), shared...), x1)
@@ -139,7 +141,7 @@ for root, _, files in os.walk(d):
     for name in files:
         open(os.path.join(root, name), 'rb').read()
         n += 1
-if n < 30:
+if n < 31:
     sys.exit("only %d files of race_x left" % n)
 print("read", n)
 `
@@ -154,12 +156,13 @@ print("read", n)
 		runner, collector := fs[1-cur], fs[cur]
 		lead := time.Duration(rng.Int64N(int64(gcLead+6*time.Millisecond))) - 3*time.Millisecond
 		var run, gc *background
+		layout := [2]string{"volume", "local"}[i%2]
 		if lead > 0 {
 			gc = collectorView(collector).start("gc")
 			time.Sleep(lead)
-			run = runner.start("run", "--", "python", "-c", handler)
+			run = runner.start("run", "--layout", layout, "--", "python", "-c", handler)
 		} else {
-			run = runner.start("run", "--", "python", "-c", handler)
+			run = runner.start("run", "--layout", layout, "--", "python", "-c", handler)
 			time.Sleep(-lead)
 			gc = collectorView(collector).start("gc")
 		}
@@ -168,7 +171,10 @@ print("read", n)
 		}
 		r := run.wait()
 		if r.code != 0 || !strings.Contains(r.stdout, "read ") {
-			t.Fatalf("try %d: the handler lost its generation to gc: exit %d\n%s%s", i, r.code, r.stdout, r.stderr)
+			t.Fatalf("try %d (layout %s): the handler lost its generation to gc: exit %d\n%s%s", i, layout, r.code, r.stdout, r.stderr)
+		}
+		if layout == "local" && !strings.Contains(r.stderr, "layout local:") {
+			t.Fatalf("try %d: run --layout local did not run locally:\n%s", i, r.stderr)
 		}
 		if strings.Contains(r.stderr, "gc is removing the generation") {
 			retried++

@@ -90,7 +90,8 @@ func mooseVolume(t *testing.T, clients ...*mfsrig.Client) []string {
 // with the volume at vol (the same directory through another client).
 func (f *fixture) on(vol string) *fixture {
 	return &fixture{t: f.t, work: f.work, wheels: f.wheels, vol: vol, index: f.index, srv: f.srv,
-		python: f.python, pyLog: f.pyLog, env: append([]string(nil), f.env...)}
+		python: f.python, pyLog: f.pyLog, env: append([]string(nil), f.env...),
+		local: filepath.Join(f.t.TempDir(), "local")} // another host: another container disk
 }
 
 // TestMooseFSLifecycle runs a small stack's whole life on MooseFS through a

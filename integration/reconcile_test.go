@@ -903,9 +903,21 @@ func TestFlakyIndexConverges(t *testing.T) {
 // keeps running from its generation while a new lock builds another and
 // flips venv, and gc spares the old generation while the handler's lease
 // lives, then removes it once the handler is gone (DESIGN.md rule 3).
+//
+// In the local layout the handler runs from its local tree, whose big
+// files are links to the old generation's store files: the lease keeps
+// them too.
 func TestLeaseKeepsGenerationThroughGC(t *testing.T) {
+	for _, layout := range []string{"volume", "local"} {
+		t.Run(layout, func(t *testing.T) { leaseKeepsGenerationThroughGC(t, layout) })
+	}
+}
+
+func leaseKeepsGenerationThroughGC(t *testing.T, layout string) {
 	f := newFixture(t, "")
-	ws := f.add(synthstack.Small("lease", 3, 6)...)
+	specs := synthstack.Small("lease", 3, 6)
+	specs[1].Blobs, specs[1].BlobSize = 1, 300<<10
+	ws := f.add(specs...)
 	write := func(ws []synthstack.Wheel) {
 		f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
 	}
@@ -914,14 +926,17 @@ func TestLeaseKeepsGenerationThroughGC(t *testing.T) {
 
 	ctl := t.TempDir()
 	ready, stop, result := filepath.Join(ctl, "ready"), filepath.Join(ctl, "stop"), filepath.Join(ctl, "result")
-	handler := fmt.Sprintf(`import os, sys, time
+	handler := fmt.Sprintf(`import glob, os, sys, time
 open(%[1]q, "w").write(sys.prefix)
 while not os.path.exists(%[2]q):
     time.sleep(0.02)
 import lease_01.sub000.m00001 as late
+import lease_01
+blob = glob.glob(os.path.join(os.path.dirname(lease_01.__file__), "lib", "*.so"))[0]
+assert len(open(blob, "rb").read()) == 300 << 10
 open(%[3]q, "w").write(late.__file__)
 `, ready, stop, result)
-	run := f.command("run", "--", "python", "-c", handler)
+	run := f.command("run", "--layout", layout, "--", "python", "-c", handler)
 	var out bytes.Buffer
 	run.Stdout, run.Stderr = &out, &out
 	if err := run.Start(); err != nil {
@@ -982,8 +997,12 @@ open(%[3]q, "w").write(late.__file__)
 	if err != nil {
 		t.Fatalf("the handler's late import failed:\n%s", out.String())
 	}
-	if !strings.HasPrefix(string(late), filepath.Join(envs, old)+"/") {
-		t.Errorf("the late import came from %s, not from generation %s", late, old)
+	from := filepath.Join(envs, old)
+	if layout == "local" {
+		from = filepath.Join(f.local, "envs", old)
+	}
+	if !strings.HasPrefix(string(late), from+"/") {
+		t.Errorf("the late import came from %s, not from generation %s at %s", late, old, from)
 	}
 
 	if r := f.run("gc"); r.code != 0 {
@@ -991,6 +1010,9 @@ open(%[3]q, "w").write(late.__file__)
 	}
 	if _, err := os.Stat(filepath.Join(envs, old)); err == nil {
 		t.Errorf("gc kept generation %s after its lease ended", old)
+	}
+	if packs, _ := filepath.Glob(filepath.Join(f.vol, ".volboot", "packs", old+"-*")); len(packs) != 0 {
+		t.Errorf("gc kept the pack of generation %s after its lease ended: %v", old, packs)
 	}
 	st, r := f.status("--verify")
 	if !st.InSync || len(st.Drift) != 0 || *st.Generation != cur {
