@@ -55,9 +55,13 @@ func (l LocalLayout) wantPack(volume string) bool {
 // size (unless repairing), else a new one packed from the store. Every
 // sync that builds a generation packs it, whatever its own layout, so
 // that any worker of the fleet can run it locally. A pack that cannot be
-// written is a warning: the generation still runs from the volume.
+// written is a warning: the generation still runs from the volume. Repair
+// keeps a pack that is there (it removes a damaged one first): a store
+// entry unpacked again has new bytecode and source mtimes, but the pack's
+// are consistent among themselves, and a new pack would make every local
+// tree lay itself out again.
 func (c *Config) ensurePack(ctx context.Context, lk *lockfile.Lock, info *interp.Info, gen *Generation, prev *Generation, entries map[string]*wheel.Entry) error {
-	if prev != nil && prev.Pack != nil && !c.Repair {
+	if prev != nil && prev.Pack != nil {
 		if fi, err := os.Stat(c.Paths.Pack(gen.ID, prev.Pack.SHA256)); err == nil && fi.Size() == prev.Pack.Size {
 			gen.Pack = prev.Pack
 			return nil
@@ -191,32 +195,38 @@ func (c Config) Localize(ctx context.Context, o *Outcome) (*Outcome, error) {
 
 // verifyLocal checks, for status --verify, the generation's pack (its
 // bytes against its sha256) and, when this worker has a local tree of
-// the generation, that tree against the pack.
-func (c *Config) verifyLocal(gen *Generation) []Drift {
+// the generation, that tree against the pack. A tree the next run would
+// lay out again anyway (made from another pack, before a reboot, for the
+// volume at another path) is a note, not drift.
+func (c *Config) verifyLocal(gen *Generation) (drift, notes []Drift) {
 	if gen.Pack == nil {
-		return nil
+		return nil, nil
 	}
 	path := c.Paths.Pack(gen.ID, gen.Pack.SHA256)
 	if err := readPack(path, gen.Pack.SHA256); err != nil {
-		return []Drift{{Kind: DriftPack, Detail: err.Error() + ": run `volboot repair`"}}
+		return []Drift{{Kind: DriftPack, Detail: err.Error() + ": run `volboot repair`"}}, nil
 	}
 	if c.Local.Dir == "" {
-		return nil
+		return nil, nil
 	}
 	dir := locallayout.Dir(c.Local.Dir, gen.ID)
 	if _, err := os.Lstat(dir); err != nil {
-		return nil
+		return nil, nil
 	}
 	root, _ := filepath.Abs(c.Paths.Root)
-	problems, err := locallayout.Verify(dir, locallayout.Options{Volume: root, Generation: gen.ID, PackPath: path, Pack: *gen.Pack})
+	o := locallayout.Options{Volume: root, Generation: gen.ID, PackPath: path, Pack: *gen.Pack}
+	if why := locallayout.Stale(dir, o); why != "" {
+		return nil, []Drift{{Kind: DriftLocalTree, Detail: fmt.Sprintf("local tree %s: %s; the next run lays it out again", dir, why)}}
+	}
+	problems, err := locallayout.Verify(dir, o)
 	if err != nil {
-		return []Drift{{Kind: DriftLocalTree, Detail: err.Error()}}
+		return []Drift{{Kind: DriftLocalTree, Detail: err.Error()}}, nil
 	}
 	var out []Drift
 	for _, p := range problems {
 		out = append(out, Drift{Kind: DriftLocalTree, Detail: p + " (volboot repair removes the local tree; the next run lays it out again)"})
 	}
-	return out
+	return out, nil
 }
 
 // readPack reads the pack at path to its end, checking its sha256.
@@ -245,7 +255,8 @@ func readPack(path, sha string) error {
 // and removes this worker's local tree of the generation when it differs
 // from its pack (the next run lays it out again).
 func (c *Config) repairLocal(gen *Generation) {
-	for _, d := range c.verifyLocal(gen) {
+	drift, _ := c.verifyLocal(gen)
+	for _, d := range drift {
 		c.Logger.Warn("repair: found", zap.String("kind", d.Kind), zap.String("detail", d.Detail))
 		switch d.Kind {
 		case DriftPack:

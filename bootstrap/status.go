@@ -159,7 +159,9 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 	if verify {
 		r.Verified = true
 		r.Drift = append(r.Drift, c.verifyGeneration(ctx, gen)...)
-		r.Drift = append(r.Drift, c.verifyLocal(gen)...)
+		drift, notes := c.verifyLocal(gen)
+		r.Drift = append(r.Drift, drift...)
+		r.Notes = append(r.Notes, notes...)
 	}
 	r.InSync = true // unless settle finds drift
 	return r, nil

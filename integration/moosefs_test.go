@@ -128,9 +128,23 @@ func TestMooseFSLifecycle(t *testing.T) {
 		mods = append(mods, w.Spec.Module())
 	}
 	handler := "import sys, " + strings.Join(mods, ", ") + "; print('prefix', sys.prefix)"
-	r := other.run("run", "--", "python", "-c", handler)
+	r := other.run("run", "--layout", "volume", "--", "python", "-c", handler)
 	if r.code != 0 || !strings.Contains(r.stdout, "prefix "+filepath.Join(vols[1], ".volboot", "envs", id)) {
-		t.Fatalf("run through client 1: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		t.Fatalf("run --layout volume through client 1: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// auto on MooseFS (FUSE): the local layout, from the pack the sync
+	// through the other client wrote; the next boot reuses the tree.
+	for _, want := range []string{"laid out from its pack", "reused"} {
+		t0 = time.Now()
+		r = other.run("run", "--", "python", "-c", handler)
+		if r.code != 0 || !strings.Contains(r.stdout, "prefix "+filepath.Join(other.local, "envs", id)) ||
+			!strings.Contains(r.stderr, "layout local: the volume is on fuse") || !strings.Contains(r.stderr, want) {
+			t.Fatalf("run (auto) through client 1: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		t.Logf("run in the local layout (%s): %s", want, time.Since(t0).Round(time.Millisecond))
+	}
+	if st, r := other.status("--verify"); !st.InSync || len(st.Drift) != 0 {
+		t.Fatalf("status --verify of client 1's local tree:\n%s%s", r.stdout, r.stderr)
 	}
 
 	// repair: a store file changed behind volboot's back, seen from the

@@ -121,7 +121,19 @@ func Materialize(ctx context.Context, o Options) (*Result, error) {
 	}
 	removeDeadLeftovers(envs, o.Logger)
 	var aside string
+	defer func() {
+		if aside != "" {
+			if err := os.RemoveAll(aside); err != nil {
+				o.Logger.Warn("could not remove the old local tree", zap.String("dir", aside), zap.Error(err))
+			}
+		}
+	}()
 	if _, err := os.Lstat(final); err == nil {
+		// Another process of this container may have laid it out since
+		// the first look.
+		if m, why = reusable(final, o); why == "" {
+			return &Result{Dir: final, Reused: true, Marker: *m, Took: time.Since(start)}, nil
+		}
 		o.Logger.Info("the local tree left by an earlier container cannot be reused; making it again", zap.String("dir", final), zap.String("why", why))
 		aside = atomicfile.TempName(final)
 		if err := os.Rename(final, aside); err != nil {
@@ -156,11 +168,6 @@ func Materialize(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("publish the local tree %s: %w", final, err)
 	}
 	ok = true
-	if aside != "" {
-		if err := os.RemoveAll(aside); err != nil {
-			o.Logger.Warn("could not remove the old local tree", zap.String("dir", aside), zap.Error(err))
-		}
-	}
 	return &Result{Dir: final, Marker: *mk, Took: time.Since(start)}, nil
 }
 
@@ -290,10 +297,10 @@ func unpack(ctx context.Context, tmp string, o Options) (*Marker, error) {
 			if e.Kind == pack.Exec {
 				mode = 0o755
 			}
-			size := e.Size
+			size, mtime := e.Size, time.Unix(0, e.MTime)
 			create(dir, func() error {
 				defer inflight.Release(max(1, size))
-				return writeFile(dst, data, mode)
+				return writeFile(dst, data, mode, mtime)
 			})
 		case pack.Symlink:
 			target := e.Target
@@ -340,7 +347,9 @@ func unpack(ctx context.Context, tmp string, o Options) (*Marker, error) {
 	return &mk, nil
 }
 
-func writeFile(dst string, data []byte, mode os.FileMode) error {
+// writeFile makes dst with data and the mtime the pack recorded (the
+// bytecode of a source checks it).
+func writeFile(dst string, data []byte, mode os.FileMode, mtime time.Time) error {
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return err
@@ -349,7 +358,10 @@ func writeFile(dst string, data []byte, mode os.FileMode) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Chtimes(dst, mtime, mtime)
 }
 
 func symlinkFile(target, dst string) error { return os.Symlink(target, dst) }

@@ -33,6 +33,12 @@ import (
 	"github.com/volboot/volboot/bootstrap/venv"
 )
 
+// writtenMTime is the mtime a pack gives the files it did not read from
+// the store (launchers, RECORD, the skeleton): a fixed one, so that two
+// builders of one generation write the same bytes. No bytecode depends on
+// them.
+const writtenMTime = 315532800 * int64(time.Second) // 1980-01-01, the zip epoch
+
 // DefaultThreshold is the size from which a file stays on the volume:
 // below it, a file goes into the pack.
 const DefaultThreshold = 256 << 10
@@ -135,7 +141,7 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 	}
 	rec := &PackRecord{Threshold: o.Threshold, Generation: o.Generation}
 	for _, f := range o.Files {
-		it := item{path: f.Path, exec: f.Exec, size: f.Size, data: f.Data}
+		it := item{path: f.Path, exec: f.Exec, size: f.Size, data: f.Data, mtime: writtenMTime}
 		if f.Source != "" {
 			if Packed(f, o.Scripts, o.Threshold) {
 				it.read = f.Source
@@ -181,10 +187,11 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 				if err := gctx.Err(); err != nil {
 					return err
 				}
-				data, err := os.ReadFile(it.read)
+				data, mtime, err := readWithMTime(it.read)
 				if err != nil {
 					return fmt.Errorf("pack generation %s: %s: %w", o.Generation, it.path, err)
 				}
+				it.mtime = mtime
 				if int64(len(data)) != it.size {
 					return fmt.Errorf("pack generation %s: %s: its store file %s has %d bytes, its manifest says %d (volboot repair)", o.Generation, it.path, it.read, len(data), it.size)
 				}
@@ -207,7 +214,7 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 				rec.Links++
 				rec.Linked += it.size
 			default:
-				err = w.File(it.path, it.exec, it.data)
+				err = w.File(it.path, it.exec, it.mtime, it.data)
 				rec.Files++
 				rec.Bytes += int64(len(it.data))
 			}
@@ -251,6 +258,26 @@ type item struct {
 	volume string // a VolumeLink target
 	link   string // a Symlink target
 	dir    bool   // an empty directory
+	mtime  int64
+}
+
+// readWithMTime reads a file and its modification time through one open
+// (on a network volume the fstat is answered with the open).
+func readWithMTime(p string) ([]byte, int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	data := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, 0, err
+	}
+	return data, fi.ModTime().UnixNano(), nil
 }
 
 // skeletonItems lists the files and links of a skeleton written to dir.
@@ -285,7 +312,7 @@ func skeletonItems(dir string) ([]item, error) {
 		if err != nil {
 			return err
 		}
-		out = append(out, item{path: rel, exec: fi.Mode()&0o111 != 0, size: int64(len(data)), data: data})
+		out = append(out, item{path: rel, exec: fi.Mode()&0o111 != 0, size: int64(len(data)), data: data, mtime: writtenMTime})
 		return nil
 	})
 	return out, err

@@ -8,9 +8,25 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/volboot/volboot/bootstrap/pack"
 )
+
+// Stale says why the complete local tree at dir would be laid out again
+// by the next Materialize for o (made from another pack, before the
+// machine restarted, for the volume at another path), or "" when it
+// would be reused or is not complete.
+func Stale(dir string, o Options) string {
+	if o.BootID == "" {
+		o.BootID = bootID()
+	}
+	m, why := reusable(dir, o)
+	if m == nil {
+		return ""
+	}
+	return why
+}
 
 // Verify checks the local tree at dir against its pack, for status
 // --verify: the marker matches o, every record of the pack is there as
@@ -68,6 +84,9 @@ func Verify(dir string, o Options) ([]string, error) {
 			}
 			if (fi.Mode()&0o100 != 0) != (e.Kind == pack.Exec) {
 				add("%s: mode %v", e.Path, fi.Mode())
+			}
+			if fi.ModTime().Unix() != e.MTime/1e9 {
+				add("%s: modified at %s, the pack says %s (its bytecode would be stale)", e.Path, fi.ModTime().UTC().Format(time.RFC3339), time.Unix(0, e.MTime).UTC().Format(time.RFC3339))
 			}
 			want, err := io.ReadAll(r)
 			if err != nil {

@@ -6,8 +6,8 @@
 // A pack is the 8 bytes "VBPACK01" and then one zstd stream of records, in
 // strictly increasing byte order of their paths:
 //
-//	'F' path size bytes     a regular file (0644)
-//	'X' path size bytes     an executable file (0755)
+//	'F' path mtime size bytes   a regular file (0644)
+//	'X' path mtime size bytes   an executable file (0755)
 //	'S' path target         a symbolic link, target as given (the skeleton's
 //	                        bin/python to the base interpreter, python3 ->
 //	                        python, lib64 -> lib)
@@ -17,7 +17,10 @@
 //	                        a reader makes the parents of every record)
 //	'E' count               the end: count is the number of records before it
 //
-// Strings and numbers are uvarint-prefixed bytes and uvarints. Nothing
+// Strings and numbers are uvarint-prefixed bytes and uvarints; mtime is in
+// nanoseconds since 1970. A file keeps its mtime because Python's
+// timestamp-checked bytecode records its source's: a source unpacked with
+// a new mtime would make every .pyc stale, and each import compile again. Nothing
 // may follow the end record inside the stream. Paths are relative,
 // '/'-separated and clean; no record may sit below a path that is not a
 // directory (a file or a link), so a reader that makes the records in order
@@ -77,6 +80,7 @@ type Entry struct {
 	Path   string // relative, '/'-separated, clean
 	Target string // Symlink, VolumeLink
 	Size   int64  // File, Exec: bytes in the pack; VolumeLink: the target's size
+	MTime  int64  // File, Exec: modification time, nanoseconds since 1970
 }
 
 // CheckPath reports what is wrong with p as a path inside a pack (or as a
@@ -175,8 +179,9 @@ func (w *Writer) flush() error {
 	return w.err
 }
 
-// File adds a regular file (exec: mode 0755) with data.
-func (w *Writer) File(p string, exec bool, data []byte) error {
+// File adds a regular file (exec: mode 0755) with data, modified at mtime
+// (nanoseconds since 1970).
+func (w *Writer) File(p string, exec bool, mtime int64, data []byte) error {
 	k := File
 	if exec {
 		k = Exec
@@ -184,9 +189,13 @@ func (w *Writer) File(p string, exec bool, data []byte) error {
 	if len(data) > MaxFileSize {
 		return fmt.Errorf("pack: %s: %d bytes (at most %d in a pack)", p, len(data), MaxFileSize)
 	}
+	if mtime < 0 {
+		return fmt.Errorf("pack: %s: mtime before 1970", p)
+	}
 	if err := w.begin(k, p); err != nil {
 		return err
 	}
+	w.buf = binary.AppendUvarint(w.buf, uint64(mtime))
 	w.buf = binary.AppendUvarint(w.buf, uint64(len(data)))
 	if err := w.flush(); err != nil {
 		return err
@@ -395,6 +404,14 @@ func (r *Reader) Next() (*Entry, error) {
 	}
 	switch e.Kind {
 	case File, Exec:
+		t, err := r.uvarint("mtime")
+		if err != nil {
+			return nil, err
+		}
+		if t > 1<<62 {
+			return nil, r.fail("mtime %d", t)
+		}
+		e.MTime = int64(t)
 		n, err := r.uvarint("size")
 		if err != nil {
 			return nil, err

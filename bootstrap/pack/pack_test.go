@@ -16,6 +16,7 @@ type rec struct {
 	target string
 	data   string
 	size   int64
+	mtime  int64
 }
 
 func write(t testing.TB, recs []rec) []byte {
@@ -28,7 +29,7 @@ func write(t testing.TB, recs []rec) []byte {
 	for _, r := range recs {
 		switch r.kind {
 		case File, Exec:
-			err = w.File(r.path, r.kind == Exec, []byte(r.data))
+			err = w.File(r.path, r.kind == Exec, r.mtime, []byte(r.data))
 		case Symlink:
 			err = w.Symlink(r.path, r.target)
 		case VolumeLink:
@@ -68,6 +69,7 @@ func readAll(data []byte, want string) ([]rec, error) {
 				return out, err
 			}
 			x.data = string(b)
+			x.mtime = e.MTime
 		} else if e.Kind == VolumeLink {
 			x.size = e.Size
 		}
@@ -82,7 +84,7 @@ func digest(b []byte) string {
 
 var sample = []rec{
 	{kind: Symlink, path: "bin/python", target: "/usr/bin/python3.11"},
-	{kind: Exec, path: "bin/tool", data: "#!/bin/sh\necho hi\n"},
+	{kind: Exec, path: "bin/tool", data: "#!/bin/sh\necho hi\n", mtime: 1_700_000_000_123_456_789},
 	{kind: Dir, path: "include"},
 	{kind: Dir, path: "lib"},
 	{kind: File, path: "lib/python3.11/site-packages/a/__init__.py", data: "x = 1\n"},
@@ -191,7 +193,7 @@ func TestWriterRefuses(t *testing.T) {
 			for _, r := range c.recs {
 				switch r.kind {
 				case File:
-					err = errors.Join(err, w.File(r.path, false, nil))
+					err = errors.Join(err, w.File(r.path, false, 0, nil))
 				case Symlink:
 					err = errors.Join(err, w.Symlink(r.path, r.target))
 				case VolumeLink:
@@ -225,14 +227,14 @@ func TestReaderRefusesWhatWriterWould(t *testing.T) {
 		name string
 		body []byte
 	}{
-		{"below a link", []byte("S\x05lib64\x04/etcF\x0clib64/passwd\x00E\x02")},
-		{"dotdot", []byte("F\x04../a\x00E\x01")},
-		{"out of order", []byte("F\x01b\x00F\x01a\x00E\x02")},
-		{"wrong count", []byte("F\x01a\x00E\x05")},
+		{"below a link", []byte("S\x05lib64\x04/etcF\x0clib64/passwd\x00\x00E\x02")},
+		{"dotdot", []byte("F\x04../a\x00\x00E\x01")},
+		{"out of order", []byte("F\x01b\x00\x00F\x01a\x00\x00E\x02")},
+		{"wrong count", []byte("F\x01a\x00\x00E\x05")},
 		{"unknown kind", []byte("Q\x01a\x00E\x01")},
 		{"volume target absolute", []byte("V\x01a\x04/etc\x01E\x01")},
-		{"content cut", []byte("F\x01a\x10abc")},
-		{"after end", []byte("F\x01a\x00E\x01more")},
+		{"content cut", []byte("F\x01a\x00\x10abc")},
+		{"after end", []byte("F\x01a\x00\x00E\x01more")},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := readAll(rawPack(t, c.body), ""); err == nil {
@@ -240,15 +242,15 @@ func TestReaderRefusesWhatWriterWould(t *testing.T) {
 			}
 		})
 	}
-	if got, err := readAll(rawPack(t, []byte("F\x01a\x02hiE\x01")), ""); err != nil || len(got) != 1 || got[0].data != "hi" {
+	if got, err := readAll(rawPack(t, []byte("F\x01a\x00\x02hiE\x01")), ""); err != nil || len(got) != 1 || got[0].data != "hi" {
 		t.Fatalf("a hand-written good pack: %v %+v", err, got)
 	}
 }
 
 func FuzzReader(f *testing.F) {
 	f.Add(write(f, sample))
-	f.Add(rawPack(f, []byte("F\x01a\x02hiE\x01")))
-	f.Add(rawPack(f, []byte("S\x05lib64\x04/etcF\x0clib64/passwd\x00E\x02")))
+	f.Add(rawPack(f, []byte("F\x01a\x00\x02hiE\x01")))
+	f.Add(rawPack(f, []byte("S\x05lib64\x04/etcF\x0clib64/passwd\x00\x00E\x02")))
 	f.Add([]byte(Magic))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		recs, err := readAll(data, "")
