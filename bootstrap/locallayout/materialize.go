@@ -358,10 +358,13 @@ func writeFile(dst string, data []byte, mode os.FileMode, mtime time.Time) error
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
+	// On the open file: no second lookup of the path.
+	tv := unix.NsecToTimeval(mtime.UnixNano())
+	if err := unix.Futimes(int(f.Fd()), []unix.Timeval{tv, tv}); err != nil {
+		f.Close()
+		return fmt.Errorf("set the mtime of %s: %w", dst, err)
 	}
-	return os.Chtimes(dst, mtime, mtime)
+	return f.Close()
 }
 
 func symlinkFile(target, dst string) error { return os.Symlink(target, dst) }
