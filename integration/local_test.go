@@ -3,11 +3,13 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
 	"github.com/volboot/volboot/bootstrap"
@@ -203,4 +205,94 @@ func TestLocalLayout(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(moved, "bin", script)).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != script {
 		t.Errorf("console script of the moved local tree: %v\n%s", err, out)
 	}
+}
+
+// TestLocalLayoutConcurrentAndKilled: workers of one container laying out
+// the same generation at once all run from one complete tree; runs killed
+// (with their process group) while laying it out leave nothing a later
+// run takes for complete, and the run that finally finishes leaves a tree
+// status --verify finds sound, with no half-made tree beside it.
+func TestLocalLayoutConcurrentAndKilled(t *testing.T) {
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("lkill", 4, 300)...)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	id := f.sync()
+	var mods []string
+	for _, w := range ws {
+		mods = append(mods, w.Spec.Module())
+	}
+	handler := "import sys, " + strings.Join(mods, ", ") + "; print(sys.prefix)"
+	tree := filepath.Join(f.local, "envs", id)
+
+	var runs []*background
+	for range 4 {
+		runs = append(runs, f.start("run", "--layout", "local", "--", "python", "-c", handler))
+	}
+	for i, b := range runs {
+		r := b.wait()
+		if r.code != 0 || strings.TrimSpace(r.stdout) != tree {
+			t.Fatalf("concurrent run %d: exit %d\n%s%s", i, r.code, r.stdout, r.stderr)
+		}
+	}
+	if st, r := f.status("--verify", "--layout", "local"); !st.InSync {
+		t.Fatalf("status --verify after concurrent runs:\n%s%s", r.stdout, r.stderr)
+	}
+
+	// How long a layout takes here, to spread the kills over it.
+	if err := os.RemoveAll(f.local); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if r := f.run("run", "--layout", "local", "--", "true"); r.code != 0 {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	full := time.Since(t0)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 17))
+	kills := 0
+	for try := 0; try < 12 && kills < 5; try++ {
+		if err := os.RemoveAll(f.local); err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < 3; k++ {
+			if crash(t, f.command("run", "--layout", "local", "--", "true"), time.Duration(rng.Int64N(int64(full))), true) {
+				kills++
+			}
+			if _, err := os.Stat(filepath.Join(tree, ".complete")); err == nil {
+				if problems, err := verifyTree(f, id); err != nil || len(problems) != 0 {
+					t.Fatalf("after a kill, the tree in place is marked complete but: %v %v", problems, err)
+				}
+			}
+		}
+		r := f.run("run", "--layout", "local", "--", "python", "-c", handler)
+		if r.code != 0 || strings.TrimSpace(r.stdout) != tree {
+			t.Fatalf("run after kills: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(f.local, "envs")); len(ents) != 1 {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			t.Fatalf("after a finished run, envs holds %v", names)
+		}
+	}
+	if kills == 0 {
+		t.Fatalf("no kill landed while laying out (a layout takes %s here)", full)
+	}
+	st, r := f.status("--verify", "--layout", "local")
+	if !st.InSync || len(st.Drift) != 0 {
+		t.Fatalf("status --verify after the kills:\n%s%s", r.stdout, r.stderr)
+	}
+	t.Logf("%d runs killed while laying out a tree that takes %s", kills, full.Round(time.Millisecond))
+}
+
+// verifyTree runs status --verify and returns its local-tree drift.
+func verifyTree(f *fixture, id string) ([]string, error) {
+	st, _ := f.status("--verify", "--layout", "local")
+	var out []string
+	for _, d := range st.Drift {
+		if d.Kind == bootstrap.DriftLocalTree {
+			out = append(out, d.Detail)
+		}
+	}
+	return out, nil
 }
