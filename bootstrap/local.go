@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/locallayout"
 	"github.com/volboot/volboot/bootstrap/pack"
@@ -124,7 +125,7 @@ func (c *Config) buildPack(ctx context.Context, info *interp.Info, gen *Generati
 			_, err := venv.WriteSkeleton(dir, info, "", "volboot")
 			return err
 		},
-		Files: files, Scripts: filepath.ToSlash(l.Scripts), Jobs: wheel.DefaultJobs(c.Paths.Volboot()), Logger: c.Logger,
+		Files: files, Scripts: filepath.ToSlash(l.Scripts), Jobs: fileops.DefaultJobs(c.Paths.Volboot()), Logger: c.Logger,
 	})
 }
 

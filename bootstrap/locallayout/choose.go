@@ -5,7 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/bootstrap/fileops"
 )
 
 // Mode is the layout a worker asks for (--layout).
@@ -42,11 +42,11 @@ func WantLocal(m Mode, volume string) (bool, string) {
 	case ModeLocal:
 		return true, "--layout local"
 	}
-	name, network := wheel.Filesystem(volume)
-	if network {
-		return true, fmt.Sprintf("the volume is on %s, a network or FUSE filesystem, where each import costs round trips", name)
+	fsys := fileops.FilesystemOf(volume)
+	if fsys.Network {
+		return true, fmt.Sprintf("the volume is on %s, a network or FUSE filesystem, where each import costs round trips", fsys.Name)
 	}
-	return false, fmt.Sprintf("the volume is on %s, a local filesystem: imports from it cost what they would from a local tree", name)
+	return false, fmt.Sprintf("the volume is on %s, a local filesystem: imports from it cost what they would from a local tree", fsys.Name)
 }
 
 // DefaultBudget is the local budget when none is given: the free space

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/pack"
 )
 
@@ -58,9 +58,10 @@ type Options struct {
 	Pack       PackRecord
 	// Budget is the most bytes the tree may take; 0: no limit.
 	Budget int64
-	// Jobs is how many file creations are in flight (default: a few per
-	// core: local creates cost CPU and contend for directory locks).
-	Jobs   int
+	// Ops schedules the file creations (default: fileops.ForDir of the
+	// local directory: a few per core, since local creates cost CPU, one
+	// directory at a time, since the kernel serializes creates in one).
+	Ops    *fileops.Scheduler
 	Logger *zap.Logger
 	// BootID overrides the kernel's boot id (tests).
 	BootID string
@@ -97,9 +98,6 @@ func Materialize(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
-	}
-	if o.Jobs <= 0 {
-		o.Jobs = max(4, 2*runtime.NumCPU())
 	}
 	if o.BootID == "" {
 		o.BootID = bootID()
@@ -224,12 +222,13 @@ func unpack(ctx context.Context, tmp string, o Options) (*Marker, error) {
 		return nil, err
 	}
 	defer r.Close()
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(o.Jobs)
-	create := func(dir string, fn func() error) {
-		_ = dir // one operation per directory at a time: the kernel serializes them anyway
-		g.Go(fn)
+	ops := o.Ops
+	if ops == nil {
+		ops = fileops.ForDir(tmp)
 	}
+	g := ops.Group(ctx)
+	gctx := g.Context()
+	create := g.Go
 	// Contents wait in memory for their creation; this bounds them.
 	inflight := semaphore.NewWeighted(64 << 20)
 	made := map[string]bool{".": true}
