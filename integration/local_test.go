@@ -157,7 +157,7 @@ func TestLocalLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	st2, r = f.status("--verify", "--layout", "local")
-	if st2.InSync || len(st2.Drift) != 1 || st2.Drift[0].Kind != bootstrap.DriftLocalTree || !strings.Contains(st2.Drift[0].Detail, "content differs") {
+	if st2.InSync || len(st2.Drift) != 2 || st2.Drift[0].Kind != bootstrap.DriftLocalTree || !strings.Contains(st2.Drift[1].Detail, "content differs") {
 		t.Fatalf("status --verify of a tampered local tree:\n%s%s", r.stdout, r.stderr)
 	}
 	if r := f.run("repair", "--layout", "local"); r.code != 0 {
