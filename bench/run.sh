@@ -30,6 +30,9 @@ go run ./bench/sync -dir "$out/sync" -keep -scale 0.5 -rate 40M -runs 3 -pipruns
 echo "== kill loop (issue 23): first syncs killed every 25% and 50% of an undisturbed one, on the MooseFS rig (root and Debian's moosefs packages; else on local disk)"
 go run ./bench/killloop -scale 0.02 -pcts 25,50 || go run ./bench/killloop -scale 0.02 -pcts 25,50 -local
 
+echo "== local layout (issue 17, P13): imports from the volume layout, the local layout and a pip venv, on the MooseFS rig at 2 ms RTT (else on local disk)"
+go run ./bench/localimport -scale 0.05 || go run ./bench/localimport -scale 0.05 -local
+
 echo "== supervise (issue 7): volboot run to the handler's first line vs the handler alone; RSS"
 rm -rf "$out/demo"
 go run ./integration/demo -volboot bin/volboot -dir "$out/demo" >/dev/null
