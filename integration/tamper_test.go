@@ -203,7 +203,9 @@ while not os.path.exists(%[2]q):
     time.sleep(0.002)
 open(%[3]q, "w").write("%%d %%d\n%%s" %% (polls, len(missing), "\n".join(sorted(missing))))
 `, ready, stop, report)
-	run := f.start("run", "--", "python", "-c", handler)
+	// The volume layout: what is under test is a handler polling the
+	// generation on the volume while repair mends it.
+	run := f.start("run", "--layout", "volume", "--", "python", "-c", handler)
 	deadline := time.Now().Add(time.Minute)
 	for {
 		if _, err := os.Stat(ready); err == nil {
