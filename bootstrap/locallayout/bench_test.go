@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/pack"
 )
 
@@ -38,11 +39,15 @@ func BenchmarkMaterialize(b *testing.B) {
 	os.WriteFile(p, buf.Bytes(), 0o644)
 	o := Options{Volume: vol, Generation: "g", PackPath: p, BootID: "b",
 		Pack: PackRecord{SHA256: hex.EncodeToString(sum[:])}}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		o.LocalDir = filepath.Join(b.TempDir(), "local")
-		if _, err := Materialize(context.Background(), o); err != nil {
-			b.Fatal(err)
-		}
+	for _, jobs := range []int{4, 8} {
+		b.Run(fmt.Sprintf("jobs=%d", jobs), func(b *testing.B) {
+			o.Ops = fileops.New(jobs, 1)
+			for i := 0; i < b.N; i++ {
+				o.LocalDir = filepath.Join(b.TempDir(), "local")
+				if _, err := Materialize(context.Background(), o); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
