@@ -294,6 +294,23 @@ func TestMooseFSConcurrentSyncs(t *testing.T) {
 					t.Errorf("import through client %d: %v\n%s", i, err, out)
 				}
 			}
+			// The pack the racing syncs wrote serves workers of both hosts
+			// booting at once in the local layout (auto, on FUSE).
+			var runs []*background
+			var hosts []*fixture
+			for _, v := range vols {
+				for range 2 {
+					g := f.on(v)
+					hosts = append(hosts, g)
+					runs = append(runs, g.start("run", "--", "python", "-c", "import sys, mconc_00, mconc_07; print(sys.prefix)"))
+				}
+			}
+			for i, b := range runs {
+				r := b.wait()
+				if want := filepath.Join(hosts[i].local, "envs", ids[0]); r.code != 0 || strings.TrimSpace(r.stdout) != want {
+					t.Errorf("local run %d: exit %d, want prefix %s\n%s%s", i, r.code, want, r.stdout, r.stderr)
+				}
+			}
 			// A broken flock shows when a worker takes it while another
 			// holds it. Then either it takes the lock over from the live
 			// holder (which, fenced, marks the volume), or it sees
