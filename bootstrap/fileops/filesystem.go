@@ -8,7 +8,9 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -159,3 +161,29 @@ func (s *Scheduler) FsyncAll(ctx context.Context, root string, paths []string) e
 	}
 	return g.Wait()
 }
+
+// CreateKeeps reports whether a file created with mode perm gets exactly
+// perm: whether the process's umask clears none of its bits. When it does,
+// no chmod after the create is needed — on a network filesystem a round
+// trip saved per executable file. The umask is read once, from
+// /proc/self/status (reading it with umask(2) would change it for a moment
+// under every other goroutine creating files); where it cannot be read,
+// the answer is no, and callers chmod.
+func CreateKeeps(perm os.FileMode) bool {
+	mask, ok := processUmask()
+	return ok && uint32(perm.Perm())&mask == 0
+}
+
+var processUmask = sync.OnceValues(func() (uint32, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return uint32(m), err == nil
+		}
+	}
+	return 0, false
+})

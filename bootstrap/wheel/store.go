@@ -24,6 +24,7 @@
 package wheel
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -555,6 +556,9 @@ type pendingEntry struct {
 	dirs    []string // relative directories, for SyncFiles
 	entry   Entry
 	resumed bool // tmp was taken over from another writer (resume.go)
+	// sources holds the bytes of the .py files to compile, by path, as
+	// they were written (a file a resumed unpack kept is not here).
+	sources map[string][]byte
 }
 
 // zipMember is a regular file of the wheel with its verified metadata.
@@ -563,6 +567,9 @@ type zipMember struct {
 	name string
 	rec  RecordEntry
 	exec bool
+	// source: a .py file that gets bytecode; its bytes are kept as they
+	// stream to disk, so the compiler never reads the file back.
+	source bool
 }
 
 // reservedTop are top-level names a wheel may not use: they are the
@@ -803,6 +810,7 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	members := make([]zipMember, 0, len(files))
 	for _, zf := range files {
 		m := zipMember{f: zf, name: zf.Name, exec: zf.Mode()&0o111 != 0}
+		_, m.source = compileName(distInfo, dataDir, zf.Name)
 		if dataDir != "" && strings.HasPrefix(zf.Name, dataDir+"/") {
 			kind, _, _ := strings.Cut(strings.TrimPrefix(zf.Name, dataDir+"/"), "/")
 			switch kind {
@@ -866,18 +874,19 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 		return strings.Compare(a.name, b.name)
 	})
 	out := make([]File, len(members))
+	sources := make([][]byte, len(members))
 	var kept atomic.Int64
 	g := ops.Group(ctx)
 	for i, m := range members {
 		g.Go(path.Dir(m.name), func() error {
-			fl, k, err := writeMember(tmp, m, mode, resumed)
+			fl, k, src, err := writeMember(tmp, m, mode, resumed)
 			if err != nil {
 				return wf("entry %q: %v", m.name, err)
 			}
 			if k {
 				kept.Add(1)
 			}
-			out[i] = fl
+			out[i], sources[i] = fl, src
 			return nil
 		})
 	}
@@ -892,6 +901,12 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	if err := ctx.Err(); err != nil {
 		return nil, wf("%w", err)
 	}
+	bySource := map[string][]byte{}
+	for i, m := range members {
+		if sources[i] != nil {
+			bySource[m.name] = sources[i]
+		}
+	}
 	slices.SortFunc(out, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 
 	dirList := make([]string, 0, len(dirs)+1)
@@ -899,7 +914,7 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 		dirList = append(dirList, d)
 	}
 	dirList = append(dirList, ".")
-	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, resumed: resumed, entry: Entry{
+	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, resumed: resumed, sources: bySource, entry: Entry{
 		Schema:        ManifestSchema,
 		SHA256:        src.SHA256,
 		Filename:      src.Filename,
@@ -917,8 +932,9 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 
 // writeMember writes one zip member to dir and verifies it against RECORD
 // while it streams. In a resumed entry, a file already there is kept when
-// it is provably the member (kept is true) and replaced otherwise.
-func writeMember(dir string, m zipMember, mode SyncMode, resumed bool) (_ File, kept bool, _ error) {
+// it is provably the member (kept is true) and replaced otherwise. For a
+// member marked source, the bytes written are returned too.
+func writeMember(dir string, m zipMember, mode SyncMode, resumed bool) (_ File, kept bool, src []byte, _ error) {
 	perm := os.FileMode(0o644)
 	if m.exec {
 		perm = 0o755
@@ -927,29 +943,35 @@ func writeMember(dir string, m zipMember, mode SyncMode, resumed bool) (_ File, 
 	w, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if resumed && errors.Is(err, fs.ErrExist) {
 		if fl, ok := keepWritten(dst, m, mode == SyncFiles); ok {
-			return fl, true, nil
+			return fl, true, nil, nil
 		}
 		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return File{}, false, err
+			return File{}, false, nil, err
 		}
 		w, err = os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	}
 	if err != nil {
-		return File{}, false, err
+		return File{}, false, nil, err
 	}
-	fl, err := fillMember(w, dst, m, mode, perm)
-	return fl, false, err
+	fl, src, err := fillMember(w, dst, m, mode, perm)
+	return fl, false, src, err
 }
 
-// fillMember streams m into w (just created at dst) and closes it.
-func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.FileMode) (File, error) {
+// fillMember streams m into w (just created at dst) and closes it. A
+// source member's bytes are returned as well.
+func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.FileMode) (File, []byte, error) {
 	rc, err := m.f.Open()
 	if err != nil {
 		w.Close()
-		return File{}, err
+		return File{}, nil, err
 	}
 	defer rc.Close()
 	var hw io.Writer = w
+	var src *bytes.Buffer
+	if m.source {
+		src = bytes.NewBuffer(make([]byte, 0, m.f.UncompressedSize64))
+		hw = io.MultiWriter(w, src)
+	}
 	var h interface {
 		io.Writer
 		Sum([]byte) []byte
@@ -957,7 +979,7 @@ func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.File
 	if m.rec.Algorithm != "" {
 		hh, _ := newHash(m.rec.Algorithm)
 		h = hh
-		hw = io.MultiWriter(w, hh)
+		hw = io.MultiWriter(hw, hh)
 	}
 	bp := copyBufs.Get().(*[]byte)
 	// The zip reader itself refuses more bytes than the header declares.
@@ -978,27 +1000,30 @@ func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.File
 		err = cerr
 	}
 	if err != nil {
-		return File{}, err
+		return File{}, nil, err
 	}
 	if uint64(n) != m.f.UncompressedSize64 {
-		return File{}, fmt.Errorf("holds %d bytes, the zip header says %d", n, m.f.UncompressedSize64)
+		return File{}, nil, fmt.Errorf("holds %d bytes, the zip header says %d", n, m.f.UncompressedSize64)
 	}
-	if perm&0o111 != 0 {
-		// The umask may have dropped bits; executables must stay executable.
+	if perm&0o111 != 0 && !fileops.CreateKeeps(perm) {
+		// The umask dropped bits; executables must stay executable.
 		if err := os.Chmod(dst, perm); err != nil {
-			return File{}, err
+			return File{}, nil, err
 		}
 	}
 	fl := File{Path: m.name, Size: n, Exec: m.exec}
 	if h != nil {
 		sum := h.Sum(nil)
 		if string(sum) != string(m.rec.Digest) {
-			return File{}, fmt.Errorf("%s %s does not match RECORD's %s", m.rec.Algorithm,
+			return File{}, nil, fmt.Errorf("%s %s does not match RECORD's %s", m.rec.Algorithm,
 				EncodeDigest(m.rec.Algorithm, sum), EncodeDigest(m.rec.Algorithm, m.rec.Digest))
 		}
 		fl.Hash = EncodeDigest(m.rec.Algorithm, m.rec.Digest)
 	}
-	return fl, nil
+	if src != nil {
+		return fl, src.Bytes(), nil
+	}
+	return fl, nil, nil
 }
 
 // writebackMin is the size from which a file written under SyncFS has
