@@ -53,10 +53,13 @@ func (l LocalLayout) wantPack(volume string) bool {
 // ensurePack gives gen its pack, under the volume lock, after the
 // generation is built and smoke-checked: the pack prev (the generation's
 // record from an earlier sync) names when its file is there with its
-// size (unless repairing), else a new one packed from the store. Every
-// sync that builds a generation packs it, whatever its own layout, so
-// that any worker of the fleet can run it locally. A pack that cannot be
-// written is a warning: the generation still runs from the volume. Repair
+// size, else, when this worker's layout wants local trees (local, or auto
+// on a network volume: every worker on RunPod's MooseFS), a new one
+// packed from the store. A worker that wants local trees and finds a
+// generation without a pack misses the fast path and packs it here, so
+// a volume-layout fleet, and volumes on local disk, never pay for packs.
+// A pack that cannot be written is a warning: the generation still runs
+// from the volume. Repair
 // keeps a pack that is there (it removes a damaged one first): a store
 // entry unpacked again has new bytecode and source mtimes, but the pack's
 // are consistent among themselves, and a new pack would make every local
@@ -67,6 +70,9 @@ func (c *Config) ensurePack(ctx context.Context, lk *lockfile.Lock, info *interp
 			gen.Pack = prev.Pack
 			return nil
 		}
+	}
+	if !c.Local.wantPack(c.Paths.Root) {
+		return nil
 	}
 	if err := lk.Check(); err != nil {
 		return err

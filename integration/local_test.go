@@ -78,8 +78,18 @@ func TestLocalLayout(t *testing.T) {
 	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(all...)}}, f.entries("core", all...))
 	id := f.sync()
 
+	// On local disk, auto runs from the volume: no pack is made...
 	var st bootstrap.State
 	data, _ := os.ReadFile(filepath.Join(f.vol, ".volboot", "state.json"))
+	if err := json.Unmarshal(data, &st); err != nil || st.Generations[id] == nil || st.Generations[id].Pack != nil {
+		t.Fatalf("a sync in the volume layout packed the generation: %v\n%s", err, data)
+	}
+	// ... until a worker that wants the local layout syncs: it misses the
+	// fast path and packs the generation under the lock.
+	if r := f.run("sync", "--layout", "local"); r.code != 0 || !strings.Contains(r.stderr, "packed generation") {
+		t.Fatalf("sync --layout local of a generation without a pack: exit %d\n%s", r.code, r.stderr)
+	}
+	data, _ = os.ReadFile(filepath.Join(f.vol, ".volboot", "state.json"))
 	if err := json.Unmarshal(data, &st); err != nil || st.Generations[id] == nil || st.Generations[id].Pack == nil {
 		t.Fatalf("the generation's record names no pack: %v\n%s", err, data)
 	}
