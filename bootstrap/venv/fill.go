@@ -31,7 +31,7 @@ import (
 // present says the resumed build's listing showed the name.
 func (b *Builder) apply(root string, o *op, mode wheel.SyncMode, resumed, present bool) (copied, kept bool, err error) {
 	dst := filepath.Join(root, filepath.FromSlash(o.dst))
-	fsync := mode == wheel.SyncFiles
+	fsync := mode.FsyncFiles()
 	switch o.kind {
 	case opWrite:
 		perm := os.FileMode(0o644)
@@ -262,7 +262,7 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed
 		if !linkRefused(err) {
 			return copied, kept, o, fmt.Errorf("link %s: %w", o.src, err)
 		}
-		k, err := copyOrKeep(o.src, filepath.Join(dstDir, name), mode == wheel.SyncFiles, resumed, false)
+		k, err := copyOrKeep(o.src, filepath.Join(dstDir, name), mode.FsyncFiles(), resumed, false)
 		if err != nil {
 			return copied, kept, o, err
 		}
@@ -320,7 +320,7 @@ func copyFile(src, dst string, fsync bool) error {
 // written and copied files were fsynced as they were made.
 func (b *Builder) syncGeneration(ctx context.Context, root string, l Layout, dirs map[string]bool, ops *fileops.Scheduler, mode wheel.SyncMode) error {
 	switch mode {
-	case wheel.SyncNone:
+	case wheel.SyncNone, wheel.SyncClose:
 		return nil
 	case wheel.SyncFS:
 		return atomicfile.SyncFS(root)

@@ -291,7 +291,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	// (resume.go, filledName) only plans, to learn the directories to
 	// sync and the marker's counts.
 	filled := false
-	if resumed && mode == wheel.SyncFiles {
+	if resumed && mode.PerFile() {
 		if n, ok := readFilled(tmp); ok {
 			filled = true
 			copied.Store(int64(n))
@@ -301,7 +301,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	// resumed build skips the ones its predecessor logged (batchlog.go).
 	var logged map[string]loggedBatch
 	var blog *batchLog
-	if mode == wheel.SyncFiles && !filled {
+	if mode.PerFile() && !filled {
 		if resumed {
 			logged = readBatchLog(tmp)
 		}
@@ -377,7 +377,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		b.logger().Info(fmt.Sprintf("generation %s: %d of %d files were present from a previous worker's partial build (%d of them in batches its log says were finished, not checked again)", filepath.Base(dir), kept.Load(), len(ops), skipped.Load()),
 			zap.String("generation", filepath.Base(dir)), zap.Int64("present", kept.Load()), zap.Int("files", len(ops)), zap.Int64("logged", skipped.Load()))
 	}
-	if mode == wheel.SyncFiles && !filled {
+	if mode.PerFile() && !filled {
 		recordFilled(tmp, int(copied.Load()), b.logger())
 	}
 	m := &Marker{Schema: GenerationSchema, Interpreter: b.Python.Identity(), Files: len(ops), Copied: int(copied.Load())}
