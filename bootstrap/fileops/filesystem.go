@@ -36,6 +36,15 @@ type Filesystem struct {
 	// operations (create, mkdir, link, rename) are durable at the
 	// metadata server when they return. MooseFS (see isMooseFS).
 	FlushOnClose bool
+	// ListingAnswersLookups: while a thread holds a directory open and has
+	// read it, the filesystem answers that thread's lookups of names in it
+	// from the listing instead of asking the server. mfsmount keeps such a
+	// cache per open directory, matched by the caller's thread id
+	// (dcache_lookup in mfsclient/dirattrcache.c). A file's entry is
+	// otherwise never cached by the kernel there (mfsentrycacheto defaults
+	// to 0), so each link(2) from a store directory costs a lookup at the
+	// master; one opendir and one readdir answer them all.
+	ListingAnswersLookups bool
 }
 
 // Filesystems by statfs f_type.
@@ -75,7 +84,7 @@ func FilesystemOf(dir string) Filesystem {
 	}
 	if t == fuseMagic {
 		if m, ok := mountOf(dir); ok && isMooseFS(m) {
-			fsys.Name, fsys.FlushOnClose = "moosefs", true
+			fsys.Name, fsys.FlushOnClose, fsys.ListingAnswersLookups = "moosefs", true, true
 		}
 	}
 	return fsys

@@ -268,6 +268,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		sched = fileops.New(jobs, 1)
 	}
 	mode := b.Sync.Resolve(filepath.Dir(dir))
+	listed := fileops.FilesystemOf(filepath.Dir(dir)).ListingAnswersLookups
 	// Files are made while the plan is still being claimed: each package's
 	// directories go to the workers as soon as its paths are claimed, and
 	// each worker makes its directory (and missing parents) first.
@@ -334,7 +335,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 			if err := mk.ensure(d); err != nil {
 				return fail(batch[0], fmt.Errorf("create its directory: %w", err))
 			}
-			c, k, o, err := b.fillDir(tmp, batch, mode, resumed, mk.listing(d), &mk.inodes)
+			c, k, o, err := b.fillDir(tmp, batch, mode, resumed, listed, mk.listing(d), &mk.inodes)
 			copied.Add(int64(c))
 			kept.Add(int64(k))
 			if err != nil {
