@@ -97,9 +97,9 @@ func (l Limits) withDefaults() Limits {
 type SyncMode int
 
 const (
-	// SyncAuto, the default, is SyncFS where the filesystem's syncfs(2)
-	// is known to reach stable storage and SyncFiles elsewhere (FUSE,
-	// SMB, unknown types): see Resolve.
+	// SyncAuto, the default, is SyncClose on MooseFS, SyncFS where the
+	// filesystem's syncfs(2) is known to reach stable storage and
+	// SyncFiles elsewhere (other FUSE, SMB, unknown types): see Resolve.
 	SyncAuto SyncMode = iota
 	// SyncFiles fsyncs every file as it is written, from the worker pool
 	// (so the writeback overlaps decompression), and every directory
@@ -112,7 +112,22 @@ const (
 	// may leave a complete-looking entry with missing data, which only
 	// status --verify would notice. For throwaway directories.
 	SyncNone
+	// SyncClose relies on a filesystem whose close(2) returns once the
+	// file's data is on its servers and whose metadata calls are durable
+	// when they return (MooseFS: fileops.Filesystem.FlushOnClose): every
+	// close's error is checked, and nothing is fsynced, file or
+	// directory. Like SyncFiles, each file is durable on its own, so the
+	// records of finished work (batch logs, bytecode journals) hold.
+	SyncClose
 )
+
+// PerFile reports whether each file is durable once written, before the
+// entry or generation is complete (SyncFiles, SyncClose): what resumed
+// work may trust of a dead writer's records.
+func (m SyncMode) PerFile() bool { return m == SyncFiles || m == SyncClose }
+
+// FsyncFiles reports whether each file is fsynced as it is written.
+func (m SyncMode) FsyncFiles() bool { return m == SyncFiles }
 
 // Store unpacks wheels into Dir (<volume>/.volboot/store).
 type Store struct {
@@ -537,7 +552,7 @@ func (u *Unpacker) work() {
 func (u *Unpacker) finish(p *pendingEntry) (*Entry, error) {
 	if u.sess != nil {
 		t1 := time.Now()
-		err := u.sess.compile(u.ctx, p, u.ops, u.mode == SyncFiles)
+		err := u.sess.compile(u.ctx, p, u.ops, u.mode.FsyncFiles())
 		u.compileWaitNs.Add(int64(time.Since(t1)))
 		if err != nil {
 			if u.ctx.Err() == nil {
@@ -942,7 +957,7 @@ func writeMember(dir string, m zipMember, mode SyncMode, resumed bool) (_ File, 
 	dst := filepath.Join(dir, filepath.FromSlash(m.name))
 	w, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if resumed && errors.Is(err, fs.ErrExist) {
-		if fl, ok := keepWritten(dst, m, mode == SyncFiles); ok {
+		if fl, ok := keepWritten(dst, m, mode.FsyncFiles()); ok {
 			return fl, true, nil, nil
 		}
 		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -987,7 +1002,7 @@ func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.File
 	copyBufs.Put(bp)
 	switch {
 	case err != nil:
-	case mode == SyncFiles:
+	case mode.FsyncFiles():
 		err = w.Sync()
 	case mode == SyncFS && n >= writebackMin:
 		// Start writing this file back now, without waiting. Otherwise a
@@ -1083,7 +1098,7 @@ func (s *Store) commit(p *pendingEntry, ops *fileops.Scheduler, mode SyncMode) (
 // every file was fsynced as it was written; the directories remain.
 func (s *Store) syncEntry(p *pendingEntry, ops *fileops.Scheduler, mode SyncMode) error {
 	switch mode {
-	case SyncNone:
+	case SyncNone, SyncClose:
 		return nil
 	case SyncFS:
 		return atomicfile.SyncFS(p.tmp)

@@ -146,7 +146,7 @@ workers booting at once, then starts and supervises the inference handler.`,
 		"a holder of the volume lock whose record stays unchanged this long counts as dead; every worker of a volume must use the same (env VOLBOOT_LOCK_TTL)")
 	f.StringVar(&a.opts.volumeSize, "volume-size", a.env("VOLBOOT_VOLUME_SIZE"), "the volume's quota (e.g. 50G) where df reports the whole cluster (env VOLBOOT_VOLUME_SIZE)")
 	f.StringVar(&a.opts.durability, "durability", a.envOr("VOLBOOT_DURABILITY", "auto"),
-		"how unpacked files reach stable storage before they count: auto (syncfs on local disks and NFS, an fsync per file on FUSE and others), files or fs (env VOLBOOT_DURABILITY)")
+		"how unpacked files reach stable storage before they count: auto (syncfs on local disks and NFS, close on MooseFS, an fsync per file on other FUSE and the rest), files, fs or close (env VOLBOOT_DURABILITY)")
 	f.StringVar(&a.opts.layout, "layout", a.envOr("VOLBOOT_LAYOUT", "auto"),
 		"where the handler's environment lives: volume, local (small files on the container's disk, unpacked from the generation's pack; big files linked to the volume) or auto (local when the volume is a network or FUSE filesystem and the local budget holds it) (env VOLBOOT_LAYOUT)")
 	f.StringVar(&a.opts.localDir, "local-dir", a.envOr("VOLBOOT_LOCAL_DIR", "/var/lib/volboot"), "the directory on the container's disk for local layouts (env VOLBOOT_LOCAL_DIR)")
