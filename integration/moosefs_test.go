@@ -143,7 +143,7 @@ func TestMooseFSLifecycle(t *testing.T) {
 		t0 = time.Now()
 		r = other.run("run", "--", "python", "-c", handler)
 		if r.code != 0 || !strings.Contains(r.stdout, "prefix "+filepath.Join(other.local, "envs", id)) ||
-			!strings.Contains(r.stderr, "layout local: the volume is on fuse") || !strings.Contains(r.stderr, want) {
+			!strings.Contains(r.stderr, "a network or FUSE filesystem, where each import costs round trips") || !strings.Contains(r.stderr, want) {
 			t.Fatalf("run (auto) through client 1: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 		t.Logf("run in the local layout (%s): %s", want, time.Since(t0).Round(time.Millisecond))
