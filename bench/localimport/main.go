@@ -166,8 +166,10 @@ func run(o options) error {
 		return out.String(), errb.String(), took, nil
 	}
 
-	// The first sync: the generation, and its pack.
-	out, logs, syncTook, err := volboot("sync")
+	// The first sync: the generation, and its pack (made by a worker that
+	// wants local trees; -local's volume is on a local filesystem, where
+	// auto would not).
+	out, logs, syncTook, err := volboot("sync", "--layout", "local")
 	if err != nil {
 		return err
 	}
