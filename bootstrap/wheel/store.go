@@ -168,6 +168,7 @@ type Source struct {
 	Path     string // the wheel file, e.g. <volume>/cache/wheels/<sha256>.whl
 	Filename string // the wheel's real filename (name-version-tags.whl)
 	SHA256   string // lowercase hex digest of the whole file, already verified
+	Size     int64  // the file's size when known: Unpacker.UnpackedBytes counts it
 }
 
 // File is one file of a store entry.
@@ -384,6 +385,8 @@ type Unpacker struct {
 	errs     []error
 	ended    int // wheels unpacked or failed
 	unpacked int // wheels unpacked
+	// unpackedBytes sums the Size of the sources unpacked.
+	unpackedBytes int64
 
 	workers  sync.WaitGroup // extract, in order
 	finishes sync.WaitGroup // compile and commit, after extract
@@ -483,8 +486,17 @@ func (u *Unpacker) done(i int, e *Entry, err error) {
 	u.ended++
 	if e != nil {
 		u.unpacked++
+		u.unpackedBytes += u.srcs[i].Size
 	}
 	u.mu.Unlock()
+}
+
+// UnpackedBytes sums the Size of the wheels added whose entry is in the
+// store: the unpacking's progress weighted by the wheels' sizes.
+func (u *Unpacker) UnpackedBytes() int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.unpackedBytes
 }
 
 // Pending is how many wheels added are not unpacked (or failed) yet.
