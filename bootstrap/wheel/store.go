@@ -905,7 +905,7 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	var kept atomic.Int64
 	g := ops.Group(ctx)
 	for i, m := range members {
-		g.Go(path.Dir(m.name), func() error {
+		g.Go(memberKey(m), func() error {
 			fl, k, src, err := writeMember(tmp, m, mode, resumed)
 			if err != nil {
 				return wf("entry %q: %v", m.name, err)
@@ -956,6 +956,22 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	s.logger().Debug("unpacked wheel", zap.String("wheel", src.Filename), zap.Int("files", len(out)), zap.Uint64("bytes", total))
 	return p, nil
 }
+
+// memberKey is the scheduling key of a member's write (fileops): its
+// directory, whose creates the kernel serializes anyway, except for a big
+// file, whose time goes to streaming data, not to its create. Ten shared
+// libraries of a CUDA wheel sit in one directory: one at a time they would
+// write at one stream's speed.
+func memberKey(m zipMember) string {
+	if m.f.UncompressedSize64 >= bigMember {
+		return m.name
+	}
+	return path.Dir(m.name)
+}
+
+// bigMember is the size from which a member's write is not held to its
+// directory's turn.
+const bigMember = 1 << 20
 
 // writeMember writes one zip member to dir and verifies it against RECORD
 // while it streams. In a resumed entry, a file already there is kept when
