@@ -332,7 +332,8 @@ func linkRefused(err error) bool {
 }
 
 // copyFile copies src to a new file dst keeping its mode and mtime (the
-// mtime matters: bytecode is validated against its source's mtime).
+// mtime marks a finished copy for a resumed build, and keeps whatever
+// timestamp bytecode a wheel ships valid).
 func copyFile(src, dst string, fsync bool) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -354,10 +355,12 @@ func copyFile(src, dst string, fsync bool) error {
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
+	if err == nil && !fileops.CreateKeeps(st.Mode().Perm()) {
 		err = os.Chmod(dst, st.Mode().Perm())
 	}
 	if err == nil {
+		// Last: resume.go takes a copy whose mtime is its source's as
+		// finished.
 		err = os.Chtimes(dst, st.ModTime(), st.ModTime())
 	}
 	return err
