@@ -63,6 +63,7 @@ type options struct {
 	python, uv, pip string
 	manifest, lock  string
 	keep            bool
+	logs            string
 }
 
 func main() {
@@ -79,6 +80,7 @@ func main() {
 	flag.StringVar(&o.manifest, "manifest", "manifests/f5-tts.toml", "the manifest (its [[model]] tables are left out)")
 	flag.StringVar(&o.lock, "lock", "manifests/pylock.f5-tts.toml", "the lock every side installs")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	flag.StringVar(&o.logs, "logs", "", "keep every install's output in this directory (default: in the work directory, removed with it)")
 	flag.Parse()
 	o.fs = strings.Split(*fs, ",")
 	o.tools = strings.Split(*tools, ",")
@@ -147,6 +149,12 @@ func run(o options) error {
 		if uv, err = findUV(); err != nil {
 			return err
 		}
+	}
+	if o.logs == "" {
+		o.logs = filepath.Join(tmp, "logs")
+	}
+	if err := os.MkdirAll(o.logs, 0o755); err != nil {
+		return err
 	}
 	inputs, err := writeInputs(filepath.Join(tmp, "inputs"), o.manifest, o.lock)
 	if err != nil {
@@ -302,11 +310,13 @@ type side struct {
 	target            string // where the install goes
 	cleanup           func()
 	uvCache, pipCache string
+	fs                string
 	pipTool, targetPy string
 }
 
 func (s *side) run(fs, tool string) (result, error) {
 	r := result{fs: fs, tool: tool}
+	s.fs = fs
 	if err := os.MkdirAll(s.work, 0o755); err != nil {
 		return r, err
 	}
@@ -393,7 +403,7 @@ func (s *side) install(tool, which, lock string) (time.Duration, error) {
 		steps = append(steps, []string{filepath.Join(s.pipTool, "bin", "pip"), "--python", s.targetPy, "install", "-r", lock,
 			"--group", lock + ":tts", "--group", lock + ":asr"})
 	}
-	logPath := filepath.Join(s.work, tool+"-"+which+".log")
+	logPath := filepath.Join(s.o.logs, s.fs+"-"+tool+"-"+which+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return 0, err
