@@ -39,6 +39,7 @@ bench: build
 # imports, pip check and pip list against the lock, and the RunPod handler
 # up to its model load. Needs PyPI and about 16 GB free per filesystem
 # (checked); the MooseFS half needs root and Debian's moosefs packages.
+# VOLBOOT_E2E_LOGS=DIR keeps each sync's log there.
 e2e-real:
 	VOLBOOT_E2E_REAL=1 $(GO) test -count=1 -v -timeout 90m -run '^TestE2ERealStack$$' ./integration
 

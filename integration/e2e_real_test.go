@@ -106,6 +106,13 @@ func e2eReal(t *testing.T, vol, py string, hub bool) {
 	took := time.Since(t0)
 	code := cmd.ProcessState.ExitCode()
 	t.Logf("volboot sync of the embedded manifest onto %s: exit %d in %s\n%s", vol, code, took.Round(time.Second), out.String())
+	if dir := os.Getenv("VOLBOOT_E2E_LOGS"); dir != "" {
+		// Where the time went, for DESIGN.md §17.
+		path := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "-")+"-sync.log")
+		if err := os.WriteFile(path, []byte(errb.String()), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
 	switch {
 	case hub && code != 0, !hub && code != 1:
 		t.Fatalf("sync exit %d (%v), want %d with the hub reachable: %v\n%s", code, err, map[bool]int{true: 0, false: 1}[hub], hub, tailLines(errb.String(), 30))
