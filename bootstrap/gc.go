@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/models"
 	"github.com/volboot/volboot/bootstrap/trash"
 	"github.com/volboot/volboot/bootstrap/venv"
@@ -372,7 +373,7 @@ func (c *Config) doomGenerations(ctx context.Context, check func() error, doomed
 	if len(aside) == 0 {
 		return doomed, nil
 	}
-	if !wheel.KnownLocal(c.Paths.Volboot()) {
+	if !fileops.KnownLocal(c.Paths.Volboot()) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(leaseGrace):

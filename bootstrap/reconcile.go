@@ -42,6 +42,7 @@ import (
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/fetch"
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/gpu"
 	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/models"
@@ -89,6 +90,10 @@ type Config struct {
 	// builds is this sync's build environment of sdists, once a group
 	// selects one (build.go).
 	builds *buildEnv
+	// ops schedules this sync's file operations on the volume: the store
+	// and the generation builder share it, so that a speculative build
+	// running beside the unpack respects the same bound (fileops).
+	ops *fileops.Scheduler
 
 	// GPU configures the GPU probe (fake roots and overrides in tests).
 	GPU gpu.Options
@@ -413,8 +418,9 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 	// Store and Builder choose how many file operations to keep in flight
 	// from the filesystem (dozens on a network filesystem, rule 7); --jobs
 	// sizes downloads and smoke checks.
+	c.ops = fileops.New(fileops.DefaultJobs(c.Paths.Store()), sharedPerDir)
 	store := &wheel.Store{
-		Dir: c.Paths.Store(), Logger: c.Logger, Sync: c.Durability, Trash: c.trash(), Adopt: c.adoptable,
+		Dir: c.Paths.Store(), Logger: c.Logger, Sync: c.Durability, Trash: c.trash(), Adopt: c.adoptable, Ops: c.ops,
 		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: runtime.NumCPU()},
 	}
 	wheels := map[string]*pylock.Selected{} // sha256 -> wheel
@@ -969,6 +975,13 @@ func (c *Config) allowHTTP() []string {
 	return hosts
 }
 
+// sharedPerDir is how many operations of the shared scheduler run on one
+// directory at once: a store create's write and close overlap the next
+// create in its directory (the kernel holds the directory only across
+// the create), and a directory of more than one generation batch gets two
+// workers.
+const sharedPerDir = 2
+
 // build assembles the generation the active groups describe.
 func (c *Config) build(ctx context.Context, lk *lockfile.Lock, info *interp.Info, facts *gpu.Facts, plans []*groupPlan, entries map[string]*wheel.Entry, key string) (*Generation, error) {
 	gen, pkgs, err := c.prepareBuild(info, facts, plans, entries, nil, key)
@@ -1074,7 +1087,7 @@ func (c *Config) assemble(ctx context.Context, info *interp.Info, gen *Generatio
 		return err
 	}
 	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger, Sync: c.Durability, Replace: c.replaceGen == gen.ID,
-		Trash: c.trash(), Adopt: c.adoptable}
+		Trash: c.trash(), Adopt: c.adoptable, Ops: c.ops}
 	if _, err := b.Build(ctx, c.Paths.Env(gen.ID), pkgs); err != nil {
 		if isNoSpace(err) {
 			return fmt.Errorf("build generation %s: the volume is full: %w; free space (volboot gc) or grow the volume, then sync again", gen.ID, err)

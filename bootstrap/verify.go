@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/wheel"
 )
 
@@ -46,7 +47,7 @@ func (c *Config) verifyGeneration(ctx context.Context, gen *Generation) []Drift 
 	}
 	sps, _ := filepath.Glob(filepath.Join(genDir, "lib", "python*", "site-packages"))
 	ents, errs := store.OpenAll(shas, nil)
-	workers := max(c.Jobs, wheel.DefaultJobs(c.Paths.Store()))
+	workers := max(c.Jobs, fileops.DefaultJobs(c.Paths.Store()))
 	// Each package's tree is stat'ed by a goroutine of its own, a bounded
 	// number at once (two stats per file: on MooseFS, done one package
 	// after another, they took 15 s for 3,000 files); results are merged

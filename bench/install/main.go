@@ -48,6 +48,7 @@ import (
 	"github.com/volboot/volboot/bench/sync/synthstack"
 	"github.com/volboot/volboot/bootstrap"
 	"github.com/volboot/volboot/bootstrap/fetch"
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
@@ -62,6 +63,7 @@ type options struct {
 	runs   int
 	sync   wheel.SyncMode
 	jobs   int
+	perDir int
 	log    *zap.Logger
 	noPip  bool
 	quick  bool
@@ -78,6 +80,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs of (a) per side (the median is compared)")
 	flag.StringVar(&syncName, "sync", "auto", "volboot durability: auto (the default: fs or files by filesystem), files, fs or none")
 	flag.IntVar(&o.jobs, "jobs", 0, "volboot file operations in flight (0: default)")
+	flag.IntVar(&o.perDir, "perdir", 2, "volboot file operations on one directory at once (a sync uses 2)")
 	verbose := flag.Bool("v", false, "log volboot's phase timings")
 	flag.BoolVar(&o.noPip, "no-pip", false, "(b): skip the pip baseline (for quick iterations)")
 	flag.BoolVar(&o.quick, "quick", false, "(b): run only volboot's install (for quick iterations)")
@@ -197,14 +200,20 @@ func install(ctx context.Context, o options, python string, volume, id string, s
 	if err != nil {
 		return 0, err
 	}
-	st := &wheel.Store{Dir: venv.StoreDir(volume), Sync: o.sync, Jobs: o.jobs, Logger: o.log,
+	jobs := o.jobs
+	if jobs <= 0 {
+		jobs = fileops.DefaultJobs(volume)
+	}
+	// One scheduler for the store and the generation, as a sync has.
+	ops := fileops.New(jobs, o.perDir)
+	st := &wheel.Store{Dir: venv.StoreDir(volume), Sync: o.sync, Ops: ops, Logger: o.log,
 		Compiler: &wheel.Compiler{Python: info.Executable, CacheTag: info.CacheTag, Workers: max(nprocs(), 2)}}
 	probed := time.Now()
 	ws := make([]venv.Wheel, len(srcs))
 	for i, src := range srcs {
 		ws[i] = venv.Wheel{Source: src, Requested: requested(i)}
 	}
-	b := &venv.Builder{Python: info, Sync: o.sync, Jobs: o.jobs * 2, Logger: o.log}
+	b := &venv.Builder{Python: info, Sync: o.sync, Ops: ops, Logger: o.log}
 	if _, err := venv.Install(ctx, st, b, venv.EnvDir(volume, id), ws); err != nil {
 		return 0, err
 	}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/wheel"
 )
 
@@ -317,7 +318,7 @@ func copyFile(src, dst string, fsync bool) error {
 // syncGeneration makes the generation durable per b.Sync. Hard links are
 // directory entries: fsyncing the directories covers them; under SyncFiles
 // written and copied files were fsynced as they were made.
-func (b *Builder) syncGeneration(ctx context.Context, root string, l Layout, dirs map[string]bool, jobs int, mode wheel.SyncMode) error {
+func (b *Builder) syncGeneration(ctx context.Context, root string, l Layout, dirs map[string]bool, ops *fileops.Scheduler, mode wheel.SyncMode) error {
 	switch mode {
 	case wheel.SyncNone:
 		return nil
@@ -339,5 +340,5 @@ func (b *Builder) syncGeneration(ctx context.Context, root string, l Layout, dir
 			paths = append(paths, d)
 		}
 	}
-	return wheel.FsyncAll(ctx, root, paths, jobs)
+	return ops.FsyncAll(ctx, root, paths)
 }

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/trash"
 	"github.com/volboot/volboot/bootstrap/wheel"
@@ -69,9 +70,13 @@ type Package struct {
 // Builder may build several generations concurrently.
 type Builder struct {
 	Python *interp.Info
-	// Jobs is how many file operations are kept in flight. Default:
-	// wheel.DefaultJobs of the directory the generation is built in.
+	// Jobs is how many file operations are kept in flight when Ops is
+	// nil. Default: fileops.DefaultJobs of the directory the generation
+	// is built in.
 	Jobs int
+	// Ops schedules the build's file operations (one per directory
+	// batch); a sync shares one with the store. Nil: a scheduler of Jobs.
+	Ops  *fileops.Scheduler
 	Mode LinkMode
 	// Creator is written to pyvenv.cfg (e.g. "volboot 0.3.0").
 	Creator string
@@ -254,9 +259,13 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	if err != nil {
 		return nil, fmt.Errorf("generation %s: %w", dir, err)
 	}
-	jobs := b.Jobs
-	if jobs <= 0 {
-		jobs = wheel.DefaultJobs(filepath.Dir(dir))
+	sched := b.Ops
+	if sched == nil {
+		jobs := b.Jobs
+		if jobs <= 0 {
+			jobs = fileops.DefaultJobs(filepath.Dir(dir))
+		}
+		sched = fileops.New(jobs, 1)
 	}
 	mode := b.Sync.Resolve(filepath.Dir(dir))
 	// Files are made while the plan is still being claimed: each package's
@@ -302,8 +311,8 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	var skipped atomic.Int64
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	g, gctx := errgroup.WithContext(wctx)
-	g.SetLimit(jobs)
+	g := sched.Group(wctx)
+	gctx := g.Context()
 	var plannedDirs sync.Map
 	emit := func(batch []*op) error {
 		if err := gctx.Err(); err != nil {
@@ -320,11 +329,8 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 			skipped.Add(int64(len(batch)))
 			return nil
 		}
-		g.Go(func() error {
-			if err := gctx.Err(); err != nil {
-				return err
-			}
-			d := parentDir(batch[0].dst)
+		d := parentDir(batch[0].dst)
+		g.Go(d, func() error {
 			if err := mk.ensure(d); err != nil {
 				return fail(batch[0], fmt.Errorf("create its directory: %w", err))
 			}
@@ -381,7 +387,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	}
 	mb, _ := json.MarshalIndent(m, "", "  ")
 	linked := time.Now()
-	if err := b.syncGeneration(ctx, tmp, l, dirs, jobs, mode); err != nil {
+	if err := b.syncGeneration(ctx, tmp, l, dirs, sched, mode); err != nil {
 		return nil, fmt.Errorf("generation %s: %w", filepath.Base(dir), err)
 	}
 	for _, name := range []string{filledName, batchLogName} {

@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/fileops"
 )
 
 // Resuming a big entry's bytecode (DESIGN.md §5.4).
@@ -122,20 +122,16 @@ func removeJournals(tmp string, names []string) error {
 // keepJournaled checks, many at once, the .pyc of each of srcs that the
 // journals record, and returns the Files kept and the indexes of srcs
 // still to compile.
-func keepJournaled(ctx context.Context, tmp, cacheTag string, srcs []string, journal map[string]journalFile, sem chan struct{}, fsync bool) ([]File, []int) {
+func keepJournaled(ctx context.Context, tmp, cacheTag string, srcs []string, journal map[string]journalFile, ops *fileops.Scheduler, fsync bool) ([]File, []int) {
 	keep := make([]bool, len(srcs))
 	if len(journal) > 0 {
-		g, gctx := errgroup.WithContext(ctx)
+		g := ops.Group(ctx)
 		for i, src := range srcs {
 			j, ok := journal[pycPath(src, cacheTag)]
 			if !ok {
 				continue
 			}
-			if !acquire(gctx, sem) {
-				break
-			}
-			g.Go(func() error {
-				defer func() { <-sem }()
+			g.Go(path.Dir(j.Path), func() error {
 				keep[i] = holdsJournaled(filepath.Join(tmp, filepath.FromSlash(j.Path)), j, fsync)
 				return nil
 			})

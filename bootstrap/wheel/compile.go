@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
+	"github.com/volboot/volboot/bootstrap/fileops"
 )
 
 // Compiler precompiles bytecode into store entries with the target
@@ -251,7 +251,7 @@ func pycPath(src, cacheTag string) string {
 // compiled in chunks, each journaled before its files are written, and a
 // resumed one keeps the journaled .pyc files that check out
 // (bytecode_journal.go). Safe for concurrent use.
-func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan struct{}, fsync bool) error {
+func (s *compileSession) compile(ctx context.Context, p *pendingEntry, ops *fileops.Scheduler, fsync bool) error {
 	e := &p.entry
 	if s.c.CacheTag == "" {
 		return nil
@@ -270,7 +270,7 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 	if p.resumed {
 		var journal map[string]journalFile
 		journal, journals = readJournals(p.tmp)
-		added, todo = keepJournaled(ctx, p.tmp, s.c.CacheTag, srcs, journal, sem, fsync)
+		added, todo = keepJournaled(ctx, p.tmp, s.c.CacheTag, srcs, journal, ops, fsync)
 		for _, f := range added {
 			p.dirs = append(p.dirs, path.Dir(f.Path))
 		}
@@ -310,7 +310,7 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, sem chan 
 			}
 			journals = append(journals, journalPrefix+name+".json")
 		}
-		written, err := writePycs(ctx, p, r.srcs, pycs, s.c.CacheTag, sem, fsync)
+		written, err := writePycs(ctx, p, r.srcs, pycs, s.c.CacheTag, ops, fsync)
 		if err != nil {
 			return err
 		}
@@ -399,31 +399,27 @@ func (s *compileSession) wait(ctx context.Context, ch chan [][]byte, n int) ([][
 // writePycs writes the bytecode of srcs (pycs[i]; empty: did not compile)
 // into the entry, __pycache__ directories first, many creates in flight,
 // and returns their Files.
-func writePycs(ctx context.Context, p *pendingEntry, srcs []string, pycs [][]byte, cacheTag string, sem chan struct{}, fsync bool) ([]File, error) {
+func writePycs(ctx context.Context, p *pendingEntry, srcs []string, pycs [][]byte, cacheTag string, ops *fileops.Scheduler, fsync bool) ([]File, error) {
 	dirs := map[string]bool{}
 	for i, b := range pycs {
 		if len(b) > 0 {
 			dirs[path.Dir(pycPath(srcs[i], cacheTag))] = true
 		}
 	}
-	if err := MakeDirs(ctx, p.tmp, dirs, sem); err != nil {
+	if err := ops.MakeDirs(ctx, p.tmp, dirs); err != nil {
 		return nil, fmt.Errorf("bytecode: %w", err)
 	}
 	for d := range dirs {
 		p.dirs = append(p.dirs, d)
 	}
 	added := make([]File, len(pycs))
-	g, gctx := errgroup.WithContext(ctx)
+	g := ops.Group(ctx)
 	for i, b := range pycs {
 		if len(b) == 0 {
 			continue
 		}
-		if !acquire(gctx, sem) {
-			break
-		}
-		g.Go(func() error {
-			defer func() { <-sem }()
-			rel := pycPath(srcs[i], cacheTag)
+		rel := pycPath(srcs[i], cacheTag)
+		g.Go(path.Dir(rel), func() error {
 			dst := filepath.Join(p.tmp, filepath.FromSlash(rel))
 			var err error
 			if p.resumed {
@@ -440,9 +436,6 @@ func writePycs(ctx context.Context, p *pendingEntry, srcs []string, pycs [][]byt
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err // acquire gave up: not every file was written
 	}
 	out := added[:0]
 	for _, f := range added {

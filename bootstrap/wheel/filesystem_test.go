@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/volboot/volboot/bootstrap/fileops"
 )
 
 func TestSyncModeResolve(t *testing.T) {
@@ -24,24 +26,16 @@ func TestSyncModeResolve(t *testing.T) {
 		if unix.Statfs(dir, &st) != nil {
 			continue
 		}
-		fsys, known := filesystems[int64(uint32(st.Type))]
+		fsys := fileops.FilesystemOf(dir)
 		want := SyncFiles
-		if known && fsys.syncfs {
+		if fsys.SyncFS {
 			want = SyncFS
 		}
 		if got := SyncAuto.Resolve(dir); got != want {
-			t.Errorf("auto on %s (%s) resolved to %v, want %v", dir, filesystemOf(dir).name, got, want)
+			t.Errorf("auto on %s (%s) resolved to %v, want %v", dir, fsys.Name, got, want)
 		}
 		if uint32(st.Type) == unix.TMPFS_MAGIC && want != SyncFS {
 			t.Errorf("tmpfs at %s does not trust syncfs", dir)
 		}
-	}
-	// FUSE must never trust syncfs: the kernel does not forward it to
-	// most FUSE servers (MooseFS on RunPod among them).
-	if filesystems[unix.FUSE_SUPER_MAGIC].syncfs {
-		t.Error("FUSE trusts syncfs")
-	}
-	if !filesystems[unix.FUSE_SUPER_MAGIC].network || !filesystems[unix.NFS_SUPER_MAGIC].network {
-		t.Error("FUSE and NFS are not network filesystems")
 	}
 }

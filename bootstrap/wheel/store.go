@@ -45,6 +45,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/pep425"
 	"github.com/volboot/volboot/bootstrap/pep440"
 	"github.com/volboot/volboot/bootstrap/pep508"
@@ -115,9 +116,13 @@ const (
 // Store unpacks wheels into Dir (<volume>/.volboot/store).
 type Store struct {
 	Dir string
-	// Jobs is how many file operations Unpack keeps in flight. Default:
-	// DefaultJobs(Dir).
+	// Jobs is how many file operations Unpack keeps in flight when Ops
+	// is nil. Default: fileops.DefaultJobs(Dir).
 	Jobs int
+	// Ops schedules the store's file operations; a sync shares one with
+	// the generation builder so that both together respect one bound.
+	// Nil: each Unpacker makes its own from Jobs.
+	Ops *fileops.Scheduler
 	// Limits bound each wheel's unpacked size.
 	Limits Limits
 	// Compiler precompiles bytecode into each new entry; nil skips it.
@@ -184,8 +189,22 @@ func (s *Store) jobs() int {
 	if s.Jobs > 0 {
 		return s.Jobs
 	}
-	return DefaultJobs(s.Dir)
+	return fileops.DefaultJobs(s.Dir)
 }
+
+// ops is the scheduler of the store's file operations.
+func (s *Store) ops() *fileops.Scheduler {
+	if s.Ops != nil {
+		return s.Ops
+	}
+	return fileops.New(s.jobs(), perDirCreates)
+}
+
+// perDirCreates is how many creates one directory of an entry has in
+// flight. The kernel holds the directory's lock only across the create
+// itself; a second file in flight overlaps its write and close (on
+// MooseFS two more round trips) with the next create.
+const perDirCreates = 2
 
 func (s *Store) logger() *zap.Logger {
 	if s.Logger != nil {
@@ -334,7 +353,7 @@ type Unpacker struct {
 	s    *Store
 	ctx  context.Context
 	mode SyncMode
-	sem  chan struct{} // file operations in flight, across all wheels
+	ops  *fileops.Scheduler // file operations in flight, across all wheels
 
 	compilerOnce sync.Once
 	sess         *compileSession
@@ -367,7 +386,7 @@ func (s *Store) NewUnpacker(ctx context.Context) (*Unpacker, error) {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create store %s: %w", s.Dir, err)
 	}
-	u := &Unpacker{s: s, ctx: ctx, mode: s.Sync.Resolve(s.Dir), sem: make(chan struct{}, s.jobs()), start: time.Now()}
+	u := &Unpacker{s: s, ctx: ctx, mode: s.Sync.Resolve(s.Dir), ops: s.ops(), start: time.Now()}
 	u.wake = sync.NewCond(&u.mu)
 	for range unpackWorkers {
 		u.workers.Add(1)
@@ -498,7 +517,7 @@ func (u *Unpacker) work() {
 			continue
 		}
 		t0 := time.Now()
-		p, err := u.s.extract(u.ctx, src, u.sem, u.mode)
+		p, err := u.s.extract(u.ctx, src, u.ops, u.mode)
 		u.extractNs.Add(int64(time.Since(t0)))
 		if err != nil {
 			u.done(i, nil, err)
@@ -517,7 +536,7 @@ func (u *Unpacker) work() {
 func (u *Unpacker) finish(p *pendingEntry) (*Entry, error) {
 	if u.sess != nil {
 		t1 := time.Now()
-		err := u.sess.compile(u.ctx, p, u.sem, u.mode == SyncFiles)
+		err := u.sess.compile(u.ctx, p, u.ops, u.mode == SyncFiles)
 		u.compileWaitNs.Add(int64(time.Since(t1)))
 		if err != nil {
 			if u.ctx.Err() == nil {
@@ -526,7 +545,7 @@ func (u *Unpacker) finish(p *pendingEntry) (*Entry, error) {
 			return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
 		}
 	}
-	return u.s.commit(p, u.mode)
+	return u.s.commit(p, u.ops, u.mode)
 }
 
 // pendingEntry is an extracted, verified wheel in its temporary directory.
@@ -596,7 +615,7 @@ func checkName(name string) error {
 // directory in the store, taking over a partial one another writer left
 // when Adopt allows (resume.go). On any error the staging directory goes
 // to the trash.
-func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode SyncMode) (_ *pendingEntry, err error) {
+func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler, mode SyncMode) (_ *pendingEntry, err error) {
 	if !isHexDigest(src.SHA256) {
 		return nil, fmt.Errorf("wheel %s: sha256 %q is not a lowercase hex digest", src.Filename, src.SHA256)
 	}
@@ -833,7 +852,7 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 			dirs[d] = true
 		}
 	}
-	if err := MakeDirs(ctx, tmp, dirs, sem); err != nil {
+	if err := ops.MakeDirs(ctx, tmp, dirs); err != nil {
 		return nil, wf("%w", err)
 	}
 	// Large files first so one big shared object does not finish last alone.
@@ -848,13 +867,9 @@ func (s *Store) extract(ctx context.Context, src Source, sem chan struct{}, mode
 	})
 	out := make([]File, len(members))
 	var kept atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
+	g := ops.Group(ctx)
 	for i, m := range members {
-		if !acquire(gctx, sem) {
-			break
-		}
-		g.Go(func() error {
-			defer func() { <-sem }()
+		g.Go(path.Dir(m.name), func() error {
 			fl, k, err := writeMember(tmp, m, mode, resumed)
 			if err != nil {
 				return wf("entry %q: %v", m.name, err)
@@ -995,14 +1010,14 @@ const writebackMin = 256 << 10
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // commit writes the manifest, syncs the entry and renames it into place.
-func (s *Store) commit(p *pendingEntry, mode SyncMode) (*Entry, error) {
+func (s *Store) commit(p *pendingEntry, ops *fileops.Scheduler, mode SyncMode) (*Entry, error) {
 	final := s.EntryDir(p.src.SHA256)
 	b, err := encodeManifest(&p.entry)
 	if err != nil {
 		s.Trash.Discard(p.tmp)
 		return nil, err
 	}
-	if err := s.syncEntry(p, mode); err != nil {
+	if err := s.syncEntry(p, ops, mode); err != nil {
 		s.Trash.Discard(p.tmp)
 		return nil, fmt.Errorf("wheel %s: %w", p.src.Filename, err)
 	}
@@ -1041,39 +1056,14 @@ func (s *Store) commit(p *pendingEntry, mode SyncMode) (*Entry, error) {
 
 // syncEntry makes the entry durable per mode (resolved). Under SyncFiles
 // every file was fsynced as it was written; the directories remain.
-func (s *Store) syncEntry(p *pendingEntry, mode SyncMode) error {
+func (s *Store) syncEntry(p *pendingEntry, ops *fileops.Scheduler, mode SyncMode) error {
 	switch mode {
 	case SyncNone:
 		return nil
 	case SyncFS:
 		return atomicfile.SyncFS(p.tmp)
 	}
-	return FsyncAll(context.Background(), p.tmp, p.dirs, s.jobs())
-}
-
-// FsyncAll fsyncs the given paths (relative to root, files or
-// directories) with up to jobs in flight. Directories that cannot be
-// fsynced (EINVAL) are tolerated.
-func FsyncAll(ctx context.Context, root string, paths []string, jobs int) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(jobs, 1))
-	for _, p := range paths {
-		if gctx.Err() != nil {
-			break
-		}
-		g.Go(func() error {
-			f, err := os.Open(filepath.Join(root, filepath.FromSlash(p)))
-			if err != nil {
-				return fmt.Errorf("fsync %s: %w", p, err)
-			}
-			defer f.Close()
-			if err := f.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
-				return fmt.Errorf("fsync %s: %w", p, err)
-			}
-			return nil
-		})
-	}
-	return g.Wait()
+	return ops.FsyncAll(context.Background(), p.tmp, p.dirs)
 }
 
 func cutLast(s, sep string) (string, string, bool) {
