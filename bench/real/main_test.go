@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/volboot/volboot/bootstrap/pylock"
@@ -68,4 +69,36 @@ func TestWithoutModels(t *testing.T) {
 	if len(m.Groups) != len(full.Groups) || m.Run.Ready != full.Run.Ready {
 		t.Errorf("more than the models went: %d groups of %d, ready %q", len(m.Groups), len(full.Groups), m.Run.Ready)
 	}
+}
+
+// withoutModels keeps every line outside [[model]] tables, in order, and
+// none inside; changeOne never panics and, when it succeeds, changes the
+// package's version line.
+func FuzzInputs(f *testing.F) {
+	f.Add([]byte("name = \"x\"\n[[model]]\nrepo = \"a/b\"\n[run]\nready = \"notify\"\n"))
+	f.Add([]byte("[[packages]]\nname = \"tqdm\"\nversion = \"4.70.1\"\nwheels = [\n    { url = \"u\" },\n]\n\n[[packages]]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kept := string(withoutModels(data))
+		if kept == "" {
+			return // everything was a model's
+		}
+		out := strings.Split(kept, "\n")
+		in := strings.Split(string(data), "\n")
+		j := 0
+		for _, line := range out {
+			if strings.TrimSpace(line) == "[[model]]" {
+				t.Fatalf("a [[model]] header survived: %q", out)
+			}
+			for j < len(in) && in[j] != line {
+				j++
+			}
+			if j == len(in) {
+				t.Fatalf("line %q is not from the input, in order", line)
+			}
+			j++
+		}
+		if changed, err := changeOne(data); err == nil && !strings.Contains(string(changed), "version = \""+changeTo+"\"") {
+			t.Fatalf("changeOne succeeded without writing version %s", changeTo)
+		}
+	})
 }
