@@ -1305,6 +1305,16 @@ func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, 
 	failures := smokeCheck(ctx, python, todo, c.Jobs, c.SmokeTimeout, func(im smokeImport) { c.recordSmokePass(gen.ID, im.Module) })
 	degraded := false
 	for _, f := range failures {
+		if f.TimedOut {
+			// Not evidence against the package: on MooseFS ten cold imports
+			// of the F5 stack at once took more than 2 minutes each
+			// (transformers), and a required group failed for it. An import
+			// that really hangs shows at the handler's ready-timeout. It is
+			// not recorded as passed, so the next full sync tries again.
+			c.Logger.Warn("smoke check inconclusive: not held against the group; the next sync tries it again", zap.String("group", f.Group),
+				zap.String("package", f.Package), zap.String("reason", f.Reason))
+			continue
+		}
 		for _, p := range plans {
 			if p.group.Name == f.Group && p.linked() {
 				c.Logger.Warn("smoke check failed", zap.String("group", f.Group), zap.String("package", f.Package), zap.String("reason", f.Reason))

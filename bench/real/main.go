@@ -163,6 +163,7 @@ func run(o options) error {
 	say("lock %s (groups tts, asr); second install: %s %s -> %s; python %s; uv %s", o.lock, changeName, changeFrom, changeTo, python, uv)
 
 	var results []result
+	var failed []string
 	for _, fs := range o.fs {
 		for _, tool := range o.tools {
 			if fs == "moosefs" && tool == "pip" && !o.pipMoose {
@@ -172,13 +173,20 @@ func run(o options) error {
 			side := &side{o: o, bin: bin, python: python, uv: uv, in: inputs, work: filepath.Join(tmp, fs+"-"+tool)}
 			r, err := side.run(fs, tool)
 			if err != nil {
-				return fmt.Errorf("%s %s: %w", fs, tool, err)
+				// The other sides still run: one side's failure is a
+				// figure too.
+				say("%s %s: FAILED: %v", fs, tool, err)
+				failed = append(failed, fs+" "+tool)
+				continue
 			}
 			results = append(results, r)
 			say("%s %s: first %.1f s, second %.1f s", fs, tool, r.first.Seconds(), r.second.Seconds())
 		}
 	}
 	report(results)
+	if len(failed) > 0 {
+		return fmt.Errorf("failed: %s", strings.Join(failed, ", "))
+	}
 	return nil
 }
 
