@@ -27,6 +27,10 @@ go run ./bench/sync -dir "$out/sync" -keep
 echo "== first boot: an F5-shaped stack (half size) from an index capped at 40 MiB/s per download, vs its downloads alone (curl)"
 go run ./bench/sync -dir "$out/sync" -keep -scale 0.5 -rate 40M -runs 3 -pipruns 1 | grep -E 'stack|first sync|downloads alone'
 
+echo "== install on the MooseFS rig (issue 16): P11 first install vs uv and pip at 2 and 5 ms RTT, P5 second generation vs uv's warm cache, P12 in-sync boot (root and Debian's moosefs packages)"
+# It says why and exits 1 where the rig cannot run (no root, no packages).
+go run ./bench/moosefs -scale 0.25 -rtts 2ms,5ms || echo "bench/moosefs did not run to the end (above: why)"
+
 echo "== kill loop (issue 23): first syncs killed every 25% and 50% of an undisturbed one, on the MooseFS rig (root and Debian's moosefs packages; else on local disk)"
 go run ./bench/killloop -scale 0.02 -pcts 25,50 || go run ./bench/killloop -scale 0.02 -pcts 25,50 -local
 

@@ -28,12 +28,17 @@ func TestDurabilityModes(t *testing.T) {
 	var ids []string
 	// One subtest per mode, so that a mode this machine cannot run (no
 	// FUSE) is a skip that make test lists.
-	for _, mode := range []string{"files", "fs", "auto", "auto-on-fuse"} {
+	for _, mode := range []string{"files", "fs", "close", "auto", "auto-on-fuse", "auto-on-moosefs"} {
 		t.Run(mode, func(t *testing.T) {
 			vol := ""
-			if mode == "auto-on-fuse" {
+			moosefs := false
+			switch mode {
+			case "auto-on-fuse":
 				vol = fuseVolume(t)
 				mode = "auto"
+			case "auto-on-moosefs":
+				vol = mooseVolume(t, mooseRig(t).Clients()[0])[0]
+				mode, moosefs = "auto", true
 			}
 			f := newFixture(t, vol)
 			if mode == "auto" {
@@ -46,7 +51,13 @@ func TestDurabilityModes(t *testing.T) {
 				case unix.EXT4_SUPER_MAGIC, unix.TMPFS_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC, unix.OVERLAYFS_SUPER_MAGIC:
 					mode = "auto=fs"
 				case unix.FUSE_SUPER_MAGIC:
+					// close on MooseFS, whose close flushes to the
+					// chunkservers (fileops.isMooseFS); files on other
+					// FUSE servers (bindfs here).
 					mode = "auto=files"
+					if moosefs {
+						mode = "auto=close"
+					}
 				default:
 					t.Skipf("no expectation for auto on filesystem type %#x", st.Type)
 				}
@@ -82,6 +93,13 @@ func TestDurabilityModes(t *testing.T) {
 				if syncfs == 0 || fsyncs >= files/2 {
 					t.Errorf("--durability fs: %d fsync and %d syncfs for %d files; want syncfs and few fsyncs", fsyncs, syncfs, files)
 				}
+			case "close":
+				// Only volboot's own records (manifests, markers, state,
+				// written by atomicfile) are fsynced, as under fs: no
+				// store or generation file or directory.
+				if syncfs != 0 || fsyncs >= files/2 {
+					t.Errorf("--durability close: %d fsync and %d syncfs for %d files; want neither for the store and generations", fsyncs, syncfs, files)
+				}
 			}
 		})
 	}
@@ -91,7 +109,7 @@ func TestDurabilityModes(t *testing.T) {
 		}
 	}
 
-	for _, bad := range []string{"none", "always"} {
+	for _, bad := range []string{"none", "always", "Close"} {
 		r := volboot(t, t.TempDir(), nil, "sync", "--volume", t.TempDir(), "--durability", bad)
 		if r.code != 2 || !strings.Contains(r.stderr, "--durability") {
 			t.Errorf("--durability %s: exit %d, want 2 naming the flag\n%s", bad, r.code, r.stderr)

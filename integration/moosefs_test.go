@@ -1,13 +1,16 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +19,8 @@ import (
 	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/bootstrap/fileops"
+	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/integration/mfsrig"
 	"github.com/volboot/volboot/integration/testindex"
 	"github.com/volboot/volboot/lockfile"
@@ -629,4 +634,58 @@ func TestMooseFSGCRunRace(t *testing.T) {
 func TestMooseFSRepairUnderLoad(t *testing.T) {
 	rig := mooseRig(t)
 	repairUnderLoad(t, newFixture(t, mooseVolume(t, rig.Clients()[0])[0]), 3)
+}
+
+// TestMooseFSCloseIsDurable holds --durability close (the default on
+// MooseFS) to what it relies on: a file whose close(2) returned is on the
+// chunkservers, with no fsync. A host writes files of many sizes over many
+// directories, closes them, and dies at once (its mfsmount SIGKILLed,
+// anything it still buffered lost); another host then reads every file
+// whole. It also checks that auto picks close on this mount.
+func TestMooseFSCloseIsDurable(t *testing.T) {
+	rig := mooseRig(t)
+	spare, err := rig.AddClient(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vols := mooseVolume(t, spare, rig.Clients()[1])
+	if got := wheel.SyncAuto.Resolve(vols[0]); got != wheel.SyncClose {
+		t.Errorf("durability auto on MooseFS resolves to %v, want close", got)
+	}
+	want := map[string][]byte{}
+	rnd := mrand.New(mrand.NewPCG(1, 2))
+	for i := range 240 {
+		size := []int{0, 1, 700, 4096, 65536, 200 << 10, 1 << 20, 3 << 20}[i%8]
+		b := make([]byte, size)
+		for j := range b {
+			b[j] = byte(rnd.Uint32())
+		}
+		want[fmt.Sprintf("d%02d/f%03d", i%16, i)] = b
+	}
+	for d := range 16 {
+		if err := os.Mkdir(filepath.Join(vols[0], fmt.Sprintf("d%02d", d)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := fileops.New(32, 2).Group(context.Background())
+	for name, b := range want {
+		g.Go(path.Dir(name), func() error {
+			// os.WriteFile: create, write, close; never fsync.
+			return os.WriteFile(filepath.Join(vols[0], name), b, 0o644)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	spare.Kill() // the host dies the moment its last close returned
+	for name, b := range want {
+		got, err := os.ReadFile(filepath.Join(vols[1], name))
+		if err != nil {
+			t.Errorf("%s, closed before its host died, reads from another host as: %v", name, err)
+			continue
+		}
+		if !bytes.Equal(got, b) {
+			t.Errorf("%s, closed before its host died: %d bytes from another host, %d written", name, len(got), len(b))
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -323,4 +324,54 @@ func TestFilesystemTable(t *testing.T) {
 	if _, err := os.Stat("/dev/shm"); err == nil && !KnownLocal("/dev/shm") {
 		t.Error("/dev/shm (tmpfs) is not known local")
 	}
+}
+
+const sampleMountinfo = `22 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+57 22 0:41 / /runpod-volume rw,nosuid,nodev,relatime - fuse mfs\043mfsmaster:9421 rw,user_id=0,group_id=0,allow_other
+58 57 0:42 / /runpod-volume/inner rw - tmpfs tmpfs rw
+59 22 0:43 / /mnt/with\040space rw - fuse.mfs mfsmaster:9421 rw
+60 22 0:44 / /data rw - fuse.juicefs JuiceFS:vol rw
+61 22 0:45 / /runpod rw shared:5 master:1 - fuse mfs#other rw
+`
+
+func TestMountFor(t *testing.T) {
+	for _, tc := range []struct {
+		path, point string
+		moose       bool
+	}{
+		{"/runpod-volume", "/runpod-volume", true},
+		{"/runpod-volume/.volboot/store", "/runpod-volume", true},
+		{"/runpod-volume/inner/x", "/runpod-volume/inner", false},
+		{"/runpod-volumes", "/", false}, // a name sharing the prefix is not inside
+		{"/mnt/with space/a", "/mnt/with space", true},
+		{"/data/x", "/data", false},
+		{"/runpod/x", "/runpod", true}, // optional fields before the separator
+		{"/etc", "/", false},
+	} {
+		m, ok := mountFor(sampleMountinfo, tc.path)
+		if !ok || m.point != tc.point || isMooseFS(m) != tc.moose {
+			t.Errorf("%s: mount %+v (found %v, MooseFS %v), want %s, MooseFS %v", tc.path, m, ok, isMooseFS(m), tc.point, tc.moose)
+		}
+	}
+	if m, _ := mountFor(sampleMountinfo, "/runpod-volume"); m.source != "mfs#mfsmaster:9421" {
+		t.Errorf("source %q: \\043 not unescaped", m.source)
+	}
+	if _, ok := mountFor("garbage\n\n1 2 3\n", "/x"); ok {
+		t.Error("a mount found in garbage")
+	}
+}
+
+// FuzzMountFor: mountinfo is read from the kernel, but a parser never
+// panics, and whatever it picks holds the path.
+func FuzzMountFor(f *testing.F) {
+	f.Add(sampleMountinfo, "/runpod-volume/x")
+	f.Add("1 2 3 4 /a\\0 - - x y", "/a")
+	f.Add("1 2 3 4 \\ o - fuse mfs# o", "/")
+	f.Fuzz(func(t *testing.T, info, p string) {
+		m, ok := mountFor(info, p)
+		if ok && m.point != p && !strings.HasPrefix(p, strings.TrimSuffix(m.point, "/")+"/") {
+			t.Fatalf("mount %q does not hold %q", m.point, p)
+		}
+		_ = isMooseFS(m)
+	})
 }

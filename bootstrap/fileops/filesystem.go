@@ -8,7 +8,10 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +31,20 @@ type Filesystem struct {
 	// so on MooseFS, JuiceFS or s3fs it returns success having flushed
 	// nothing the daemon buffers.
 	SyncFS bool
+	// FlushOnClose: close(2) of a written file returns only once its data
+	// is on the storage servers, with their error if not, and metadata
+	// operations (create, mkdir, link, rename) are durable at the
+	// metadata server when they return. MooseFS (see isMooseFS).
+	FlushOnClose bool
+	// ListingAnswersLookups: while a thread holds a directory open and has
+	// read it, the filesystem answers that thread's lookups of names in it
+	// from the listing instead of asking the server. mfsmount keeps such a
+	// cache per open directory, matched by the caller's thread id
+	// (dcache_lookup in mfsclient/dirattrcache.c). A file's entry is
+	// otherwise never cached by the kernel there (mfsentrycacheto defaults
+	// to 0), so each link(2) from a store directory costs a lookup at the
+	// master; one opendir and one readdir answer them all.
+	ListingAnswersLookups bool
 }
 
 // Filesystems by statfs f_type.
@@ -41,7 +58,7 @@ var filesystems = map[int64]Filesystem{
 	0x794c7630: {Name: "overlayfs", SyncFS: true}, // syncs the upper layer
 	0x6969:     {Name: "nfs", Network: true, SyncFS: true},
 	0x00c36400: {Name: "ceph", Network: true, SyncFS: true},
-	0x65735546: {Name: "fuse", Network: true},
+	fuseMagic:  {Name: "fuse", Network: true},
 	0x517b:     {Name: "smb", Network: true},
 	0xfe534d42: {Name: "smb2", Network: true},
 	0xff534d42: {Name: "cifs", Network: true},
@@ -61,10 +78,112 @@ func FilesystemOf(dir string) Filesystem {
 		return Filesystem{Name: "unknown"}
 	}
 	t := int64(uint32(st.Type))
-	if fsys, ok := filesystems[t]; ok {
-		return fsys
+	fsys, ok := filesystems[t]
+	if !ok {
+		return Filesystem{Name: fmt.Sprintf("0x%x", t)}
 	}
-	return Filesystem{Name: fmt.Sprintf("0x%x", t)}
+	if t == fuseMagic {
+		if m, ok := mountOf(dir); ok && isMooseFS(m) {
+			fsys.Name, fsys.FlushOnClose, fsys.ListingAnswersLookups = "moosefs", true, true
+		}
+	}
+	return fsys
+}
+
+const fuseMagic = 0x65735546
+
+// Why FlushOnClose holds for MooseFS, read from mfsmount's
+// source (mfsclient/mfs_fuse.c, the same in 3.0.117, Debian's, and 4.59):
+//
+//   - mfs_flush, which the kernel calls on every close(2) of a FUSE file,
+//     runs write_data_flush — exactly what mfs_fsync runs — unless the
+//     mount sets mfsfsyncmintime above 0 (default 0: "always do fsync
+//     before close"), and returns its error to close. An fsync before the
+//     close therefore does the same work, one more request later.
+//   - mfsmount implements no fsyncdir: the kernel turns the ENOSYS into
+//     success. Each create, mkdir, link and rename is a synchronous
+//     request to the master, which has applied (and changelogged) it when
+//     the call returns. An fsync of a directory is a lookup and an opendir
+//     at the master for nothing.
+//
+// So on MooseFS a file is as durable when its close succeeds as fsync
+// would make it, and a directory entry when its call returns; volboot's
+// "close" durability relies on that (wheel.SyncClose). A volume mounted
+// with mfsfsyncmintime > 0 breaks the first point: use --durability files
+// there. The rig test TestMooseFSCloseIsDurable kills a client's mfsmount
+// right after its closes return and reads every file from another client.
+//
+// isMooseFS recognises an mfsmount mount: fstype fuse.mfs, or plain fuse
+// with the source mfsmount gives it ("mfs#master:port").
+func isMooseFS(m mountEntry) bool {
+	return m.fstype == "fuse.mfs" || m.fstype == "fuse.mfsmount" ||
+		strings.HasPrefix(m.fstype, "fuse") && strings.HasPrefix(m.source, "mfs#")
+}
+
+// mountEntry is a line of /proc/self/mountinfo, the fields used.
+type mountEntry struct {
+	point, fstype, source string
+}
+
+// mountOf finds the mount holding dir: the entry of /proc/self/mountinfo
+// with the longest mount point that is dir or one of its parents (the last
+// one listed wins among equals: it is mounted on top).
+func mountOf(dir string) (mountEntry, bool) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return mountEntry{}, false
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = r
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return mountEntry{}, false
+	}
+	return mountFor(string(b), abs)
+}
+
+// mountFor picks the mount holding the absolute, clean path abs from the
+// text of a mountinfo file.
+func mountFor(mountinfo, abs string) (mountEntry, bool) {
+	var best mountEntry
+	found := false
+	for _, line := range strings.Split(mountinfo, "\n") {
+		fields := strings.Fields(line)
+		// id parent major:minor root point options [optional...] - fstype source superoptions
+		sep := slices.Index(fields, "-")
+		if sep < 6 || len(fields) < sep+3 {
+			continue
+		}
+		m := mountEntry{point: unescapeMount(fields[4]), fstype: fields[sep+1], source: unescapeMount(fields[sep+2])}
+		if m.point != abs && !strings.HasPrefix(abs, strings.TrimSuffix(m.point, "/")+"/") {
+			continue
+		}
+		if !found || len(m.point) >= len(best.point) {
+			best, found = m, true
+		}
+	}
+	return best, found
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space,
+// \043 for '#').
+func unescapeMount(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // KnownLocal reports whether dir is on a filesystem known to be local
@@ -159,3 +278,29 @@ func (s *Scheduler) FsyncAll(ctx context.Context, root string, paths []string) e
 	}
 	return g.Wait()
 }
+
+// CreateKeeps reports whether a file created with mode perm gets exactly
+// perm: whether the process's umask clears none of its bits. When it does,
+// no chmod after the create is needed — on a network filesystem a round
+// trip saved per executable file. The umask is read once, from
+// /proc/self/status (reading it with umask(2) would change it for a moment
+// under every other goroutine creating files); where it cannot be read,
+// the answer is no, and callers chmod.
+func CreateKeeps(perm os.FileMode) bool {
+	mask, ok := processUmask()
+	return ok && uint32(perm.Perm())&mask == 0
+}
+
+var processUmask = sync.OnceValues(func() (uint32, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return uint32(m), err == nil
+		}
+	}
+	return 0, false
+})

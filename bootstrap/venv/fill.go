@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -31,7 +32,7 @@ import (
 // present says the resumed build's listing showed the name.
 func (b *Builder) apply(root string, o *op, mode wheel.SyncMode, resumed, present bool) (copied, kept bool, err error) {
 	dst := filepath.Join(root, filepath.FromSlash(o.dst))
-	fsync := mode == wheel.SyncFiles
+	fsync := mode.FsyncFiles()
 	switch o.kind {
 	case opWrite:
 		perm := os.FileMode(0o644)
@@ -181,9 +182,34 @@ func (m *dirMaker) listing(d string) dirInodes {
 // inodes reads the source directories. It returns how many links
 // became copies, how many files were kept, and on error the op that
 // failed.
-func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed bool, have dirInodes, inodes *inodeTrust) (copied, kept int, failed *op, err error) {
+//
+// Where the filesystem answers lookups from a listing the same thread
+// holds open (listed: MooseFS, fileops.Filesystem.ListingAnswersLookups),
+// each source directory is opened and read once, on a thread the batch
+// keeps, so that the links' source lookups cost no round trip.
+func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed, listed bool, have dirInodes, inodes *inodeTrust) (copied, kept int, failed *op, err error) {
 	openDir := func(p string) (int, error) {
 		return unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	}
+	openSource := openDir
+	if listed {
+		// Reading a directory costs two round trips (opendir, readdir):
+		// worth it for a source directory that serves more links than
+		// that.
+		links := map[string]int{}
+		for _, o := range batch {
+			if o.kind == opLink {
+				links[filepath.Dir(o.src)]++
+			}
+		}
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		openSource = func(p string) (int, error) {
+			if links[filepath.Clean(p)] > 2 {
+				return openListed(p)
+			}
+			return openDir(p)
+		}
 	}
 	dstDir := filepath.Join(root, filepath.FromSlash(parentDir(batch[0].dst)))
 	dfd := -1
@@ -236,7 +262,7 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed
 			if sfd >= 0 {
 				unix.Close(sfd)
 			}
-			if sfd, err = openDir(sd); err != nil {
+			if sfd, err = openSource(sd); err != nil {
 				return copied, kept, o, fmt.Errorf("open %s: %w", sd, err)
 			}
 			srcDir = sd
@@ -262,7 +288,7 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed
 		if !linkRefused(err) {
 			return copied, kept, o, fmt.Errorf("link %s: %w", o.src, err)
 		}
-		k, err := copyOrKeep(o.src, filepath.Join(dstDir, name), mode == wheel.SyncFiles, resumed, false)
+		k, err := copyOrKeep(o.src, filepath.Join(dstDir, name), mode.FsyncFiles(), resumed, false)
 		if err != nil {
 			return copied, kept, o, err
 		}
@@ -275,6 +301,28 @@ func (b *Builder) fillDir(root string, batch []*op, mode wheel.SyncMode, resumed
 	return copied, kept, nil, nil
 }
 
+// openListed opens directory p for reading and reads it to the end, so
+// that (on a filesystem with ListingAnswersLookups) the calling thread's
+// lookups in it are answered from the listing while the descriptor stays
+// open. The caller holds its OS thread.
+func openListed(p string) (int, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		if n <= 0 {
+			return fd, nil
+		}
+	}
+}
+
 // linkRefused reports a link error that means "this filesystem will not
 // link here" (another device, no hard links, too many links), after which a
 // copy is the answer.
@@ -284,7 +332,8 @@ func linkRefused(err error) bool {
 }
 
 // copyFile copies src to a new file dst keeping its mode and mtime (the
-// mtime matters: bytecode is validated against its source's mtime).
+// mtime marks a finished copy for a resumed build, and keeps whatever
+// timestamp bytecode a wheel ships valid).
 func copyFile(src, dst string, fsync bool) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -306,10 +355,12 @@ func copyFile(src, dst string, fsync bool) error {
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
+	if err == nil && !fileops.CreateKeeps(st.Mode().Perm()) {
 		err = os.Chmod(dst, st.Mode().Perm())
 	}
 	if err == nil {
+		// Last: resume.go takes a copy whose mtime is its source's as
+		// finished.
 		err = os.Chtimes(dst, st.ModTime(), st.ModTime())
 	}
 	return err
@@ -320,7 +371,7 @@ func copyFile(src, dst string, fsync bool) error {
 // written and copied files were fsynced as they were made.
 func (b *Builder) syncGeneration(ctx context.Context, root string, l Layout, dirs map[string]bool, ops *fileops.Scheduler, mode wheel.SyncMode) error {
 	switch mode {
-	case wheel.SyncNone:
+	case wheel.SyncNone, wheel.SyncClose:
 		return nil
 	case wheel.SyncFS:
 		return atomicfile.SyncFS(root)

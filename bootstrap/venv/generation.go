@@ -268,6 +268,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		sched = fileops.New(jobs, 1)
 	}
 	mode := b.Sync.Resolve(filepath.Dir(dir))
+	listed := fileops.FilesystemOf(filepath.Dir(dir)).ListingAnswersLookups
 	// Files are made while the plan is still being claimed: each package's
 	// directories go to the workers as soon as its paths are claimed, and
 	// each worker makes its directory (and missing parents) first.
@@ -291,7 +292,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	// (resume.go, filledName) only plans, to learn the directories to
 	// sync and the marker's counts.
 	filled := false
-	if resumed && mode == wheel.SyncFiles {
+	if resumed && mode.PerFile() {
 		if n, ok := readFilled(tmp); ok {
 			filled = true
 			copied.Store(int64(n))
@@ -301,7 +302,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 	// resumed build skips the ones its predecessor logged (batchlog.go).
 	var logged map[string]loggedBatch
 	var blog *batchLog
-	if mode == wheel.SyncFiles && !filled {
+	if mode.PerFile() && !filled {
 		if resumed {
 			logged = readBatchLog(tmp)
 		}
@@ -334,7 +335,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 			if err := mk.ensure(d); err != nil {
 				return fail(batch[0], fmt.Errorf("create its directory: %w", err))
 			}
-			c, k, o, err := b.fillDir(tmp, batch, mode, resumed, mk.listing(d), &mk.inodes)
+			c, k, o, err := b.fillDir(tmp, batch, mode, resumed, listed, mk.listing(d), &mk.inodes)
 			copied.Add(int64(c))
 			kept.Add(int64(k))
 			if err != nil {
@@ -377,7 +378,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 		b.logger().Info(fmt.Sprintf("generation %s: %d of %d files were present from a previous worker's partial build (%d of them in batches its log says were finished, not checked again)", filepath.Base(dir), kept.Load(), len(ops), skipped.Load()),
 			zap.String("generation", filepath.Base(dir)), zap.Int64("present", kept.Load()), zap.Int("files", len(ops)), zap.Int64("logged", skipped.Load()))
 	}
-	if mode == wheel.SyncFiles && !filled {
+	if mode.PerFile() && !filled {
 		recordFilled(tmp, int(copied.Load()), b.logger())
 	}
 	m := &Marker{Schema: GenerationSchema, Interpreter: b.Python.Identity(), Files: len(ops), Copied: int(copied.Load())}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path"
@@ -30,12 +31,26 @@ import (
 // simply has no bytecode).
 //
 // The interpreter's workers compile in memory exactly as py_compile does
-// (compile(source, dfile, "exec", dont_inherit=True), then magic number,
-// flags, source mtime and size, marshalled code) and return the bytes;
-// volboot writes the .pyc files itself, with many creates in flight and
-// the store's durability rules. On a filesystem where a create is a round
-// trip this is the difference between one create at a time per worker and
+// with PycInvalidationMode.UNCHECKED_HASH (compile(source, dfile, "exec",
+// dont_inherit=True), then magic number, flags 0b01, the source's
+// importlib source_hash, marshalled code) and return the bytes; volboot
+// writes the .pyc files itself, with many creates in flight and the
+// store's durability rules. On a filesystem where a create is a round trip
+// this is the difference between one create at a time per worker and
 // dozens in flight.
+//
+// Sources go to the compiler from memory, as the unpack wrote them: on
+// MooseFS reading 5,000 sources back cost a lookup, an open and a close
+// each at the metadata server (about 15,000 round trips for a tenth of
+// the F5 stack). That is also why the bytecode is hash-based (PEP 552)
+// and not stamped with the source's mtime: the mtime is the server's,
+// known only after the file is closed, and learning it costs a stat per
+// file. Unchecked hash-based bytecode is also what an immutable store
+// wants: the import system uses it without reading the source again (a
+// timestamp check costs a stat of the .py per import, a round trip on the
+// volume), the bytes depend on the source alone, so a resumed or
+// repeated unpack writes identical files, and nobody edits a store file
+// (generations hard-link them; status --verify reports edits).
 //
 // Each .pyc records its source path relative to site-packages, so no store
 // or volume path is baked into the bytes; the import system replaces
@@ -46,25 +61,24 @@ type Compiler struct {
 	Workers  int    // parallel compile processes; default 2
 }
 
-// compileScript reads one JSON request per line on stdin,
-// {"id": N, "files": [[path, dfile], ...]}, compiles the files in a pool of
-// forked workers, and answers each request, in request order, with a JSON
-// line {"id": N, "sizes": [...]} followed by the concatenated .pyc bytes
-// (size 0: the file did not compile). Workers are forked explicitly (and
+// compileScript reads requests on stdin, each a JSON line
+// {"id": N, "files": [dfile, ...], "sizes": [...]} followed by the
+// concatenated sources, compiles the files in a pool of forked workers,
+// and answers each request, in request order, with a JSON line
+// {"id": N, "sizes": [...]} followed by the concatenated .pyc bytes (size
+// 0: the file did not compile). Workers are forked explicitly (and
 // started before the answering thread exists): the script has no file a
 // spawned or forkserver child could import.
 const compileScript = `
 import sys, os, json, marshal, struct, importlib.util, multiprocessing, threading, queue
 from concurrent.futures import ProcessPoolExecutor
 MAGIC = importlib.util.MAGIC_NUMBER
+FLAGS = struct.pack("<I", 0b01)
 def one(item):
-    full, dfile = item
+    dfile, source = item
     try:
-        st = os.stat(full)
-        with open(full, "rb") as f:
-            source = f.read()
         code = compile(source, dfile, "exec", dont_inherit=True)
-        return MAGIC + struct.pack("<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF) + marshal.dumps(code)
+        return MAGIC + FLAGS + importlib.util.source_hash(source) + marshal.dumps(code)
     except Exception:
         return b""
 def batch(items):
@@ -99,10 +113,21 @@ def answer():
         os._exit(1)
 t = threading.Thread(target=answer)
 t.start()
+inp = sys.stdin.buffer
 try:
-    for line in sys.stdin:
+    while True:
+        line = inp.readline()
+        if not line:
+            break
         req = json.loads(line)
-        files = req["files"]
+        sizes = req["sizes"]
+        blob = inp.read(sum(sizes))
+        if len(blob) != sum(sizes):
+            raise EOFError("a request's sources ended early")
+        files, off = [], 0
+        for dfile, n in zip(req["files"], sizes):
+            files.append((dfile, blob[off:off + n]))
+            off += n
         if ex is None or len(files) < 16:
             parts = [batch(files)]
         else:
@@ -120,19 +145,23 @@ if ex:
     ex.shutdown()
 `
 
-// sitePackagesRoot returns, for a file of a wheel, the prefix that maps to
-// site-packages ("" for the wheel root, ".data/purelib" etc.), and whether
-// the file lands in site-packages at all.
-func sitePackagesRoot(e *Entry, p string) (string, bool) {
-	if e.Data != "" && strings.HasPrefix(p, e.Data+"/") {
-		rest := strings.TrimPrefix(p, e.Data+"/")
-		kind, _, _ := strings.Cut(rest, "/")
+// compileName says whether the wheel file at p (relative to the entry)
+// gets bytecode: a .py file outside the .dist-info directory that lands in
+// site-packages (the wheel root, or .data/purelib or platlib). dfile is the
+// name the bytecode records: p relative to site-packages.
+func compileName(distInfo, dataDir, p string) (dfile string, ok bool) {
+	if !strings.HasSuffix(p, ".py") || strings.HasPrefix(p, distInfo+"/") {
+		return "", false
+	}
+	if dataDir != "" && strings.HasPrefix(p, dataDir+"/") {
+		rest := strings.TrimPrefix(p, dataDir+"/")
+		kind, inner, _ := strings.Cut(rest, "/")
 		if kind == "purelib" || kind == "platlib" {
-			return e.Data + "/" + kind, true
+			return inner, true
 		}
 		return "", false
 	}
-	return "", true
+	return p, true
 }
 
 // compileSession is one running compile process.
@@ -257,8 +286,8 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, ops *file
 		return nil
 	}
 	e.CacheTag = s.c.CacheTag
-	srcs, files := s.targets(p)
-	if len(files) == 0 {
+	srcs, dfiles := s.targets(p)
+	if len(srcs) == 0 {
 		return nil
 	}
 	var added []File
@@ -279,27 +308,34 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, ops *file
 	// Every chunk is asked for at once, so the compiler never waits for
 	// the writes; each chunk is written as its answer comes.
 	type request struct {
-		srcs  []string
-		files [][2]string
-		ch    chan [][]byte
+		srcs []string
+		ch   chan [][]byte
 	}
 	var reqs []request
 	for _, c := range chunked(len(todo), bytecodeChunk) {
 		r := request{}
+		var names []string
+		var sources [][]byte
 		for _, i := range todo[c[0]:c[1]] {
+			b, err := p.source(srcs[i])
+			if err != nil {
+				return err
+			}
 			r.srcs = append(r.srcs, srcs[i])
-			r.files = append(r.files, files[i])
+			names = append(names, dfiles[i])
+			sources = append(sources, b)
 		}
-		ch, err := s.send(r.files)
+		ch, err := s.send(names, sources)
 		if err != nil {
 			return err
 		}
 		r.ch = ch
 		reqs = append(reqs, r)
 	}
+	p.sources = nil // sent: the compiler holds them now
 	token := fmt.Sprintf("%08x", rand.Uint32())
 	for ci, r := range reqs {
-		pycs, err := s.wait(ctx, r.ch, len(r.files))
+		pycs, err := s.wait(ctx, r.ch, len(r.srcs))
 		if err != nil {
 			return err
 		}
@@ -324,19 +360,16 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, ops *file
 	return nil
 }
 
-// targets lists the entry's sources that get bytecode (relative paths) and
-// the compile requests' [file, dfile] pairs for them.
-func (s *compileSession) targets(p *pendingEntry) (srcs []string, files [][2]string) {
+// targets lists the entry's sources that get bytecode (relative paths)
+// and the name each one's bytecode records.
+func (s *compileSession) targets(p *pendingEntry) (srcs, dfiles []string) {
 	e := &p.entry
 	have := make(map[string]bool, len(e.Files))
 	for _, f := range e.Files {
 		have[f.Path] = true
 	}
 	for _, f := range e.Files {
-		if !strings.HasSuffix(f.Path, ".py") || strings.HasPrefix(f.Path, e.DistInfo+"/") {
-			continue
-		}
-		root, ok := sitePackagesRoot(e, f.Path)
+		dfile, ok := compileName(e.DistInfo, e.Data, f.Path)
 		if !ok {
 			continue
 		}
@@ -344,19 +377,37 @@ func (s *compileSession) targets(p *pendingEntry) (srcs []string, files [][2]str
 		if have[pyc] || have[path.Dir(pyc)] {
 			continue // the wheel ships this .pyc (or a file named __pycache__) itself
 		}
-		dfile := f.Path
-		if root != "" {
-			dfile = strings.TrimPrefix(f.Path, root+"/")
-		}
 		srcs = append(srcs, f.Path)
-		files = append(files, [2]string{filepath.Join(p.tmp, filepath.FromSlash(f.Path)), dfile})
+		dfiles = append(dfiles, dfile)
 	}
-	return srcs, files
+	return srcs, dfiles
 }
 
-// send asks the compiler for files' bytecode; the answer arrives on the
-// returned channel (closed if the process dies first).
-func (s *compileSession) send(files [][2]string) (chan [][]byte, error) {
+// source returns the bytes of the entry's source file rel: from memory
+// when the unpack kept them, else (a file a resumed unpack kept) read back.
+func (p *pendingEntry) source(rel string) ([]byte, error) {
+	if b, ok := p.sources[rel]; ok {
+		return b, nil
+	}
+	b, err := os.ReadFile(filepath.Join(p.tmp, filepath.FromSlash(rel)))
+	if err != nil {
+		return nil, fmt.Errorf("bytecode: read %s: %w", rel, err)
+	}
+	return b, nil
+}
+
+// send asks the compiler for the bytecode of sources named dfiles; the
+// answer arrives on the returned channel (closed if the process dies
+// first).
+func (s *compileSession) send(dfiles []string, sources [][]byte) (chan [][]byte, error) {
+	sizes := make([]int, len(sources))
+	for i, b := range sources {
+		sizes[i] = len(b)
+	}
+	line, err := json.Marshal(map[string]any{"files": dfiles, "sizes": sizes})
+	if err != nil {
+		return nil, err
+	}
 	ch := make(chan [][]byte, 1)
 	s.mu.Lock()
 	if s.failed != nil {
@@ -366,10 +417,17 @@ func (s *compileSession) send(files [][2]string) (chan [][]byte, error) {
 	id := s.nextID
 	s.nextID++
 	s.waiting[id] = ch
-	line, err := json.Marshal(map[string]any{"id": id, "files": files})
-	if err == nil {
-		line = append(line, '\n')
-		_, err = s.stdin.Write(line) // under mu: one request per line
+	// One request at a time on the pipe (under mu): its line, then its
+	// sources. The id goes first so the line needs no second encoding.
+	req := append([]byte(fmt.Sprintf(`{"id":%d,`, id)), line[1:]...)
+	req = append(req, '\n')
+	bufs := net.Buffers{req}
+	for _, b := range sources {
+		bufs = append(bufs, b)
+	}
+	_, err = bufs.WriteTo(s.stdin)
+	if err != nil {
+		delete(s.waiting, id)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -461,7 +519,7 @@ func WriteNew(path string, data []byte, perm os.FileMode, fsync bool) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil && perm&0o111 != 0 {
+	if err == nil && perm&0o111 != 0 && !fileops.CreateKeeps(perm) {
 		err = os.Chmod(path, perm)
 	}
 	if err != nil {

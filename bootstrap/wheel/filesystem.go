@@ -7,8 +7,9 @@ import (
 )
 
 // Resolve turns SyncAuto into the mode for the filesystem holding dir:
-// SyncFS where syncfs(2) is trusted, SyncFiles elsewhere. Other modes are
-// returned as they are.
+// SyncClose where close(2) flushes to the servers (MooseFS), SyncFS where
+// syncfs(2) is trusted, SyncFiles elsewhere. Other modes are returned as
+// they are.
 //
 // Why not SyncFiles everywhere: on ext4 an fsync per file writes that
 // file's inode-table block synchronously, the same block once for each
@@ -19,7 +20,10 @@ func (m SyncMode) Resolve(dir string) SyncMode {
 	if m != SyncAuto {
 		return m
 	}
-	if fileops.FilesystemOf(dir).SyncFS {
+	switch fsys := fileops.FilesystemOf(dir); {
+	case fsys.FlushOnClose:
+		return SyncClose
+	case fsys.SyncFS:
 		return SyncFS
 	}
 	return SyncFiles
@@ -27,12 +31,12 @@ func (m SyncMode) Resolve(dir string) SyncMode {
 
 // ParseSyncMode reads a mode as String spells it.
 func ParseSyncMode(s string) (SyncMode, error) {
-	for _, m := range []SyncMode{SyncAuto, SyncFiles, SyncFS, SyncNone} {
+	for _, m := range []SyncMode{SyncAuto, SyncFiles, SyncFS, SyncClose, SyncNone} {
 		if s == m.String() {
 			return m, nil
 		}
 	}
-	return 0, fmt.Errorf("durability %q: want auto, files, fs or none", s)
+	return 0, fmt.Errorf("durability %q: want auto, files, fs, close or none", s)
 }
 
 // String names the mode as --durability and the bench's -sync spell it.
@@ -46,6 +50,8 @@ func (m SyncMode) String() string {
 		return "fs"
 	case SyncNone:
 		return "none"
+	case SyncClose:
+		return "close"
 	}
 	return fmt.Sprintf("SyncMode(%d)", int(m))
 }

@@ -24,6 +24,7 @@
 package wheel
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -96,9 +97,9 @@ func (l Limits) withDefaults() Limits {
 type SyncMode int
 
 const (
-	// SyncAuto, the default, is SyncFS where the filesystem's syncfs(2)
-	// is known to reach stable storage and SyncFiles elsewhere (FUSE,
-	// SMB, unknown types): see Resolve.
+	// SyncAuto, the default, is SyncClose on MooseFS, SyncFS where the
+	// filesystem's syncfs(2) is known to reach stable storage and
+	// SyncFiles elsewhere (other FUSE, SMB, unknown types): see Resolve.
 	SyncAuto SyncMode = iota
 	// SyncFiles fsyncs every file as it is written, from the worker pool
 	// (so the writeback overlaps decompression), and every directory
@@ -111,7 +112,22 @@ const (
 	// may leave a complete-looking entry with missing data, which only
 	// status --verify would notice. For throwaway directories.
 	SyncNone
+	// SyncClose relies on a filesystem whose close(2) returns once the
+	// file's data is on its servers and whose metadata calls are durable
+	// when they return (MooseFS: fileops.Filesystem.FlushOnClose): every
+	// close's error is checked, and nothing is fsynced, file or
+	// directory. Like SyncFiles, each file is durable on its own, so the
+	// records of finished work (batch logs, bytecode journals) hold.
+	SyncClose
 )
+
+// PerFile reports whether each file is durable once written, before the
+// entry or generation is complete (SyncFiles, SyncClose): what resumed
+// work may trust of a dead writer's records.
+func (m SyncMode) PerFile() bool { return m == SyncFiles || m == SyncClose }
+
+// FsyncFiles reports whether each file is fsynced as it is written.
+func (m SyncMode) FsyncFiles() bool { return m == SyncFiles }
 
 // Store unpacks wheels into Dir (<volume>/.volboot/store).
 type Store struct {
@@ -536,7 +552,7 @@ func (u *Unpacker) work() {
 func (u *Unpacker) finish(p *pendingEntry) (*Entry, error) {
 	if u.sess != nil {
 		t1 := time.Now()
-		err := u.sess.compile(u.ctx, p, u.ops, u.mode == SyncFiles)
+		err := u.sess.compile(u.ctx, p, u.ops, u.mode.FsyncFiles())
 		u.compileWaitNs.Add(int64(time.Since(t1)))
 		if err != nil {
 			if u.ctx.Err() == nil {
@@ -555,6 +571,9 @@ type pendingEntry struct {
 	dirs    []string // relative directories, for SyncFiles
 	entry   Entry
 	resumed bool // tmp was taken over from another writer (resume.go)
+	// sources holds the bytes of the .py files to compile, by path, as
+	// they were written (a file a resumed unpack kept is not here).
+	sources map[string][]byte
 }
 
 // zipMember is a regular file of the wheel with its verified metadata.
@@ -563,6 +582,9 @@ type zipMember struct {
 	name string
 	rec  RecordEntry
 	exec bool
+	// source: a .py file that gets bytecode; its bytes are kept as they
+	// stream to disk, so the compiler never reads the file back.
+	source bool
 }
 
 // reservedTop are top-level names a wheel may not use: they are the
@@ -803,6 +825,7 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	members := make([]zipMember, 0, len(files))
 	for _, zf := range files {
 		m := zipMember{f: zf, name: zf.Name, exec: zf.Mode()&0o111 != 0}
+		_, m.source = compileName(distInfo, dataDir, zf.Name)
 		if dataDir != "" && strings.HasPrefix(zf.Name, dataDir+"/") {
 			kind, _, _ := strings.Cut(strings.TrimPrefix(zf.Name, dataDir+"/"), "/")
 			switch kind {
@@ -866,18 +889,19 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 		return strings.Compare(a.name, b.name)
 	})
 	out := make([]File, len(members))
+	sources := make([][]byte, len(members))
 	var kept atomic.Int64
 	g := ops.Group(ctx)
 	for i, m := range members {
 		g.Go(path.Dir(m.name), func() error {
-			fl, k, err := writeMember(tmp, m, mode, resumed)
+			fl, k, src, err := writeMember(tmp, m, mode, resumed)
 			if err != nil {
 				return wf("entry %q: %v", m.name, err)
 			}
 			if k {
 				kept.Add(1)
 			}
-			out[i] = fl
+			out[i], sources[i] = fl, src
 			return nil
 		})
 	}
@@ -892,6 +916,12 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	if err := ctx.Err(); err != nil {
 		return nil, wf("%w", err)
 	}
+	bySource := map[string][]byte{}
+	for i, m := range members {
+		if sources[i] != nil {
+			bySource[m.name] = sources[i]
+		}
+	}
 	slices.SortFunc(out, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 
 	dirList := make([]string, 0, len(dirs)+1)
@@ -899,7 +929,7 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 		dirList = append(dirList, d)
 	}
 	dirList = append(dirList, ".")
-	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, resumed: resumed, entry: Entry{
+	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, resumed: resumed, sources: bySource, entry: Entry{
 		Schema:        ManifestSchema,
 		SHA256:        src.SHA256,
 		Filename:      src.Filename,
@@ -917,8 +947,9 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 
 // writeMember writes one zip member to dir and verifies it against RECORD
 // while it streams. In a resumed entry, a file already there is kept when
-// it is provably the member (kept is true) and replaced otherwise.
-func writeMember(dir string, m zipMember, mode SyncMode, resumed bool) (_ File, kept bool, _ error) {
+// it is provably the member (kept is true) and replaced otherwise. For a
+// member marked source, the bytes written are returned too.
+func writeMember(dir string, m zipMember, mode SyncMode, resumed bool) (_ File, kept bool, src []byte, _ error) {
 	perm := os.FileMode(0o644)
 	if m.exec {
 		perm = 0o755
@@ -926,30 +957,36 @@ func writeMember(dir string, m zipMember, mode SyncMode, resumed bool) (_ File, 
 	dst := filepath.Join(dir, filepath.FromSlash(m.name))
 	w, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if resumed && errors.Is(err, fs.ErrExist) {
-		if fl, ok := keepWritten(dst, m, mode == SyncFiles); ok {
-			return fl, true, nil
+		if fl, ok := keepWritten(dst, m, mode.FsyncFiles()); ok {
+			return fl, true, nil, nil
 		}
 		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return File{}, false, err
+			return File{}, false, nil, err
 		}
 		w, err = os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	}
 	if err != nil {
-		return File{}, false, err
+		return File{}, false, nil, err
 	}
-	fl, err := fillMember(w, dst, m, mode, perm)
-	return fl, false, err
+	fl, src, err := fillMember(w, dst, m, mode, perm)
+	return fl, false, src, err
 }
 
-// fillMember streams m into w (just created at dst) and closes it.
-func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.FileMode) (File, error) {
+// fillMember streams m into w (just created at dst) and closes it. A
+// source member's bytes are returned as well.
+func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.FileMode) (File, []byte, error) {
 	rc, err := m.f.Open()
 	if err != nil {
 		w.Close()
-		return File{}, err
+		return File{}, nil, err
 	}
 	defer rc.Close()
 	var hw io.Writer = w
+	var src *bytes.Buffer
+	if m.source {
+		src = bytes.NewBuffer(make([]byte, 0, m.f.UncompressedSize64))
+		hw = io.MultiWriter(w, src)
+	}
 	var h interface {
 		io.Writer
 		Sum([]byte) []byte
@@ -957,7 +994,7 @@ func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.File
 	if m.rec.Algorithm != "" {
 		hh, _ := newHash(m.rec.Algorithm)
 		h = hh
-		hw = io.MultiWriter(w, hh)
+		hw = io.MultiWriter(hw, hh)
 	}
 	bp := copyBufs.Get().(*[]byte)
 	// The zip reader itself refuses more bytes than the header declares.
@@ -965,7 +1002,7 @@ func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.File
 	copyBufs.Put(bp)
 	switch {
 	case err != nil:
-	case mode == SyncFiles:
+	case mode.FsyncFiles():
 		err = w.Sync()
 	case mode == SyncFS && n >= writebackMin:
 		// Start writing this file back now, without waiting. Otherwise a
@@ -978,27 +1015,30 @@ func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.File
 		err = cerr
 	}
 	if err != nil {
-		return File{}, err
+		return File{}, nil, err
 	}
 	if uint64(n) != m.f.UncompressedSize64 {
-		return File{}, fmt.Errorf("holds %d bytes, the zip header says %d", n, m.f.UncompressedSize64)
+		return File{}, nil, fmt.Errorf("holds %d bytes, the zip header says %d", n, m.f.UncompressedSize64)
 	}
-	if perm&0o111 != 0 {
-		// The umask may have dropped bits; executables must stay executable.
+	if perm&0o111 != 0 && !fileops.CreateKeeps(perm) {
+		// The umask dropped bits; executables must stay executable.
 		if err := os.Chmod(dst, perm); err != nil {
-			return File{}, err
+			return File{}, nil, err
 		}
 	}
 	fl := File{Path: m.name, Size: n, Exec: m.exec}
 	if h != nil {
 		sum := h.Sum(nil)
 		if string(sum) != string(m.rec.Digest) {
-			return File{}, fmt.Errorf("%s %s does not match RECORD's %s", m.rec.Algorithm,
+			return File{}, nil, fmt.Errorf("%s %s does not match RECORD's %s", m.rec.Algorithm,
 				EncodeDigest(m.rec.Algorithm, sum), EncodeDigest(m.rec.Algorithm, m.rec.Digest))
 		}
 		fl.Hash = EncodeDigest(m.rec.Algorithm, m.rec.Digest)
 	}
-	return fl, nil
+	if src != nil {
+		return fl, src.Bytes(), nil
+	}
+	return fl, nil, nil
 }
 
 // writebackMin is the size from which a file written under SyncFS has
@@ -1058,7 +1098,7 @@ func (s *Store) commit(p *pendingEntry, ops *fileops.Scheduler, mode SyncMode) (
 // every file was fsynced as it was written; the directories remain.
 func (s *Store) syncEntry(p *pendingEntry, ops *fileops.Scheduler, mode SyncMode) error {
 	switch mode {
-	case SyncNone:
+	case SyncNone, SyncClose:
 		return nil
 	case SyncFS:
 		return atomicfile.SyncFS(p.tmp)

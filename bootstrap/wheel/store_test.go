@@ -96,9 +96,10 @@ func TestUnpackVerifiesAndCompiles(t *testing.T) {
 		}
 	}
 	// The bytes are exactly what py_compile writes for the same source and
-	// the same site-packages-relative name.
+	// the same site-packages-relative name, as unchecked hash-based
+	// bytecode (compile.go says why).
 	ref := filepath.Join(t.TempDir(), "ref.pyc")
-	out, err := exec.Command(info.Executable, "-I", "-c", "import sys, py_compile as p; p.compile(sys.argv[1], cfile=sys.argv[2], dfile=sys.argv[3], doraise=True, invalidation_mode=p.PycInvalidationMode.TIMESTAMP)",
+	out, err := exec.Command(info.Executable, "-I", "-c", "import sys, py_compile as p; p.compile(sys.argv[1], cfile=sys.argv[2], dfile=sys.argv[3], doraise=True, invalidation_mode=p.PycInvalidationMode.UNCHECKED_HASH)",
 		filepath.Join(e.Dir, "demo_pkg-1.0.data/purelib/demo_extra.py"), ref, "demo_extra.py").CombinedOutput()
 	if err != nil {
 		t.Fatalf("py_compile: %v: %s", err, out)

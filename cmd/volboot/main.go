@@ -143,7 +143,7 @@ workers booting at once, then starts and supervises the inference handler.`,
 		"a holder of the volume lock whose record stays unchanged this long counts as dead; every worker of a volume must use the same (env VOLBOOT_LOCK_TTL)")
 	f.StringVar(&a.opts.volumeSize, "volume-size", a.env("VOLBOOT_VOLUME_SIZE"), "the volume's quota (e.g. 50G) where df reports the whole cluster (env VOLBOOT_VOLUME_SIZE)")
 	f.StringVar(&a.opts.durability, "durability", a.envOr("VOLBOOT_DURABILITY", "auto"),
-		"how unpacked files reach stable storage before they count: auto (syncfs on local disks and NFS, an fsync per file on FUSE and others), files or fs (env VOLBOOT_DURABILITY)")
+		"how unpacked files reach stable storage before they count: auto (syncfs on local disks and NFS, close on MooseFS, an fsync per file on other FUSE and the rest), files, fs or close (env VOLBOOT_DURABILITY)")
 	f.BoolVarP(&a.opts.verbose, "verbose", "v", false, "debug logging")
 	f.BoolVar(&a.opts.createVolume, "create-volume", a.env("VOLBOOT_CREATE_VOLUME") == "1",
 		"make --volume if it does not exist, and accept a volume on the container's own disk; without it either is refused or warned about, since on RunPod it means the network volume did not attach (env VOLBOOT_CREATE_VOLUME=1)")

@@ -32,7 +32,7 @@ func (a *app) syncConfig(progress bootstrap.Progress, writes bool) (bootstrap.Co
 	}
 	durability, err := wheel.ParseSyncMode(a.opts.durability)
 	if err != nil || durability == wheel.SyncNone {
-		return bootstrap.Config{}, usageError("--durability %q: want auto, files or fs", a.opts.durability)
+		return bootstrap.Config{}, usageError("--durability %q: want auto, files, fs or close", a.opts.durability)
 	}
 	m, l, err := a.loadManifest()
 	if err != nil {
