@@ -121,6 +121,9 @@ type Progress interface {
 	Phase(text string)
 	Bytes(done, total int64)
 	Packages(done, total int)
+	// Unpacked counts bytes of wheels unpacked into the store, of those
+	// this sync unpacks: the init budget's projection of a slow volume.
+	Unpacked(done, total int64)
 }
 
 // Outcome is what a sync produced: the generation this worker runs.
@@ -226,9 +229,10 @@ func (c *Config) defaults() {
 
 type nopProgress struct{}
 
-func (nopProgress) Phase(string)       {}
-func (nopProgress) Bytes(int64, int64) {}
-func (nopProgress) Packages(int, int)  {}
+func (nopProgress) Phase(string)          {}
+func (nopProgress) Bytes(int64, int64)    {}
+func (nopProgress) Packages(int, int)     {}
+func (nopProgress) Unpacked(int64, int64) {}
 
 // Sync brings the volume in sync for this worker and returns the generation
 // it runs.
@@ -602,7 +606,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, info *in
 	var items []fetch.Item
 	var local []wheel.Source // wheels the lock names by path
 	srcOf := map[string]wheel.Source{}
-	var estimate int64
+	var estimate, unpackTotal int64
 	shas := make([]string, 0, len(wheels))
 	for sha := range wheels {
 		shas = append(shas, sha)
@@ -620,6 +624,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, info *in
 		}
 		if s.Wheel.Size > 0 {
 			estimate += s.Wheel.Size * 3 // wheels unpack to about three times their size
+			unpackTotal += s.Wheel.Size
 		}
 		if s.Wheel.URL == "" {
 			path := lock.WheelPath(s.Wheel)
@@ -627,7 +632,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, info *in
 				failWheel(sha, err.Error())
 				continue
 			}
-			local = append(local, wheel.Source{Path: path, Filename: s.Wheel.Filename, SHA256: sha})
+			local = append(local, wheel.Source{Path: path, Filename: s.Wheel.Filename, SHA256: sha, Size: s.Wheel.Size})
 			continue
 		}
 		items = append(items, fetch.Item{
@@ -636,7 +641,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, info *in
 			Digest: fetch.Digest{Kind: fetch.SHA256, Hex: sha},
 			Dest:   c.Paths.WheelFile(sha), Part: c.Paths.WheelPart(sha),
 		})
-		srcOf[sha] = wheel.Source{Path: c.Paths.WheelFile(sha), Filename: s.Wheel.Filename, SHA256: sha}
+		srcOf[sha] = wheel.Source{Path: c.Paths.WheelFile(sha), Filename: s.Wheel.Filename, SHA256: sha, Size: s.Wheel.Size}
 	}
 	items = append(items, builds.fetchItems(items)...)
 	if len(items) == 0 && len(local) == 0 && len(builds.todo) == 0 {
@@ -686,6 +691,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, info *in
 				return
 			case <-t.C:
 				c.Progress.Packages(len(held)+u.Unpacked(), len(wheels))
+				c.Progress.Unpacked(u.UnpackedBytes(), unpackTotal)
 			}
 		}
 	}()
@@ -693,6 +699,7 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, info *in
 		close(stopCount)
 		<-counted
 		c.Progress.Packages(len(held)+u.Unpacked(), len(wheels))
+		c.Progress.Unpacked(u.UnpackedBytes(), unpackTotal)
 	}()
 	// The unpacker's results are indexed as Add returned; added is read
 	// only after Wait. A download fetched again after a lost race may land

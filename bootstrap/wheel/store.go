@@ -168,6 +168,7 @@ type Source struct {
 	Path     string // the wheel file, e.g. <volume>/cache/wheels/<sha256>.whl
 	Filename string // the wheel's real filename (name-version-tags.whl)
 	SHA256   string // lowercase hex digest of the whole file, already verified
+	Size     int64  // the file's size when known: Unpacker.UnpackedBytes counts it
 }
 
 // File is one file of a store entry.
@@ -384,6 +385,8 @@ type Unpacker struct {
 	errs     []error
 	ended    int // wheels unpacked or failed
 	unpacked int // wheels unpacked
+	// unpackedBytes sums the Size of the sources unpacked.
+	unpackedBytes int64
 
 	workers  sync.WaitGroup // extract, in order
 	finishes sync.WaitGroup // compile and commit, after extract
@@ -483,8 +486,17 @@ func (u *Unpacker) done(i int, e *Entry, err error) {
 	u.ended++
 	if e != nil {
 		u.unpacked++
+		u.unpackedBytes += u.srcs[i].Size
 	}
 	u.mu.Unlock()
+}
+
+// UnpackedBytes sums the Size of the wheels added whose entry is in the
+// store: the unpacking's progress weighted by the wheels' sizes.
+func (u *Unpacker) UnpackedBytes() int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.unpackedBytes
 }
 
 // Pending is how many wheels added are not unpacked (or failed) yet.
@@ -893,7 +905,7 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	var kept atomic.Int64
 	g := ops.Group(ctx)
 	for i, m := range members {
-		g.Go(path.Dir(m.name), func() error {
+		g.Go(memberKey(m), func() error {
 			fl, k, src, err := writeMember(tmp, m, mode, resumed)
 			if err != nil {
 				return wf("entry %q: %v", m.name, err)
@@ -944,6 +956,22 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	s.logger().Debug("unpacked wheel", zap.String("wheel", src.Filename), zap.Int("files", len(out)), zap.Uint64("bytes", total))
 	return p, nil
 }
+
+// memberKey is the scheduling key of a member's write (fileops): its
+// directory, whose creates the kernel serializes anyway, except for a big
+// file, whose time goes to streaming data, not to its create. Ten shared
+// libraries of a CUDA wheel sit in one directory: one at a time they would
+// write at one stream's speed.
+func memberKey(m zipMember) string {
+	if m.f.UncompressedSize64 >= bigMember {
+		return m.name
+	}
+	return path.Dir(m.name)
+}
+
+// bigMember is the size from which a member's write is not held to its
+// directory's turn.
+const bigMember = 1 << 20
 
 // writeMember writes one zip member to dir and verifies it against RECORD
 // while it streams. In a resumed entry, a file already there is kept when

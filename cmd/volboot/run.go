@@ -46,9 +46,10 @@ func (a *app) runCommand() *cobra.Command {
 // healthProgress forwards the reconciler's progress to the health state.
 type healthProgress struct{ s *health.State }
 
-func (h healthProgress) Phase(text string)        { h.s.SetDetail(text) }
-func (h healthProgress) Bytes(done, total int64)  { h.s.SetBytes(done, total) }
-func (h healthProgress) Packages(done, total int) { h.s.SetPackages(done, total) }
+func (h healthProgress) Phase(text string)          { h.s.SetDetail(text) }
+func (h healthProgress) Bytes(done, total int64)    { h.s.SetBytes(done, total) }
+func (h healthProgress) Packages(done, total int)   { h.s.SetPackages(done, total) }
+func (h healthProgress) Unpacked(done, total int64) { h.s.SetUnpacked(done, total) }
 
 func (a *app) run(ctx context.Context, argv []string) error {
 	// Catch signals before anything slow: one that arrives while the

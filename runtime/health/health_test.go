@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -209,23 +210,84 @@ func TestEstimateInit(t *testing.T) {
 	const GB = 1 << 30
 	timeout := 7 * time.Minute
 	// 12 GB left at 20 MB/s is ~10 minutes: too long.
-	e := EstimateInit(time.Minute, Progress{BytesDone: 1 * GB, BytesTotal: 13 * GB}, 20e6, timeout)
+	e := EstimateInit(time.Minute, Progress{BytesDone: 1 * GB, BytesTotal: 13 * GB}, Rates{Download: 20e6}, timeout)
 	if !e.Known || !e.Outlasts || e.Remaining < 10*time.Minute {
 		t.Errorf("slow: %+v", e)
 	}
 	// The same at 500 MB/s is ~26 s.
-	e = EstimateInit(time.Minute, Progress{BytesDone: 1 * GB, BytesTotal: 13 * GB}, 500e6, timeout)
+	e = EstimateInit(time.Minute, Progress{BytesDone: 1 * GB, BytesTotal: 13 * GB}, Rates{Download: 500e6}, timeout)
 	if !e.Known || e.Outlasts || e.Remaining > 30*time.Second {
 		t.Errorf("fast: %+v", e)
 	}
-	if e := EstimateInit(time.Minute, Progress{BytesTotal: GB}, 0, timeout); e.Known {
+	if e := EstimateInit(time.Minute, Progress{BytesTotal: GB}, Rates{}, timeout); e.Known {
 		t.Errorf("no rate: %+v", e)
 	}
-	if e := EstimateInit(8*time.Minute, Progress{BytesTotal: GB}, 0, timeout); !e.Known || !e.Outlasts {
+	if e := EstimateInit(8*time.Minute, Progress{BytesTotal: GB}, Rates{}, timeout); !e.Known || !e.Outlasts {
 		t.Errorf("already over: %+v", e)
 	}
-	if e := EstimateInit(8*time.Minute, Progress{BytesDone: GB, BytesTotal: GB}, 0, timeout); e.Outlasts {
+	if e := EstimateInit(8*time.Minute, Progress{BytesDone: GB, BytesTotal: GB}, Rates{}, timeout); e.Outlasts {
 		t.Errorf("done but late is not a projection: %+v", e)
+	}
+	// Downloads done in a minute, but the unpacking onto a slow volume
+	// runs at 4 MB/s of wheels with 3 GB left: it decides.
+	e = EstimateInit(time.Minute, Progress{BytesDone: 4 * GB, BytesTotal: 4 * GB, UnpackDone: GB, UnpackTotal: 4 * GB}, Rates{Download: 500e6, Unpack: 4e6}, timeout)
+	if !e.Known || !e.Outlasts || e.Remaining < 13*time.Minute {
+		t.Errorf("slow unpack: %+v", e)
+	}
+	// Unpacking measured, downloads not yet: the unpack projection alone.
+	e = EstimateInit(time.Minute, Progress{BytesTotal: 4 * GB, UnpackDone: GB, UnpackTotal: 2 * GB}, Rates{Unpack: 100e6}, timeout)
+	if !e.Known || e.Outlasts || e.Remaining > 15*time.Second {
+		t.Errorf("fast unpack: %+v", e)
+	}
+	for _, c := range []struct{ projected, want time.Duration }{
+		{10 * time.Minute, 12 * time.Minute},
+		{9*time.Minute + 20*time.Second, 12 * time.Minute}, // 11 min 12 s, rounded up
+		{time.Minute, 2 * time.Minute},
+	} {
+		if got := Suggest(c.projected); got != c.want {
+			t.Errorf("Suggest(%s) = %s, want %s", c.projected, got, c.want)
+		}
+	}
+}
+
+// The warning comes from the unpack's pace when downloads are done fast
+// and says what RUNPOD_INIT_TIMEOUT to set.
+func TestWatchInitBudgetProjectsTheUnpack(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	var clock atomic.Int64
+	start := time.Unix(1_700_000_000, 0)
+	st := NewState(func() time.Time { return start.Add(time.Duration(clock.Load())) })
+	st.SetTotals(1<<30, 100)
+	st.AddProgress(1<<30, 0) // downloads done
+	st.SetUnpacked(0, 2<<30)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		WatchInitBudget(ctx, st, 7*time.Minute, time.Millisecond, zap.New(core))
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	var unpacked int64
+	for logs.Len() == 0 && time.Now().Before(deadline) {
+		clock.Add(int64(time.Second))
+		unpacked += 2e6 // 2 MB/s of wheels: 2 GiB take about 18 minutes
+		st.SetUnpacked(unpacked, 2<<30)
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	if logs.Len() != 1 {
+		t.Fatalf("%d warnings, want 1", logs.Len())
+	}
+	msg := logs.All()[0].Message
+	if !strings.Contains(msg, "Set RUNPOD_INIT_TIMEOUT to ") || !strings.Contains(msg, "volboot sync") {
+		t.Errorf("warning %q does not say what to set", msg)
+	}
+	var secs int
+	fmt.Sscanf(msg[strings.Index(msg, "Set RUNPOD_INIT_TIMEOUT to ")+len("Set RUNPOD_INIT_TIMEOUT to "):], "%d", &secs)
+	if secs < 18*60 || secs > 30*60 {
+		t.Errorf("suggested RUNPOD_INIT_TIMEOUT %d s for about 18 minutes of unpacking: %q", secs, msg)
 	}
 }
 

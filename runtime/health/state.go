@@ -47,6 +47,12 @@ type Progress struct {
 	BytesTotal    int64 `json:"bytes_total"`
 	PackagesDone  int   `json:"packages_done"`
 	PackagesTotal int   `json:"packages_total"`
+	// UnpackDone and UnpackTotal weigh the store's work by the wheels'
+	// sizes: bytes of wheels unpacked (bytecode and commit included) of
+	// those this bootstrap has to unpack. On a network volume unpacking,
+	// not downloading, is what takes long.
+	UnpackDone  int64 `json:"unpack_done_bytes,omitempty"`
+	UnpackTotal int64 `json:"unpack_total_bytes,omitempty"`
 }
 
 // Group is one manifest group's outcome on this worker, as status --json
@@ -157,6 +163,13 @@ func (s *State) SetBytes(done, total int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.progress.BytesDone, s.progress.BytesTotal = done, total
+}
+
+// SetUnpacked sets the unpack counters alone.
+func (s *State) SetUnpacked(done, total int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.progress.UnpackDone, s.progress.UnpackTotal = done, total
 }
 
 // SetPackages sets the package counters alone.
