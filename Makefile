@@ -1,4 +1,5 @@
-# volboot — see README.md. Every target works offline.
+# volboot — see README.md. Every target works offline except e2e-real and
+# bench-real, which install the real stack from PyPI.
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # The release build: static (no cgo), reproducible paths, version stamped.
@@ -8,7 +9,7 @@ BUILD_ENV   := CGO_ENABLED=0
 BUILD_FLAGS := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 FUZZTIME ?= 2m
 
-.PHONY: build test unit vet demo bench fuzz clean
+.PHONY: build test unit vet demo bench bench-real e2e-real fuzz clean
 
 build:
 	$(BUILD_ENV) $(GO) build $(BUILD_FLAGS) -o bin/volboot ./cmd/volboot
@@ -32,6 +33,21 @@ demo: build
 # python -m venv, unzip); they are not part of `make test`.
 bench: build
 	bash bench/run.sh
+
+# The real F5 stack end to end (issue 22): the embedded manifest synced
+# from PyPI onto a fresh volume on local disk and on the MooseFS rig, its
+# imports, pip check and pip list against the lock, and the RunPod handler
+# up to its model load. Needs PyPI and about 16 GB free per filesystem
+# (checked); the MooseFS half needs root and Debian's moosefs packages.
+# VOLBOOT_E2E_LOGS=DIR keeps each sync's log there.
+e2e-real:
+	VOLBOOT_E2E_REAL=1 $(GO) test -count=1 -v -timeout 90m -run '^TestE2ERealStack$$' ./integration
+
+# Benchmark P14: volboot vs uv vs pip installing the real stack from PyPI,
+# first and second install, on local disk and on the MooseFS rig (pip onto
+# MooseFS, about 50 minutes, only with BENCH_REAL_FLAGS=-pip-moosefs).
+bench-real: build
+	$(GO) run ./bench/real -volboot bin/volboot $(BENCH_REAL_FLAGS)
 
 # Every fuzz target in the tree for FUZZTIME each, one at a time.
 fuzz:

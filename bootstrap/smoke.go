@@ -91,10 +91,11 @@ type smokeImport struct {
 	Module  string
 }
 
-// smokeFailure is one failed import.
+// smokeFailure is one failed import, or one that did not finish in time.
 type smokeFailure struct {
 	smokeImport
-	Reason string
+	Reason   string
+	TimedOut bool // inconclusive: not held against the group
 }
 
 // smokeCheck imports each module in a fresh isolated interpreter
@@ -118,9 +119,9 @@ func smokeCheck(ctx context.Context, python string, imports []smokeImport, jobs 
 		go func(im smokeImport) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if reason := importOne(ctx, python, im.Module, timeout); reason != "" {
+			if reason, timedOut := importOne(ctx, python, im.Module, timeout); reason != "" {
 				mu.Lock()
-				failures = append(failures, smokeFailure{im, reason})
+				failures = append(failures, smokeFailure{im, reason, timedOut})
 				mu.Unlock()
 			} else if passed != nil {
 				passed(im)
@@ -132,19 +133,21 @@ func smokeCheck(ctx context.Context, python string, imports []smokeImport, jobs 
 	return failures
 }
 
-func importOne(ctx context.Context, python, module string, timeout time.Duration) string {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+// importOne imports module in a fresh interpreter: "" when it worked, else
+// why not, and whether it was only that the time ran out.
+func importOne(ctx context.Context, python, module string, timeout time.Duration) (reason string, timedOut bool) {
+	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python, "-I", "-c", "import "+module)
+	cmd := exec.CommandContext(tctx, python, "-I", "-c", "import "+module)
 	cmd.Dir = filepath.Dir(python)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
 	if err == nil {
-		return ""
+		return "", false
 	}
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Sprintf("import %s timed out after %s", module, timeout)
+	if ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
+		return fmt.Sprintf("import %s did not finish within %s", module, timeout), true
 	}
 	last := strings.TrimSpace(stderr.String())
 	if i := strings.LastIndex(last, "\n"); i >= 0 {
@@ -153,7 +156,7 @@ func importOne(ctx context.Context, python, module string, timeout time.Duration
 	if last == "" {
 		last = err.Error()
 	}
-	return fmt.Sprintf("import %s failed: %s", module, last)
+	return fmt.Sprintf("import %s failed: %s", module, last), false
 }
 
 // Smoke records (DESIGN.md §5.5). An import that passed in a generation

@@ -69,7 +69,13 @@ type GroupOutcome struct {
 	Required   bool       `json:"required"`
 	Attempts   int        `json:"attempts,omitempty"`
 	RetryAfter *time.Time `json:"retry_after,omitempty"` // degraded: sync retries after this
+	// PackagesInstalled: degraded by its models alone, its packages are in
+	// the generation all the same.
+	PackagesInstalled bool `json:"packages_installed,omitempty"`
 }
+
+// modelsOnly reports whether the group is degraded by its models alone.
+func (o GroupOutcome) modelsOnly() bool { return o.State == GroupDegraded && o.PackagesInstalled }
 
 // PackageRecord is one wheel in a generation. A wheel built from an sdist
 // has its build key (sdist.Key) for SHA256, the sdist's file name for
@@ -172,6 +178,9 @@ func (g *Generation) dueForRetry(now time.Time) bool {
 	for _, o := range g.Groups {
 		if o.State == GroupDegraded && o.RetryAfter != nil && !o.waitingForRetry(now) {
 			return true
+		}
+		if o.State == GroupDegraded && o.Required {
+			return true // missing its models: every boot tries them again
 		}
 	}
 	return false

@@ -233,12 +233,12 @@ func (c *Config) explainMiss(st *State, info *interp.Info, r *StatusReport) erro
 	if err != nil {
 		return err
 	}
-	refState := map[string]string{}
+	refGroup := map[string]GroupOutcome{}
 	for _, o := range ref.Groups {
-		refState[o.Name] = o.State
+		refGroup[o.Name] = o
 	}
 	for _, g := range c.Manifest.Groups {
-		if s := refState[g.Name]; s == GroupDegraded || s == GroupSkipped {
+		if o := refGroup[g.Name]; (o.State == GroupDegraded && !o.PackagesInstalled) || o.State == GroupSkipped {
 			continue // its packages are missing on purpose; the group drift says why
 		}
 		sel, err := lock.Select(targetFor(info, py, g.Name))

@@ -64,7 +64,8 @@ F5_REPO = os.environ.get("F5_REPO", "SWivid/F5-TTS")
 F5_REVISION = os.environ.get("F5_REVISION", "main")
 F5_CKPT = os.environ.get("F5_CKPT", F5_MODEL + "/model_1250000.safetensors")
 F5_VOCAB = os.environ.get("F5_VOCAB", F5_MODEL + "/vocab.txt")
-VOCODER_REPO = os.environ.get("F5_VOCODER_REPO", "charactr/vocos-mel-24khz")
+VOCODER_REPO = os.environ.get("VOCOS_REPO", "charactr/vocos-mel-24khz")
+VOCODER_REVISION = os.environ.get("VOCOS_REVISION", "main")
 WHISPER_MODEL = os.environ.get("WHISPER_MODEL", "large-v3")
 WHISPER_BATCH = int(os.environ.get("WHISPER_BATCH", "8"))
 
@@ -87,6 +88,19 @@ def notify(message):
         log("cannot notify %s: %s" % (os.environ["NOTIFY_SOCKET"], e))
 
 
+def model_failures():
+    """{repo: reason} for the models volboot could not fetch this boot."""
+    path = os.environ.get("VOLBOOT_CAPABILITIES")
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            models = json.load(f).get("models") or []
+    except (OSError, ValueError):
+        return {}
+    return {m.get("repo"): m.get("reason", "") for m in models if not m.get("ok")}
+
+
 def cached(repo, filename, revision="main"):
     """Path of a file volboot put in the hub cache, or an error saying so."""
     from huggingface_hub import hf_hub_download
@@ -94,6 +108,15 @@ def cached(repo, filename, revision="main"):
     try:
         return hf_hub_download(repo_id=repo, filename=filename, revision=revision, local_files_only=True)
     except Exception as e:  # LocalEntryNotFoundError and friends
+        why = model_failures().get(repo)
+        if why is not None:
+            # In the manifest, but volboot could not fetch it: the hub was
+            # unreachable (or refused) when this worker synced.
+            raise RuntimeError(
+                "%s/%s@%s is not on the volume: volboot could not fetch it from the Hugging Face hub (%s). "
+                "Running offline; the next boot fetches it again once the hub is reachable"
+                % (repo, filename, revision, why)
+            ) from e
         raise RuntimeError(
             "%s/%s@%s is not on the volume (%s); add it to the manifest and run `volboot sync`"
             % (repo, filename, revision, e)
@@ -105,12 +128,13 @@ def load_tts():
     import torch
     from f5_tts.api import F5TTS
 
-    if not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device visible; F5-TTS needs the GPU this worker was scheduled on")
+    # The files first: a worker missing its models says so on any machine.
     ckpt = cached(F5_REPO, F5_CKPT, F5_REVISION)
     vocab = cached(F5_REPO, F5_VOCAB, F5_REVISION)
-    vocoder_dir = os.path.dirname(cached(VOCODER_REPO, "config.yaml"))
-    cached(VOCODER_REPO, "pytorch_model.bin")
+    vocoder_dir = os.path.dirname(cached(VOCODER_REPO, "config.yaml", VOCODER_REVISION))
+    cached(VOCODER_REPO, "pytorch_model.bin", VOCODER_REVISION)
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device visible; F5-TTS needs the GPU this worker was scheduled on")
     t0 = time.monotonic()
     tts = F5TTS(model=F5_MODEL, ckpt_file=ckpt, vocab_file=vocab, vocoder_local_path=vocoder_dir, device="cuda")
     if USE_FLASH_ATTN:

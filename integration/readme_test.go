@@ -68,3 +68,43 @@ func TestReadmeDockerfileBuildsAsWritten(t *testing.T) {
 		t.Error("README.md's Dockerfile must run volboot run as its ENTRYPOINT")
 	}
 }
+
+// make e2e-real and make bench-real are documented and stay out of `make
+// test` and `make bench`, which work offline.
+func TestRealTargetsDocumentedAndOptIn(t *testing.T) {
+	root := repoRoot(t)
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	makefile, readme, runSh := read("Makefile"), read("README.md"), read("bench/run.sh")
+	target := func(name string) string {
+		m := regexp.MustCompile(`(?m)^` + name + `:[^\n]*\n((?:\t[^\n]*\n)+)`).FindStringSubmatch(makefile)
+		if m == nil {
+			t.Fatalf("the Makefile has no %s target", name)
+		}
+		return m[1]
+	}
+	if r := target("e2e-real"); !strings.Contains(r, e2eRealEnv+"=1") || !strings.Contains(r, "TestE2ERealStack") {
+		t.Errorf("make e2e-real does not run TestE2ERealStack with %s=1:\n%s", e2eRealEnv, r)
+	}
+	if r := target("bench-real"); !strings.Contains(r, "./bench/real") {
+		t.Errorf("make bench-real does not run bench/real:\n%s", r)
+	}
+	for _, name := range []string{"test", "bench"} {
+		if r := target(name); strings.Contains(r, e2eRealEnv) || strings.Contains(r, "bench/real") {
+			t.Errorf("make %s runs what needs PyPI:\n%s", name, r)
+		}
+	}
+	if strings.Contains(runSh, "bench/real") {
+		t.Error("bench/run.sh (make bench, offline) runs bench/real")
+	}
+	for _, s := range []string{"make e2e-real", "make bench-real", "-pip-moosefs", "16 GB"} {
+		if !strings.Contains(readme, s) {
+			t.Errorf("README.md does not mention %q", s)
+		}
+	}
+}

@@ -171,7 +171,12 @@ func syncAndLease(ctx, leaseCtx context.Context, cfg bootstrap.Config, log *zap.
 	host, _ := os.Hostname()
 	for attempt := 1; ; attempt++ {
 		o, err := bootstrap.Sync(ctx, cfg)
-		if err != nil {
+		var me *bootstrap.ModelsError
+		if errors.As(err, &me) && o != nil {
+			// The packages are there; the handler may fetch the models
+			// itself or say what it lacks, and the next boot tries again.
+			log.Error(err.Error()+": starting the handler all the same", zap.String("generation", o.Generation))
+		} else if err != nil {
 			return nil, nil, err
 		}
 		lease, err := lockfile.HoldLease(leaseCtx, lockfile.LeaseOptions{
@@ -305,12 +310,14 @@ func hfOffline(mode string, o *bootstrap.Outcome) bool {
 	case "never":
 		return false
 	}
-	usable := map[string]bool{}
-	for _, g := range o.Usable() {
-		usable[g] = true
+	// The groups whose packages the handler has: a group degraded by its
+	// models alone counts, since the handler may fetch them itself.
+	linked := map[string]bool{}
+	for _, g := range o.Groups {
+		linked[g.Name] = g.State == bootstrap.GroupInstalled || (g.State == bootstrap.GroupDegraded && g.PackagesInstalled)
 	}
 	for _, md := range o.Models {
-		if usable[md.Group] && !md.OK {
+		if linked[md.Group] && !md.OK {
 			return false
 		}
 	}

@@ -156,9 +156,11 @@ func (a *app) syncCommand(repair bool) *cobra.Command {
 			if s := sig(); s != 0 {
 				return &exitError{code: 128 + int(s), err: fmt.Errorf("stopped by %v; the next sync carries on where this one stopped", s)}
 			}
-			if err != nil {
+			var me *bootstrap.ModelsError
+			if err != nil && !(errors.As(err, &me) && o != nil) {
 				return syncExit(err)
 			}
+			// A ModelsError comes with a generation: print it, then fail.
 			fmt.Fprintf(a.stdout, "generation %s\n", o.Generation)
 			for _, g := range o.Groups {
 				line := fmt.Sprintf("  %-12s %s", g.Name, g.State)
@@ -166,6 +168,9 @@ func (a *app) syncCommand(repair bool) *cobra.Command {
 					line += ": " + g.Reason
 				}
 				fmt.Fprintln(a.stdout, line)
+			}
+			if err != nil {
+				return syncExit(err)
 			}
 			return nil
 		},
