@@ -55,9 +55,6 @@ func New(jobs, perDir int) *Scheduler {
 	return &Scheduler{slots: make(chan struct{}, max(jobs, 1)), perDir: max(perDir, 1)}
 }
 
-// Jobs is the bound on operations in flight.
-func (s *Scheduler) Jobs() int { return cap(s.slots) }
-
 // Acquire takes one slot for an operation the caller runs itself (a file
 // written as it streams, a commit), or returns false when ctx ends first.
 // A slot won at the same instant as the cancellation is given back, so a
