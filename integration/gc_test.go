@@ -18,7 +18,7 @@ import (
 // --verify must be clean (a half-removed entry under its final name used to
 // fail every later sync). See gcKillLoop.
 func TestGCKillLoop(t *testing.T) {
-	gcKillLoop(t, newFixture(t, ""), 100, newQuota(50, 15, 40*time.Second))
+	gcKillLoop(t, newFixture(t, ""), 100, newQuota(50, 10, 40*time.Second))
 }
 
 // gcKillLoop keeps two manifests, A and B, that differ in one large
@@ -108,7 +108,7 @@ func gcKillLoop(t *testing.T, f *fixture, files int, q *quota) {
 // alternate between the volume and the local layout: a local tree's big
 // files are links to the store, which the lease must keep as well.
 func TestGCRunRace(t *testing.T) {
-	gcRunRace(t, newFixture(t, fastDir(t)), func(f *fixture) *fixture { return f }, 0, newQuota(200, 40, 40*time.Second))
+	gcRunRace(t, newFixture(t, fastDir(t)), func(f *fixture) *fixture { return f }, 0, newQuota(200, 25, 45*time.Second))
 }
 
 // gcRunRace races run and gc tries times; gc runs through

@@ -341,13 +341,13 @@ func TestMooseFSConcurrentSyncs(t *testing.T) {
 	}
 }
 
-// TestMooseFSCrashTorture: 20 SIGKILLs (at least 8 in the time given, 30
+// TestMooseFSCrashTorture: 20 SIGKILLs (at least 6 in the time given, 30
 // with VOLBOOT_LONG_TESTS=1) at random moments of syncs on MooseFS, through
 // the client 2 ms from its master (see torture). TestMooseFSKillLoop kills
 // a bigger stack at fixed intervals besides; CI's 15 minutes are shared.
 func TestMooseFSCrashTorture(t *testing.T) {
 	rig := mooseRig(t)
-	q := newQuota(20, 8, time.Minute)
+	q := newQuota(20, 6, time.Minute)
 	if os.Getenv("VOLBOOT_LONG_TESTS") != "" {
 		q.want = 30
 	}
@@ -636,7 +636,7 @@ func TestMooseFSFaults(t *testing.T) {
 // each removal costs round trips (see gcKillLoop).
 func TestMooseFSGCKillLoop(t *testing.T) {
 	rig := mooseRig(t)
-	q := newQuota(10, 5, time.Minute) // CI's share of time; VOLBOOT_LONG_TESTS=1 for the full loop
+	q := newQuota(10, 4, time.Minute) // CI's share of time; VOLBOOT_LONG_TESTS=1 for the full loop
 	if os.Getenv("VOLBOOT_LONG_TESTS") != "" {
 		q.want = 50
 	}
