@@ -22,8 +22,10 @@
 // uv is taken from -uv, then ~/.cache/volboot/uv-*/bin/uv (volboot lock
 // installs it there), then PATH, and its side is skipped with a note when
 // there is none. The MooseFS counters of each side (master round trips,
-// creates, lookups) are printed from the mount's .stats file, so a miss
-// can be explained by operation counts, not guesses.
+// creates, lookups) are printed from the mount's .stats file, with the CPU
+// time the installer, the master, the chunkserver and the mount used, so a
+// miss can be explained by operation counts and by which process was busy,
+// not by guesses.
 package main
 
 import (
@@ -37,6 +39,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
@@ -170,33 +173,33 @@ func onRig(ctx context.Context, o options, info *interp.Info, tmp string, rtt ti
 	// P11: first installs.
 	var tv, tp, tu time.Duration
 	vol := filepath.Join(mount, "volboot")
-	st0 := readStats(mount)
+	st0 := takeSnapshot(rig)
 	tv, err = volbootInstall(ctx, info, vol, "gen1", ws)
 	if err != nil {
 		return err
 	}
-	st1 := readStats(mount)
+	st1 := takeSnapshot(rig)
 	fmt.Printf("P11 volboot: %.1f s, %.2f ms per installed file; MooseFS: %s\n", tv.Seconds(), perFile(tv, files), st1.diff(st0))
 	if o.uv != "" {
 		uvCache := filepath.Join(tmp, "uvcache-"+rtt.String())
-		st0 = readStats(mount)
+		st0 = takeSnapshot(rig)
 		tu, err = uvInstall(o, filepath.Join(mount, "uv"), uvCache, ws)
 		if err != nil {
 			return err
 		}
-		st1 = readStats(mount)
+		st1 = takeSnapshot(rig)
 		fmt.Printf("P11 uv:      %.1f s, %.2f ms per installed file; MooseFS: %s\n", tu.Seconds(), perFile(tu, files), st1.diff(st0))
 		fmt.Printf("P11 uv / volboot: %.1fx\n", tu.Seconds()/tv.Seconds())
 	} else {
 		fmt.Println("P11 uv: skipped, no uv binary (pass -uv, or run volboot lock once to install it)")
 	}
 	if o.pip {
-		st0 = readStats(mount)
+		st0 = takeSnapshot(rig)
 		tp, err = pipInstall(o, filepath.Join(mount, "pip"), ws)
 		if err != nil {
 			return err
 		}
-		st1 = readStats(mount)
+		st1 = takeSnapshot(rig)
 		fmt.Printf("P11 pip:     %.1f s, %.2f ms per installed file; MooseFS: %s\n", tp.Seconds(), perFile(tp, files), st1.diff(st0))
 		fmt.Printf("P11 pip / volboot: %.1fx (goal >= 25x at 2 ms)\n", tp.Seconds()/tv.Seconds())
 	} else {
@@ -347,14 +350,51 @@ func readStats(mount string) mfsStats {
 	return out
 }
 
+// snapshot is what explains an install's time on the rig, read before and
+// after it: the mount's counters, the CPU each MooseFS process used, and
+// the installer's (this process, where volboot runs, and its waited-for
+// children: the bytecode compilers, uv, pip).
+type snapshot struct {
+	at        time.Time
+	stats     mfsStats
+	rig       map[string]time.Duration
+	installer time.Duration
+}
+
+func takeSnapshot(rig *mfsrig.Rig) snapshot {
+	var self, children syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
+	cpu := func(r syscall.Rusage) time.Duration {
+		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	return snapshot{at: time.Now(), stats: readStats(rig.Clients()[0].Mount), rig: rig.CPU(), installer: cpu(self) + cpu(children)}
+}
+
 // diff names the counters that explain an install's time: requests to the
-// master, and the operations that cost one each.
-func (s mfsStats) diff(before mfsStats) string {
+// master and the operations that cost one each; then the CPU seconds each
+// process used, with its share of the wall time (a process near 100% of
+// one core is the bound; all of them far below it, on an idle machine,
+// means the install waited on round trips).
+func (s snapshot) diff(before snapshot) string {
 	var parts []string
 	for _, k := range []string{"master.packets_sent", "fuse_ops.lookup.master", "fuse_ops.create", "fuse_ops.link", "fuse_ops.mkdir", "fuse_ops.getxattr", "fuse_ops.open", "fuse_ops.fsync", "fuse_ops.setattr"} {
-		parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(strings.TrimPrefix(k, "fuse_ops."), "master."), s[k]-before[k]))
+		parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(strings.TrimPrefix(k, "fuse_ops."), "master."), s.stats[k]-before.stats[k]))
 	}
-	return strings.Join(parts, ", ")
+	wall := s.at.Sub(before.at)
+	share := func(name string, d time.Duration) string {
+		return fmt.Sprintf("%s %.1f s (%.0f%%)", name, d.Seconds(), 100*d.Seconds()/max(wall.Seconds(), 1e-9))
+	}
+	cpu := []string{share("installer", s.installer-before.installer)}
+	names := make([]string, 0, len(s.rig))
+	for name := range s.rig {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		cpu = append(cpu, share(name, s.rig[name]-before.rig[name]))
+	}
+	return strings.Join(parts, ", ") + "; CPU: " + strings.Join(cpu, ", ")
 }
 
 func perFile(d time.Duration, files int) float64 {
