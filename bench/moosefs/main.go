@@ -16,7 +16,7 @@
 //	P12  the in-sync boot on the mount: bench/sync run with its -dir there
 //	     (volboot's in-sync sync vs pip's no-op; goal <= 30 ms).
 //
-// Usage: go run ./bench/moosefs [-scale 0.25] [-rtts 2ms,5ms] [-pip=false] [-p12=false]
+// Usage: go run ./bench/moosefs [-scale 0.25] [-rtts 2ms,5ms] [-pip=false] [-uv off] [-p5=false] [-p12=false]
 //
 // It needs root and Debian's moosefs packages (the rig's requirements);
 // uv is taken from -uv, then ~/.cache/volboot/uv-*/bin/uv (volboot lock
@@ -56,6 +56,7 @@ type options struct {
 	rtts   []time.Duration
 	pip    bool
 	p12    bool
+	p5     bool
 	uv     string
 	python string
 	keep   bool
@@ -67,7 +68,8 @@ func main() {
 	flag.Float64Var(&o.scale, "scale", 0.25, "size of the F5-shaped stack; 1 is >= 150 wheels, 40k files, 2 GB")
 	flag.BoolVar(&o.pip, "pip", true, "run pip's side of P11 (about 70 ms per file at 2 ms RTT: 20 minutes at scale 0.25)")
 	flag.BoolVar(&o.p12, "p12", true, "run P12 (bench/sync on the mount)")
-	flag.StringVar(&o.uv, "uv", "", "the uv binary (default: volboot lock's, then PATH)")
+	flag.StringVar(&o.uv, "uv", "", "the uv binary (default: volboot lock's, then PATH; off: no uv side)")
+	flag.BoolVar(&o.p5, "p5", true, "run P5 (the second generation, on local disk and on each mount)")
 	flag.StringVar(&o.python, "python", "python3", "the interpreter")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	flag.Parse()
@@ -79,8 +81,11 @@ func main() {
 		}
 		o.rtts = append(o.rtts, d)
 	}
-	if o.uv == "" {
+	switch o.uv {
+	case "":
 		o.uv = findUV()
+	case "off":
+		o.uv = ""
 	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/moosefs:", err)
@@ -146,8 +151,10 @@ func run(o options) error {
 
 	// P5 on local disk first, while nothing else runs.
 	local := filepath.Join(tmp, "local")
-	if err := p5(ctx, o, info, local, ws, ws2, "local disk"); err != nil {
-		return err
+	if o.p5 {
+		if err := p5(ctx, o, info, local, ws, ws2, "local disk"); err != nil {
+			return err
+		}
 	}
 	for _, rtt := range o.rtts {
 		if err := onRig(ctx, o, info, tmp, rtt, ws, ws2, files); err != nil {
@@ -191,7 +198,7 @@ func onRig(ctx context.Context, o options, info *interp.Info, tmp string, rtt ti
 		fmt.Printf("P11 uv:      %.1f s, %.2f ms per installed file; MooseFS: %s\n", tu.Seconds(), perFile(tu, files), st1.diff(st0))
 		fmt.Printf("P11 uv / volboot: %.1fx\n", tu.Seconds()/tv.Seconds())
 	} else {
-		fmt.Println("P11 uv: skipped, no uv binary (pass -uv, or run volboot lock once to install it)")
+		fmt.Println("P11 uv: skipped (-uv off, or no uv binary: pass -uv, or run volboot lock once to install it)")
 	}
 	if o.pip {
 		st0 = takeSnapshot(rig)
@@ -208,8 +215,10 @@ func onRig(ctx context.Context, o options, info *interp.Info, tmp string, rtt ti
 	fmt.Printf("P11 goal at 2 ms: <= 2 ms per installed file; volboot %.2f\n", perFile(tv, files))
 
 	// P5 on the mount: the second generation beside the first.
-	if err := p5(ctx, o, info, filepath.Join(mount, "p5"), ws, ws2, "MooseFS "+rtt.String()); err != nil {
-		return err
+	if o.p5 {
+		if err := p5(ctx, o, info, filepath.Join(mount, "p5"), ws, ws2, "MooseFS "+rtt.String()); err != nil {
+			return err
+		}
 	}
 	if o.p12 {
 		if err := p12(o, filepath.Join(mount, "p12")); err != nil {
