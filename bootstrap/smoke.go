@@ -16,7 +16,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/volboot/volboot/bootstrap/pep508"
 	"github.com/volboot/volboot/bootstrap/wheel"
+	"github.com/volboot/volboot/lockfile"
 )
 
 // topLevelModules lists the importable top-level names a wheel installs into
@@ -195,4 +197,61 @@ func (c *Config) recordSmokePass(id, module string) {
 		return
 	}
 	f.Close()
+}
+
+// smoke imports each active group's requirements in the built generation.
+// It reports whether it degraded any group (the caller then rebuilds).
+func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, plans []*groupPlan, entries map[string]*wheel.Entry) bool {
+	var imports []smokeImport
+	for _, p := range plans {
+		if !p.linked() {
+			continue
+		}
+		for _, r := range p.group.Requirements {
+			n := pep508.NormalizeName(r.Name)
+			for _, s := range p.selected {
+				if s.Package.Normalized != n {
+					continue
+				}
+				for _, m := range topLevelModules(entries[c.storeKey(&s)]) {
+					imports = append(imports, smokeImport{Group: p.group.Name, Package: s.Package.Name, Module: m})
+				}
+			}
+		}
+	}
+	passed := c.smokePassed(gen.ID)
+	todo := imports[:0:0]
+	for _, im := range imports {
+		if !passed[im.Module] {
+			todo = append(todo, im)
+		}
+	}
+	if len(todo) < len(imports) {
+		c.Logger.Info(fmt.Sprintf("smoke check: %d of %d imports passed before in this generation; checking %d", len(imports)-len(todo), len(imports), len(todo)))
+	}
+	c.Progress.Phase(fmt.Sprintf("smoke-checking %d imports", len(todo)))
+	lk.SetPhase(fmt.Sprintf("smoke-checking %d imports", len(todo)))
+	python := filepath.Join(c.Paths.Env(gen.ID), "bin", "python")
+	failures := smokeCheck(ctx, python, todo, c.Jobs, c.SmokeTimeout, func(im smokeImport) { c.recordSmokePass(gen.ID, im.Module) })
+	degraded := false
+	for _, f := range failures {
+		if f.TimedOut {
+			// Not evidence against the package: on MooseFS ten cold imports
+			// of the F5 stack at once took more than 2 minutes each
+			// (transformers), and a required group failed for it. An import
+			// that really hangs shows at the handler's ready-timeout. It is
+			// not recorded as passed, so the next full sync tries again.
+			c.Logger.Warn("smoke check inconclusive: not held against the group; the next sync tries it again", zap.String("group", f.Group),
+				zap.String("package", f.Package), zap.String("reason", f.Reason))
+			continue
+		}
+		for _, p := range plans {
+			if p.group.Name == f.Group && p.linked() {
+				c.Logger.Warn("smoke check failed", zap.String("group", f.Group), zap.String("package", f.Package), zap.String("reason", f.Reason))
+				p.fail(f.Package, f.Reason)
+				degraded = true
+			}
+		}
+	}
+	return degraded
 }
