@@ -93,9 +93,11 @@ func TestMaterializeAndReuse(t *testing.T) {
 
 	// The next boot reuses it.
 	again, err := Materialize(context.Background(), o)
-	if err != nil || !again.Reused {
+	if err != nil || !again.Reused || again.Lease == nil {
 		t.Fatalf("second materialization: %+v %v", again, err)
 	}
+	res.Lease.Close()
+	again.Lease.Close()
 
 	// Damage is found by Verify.
 	if err := os.WriteFile(filepath.Join(sp, "__init__.py"), []byte("X = 2\n"), 0o644); err != nil {
@@ -121,9 +123,14 @@ func TestMaterializeAndReuse(t *testing.T) {
 		if err != nil || res.Reused {
 			t.Fatalf("materialization after a change: %+v %v", res, err)
 		}
+		res.Lease.Close()
 	}
 	if ents, _ := os.ReadDir(filepath.Join(o.LocalDir, "envs")); len(ents) != 1 {
 		t.Errorf("envs holds %d entries after remaking the tree, want 1", len(ents))
+	}
+	// The trees replaced went to the local trash, in one rename each.
+	if ents, _ := os.ReadDir(TrashDir(o.LocalDir)); len(ents) != 2 {
+		t.Errorf("the local trash holds %d entries, want the 2 trees replaced", len(ents))
 	}
 }
 
@@ -174,7 +181,11 @@ func TestMaterializeConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = Materialize(context.Background(), o)
+			var res *Result
+			res, errs[i] = Materialize(context.Background(), o)
+			if res != nil {
+				res.Lease.Close()
+			}
 		}()
 	}
 	wg.Wait()
