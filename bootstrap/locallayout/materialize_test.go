@@ -201,3 +201,42 @@ func TestMaterializeConcurrent(t *testing.T) {
 		t.Errorf("envs holds %d entries, want 1", len(ents))
 	}
 }
+
+// Several processes of one container that all find a tree they cannot
+// reuse (made before a reboot) replace it once between them: none takes
+// another's brief look at the old tree, or its lease on the new one, for
+// a tree in use, and all end on the one new tree.
+func TestMaterializeConcurrentReplace(t *testing.T) {
+	vol := t.TempDir()
+	o := testPack(t, vol)
+	o.LocalDir = t.TempDir()
+	res, err := Materialize(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Lease.Close()
+	o.BootID = "boot-2"
+	var wg sync.WaitGroup
+	results := make([]*Result, 6)
+	errs := make([]error, len(results))
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = Materialize(context.Background(), o)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("worker %d: %v", i, err)
+		}
+		defer results[i].Lease.Close()
+	}
+	if problems, err := Verify(Dir(o.LocalDir, "gen1"), o); err != nil || len(problems) != 0 {
+		t.Fatalf("Verify: %v %v", problems, err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(o.LocalDir, "envs")); len(ents) != 1 {
+		t.Errorf("envs holds %d entries, want 1", len(ents))
+	}
+}
