@@ -21,9 +21,18 @@ vet:
 # detector (integration tests build their own binary with `make build`
 # flags), then the demo. cmd/testreport prints what plain `go test` prints
 # and then every skipped test with its reason, and exits as go test did.
+# The MooseFS tests (TestMooseFS*, on a rig of their own) run in a second
+# go test beside the rest: they wait on round trips and on faults that
+# last seconds far more than they use the CPU, and one package's tests
+# run one at a time. Their report prints after the rest's.
+MOOSEFS_TESTS := ^TestMooseFS
 test: vet
 	$(GO) build -o bin/testreport ./cmd/testreport
-	bin/testreport $(GO) test -race -json -timeout 25m ./...
+	@bin/testreport $(GO) test -race -json -timeout 25m -run '$(MOOSEFS_TESTS)' ./integration >bin/moosefs-tests.out 2>&1 & mfs=$$!; \
+	bin/testreport $(GO) test -race -json -timeout 25m -skip '$(MOOSEFS_TESTS)' ./...; rest=$$?; \
+	wait $$mfs; moosefs=$$?; \
+	echo "== the MooseFS tests ($(MOOSEFS_TESTS), run beside the rest)"; cat bin/moosefs-tests.out; \
+	test $$rest = 0 -a $$moosefs = 0
 	$(MAKE) demo
 
 demo: build

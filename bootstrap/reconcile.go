@@ -4,8 +4,8 @@
 //
 // Sync's contract:
 //   - The in-sync boot is O(1): it stats the interpreter, reads a few sysfs
-//     and procfs files for the GPU fingerprint, reads state.json and one
-//     generation marker, and starts no process (rule 6).
+//     and procfs files for the GPU fingerprint, reads the boot record of
+//     that key and one generation marker, and starts no process (rule 6).
 //   - Otherwise it probes the interpreter and GPUs, plans without the lock,
 //     takes the volume lock, looks again (another worker may have finished),
 //     then fetches, unpacks, builds, smoke-checks, flips `venv` and records

@@ -29,7 +29,7 @@ func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string
 		return nil
 	}
 	c.repairLocal(ctx, gen)
-	_, bad := c.modelDrift(gen, true)
+	_, bad := c.modelDrift(gen, true, nil)
 	drift := c.verifyGeneration(ctx, gen)
 	if err := ctx.Err(); err != nil {
 		return err

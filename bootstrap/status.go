@@ -141,6 +141,7 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 		r.Drift = append(r.Drift, c.byHand(gen, marker)...)
 	}
 	now := c.Now()
+	waiting := map[string]bool{} // optional groups whose retry is ahead
 	for _, g := range gen.Groups {
 		switch {
 		case g.State != GroupDegraded:
@@ -152,9 +153,10 @@ func Status(ctx context.Context, c Config, verify bool) (*StatusReport, error) {
 				detail += "; the first sync after " + g.RetryAfter.UTC().Format(time.RFC3339) + " tries again (volboot repair now)"
 			}
 			r.Notes = append(r.Notes, Drift{Kind: DriftDegraded, Detail: detail})
+			waiting[g.Name] = !g.Required
 		}
 	}
-	md, _ := c.modelDrift(gen, verify)
+	md, _ := c.modelDrift(gen, verify, waiting)
 	r.Drift = append(r.Drift, md...)
 	if verify {
 		r.Verified = true
@@ -334,14 +336,20 @@ func writerDead(ti atomicfile.TempInfo, host string, e fs.DirEntry) bool {
 // modelDrift checks, without network, that every model the generation
 // recorded is still complete on disk: a few stats per file, each blob's
 // size against the recorded one; with verify also every blob's content
-// against its name (sha256 or git blob id). It returns the blobs whose
-// content does not match, for repair to remove.
-func (c *Config) modelDrift(gen *Generation, verify bool) ([]Drift, []string) {
+// against its name (sha256 or git blob id). A model the sync could not
+// fetch is drift unless its group is in waiting (optional groups whose
+// retry is still ahead: the group's note says it). It returns the blobs
+// whose content does not match, for repair to remove.
+func (c *Config) modelDrift(gen *Generation, verify bool, waiting map[string]bool) ([]Drift, []string) {
 	var out []Drift
 	var bad []string
 	for _, rec := range gen.Models {
 		if !rec.OK {
-			out = append(out, Drift{Kind: DriftMissingModel, Package: rec.Repo, Detail: rec.Reason})
+			// A model of an optional group waiting for its retry is
+			// that group's note: the next sync would not try it.
+			if !waiting[rec.Group] {
+				out = append(out, Drift{Kind: DriftMissingModel, Package: rec.Repo, Detail: rec.Reason})
+			}
 			continue
 		}
 		for _, m := range c.Manifest.Models {

@@ -216,3 +216,85 @@ func TestDemoHandlerMissingModel(t *testing.T) {
 		t.Errorf("error does not name the missing ref and the fix:\n%s", out)
 	}
 }
+
+// TestRunpodHandlerOpensPinnedModels: a manifest pins each model to a
+// commit, and the hub cache volboot writes then has snapshots/<commit> but
+// no refs/main. The handler must open each model at the commit volboot
+// reports in VOLBOOT_CAPABILITIES (an env var overriding it), and give
+// whisperx the manifest's faster-whisper snapshot directory, not a size
+// name faster-whisper would look up through refs/main. huggingface_hub is
+// not installed here: a stand-in with the same call answers from a cache
+// laid out as volboot lays it out, refusing anything but local files.
+func TestRunpodHandlerOpensPinnedModels(t *testing.T) {
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "hub")
+	f5, vocos, whisper := strings.Repeat("a1", 20), strings.Repeat("b2", 20), strings.Repeat("c3", 20)
+	for repo, commit := range map[string]string{"SWivid/F5-TTS": f5, "charactr/vocos-mel-24khz": vocos, "Systran/faster-whisper-small": whisper} {
+		snap := filepath.Join(cache, "models--"+strings.ReplaceAll(repo, "/", "--"), "snapshots", commit)
+		for _, f := range []string{"F5TTS_v1_Base/model_1250000.safetensors", "F5TTS_v1_Base/vocab.txt", "config.yaml", "pytorch_model.bin", "model.bin"} {
+			if err := os.MkdirAll(filepath.Join(snap, filepath.Dir(f)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(snap, f), []byte(repo), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	stub := filepath.Join(dir, "stub")
+	if err := os.MkdirAll(stub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stub, "huggingface_hub.py"), []byte(`import os
+def hf_hub_download(repo_id, filename, revision=None, local_files_only=False):
+    assert local_files_only, "the handler must not reach the hub"
+    p = os.path.join(os.environ["HF_HUB_CACHE"], "models--" + repo_id.replace("/", "--"), "snapshots", revision or "main", filename)
+    if not os.path.exists(p):
+        raise FileNotFoundError(p)
+    return p
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	caps := filepath.Join(dir, "capabilities.json")
+	models := fmt.Sprintf(`{"generation":"g","models":[
+		{"repo":"SWivid/F5-TTS","revision":"%s","commit":"%s","ok":true},
+		{"repo":"charactr/vocos-mel-24khz","revision":"%s","commit":"%s","ok":true},
+		{"repo":"Systran/faster-whisper-small","revision":"%s","commit":"%s","ok":true}]}`, f5, f5, vocos, vocos, whisper, whisper)
+	if err := os.WriteFile(caps, []byte(models), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `import runpod_handler as h
+print(h.cached(h.F5_REPO, h.F5_CKPT, h.F5_REVISION))
+print(h.cached(h.VOCODER_REPO, "config.yaml", h.VOCODER_REVISION))
+print(h.whisper_model())
+`
+	run := func(env ...string) (string, error) {
+		cmd := exec.Command("python3", "-c", script)
+		cmd.Env = append(os.Environ(), append([]string{"HF_HUB_CACHE=" + cache, "PYTHONPATH=" + stub + ":.", "PYTHONPYCACHEPREFIX=" + t.TempDir(),
+			"VOLBOOT_CAPABILITIES=" + caps, "F5_REVISION=", "VOCOS_REVISION=", "WHISPER_MODEL=", "WHISPER_REVISION="}, env...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run()
+	if err != nil {
+		t.Fatalf("handler's model lookup: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	want := []string{
+		"runpod_handler: starting",
+		filepath.Join(cache, "models--SWivid--F5-TTS", "snapshots", f5, "F5TTS_v1_Base/model_1250000.safetensors"),
+		filepath.Join(cache, "models--charactr--vocos-mel-24khz", "snapshots", vocos, "config.yaml"),
+		filepath.Join(cache, "models--Systran--faster-whisper-small", "snapshots", whisper),
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("the handler opened:\n%s\nwant:\n%s", out, strings.Join(want, "\n"))
+	}
+	// An explicit revision wins, and a missing file says what to do.
+	out, err = run("F5_REVISION=main")
+	if err == nil || !strings.Contains(out, "SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors@main is not on the volume") || !strings.Contains(out, "volboot sync") {
+		t.Errorf("F5_REVISION=main over a pinned cache: %v\n%s", err, out)
+	}
+	// A size name for whisperx passes through.
+	if out, err := run("WHISPER_MODEL=large-v3"); err != nil || !strings.HasSuffix(strings.TrimSpace(out), "\nlarge-v3") {
+		t.Errorf("WHISPER_MODEL=large-v3: %v\n%s", err, out)
+	}
+}

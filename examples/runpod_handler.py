@@ -17,7 +17,9 @@ environment of DESIGN.md §8. This handler:
   runpod.serverless.start.
 
 The model files come from the volume's Hugging Face cache (HF_HUB_CACHE,
-set by volboot); nothing is downloaded at run time (HF_HUB_OFFLINE=1), so a
+set by volboot), each at the commit volboot fetched (the "models" of
+VOLBOOT_CAPABILITIES; F5_REVISION, VOCOS_REVISION and WHISPER_REVISION
+override); nothing is downloaded at run time (HF_HUB_OFFLINE=1), so a
 missing file is an error that says to run `volboot sync`. The manifest must
 therefore list the vocoder (charactr/vocos-mel-24khz: config.yaml and
 pytorch_model.bin) beside the F5-TTS checkpoint and vocab.
@@ -34,8 +36,9 @@ Request input (job["input"]):
 Output: {"audio_b64": WAV base64, "sample_rate": 24000, "seed": n,
          "ref_text": "...", "groups": [...]}.
 
-It cannot run here (torch, f5-tts, whisperx and runpod are not installed in
-volboot's test environment); volboot's tests only byte-compile it.
+It cannot serve here (torch, f5-tts, whisperx and runpod are not installed
+in volboot's test environment); volboot's tests byte-compile it and check
+which model files it opens (examples_test.go).
 """
 
 import sys
@@ -59,14 +62,42 @@ DEGRADED = os.environ.get("VOLBOOT_DEGRADED", "")
 USE_FLASH_ATTN = "flash-attn" in GROUPS
 HAVE_ASR = "asr" in GROUPS
 
+
+
+def volboot_models():
+    """The model records volboot wrote for this boot (the "models" of the
+    VOLBOOT_CAPABILITIES file: repo, revision, commit, ok, reason); [] when
+    there are none."""
+    path = os.environ.get("VOLBOOT_CAPABILITIES")
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("models") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def pinned_revision(repo, env):
+    """The revision to open repo at: $env when set, else the commit volboot
+    fetched for the manifest's [[model]] of repo, else "main". A manifest
+    pins commits, and the hub cache then holds snapshots/<commit> but no
+    refs/main: asking for "main" offline would find nothing."""
+    if os.environ.get(env):
+        return os.environ[env]
+    for m in volboot_models():
+        if m.get("repo") == repo:
+            return m.get("commit") or m.get("revision") or "main"
+    return "main"
+
+
 F5_MODEL = os.environ.get("F5_MODEL", "F5TTS_v1_Base")
 F5_REPO = os.environ.get("F5_REPO", "SWivid/F5-TTS")
-F5_REVISION = os.environ.get("F5_REVISION", "main")
+F5_REVISION = pinned_revision(F5_REPO, "F5_REVISION")
 F5_CKPT = os.environ.get("F5_CKPT", F5_MODEL + "/model_1250000.safetensors")
 F5_VOCAB = os.environ.get("F5_VOCAB", F5_MODEL + "/vocab.txt")
 VOCODER_REPO = os.environ.get("VOCOS_REPO", "charactr/vocos-mel-24khz")
-VOCODER_REVISION = os.environ.get("VOCOS_REVISION", "main")
-WHISPER_MODEL = os.environ.get("WHISPER_MODEL", "large-v3")
+VOCODER_REVISION = pinned_revision(VOCODER_REPO, "VOCOS_REVISION")
 WHISPER_BATCH = int(os.environ.get("WHISPER_BATCH", "8"))
 
 
@@ -90,15 +121,23 @@ def notify(message):
 
 def model_failures():
     """{repo: reason} for the models volboot could not fetch this boot."""
-    path = os.environ.get("VOLBOOT_CAPABILITIES")
-    if not path:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            models = json.load(f).get("models") or []
-    except (OSError, ValueError):
-        return {}
-    return {m.get("repo"): m.get("reason", "") for m in models if not m.get("ok")}
+    return {m.get("repo"): m.get("reason", "") for m in volboot_models() if not m.get("ok")}
+
+
+def whisper_model():
+    """What whisperx.load_model gets: $WHISPER_MODEL when set (a size such
+    as "large-v3", or a directory); else the snapshot directory of the
+    manifest's faster-whisper model (Systran/faster-whisper-small in
+    manifests/f5-tts.toml), which faster-whisper loads as a local model.
+    Its own lookup of a size name asks the hub cache for refs/main, which a
+    pinned commit does not leave."""
+    if os.environ.get("WHISPER_MODEL"):
+        return os.environ["WHISPER_MODEL"]
+    for m in volboot_models():
+        repo = m.get("repo") or ""
+        if repo.split("/")[-1].startswith("faster-whisper-"):
+            return os.path.dirname(cached(repo, "model.bin", pinned_revision(repo, "WHISPER_REVISION")))
+    return "small"
 
 
 def cached(repo, filename, revision="main"):
@@ -187,8 +226,9 @@ class ASR:
             model = None
             try:
                 t0 = time.monotonic()
+                name = whisper_model()
                 model = whisperx.load_model(
-                    WHISPER_MODEL,
+                    name,
                     "cuda",
                     compute_type="float16",
                     language=language,
@@ -197,7 +237,7 @@ class ASR:
                 audio = whisperx.load_audio(audio_path)
                 result = model.transcribe(audio, batch_size=WHISPER_BATCH)
                 text = " ".join(seg["text"].strip() for seg in result.get("segments", []))
-                log("whisperx %s transcribed %s in %.1fs" % (WHISPER_MODEL, os.path.basename(audio_path), time.monotonic() - t0))
+                log("whisperx %s transcribed %s in %.1fs" % (name, os.path.basename(audio_path), time.monotonic() - t0))
                 return text, result.get("language")
             finally:
                 # Give the 2-4 GB back before the next TTS request needs it.

@@ -18,7 +18,7 @@ import (
 // --verify must be clean (a half-removed entry under its final name used to
 // fail every later sync). See gcKillLoop.
 func TestGCKillLoop(t *testing.T) {
-	gcKillLoop(t, newFixture(t, ""), 100, 50, 2*time.Minute)
+	gcKillLoop(t, newFixture(t, ""), 100, newQuota(50, 10, 40*time.Second))
 }
 
 // gcKillLoop keeps two manifests, A and B, that differ in one large
@@ -28,7 +28,7 @@ func TestGCKillLoop(t *testing.T) {
 // unpack the entry again) and a sync of the other must both succeed. The
 // manifests then swap roles. At the end status --verify is clean and a
 // last gc leaves no leftover of the killed ones.
-func gcKillLoop(t *testing.T, f *fixture, files, wantKills int, budget time.Duration) {
+func gcKillLoop(t *testing.T, f *fixture, files int, q *quota) {
 	t.Helper()
 	shared := f.add(synthstack.Small("gck", 3, 10)...)
 	big := f.add(synthstack.Spec{Name: "gck-big", Version: "1.0", PyFiles: files, DataFiles: files, DataSize: 256},
@@ -58,10 +58,7 @@ func gcKillLoop(t *testing.T, f *fixture, files, wantKills int, budget time.Dura
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 19))
 	start := time.Now()
 	kills, finished := 0, 0
-	for kills < wantKills {
-		if time.Since(start) > budget {
-			t.Fatalf("only %d gc kills in %s (gc takes %s here)", kills, budget, full)
-		}
+	for q.more(kills) {
 		// Both generations exist; gc of the current one's manifest
 		// removes the other (the last one built is current).
 		state, err := bootstrap.ReadState(filepath.Join(f.vol, ".volboot", "state.json"))
@@ -87,6 +84,7 @@ func gcKillLoop(t *testing.T, f *fixture, files, wantKills int, budget time.Dura
 			}
 		}
 	}
+	q.check(t, kills, "gc kills", "gc takes "+full.Round(time.Millisecond).String()+" here")
 	st, r := f.status("--verify")
 	if !st.InSync || len(st.Drift) != 0 {
 		t.Fatalf("status --verify after the gc kills:\n%s%s", r.stdout, r.stderr)
@@ -110,14 +108,14 @@ func gcKillLoop(t *testing.T, f *fixture, files, wantKills int, budget time.Dura
 // alternate between the volume and the local layout: a local tree's big
 // files are links to the store, which the lease must keep as well.
 func TestGCRunRace(t *testing.T) {
-	gcRunRace(t, newFixture(t, fastDir(t)), func(f *fixture) *fixture { return f }, 0, 200, 3*time.Minute)
+	gcRunRace(t, newFixture(t, fastDir(t)), func(f *fixture) *fixture { return f }, 0, newQuota(200, 25, 45*time.Second))
 }
 
 // gcRunRace races run and gc tries times; gc runs through
 // collectorView(fixture) (the same volume, maybe seen from another host),
 // started a random time in [-3 ms, gcLead+3 ms) before run (negative:
 // after it).
-func gcRunRace(t *testing.T, fa *fixture, collectorView func(*fixture) *fixture, gcLead time.Duration, tries int, budget time.Duration) {
+func gcRunRace(t *testing.T, fa *fixture, collectorView func(*fixture) *fixture, gcLead time.Duration, q *quota) {
 	t.Helper()
 	shared := fa.add(synthstack.Small("race", 2, 6)...)
 	x1 := fa.add(synthstack.Spec{Name: "race-x", Version: "1.0", PyFiles: 30, Blobs: 1, BlobSize: 300 << 10})[0]
@@ -149,10 +147,8 @@ print("read", n)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 20))
 	start := time.Now()
 	rebuilt, retried := 0, 0
-	for i := 0; i < tries; i++ {
-		if time.Since(start) > budget {
-			t.Fatalf("only %d of %d tries in %s", i, tries, budget)
-		}
+	i := 0
+	for ; q.more(i); i++ {
 		runner, collector := fs[1-cur], fs[cur]
 		lead := time.Duration(rng.Int64N(int64(gcLead+6*time.Millisecond))) - 3*time.Millisecond
 		var run, gc *background
@@ -186,8 +182,9 @@ print("read", n)
 			cur = 1 - cur
 		}
 	}
+	q.check(t, i, "run/gc races", "a race is a run and a gc, and sometimes a build")
 	t.Logf("%d tries in %s: %d runs built their generation again (gc had removed it), %d of them caught gc removing it after choosing it",
-		tries, time.Since(start).Round(time.Millisecond), rebuilt, retried)
+		i, time.Since(start).Round(time.Millisecond), rebuilt, retried)
 }
 
 // TestGCDiedHoldingAMarker: gc sets a doomed generation's marker aside

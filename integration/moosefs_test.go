@@ -341,22 +341,22 @@ func TestMooseFSConcurrentSyncs(t *testing.T) {
 	}
 }
 
-// TestMooseFSCrashTorture: at least 20 SIGKILLs (30 with
-// VOLBOOT_LONG_TESTS=1) at random moments of syncs on MooseFS, through the
-// client 2 ms from its master (see torture). TestMooseFSKillLoop kills a
-// bigger stack at fixed intervals besides; CI's 15 minutes are shared.
+// TestMooseFSCrashTorture: 20 SIGKILLs (at least 6 in the time given, 30
+// with VOLBOOT_LONG_TESTS=1) at random moments of syncs on MooseFS, through
+// the client 2 ms from its master (see torture). TestMooseFSKillLoop kills
+// a bigger stack at fixed intervals besides; CI's 15 minutes are shared.
 func TestMooseFSCrashTorture(t *testing.T) {
 	rig := mooseRig(t)
-	kills := 20
+	q := newQuota(20, 6, time.Minute)
 	if os.Getenv("VOLBOOT_LONG_TESTS") != "" {
-		kills = 30
+		q.want = 30
 	}
 	base := mooseVolume(t, rig.Clients()[0])[0]
 	f := newFixture(t, filepath.Join(base, "reference"))
 	ws := f.add(synthstack.Small("mcrash", 4, 24)...)
 	// Unpacking and building take most of a sync on MooseFS: a longer
 	// stall gives the fetching phase its share of the kills.
-	torture(t, f, ws, base, 400*time.Millisecond, kills, 4*time.Minute, false)
+	torture(t, f, ws, base, 400*time.Millisecond, q, false)
 }
 
 // background is a volboot command running while a test disturbs it.
@@ -636,11 +636,11 @@ func TestMooseFSFaults(t *testing.T) {
 // each removal costs round trips (see gcKillLoop).
 func TestMooseFSGCKillLoop(t *testing.T) {
 	rig := mooseRig(t)
-	kills := 10 // CI's share of time; VOLBOOT_LONG_TESTS=1 for the full loop
+	q := newQuota(10, 4, time.Minute) // CI's share of time; VOLBOOT_LONG_TESTS=1 for the full loop
 	if os.Getenv("VOLBOOT_LONG_TESTS") != "" {
-		kills = 50
+		q.want = 50
 	}
-	gcKillLoop(t, newFixture(t, mooseVolume(t, rig.Clients()[0])[0]), 20, kills, time.Duration(kills)*12*time.Second)
+	gcKillLoop(t, newFixture(t, mooseVolume(t, rig.Clients()[0])[0]), 20, q)
 }
 
 // TestMooseFSGCRunRace: run through one client races gc through the other
@@ -652,11 +652,11 @@ func TestMooseFSGCRunRace(t *testing.T) {
 	fa := newFixture(t, vols[0])
 	// gc's lock and first look at the leases take round trips: start it
 	// up to 150 ms first, so that run chooses the generation around then.
-	tries := 12 // CI's share of time; VOLBOOT_LONG_TESTS=1 for the full loop
+	q := newQuota(12, 6, 45*time.Second) // CI's share of time; VOLBOOT_LONG_TESTS=1 for the full loop
 	if os.Getenv("VOLBOOT_LONG_TESTS") != "" {
-		tries = 200
+		q.want = 200
 	}
-	gcRunRace(t, fa, func(f *fixture) *fixture { return f.on(vols[1]) }, 150*time.Millisecond, tries, time.Duration(tries)*15*time.Second)
+	gcRunRace(t, fa, func(f *fixture) *fixture { return f.on(vols[1]) }, 150*time.Millisecond, q)
 }
 
 // TestMooseFSRepairUnderLoad: repair under a polling handler on MooseFS,

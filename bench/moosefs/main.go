@@ -16,14 +16,16 @@
 //	P12  the in-sync boot on the mount: bench/sync run with its -dir there
 //	     (volboot's in-sync sync vs pip's no-op; goal <= 30 ms).
 //
-// Usage: go run ./bench/moosefs [-scale 0.25] [-rtts 2ms,5ms] [-pip=false] [-p12=false]
+// Usage: go run ./bench/moosefs [-scale 0.25] [-rtts 2ms,5ms] [-pip=false] [-uv off] [-p5=false] [-p12=false]
 //
 // It needs root and Debian's moosefs packages (the rig's requirements);
 // uv is taken from -uv, then ~/.cache/volboot/uv-*/bin/uv (volboot lock
 // installs it there), then PATH, and its side is skipped with a note when
 // there is none. The MooseFS counters of each side (master round trips,
-// creates, lookups) are printed from the mount's .stats file, so a miss
-// can be explained by operation counts, not guesses.
+// creates, lookups) are printed from the mount's .stats file, with the CPU
+// time the installer, the master, the chunkserver and the mount used, so a
+// miss can be explained by operation counts and by which process was busy,
+// not by guesses.
 package main
 
 import (
@@ -37,6 +39,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
@@ -53,6 +56,7 @@ type options struct {
 	rtts   []time.Duration
 	pip    bool
 	p12    bool
+	p5     bool
 	uv     string
 	python string
 	keep   bool
@@ -64,7 +68,8 @@ func main() {
 	flag.Float64Var(&o.scale, "scale", 0.25, "size of the F5-shaped stack; 1 is >= 150 wheels, 40k files, 2 GB")
 	flag.BoolVar(&o.pip, "pip", true, "run pip's side of P11 (about 70 ms per file at 2 ms RTT: 20 minutes at scale 0.25)")
 	flag.BoolVar(&o.p12, "p12", true, "run P12 (bench/sync on the mount)")
-	flag.StringVar(&o.uv, "uv", "", "the uv binary (default: volboot lock's, then PATH)")
+	flag.StringVar(&o.uv, "uv", "", "the uv binary (default: volboot lock's, then PATH; off: no uv side)")
+	flag.BoolVar(&o.p5, "p5", true, "run P5 (the second generation, on local disk and on each mount)")
 	flag.StringVar(&o.python, "python", "python3", "the interpreter")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	flag.Parse()
@@ -76,8 +81,11 @@ func main() {
 		}
 		o.rtts = append(o.rtts, d)
 	}
-	if o.uv == "" {
+	switch o.uv {
+	case "":
 		o.uv = findUV()
+	case "off":
+		o.uv = ""
 	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/moosefs:", err)
@@ -143,8 +151,10 @@ func run(o options) error {
 
 	// P5 on local disk first, while nothing else runs.
 	local := filepath.Join(tmp, "local")
-	if err := p5(ctx, o, info, local, ws, ws2, "local disk"); err != nil {
-		return err
+	if o.p5 {
+		if err := p5(ctx, o, info, local, ws, ws2, "local disk"); err != nil {
+			return err
+		}
 	}
 	for _, rtt := range o.rtts {
 		if err := onRig(ctx, o, info, tmp, rtt, ws, ws2, files); err != nil {
@@ -170,33 +180,33 @@ func onRig(ctx context.Context, o options, info *interp.Info, tmp string, rtt ti
 	// P11: first installs.
 	var tv, tp, tu time.Duration
 	vol := filepath.Join(mount, "volboot")
-	st0 := readStats(mount)
+	st0 := takeSnapshot(rig)
 	tv, err = volbootInstall(ctx, info, vol, "gen1", ws)
 	if err != nil {
 		return err
 	}
-	st1 := readStats(mount)
+	st1 := takeSnapshot(rig)
 	fmt.Printf("P11 volboot: %.1f s, %.2f ms per installed file; MooseFS: %s\n", tv.Seconds(), perFile(tv, files), st1.diff(st0))
 	if o.uv != "" {
 		uvCache := filepath.Join(tmp, "uvcache-"+rtt.String())
-		st0 = readStats(mount)
+		st0 = takeSnapshot(rig)
 		tu, err = uvInstall(o, filepath.Join(mount, "uv"), uvCache, ws)
 		if err != nil {
 			return err
 		}
-		st1 = readStats(mount)
+		st1 = takeSnapshot(rig)
 		fmt.Printf("P11 uv:      %.1f s, %.2f ms per installed file; MooseFS: %s\n", tu.Seconds(), perFile(tu, files), st1.diff(st0))
 		fmt.Printf("P11 uv / volboot: %.1fx\n", tu.Seconds()/tv.Seconds())
 	} else {
-		fmt.Println("P11 uv: skipped, no uv binary (pass -uv, or run volboot lock once to install it)")
+		fmt.Println("P11 uv: skipped (-uv off, or no uv binary: pass -uv, or run volboot lock once to install it)")
 	}
 	if o.pip {
-		st0 = readStats(mount)
+		st0 = takeSnapshot(rig)
 		tp, err = pipInstall(o, filepath.Join(mount, "pip"), ws)
 		if err != nil {
 			return err
 		}
-		st1 = readStats(mount)
+		st1 = takeSnapshot(rig)
 		fmt.Printf("P11 pip:     %.1f s, %.2f ms per installed file; MooseFS: %s\n", tp.Seconds(), perFile(tp, files), st1.diff(st0))
 		fmt.Printf("P11 pip / volboot: %.1fx (goal >= 25x at 2 ms)\n", tp.Seconds()/tv.Seconds())
 	} else {
@@ -205,8 +215,10 @@ func onRig(ctx context.Context, o options, info *interp.Info, tmp string, rtt ti
 	fmt.Printf("P11 goal at 2 ms: <= 2 ms per installed file; volboot %.2f\n", perFile(tv, files))
 
 	// P5 on the mount: the second generation beside the first.
-	if err := p5(ctx, o, info, filepath.Join(mount, "p5"), ws, ws2, "MooseFS "+rtt.String()); err != nil {
-		return err
+	if o.p5 {
+		if err := p5(ctx, o, info, filepath.Join(mount, "p5"), ws, ws2, "MooseFS "+rtt.String()); err != nil {
+			return err
+		}
 	}
 	if o.p12 {
 		if err := p12(o, filepath.Join(mount, "p12")); err != nil {
@@ -347,14 +359,51 @@ func readStats(mount string) mfsStats {
 	return out
 }
 
+// snapshot is what explains an install's time on the rig, read before and
+// after it: the mount's counters, the CPU each MooseFS process used, and
+// the installer's (this process, where volboot runs, and its waited-for
+// children: the bytecode compilers, uv, pip).
+type snapshot struct {
+	at        time.Time
+	stats     mfsStats
+	rig       map[string]time.Duration
+	installer time.Duration
+}
+
+func takeSnapshot(rig *mfsrig.Rig) snapshot {
+	var self, children syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
+	cpu := func(r syscall.Rusage) time.Duration {
+		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	return snapshot{at: time.Now(), stats: readStats(rig.Clients()[0].Mount), rig: rig.CPU(), installer: cpu(self) + cpu(children)}
+}
+
 // diff names the counters that explain an install's time: requests to the
-// master, and the operations that cost one each.
-func (s mfsStats) diff(before mfsStats) string {
+// master and the operations that cost one each; then the CPU seconds each
+// process used, with its share of the wall time (a process near 100% of
+// one core is the bound; all of them far below it, on an idle machine,
+// means the install waited on round trips).
+func (s snapshot) diff(before snapshot) string {
 	var parts []string
 	for _, k := range []string{"master.packets_sent", "fuse_ops.lookup.master", "fuse_ops.create", "fuse_ops.link", "fuse_ops.mkdir", "fuse_ops.getxattr", "fuse_ops.open", "fuse_ops.fsync", "fuse_ops.setattr"} {
-		parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(strings.TrimPrefix(k, "fuse_ops."), "master."), s[k]-before[k]))
+		parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(strings.TrimPrefix(k, "fuse_ops."), "master."), s.stats[k]-before.stats[k]))
 	}
-	return strings.Join(parts, ", ")
+	wall := s.at.Sub(before.at)
+	share := func(name string, d time.Duration) string {
+		return fmt.Sprintf("%s %.1f s (%.0f%%)", name, d.Seconds(), 100*d.Seconds()/max(wall.Seconds(), 1e-9))
+	}
+	cpu := []string{share("installer", s.installer-before.installer)}
+	names := make([]string, 0, len(s.rig))
+	for name := range s.rig {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		cpu = append(cpu, share(name, s.rig[name]-before.rig[name]))
+	}
+	return strings.Join(parts, ", ") + "; CPU: " + strings.Join(cpu, ", ")
 }
 
 func perFile(d time.Duration, files int) float64 {

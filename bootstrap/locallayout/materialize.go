@@ -253,7 +253,7 @@ func renameNoReplace(oldpath, newpath string) error {
 // removals in flight: it runs while the handler loads its model, on a
 // container with few cores, and nothing waits for it.
 func localTrash(localDir string, log *zap.Logger) *trash.Can {
-	return &trash.Can{Dir: TrashDir(localDir), Logger: log, Jobs: 2}
+	return &trash.Can{Dir: TrashDir(localDir), Logger: log, Ops: fileops.New(2, 1)}
 }
 
 // reusable reads the marker of the tree at dir and says why it cannot

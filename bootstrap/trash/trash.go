@@ -23,10 +23,10 @@
 //     cannot be seen from here) is claimed again. A killed Empty leaves a claimed, half-removed item that
 //     the next Empty takes over; two emptiers on one tree only waste round
 //     trips, since every removal tolerates a name that is already gone.
-//   - Empty keeps at most Jobs file operations in flight, spread across
-//     directories (the kernel serializes unlinks within one directory, so
-//     only different directories run in parallel), and returns as soon as
-//     ctx ends, leaving the rest for the next one.
+//   - Empty runs its file operations through a fileops.Scheduler (Ops),
+//     spread across directories (the kernel serializes unlinks within one
+//     directory, so only different directories run in parallel), and
+//     returns as soon as ctx ends, leaving the rest for the next one.
 package trash
 
 import (
@@ -38,7 +38,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +46,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/fileops"
 )
 
 // claimName starts the final name in the temporary names of claimed items;
@@ -60,8 +61,9 @@ const DefaultClaimTTL = 10 * time.Minute
 type Can struct {
 	Dir    string // <volume>/.volboot/trash
 	Logger *zap.Logger
-	// Jobs bounds the file operations Empty keeps in flight; default 16.
-	Jobs int
+	// Ops schedules Empty's file operations; default 16 in flight (fewer
+	// on a local disk), one per directory.
+	Ops *fileops.Scheduler
 	// ClaimTTL: see the package comment; default DefaultClaimTTL.
 	ClaimTTL time.Duration
 	// Now is the clock claims are judged by; default time.Now.
@@ -135,11 +137,14 @@ func (c *Can) Empty(ctx context.Context) (Report, error) {
 	if err != nil {
 		return r, fmt.Errorf("read the trash %s: %w", c.Dir, err)
 	}
-	jobs := c.Jobs
-	if jobs <= 0 {
-		jobs = 16
+	ops := c.Ops
+	if ops == nil {
+		// Emptying runs beside the handler's warm load: fewer in flight
+		// than an install's own bulk work, so its imports keep their
+		// share of the volume's metadata server.
+		ops = fileops.New(min(16, fileops.DefaultJobs(c.Dir)), 1)
 	}
-	rm := &remover{ctx: ctx, sem: make(chan struct{}, jobs-1)}
+	var removed int64
 	for _, e := range ents {
 		if ctx.Err() != nil {
 			r.Left++
@@ -150,7 +155,10 @@ func (c *Can) Empty(ctx context.Context) (Report, error) {
 			r.Left++
 			continue
 		}
-		if err := rm.remove(p, e.IsDir()); err != nil {
+		rm := &remover{g: ops.Group(ctx)}
+		err := rm.remove(p, e.IsDir())
+		removed += rm.removed.Load()
+		if err != nil {
 			r.Left++
 			if ctx.Err() == nil {
 				c.logger().Warn("trash: could not remove an item; the next emptying tries again", zap.String("path", p), zap.Error(err))
@@ -159,7 +167,7 @@ func (c *Can) Empty(ctx context.Context) (Report, error) {
 		}
 		r.Items++
 	}
-	r.Removed = int(rm.count())
+	r.Removed = int(removed)
 	return r, ctx.Err()
 }
 
@@ -220,118 +228,111 @@ func (c *Can) claimExpired(final string) bool {
 	return c.now().Sub(time.Unix(secs, 0)) > ttl
 }
 
-// remover removes trees with up to cap(sem)+1 operations in flight: each
-// directory is emptied by one goroutine, and its subdirectories are handed
-// to other goroutines while there is room, else emptied by the same one.
+// remover removes trees through a fileops group: a directory is read by
+// one operation, its files unlinked in batches (each batch one operation
+// keyed by that directory, through one handle on it), its subdirectories
+// removed the same way, each under its own key, and the directory itself
+// removed (keyed by its parent) once everything in it is gone. Directories
+// thus proceed in parallel up to the scheduler's bound, and one directory
+// never has more unlinks in flight than its key allows (the kernel
+// serializes them there anyway).
 type remover struct {
-	ctx     context.Context
-	sem     chan struct{}
-	mu      sync.Mutex
-	removed int64
+	g       *fileops.Group
+	removed atomic.Int64
 }
 
-func (r *remover) count() int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.removed
-}
-
-func (r *remover) add(n int64) {
-	r.mu.Lock()
-	r.removed += n
-	r.mu.Unlock()
-}
+// unlinkBatch is how many names one operation unlinks: enough to amortize
+// the handle on the directory, few enough that a cancellation or another
+// directory's turn comes soon.
+const unlinkBatch = 32
 
 func (r *remover) remove(p string, isDir bool) error {
 	if !isDir {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		r.add(1)
+		r.removed.Add(1)
 		return nil
 	}
-	return r.dir(p)
+	r.dir(p, func() {})
+	return r.g.Wait()
 }
 
-// dir empties and removes the directory p.
-func (r *remover) dir(p string) error {
-	if err := r.ctx.Err(); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	keep := func(err error) {
-		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
+// dir queues the removal of directory p and calls gone (from inside an
+// operation of the group) once p is removed. After a failure the group
+// stops, and gone may never be called.
+func (r *remover) dir(p string, gone func()) {
+	r.g.Go(p, func() error {
+		ents, err := os.ReadDir(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			gone()
+			return nil
 		}
-		mu.Unlock()
-	}
-	var files []string
-	for _, e := range ents {
-		if !e.IsDir() {
-			files = append(files, e.Name())
-			continue
+		if err != nil {
+			return err
 		}
-		sub := filepath.Join(p, e.Name())
-		select {
-		case r.sem <- struct{}{}:
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-r.sem }()
-				if err := r.dir(sub); err != nil {
-					keep(err)
-				}
-			}()
-		default:
-			if err := r.dir(sub); err != nil {
-				keep(err)
+		var files, dirs []string
+		for _, e := range ents {
+			if e.IsDir() {
+				dirs = append(dirs, filepath.Join(p, e.Name()))
+			} else {
+				files = append(files, e.Name())
 			}
 		}
-	}
-	if len(files) > 0 {
-		if err := r.unlinkAll(p, files); err != nil {
-			keep(err)
+		var left atomic.Int64
+		left.Store(int64(len(dirs) + (len(files)+unlinkBatch-1)/unlinkBatch))
+		rmdir := func() {
+			r.g.Go(filepath.Dir(p), func() error {
+				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+				r.removed.Add(1)
+				gone()
+				return nil
+			})
 		}
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	r.add(1)
-	return nil
+		if left.Load() == 0 {
+			rmdir()
+			return nil
+		}
+		done := func() {
+			if left.Add(-1) == 0 {
+				rmdir()
+			}
+		}
+		for start := 0; start < len(files); start += unlinkBatch {
+			batch := files[start:min(start+unlinkBatch, len(files))]
+			r.g.Go(p, func() error {
+				if err := r.unlinkAll(p, batch); err != nil {
+					return err
+				}
+				done()
+				return nil
+			})
+		}
+		for _, sub := range dirs {
+			r.dir(sub, done)
+		}
+		return nil
+	})
 }
 
 // unlinkAll removes the files names of directory p through one handle on
-// it, so the path is walked once.
+// it, so the path is walked once per batch.
 func (r *remover) unlinkAll(p string, names []string) error {
 	fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", p, err)
 	}
 	defer unix.Close(fd)
-	var n int64
-	defer func() { r.add(n) }()
 	for _, name := range names {
-		if err := r.ctx.Err(); err != nil {
+		if err := r.g.Context().Err(); err != nil {
 			return err
 		}
 		if err := unix.Unlinkat(fd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("remove %s: %w", filepath.Join(p, name), err)
 		}
-		n++
+		r.removed.Add(1)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/trash"
 )
 
@@ -37,7 +38,7 @@ func tree(t *testing.T, root string, dirs, files int) int {
 
 func TestPutAndEmpty(t *testing.T) {
 	vol := t.TempDir()
-	can := &trash.Can{Dir: filepath.Join(vol, ".volboot", "trash"), Jobs: 4}
+	can := &trash.Can{Dir: filepath.Join(vol, ".volboot", "trash"), Ops: fileops.New(4, 1)}
 	if err := os.MkdirAll(filepath.Dir(can.Dir), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestPutAndEmpty(t *testing.T) {
 	want := 0
 	for i := range 3 {
 		p := filepath.Join(vol, fmt.Sprint("gen", i))
-		want += tree(t, p, 5, 20)
+		want += tree(t, p, 5, 20+30*i) // 20, 50 and 80 files a directory: several unlink batches
 		if err := can.Put(p); err != nil {
 			t.Fatal(err)
 		}
@@ -144,5 +145,31 @@ func TestEmptyCancelled(t *testing.T) {
 	// The next one finishes the job.
 	if r, err := can.Empty(context.Background()); err != nil || r.Items != 1 || can.Items() != 0 {
 		t.Fatalf("Empty after a cancelled one: %+v, %v, %d items left", r, err, can.Items())
+	}
+}
+
+// TestEmptyCancelledMidway: an Empty whose context ends while it removes a
+// tree stops soon, says so, and leaves the item (claimed, half removed) in
+// the trash for a later emptier (TestEmptyClaims: one whose claimer is
+// gone takes it over).
+func TestEmptyCancelledMidway(t *testing.T) {
+	vol := t.TempDir()
+	can := &trash.Can{Dir: filepath.Join(vol, "trash"), Ops: fileops.New(2, 1)}
+	p := filepath.Join(vol, "gen")
+	want := tree(t, p, 40, 100)
+	if err := can.Put(p); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		time.Sleep(5 * time.Millisecond)
+		cancel()
+	}()
+	r, err := can.Empty(ctx)
+	if !errors.Is(err, context.Canceled) || r.Items != 0 || r.Left != 1 || r.Removed >= want {
+		t.Fatalf("cancelled Empty: %+v, %v; want the item left, fewer than %d removed, context.Canceled", r, err, want)
+	}
+	if n := can.Items(); n != 1 {
+		t.Fatalf("trash holds %d items, want the half-removed one", n)
 	}
 }

@@ -37,7 +37,8 @@ import (
 const CompleteName = ".complete"
 
 // GenerationSchema is the version of the generation format (layout,
-// launchers, marker). It belongs in the generation id.
+// launchers, marker), recorded in the marker. Generation ids do not carry
+// it: they hash bootstrap.FormatVersion, which must be raised with it.
 const GenerationSchema = 1
 
 // Installer is what INSTALLER says in every dist-info volboot writes.

@@ -134,7 +134,7 @@ workers booting at once, then starts and supervises the inference handler.`,
 	f.StringVar(&a.opts.manifest, "manifest", a.envOr("VOLBOOT_MANIFEST", manifests.EmbeddedPrefix+manifests.Default), "manifest file, or embedded:NAME, NAME one of "+strings.Join(manifests.EmbeddedNames(), ", ")+" (env VOLBOOT_MANIFEST)")
 	f.StringVar(&a.opts.lock, "lock", a.env("VOLBOOT_LOCK"), "PEP 751 lock file, overriding the manifest's [lock] path (env VOLBOOT_LOCK)")
 	f.StringVar(&a.opts.python, "python", a.envOr("VOLBOOT_PYTHON", "python3"), "the interpreter to build environments for (env VOLBOOT_PYTHON)")
-	f.IntVar(&a.opts.jobs, "jobs", 16, "operations in flight (downloads, file creations)")
+	f.IntVar(&a.opts.jobs, "jobs", 16, "downloads and smoke-check imports in flight (file operations are sized by the volume's filesystem)")
 	f.StringVar(&a.opts.logFormat, "log-format", a.envOr("VOLBOOT_LOG_FORMAT", "auto"), "auto, console or json (env VOLBOOT_LOG_FORMAT)")
 	defHealth := ""
 	if p := a.env("PORT_HEALTH"); p != "" {
