@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -138,26 +139,29 @@ func (c *Config) buildPack(ctx context.Context, info *interp.Info, gen *Generati
 // Localize lays the generation of o out in the local layout when this
 // worker's layout asks for it (auto: a network or FUSE volume), and
 // returns the outcome to run the handler from: o itself in the volume
-// layout, else a copy whose Dir and Python are the local tree's. The
-// caller must hold the generation's use-lease first: the local tree's
-// links point at store files on the volume. Every reason not to run
-// locally (the volume layout chosen, no pack, the budget too small, a
-// pack or volume file that fails its checks) is logged and the volume
-// layout used; only a cancelled ctx is an error.
-func (c Config) Localize(ctx context.Context, o *Outcome) (*Outcome, error) {
+// layout, else a copy whose Dir and Python are the local tree's, with the
+// local tree's Lease (nil in the volume layout). The caller must hold the
+// generation's use-lease first, since the local tree's links point at
+// store files on the volume, and must hold the Lease for as long as
+// anything runs from the tree (the in-use rule, DESIGN.md §5.8), then
+// close it. Every reason not to run locally (the volume layout chosen, no
+// pack, the budget too small, a pack or volume file that fails its
+// checks, a tree of another pack that another process still runs from)
+// is logged and the volume layout used; only a cancelled ctx is an error.
+func (c Config) Localize(ctx context.Context, o *Outcome) (*Outcome, *locallayout.Lease, error) {
 	c.defaults()
 	mode := c.Local.Mode
 	if mode == "" {
 		mode = locallayout.ModeVolume
 	}
 	want, why := locallayout.WantLocal(mode, c.Paths.Root)
-	volume := func(msg string, fields ...zap.Field) (*Outcome, error) {
+	volume := func(msg string, fields ...zap.Field) (*Outcome, *locallayout.Lease, error) {
 		level := c.Logger.Info
 		if mode == locallayout.ModeLocal {
 			level = c.Logger.Warn
 		}
 		level("layout volume: "+msg, append(fields, zap.String("generation", o.Generation))...)
-		return o, nil
+		return o, nil, nil
 	}
 	if !want {
 		return volume(why)
@@ -185,7 +189,7 @@ func (c Config) Localize(ctx context.Context, o *Outcome) (*Outcome, error) {
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		return volume("the local tree could not be made", zap.Error(err))
 	}
@@ -197,7 +201,7 @@ func (c Config) Localize(ctx context.Context, o *Outcome) (*Outcome, error) {
 		zap.String("generation", o.Generation), zap.String("dir", res.Dir), zap.Bool("reused", res.Reused), zap.Duration("took", res.Took))
 	lo := *o
 	lo.Dir, lo.Python, lo.Layout = res.Dir, filepath.Join(res.Dir, "bin", "python"), "local"
-	return &lo, nil
+	return &lo, res.Lease, nil
 }
 
 // verifyLocal checks, for status --verify, the generation's pack (its
@@ -261,7 +265,7 @@ func readPack(path, sha string) error {
 // when it is damaged (the sync that follows packs the generation again)
 // and removes this worker's local tree of the generation when it differs
 // from its pack (the next run lays it out again).
-func (c *Config) repairLocal(gen *Generation) {
+func (c *Config) repairLocal(ctx context.Context, gen *Generation) {
 	drift, _ := c.verifyLocal(gen)
 	for _, d := range drift {
 		c.Logger.Warn("repair: found", zap.String("kind", d.Kind), zap.String("detail", d.Detail))
@@ -269,11 +273,41 @@ func (c *Config) repairLocal(gen *Generation) {
 		case DriftPack:
 			os.Remove(c.Paths.Pack(gen.ID, gen.Pack.SHA256))
 		case DriftLocalTree:
+			// Into the local trash, unless a process of this container runs
+			// from it: removing it would break that process, and the tree
+			// is made again only once nothing runs from it.
 			dir := locallayout.Dir(c.Local.Dir, gen.ID)
-			if err := os.RemoveAll(dir); err != nil {
-				c.Logger.Warn("repair: could not remove the local tree", zap.String("dir", dir), zap.Error(err))
+			if err := locallayout.Retire(ctx, c.Local.Dir, dir); err != nil {
+				c.Logger.Warn("repair: could not remove the local tree (stop the workers of this container that run from it, then repair again)", zap.String("dir", dir), zap.Error(err))
 			}
 			return
 		}
 	}
+}
+
+// CollectLocal removes the local trees of this worker's local directory
+// that no process runs from, except keep's, and empties the local trash
+// (locallayout.Collect: bounded, cancelled with ctx, safe against the
+// trees other processes of the container hold). run calls it once the
+// handler is ready, keeping its own generation; gc calls it with the
+// generations it kept on the volume, and thisVolume set: then only trees
+// made for this volume are judged. Without a local directory it does
+// nothing.
+func (c Config) CollectLocal(ctx context.Context, thisVolume bool, keep ...string) (locallayout.CollectReport, error) {
+	c.defaults()
+	if c.Local.Dir == "" {
+		return locallayout.CollectReport{}, nil
+	}
+	o := locallayout.CollectOptions{
+		LocalDir: c.Local.Dir, Logger: c.Logger,
+		Keep: func(id string) bool { return slices.Contains(keep, id) },
+	}
+	if thisVolume {
+		root, err := filepath.Abs(c.Paths.Root)
+		if err != nil {
+			return locallayout.CollectReport{}, err
+		}
+		o.Volume = root
+	}
+	return locallayout.Collect(ctx, o)
 }

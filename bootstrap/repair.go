@@ -28,7 +28,7 @@ func (c *Config) repairVolume(ctx context.Context, lk *lockfile.Lock, key string
 	if gen == nil {
 		return nil
 	}
-	c.repairLocal(gen)
+	c.repairLocal(ctx, gen)
 	_, bad := c.modelDrift(gen, true, nil)
 	drift := c.verifyGeneration(ctx, gen)
 	if err := ctx.Err(); err != nil {

@@ -306,3 +306,134 @@ func verifyTree(f *fixture, id string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// TestLocalTreeInUse holds the in-use rule with real workers of one
+// container (DESIGN.md §5.8): while worker A's handler runs from its local
+// tree, a worker that cannot reuse the tree (the volume at another path)
+// runs from the volume instead of replacing it, and the background
+// collection of a worker on the next generation leaves it (and removes an
+// unused tree); A's handler then imports the rest of its modules from its
+// tree, and once A is gone, gc removes the tree.
+func TestLocalTreeInUse(t *testing.T) {
+	f := newFixture(t, "")
+	ws := f.add(synthstack.Small("inuse", 3, 6)...)
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws...)}}, f.entries("core", ws...))
+	r := f.run("sync", "--layout", "local")
+	if r.code != 0 {
+		t.Fatalf("sync: exit %d\n%s", r.code, r.stderr)
+	}
+	x := generationOf(t, r.stdout)
+	treeX := filepath.Join(f.local, "envs", x)
+
+	// A: imports one module, says so, waits, imports the others, and
+	// prints what its descriptor 3 is and where its modules came from.
+	dir := t.TempDir()
+	ready, goOn := filepath.Join(dir, "ready"), filepath.Join(dir, "go")
+	handlerA := fmt.Sprintf(`import os, sys, time
+import %s
+open(%q, "w").write(sys.prefix)
+deadline = time.time() + 120
+while not os.path.exists(%q) and time.time() < deadline:
+    time.sleep(0.02)
+import %s, %s
+print(os.readlink("/proc/self/fd/3"))
+print("\n".join(m.__file__ for m in (%[1]s, %[4]s, %[5]s)))
+`, ws[0].Spec.Module(), ready, goOn, ws[1].Spec.Module(), ws[2].Spec.Module())
+	a := f.start("run", "--layout", "local", "--", "python", "-c", handlerA)
+	waitFile(t, ready, a)
+	before, err := os.Lstat(treeX)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// C cannot reuse A's tree (its links would point into the volume at
+	// another path): it runs from the volume, and leaves the tree.
+	sym := filepath.Join(dir, "vol")
+	if err := os.Symlink(f.vol, sym); err != nil {
+		t.Fatal(err)
+	}
+	r = f.run("run", "--layout", "local", "--volume", sym, "--", "python", "-c", "import sys; print(sys.prefix)")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != filepath.Join(sym, ".volboot", "envs", x) ||
+		!strings.Contains(r.stderr, "layout volume: the local tree could not be made") || !strings.Contains(r.stderr, "runs from it") {
+		t.Fatalf("a worker that cannot reuse a tree in use: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// The next generation (one package fewer): B's background collection
+	// removes an unused tree and leaves A's. B's handler ends once the
+	// unused one (named to come last) is gone.
+	f.write([]synthstack.Group{{Name: "core", Required: true, Requirements: requirements(ws[:2]...)}}, f.entries("core", ws[:2]...))
+	unused := filepath.Join(f.local, "envs", "zz-unused")
+	if err := os.MkdirAll(filepath.Join(unused, "lib"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r = f.run("run", "--layout", "local", "--", "python", "-c", fmt.Sprintf(`import os, time
+deadline = time.time() + 60
+while os.path.exists(%q) and time.time() < deadline:
+    time.sleep(0.02)
+`, unused))
+	if r.code != 0 || !strings.Contains(r.stderr, "layout local") {
+		t.Fatalf("worker B: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Lstat(unused); !os.IsNotExist(err) {
+		t.Fatalf("the unused local tree is still there: %v\n%s", err, r.stderr)
+	}
+	if !strings.Contains(r.stderr, `"in_use":["`+x+`"]`) {
+		t.Errorf("B's collection does not report A's tree in use:\n%s", r.stderr)
+	}
+	after, err := os.Lstat(treeX)
+	if err != nil || !os.SameFile(before, after) {
+		t.Fatalf("A's tree left its name while A ran: %v", err)
+	}
+
+	// A imports the rest from its tree.
+	if err := os.WriteFile(goOn, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ra := a.wait()
+	files := strings.Fields(ra.stdout)
+	if ra.code != 0 || len(files) != 4 {
+		t.Fatalf("A: exit %d\n%s%s", ra.code, ra.stdout, ra.stderr)
+	}
+	// The handler holds the tree's lease too (descriptor 3), so the tree
+	// stays leased even if volboot dies before it.
+	if files[0] != treeX {
+		t.Errorf("A's descriptor 3 is %s, want its tree's lease on %s", files[0], treeX)
+	}
+	for _, file := range files[1:] {
+		if !strings.HasPrefix(file, treeX+"/") {
+			t.Errorf("A imported %s, not from its tree %s", file, treeX)
+		}
+	}
+
+	// A gone (and its use-lease on the volume), gc removes generation X
+	// from the volume and its local tree.
+	r = f.run("gc", "--layout", "local")
+	if r.code != 0 || !strings.Contains(r.stdout, "removed local tree "+x) {
+		t.Fatalf("gc: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Lstat(treeX); !os.IsNotExist(err) {
+		t.Fatalf("gc left the local tree: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(f.local, "trash")); len(ents) != 0 {
+		t.Errorf("gc left %d items in the local trash", len(ents))
+	}
+}
+
+// waitFile waits until path exists, failing if b ends first.
+func waitFile(t *testing.T, path string, b *background) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		select {
+		case r := <-b.done:
+			t.Fatalf("the worker ended before %s appeared: exit %d\n%s%s", path, r.code, r.stdout, r.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not appear", path)
+		}
+	}
+}

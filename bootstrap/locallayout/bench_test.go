@@ -44,9 +44,11 @@ func BenchmarkMaterialize(b *testing.B) {
 			o.Ops = fileops.New(jobs, 1)
 			for i := 0; i < b.N; i++ {
 				o.LocalDir = filepath.Join(b.TempDir(), "local")
-				if _, err := Materialize(context.Background(), o); err != nil {
+				res, err := Materialize(context.Background(), o)
+				if err != nil {
 					b.Fatal(err)
 				}
+				res.Lease.Close()
 			}
 		})
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/fileops"
 	"github.com/volboot/volboot/bootstrap/pack"
+	"github.com/volboot/volboot/bootstrap/trash"
 )
 
 // MarkerName marks a local tree complete. It is written last, inside the
@@ -73,27 +74,46 @@ type Result struct {
 	Reused bool
 	Marker Marker
 	Took   time.Duration
+	// Lease keeps the tree at Dir while it is held (the in-use rule,
+	// inuse.go): the caller holds it for as long as anything runs from
+	// the tree, and closes it.
+	Lease *Lease
 }
 
 // Dir is the local tree of generation id under localDir.
 func Dir(localDir, id string) string { return filepath.Join(localDir, "envs", id) }
 
+// TrashDir holds what left envs under localDir: trees retired, dead
+// processes' half-made trees. Nothing there is read as a tree; Collect
+// empties it.
+func TrashDir(localDir string) string { return filepath.Join(localDir, "trash") }
+
+// attempts bounds Materialize's rounds of look, retire, make, publish:
+// each lost round means another process of the container published or
+// retired the tree meanwhile.
+const attempts = 4
+
 // Materialize returns the local tree of o.Generation under o.LocalDir,
-// reusing one an earlier container left when its marker matches (same
-// generation, pack, volume and kernel boot), and otherwise making it:
-// a fresh temporary directory is filled from the pack (its digest checked
-// as it streams), each VolumeLink becomes a symbolic link to its file on
-// the volume (file links only: directories stay real, so that $ORIGIN
-// RPATHs such as torch's ../../nvidia resolve inside the tree), every
-// link's target is checked to exist with its size, the marker is written,
-// and the directory is renamed into place. A tree in place that does not
-// match is moved aside and removed once the new one is there. Concurrent
-// callers for one generation each build and the first rename wins; the
-// others use the winner's tree.
+// with a Lease on it, reusing one an earlier container left when its
+// marker matches (same generation, pack, volume and kernel boot), and
+// otherwise making it: a fresh temporary directory is filled from the
+// pack (its digest checked as it streams), each VolumeLink becomes a
+// symbolic link to its file on the volume (file links only: directories
+// stay real, so that $ORIGIN RPATHs such as torch's ../../nvidia resolve
+// inside the tree), every link's target is checked to exist with its
+// size, the marker is written, the directory is leased and renamed into
+// place. Concurrent callers for one generation each build and the first
+// rename wins; the others use the winner's tree.
 //
-// The reuse check reads one file. The caller must hold a use-lease on the
-// generation on the volume for as long as the tree is used: the links
-// point at store files gc would otherwise remove.
+// A tree in place that does not match is retired into TrashDir with one
+// rename, unless another process runs from it (a Lease): then Materialize
+// fails wrapping ErrInUse and leaves it. Nothing is removed here: trees
+// retired and half-made ones of dead processes go to the trash, which
+// Collect empties off the boot path.
+//
+// The reuse check takes a lock and reads one file. The caller must hold a
+// use-lease on the generation on the volume for as long as the tree is
+// used: the links point at store files gc would otherwise remove.
 func Materialize(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
 	if o.Logger == nil {
@@ -103,49 +123,85 @@ func Materialize(ctx context.Context, o Options) (*Result, error) {
 		o.BootID = bootID()
 	}
 	final := Dir(o.LocalDir, o.Generation)
-	m, why := reusable(final, o)
-	if why == "" {
-		return &Result{Dir: final, Reused: true, Marker: *m, Took: time.Since(start)}, nil
+	can := localTrash(o.LocalDir, o.Logger)
+	prepared := false
+	prepare := func() error {
+		if prepared {
+			return nil
+		}
+		if o.Pack.SHA256 == "" {
+			return errNoPack
+		}
+		if o.Budget > 0 && o.Pack.Bytes > o.Budget {
+			return fmt.Errorf("local tree of generation %s needs %d MiB, the local budget is %d MiB", o.Generation, o.Pack.Bytes>>20, o.Budget>>20)
+		}
+		if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+			return fmt.Errorf("local dir: %w", err)
+		}
+		retireDeadLeftovers(filepath.Dir(final), can, o.Logger)
+		prepared = true
+		return nil
 	}
-	if o.Pack.SHA256 == "" {
-		return nil, errNoPack
-	}
-	if o.Budget > 0 && o.Pack.Bytes > o.Budget {
-		return nil, fmt.Errorf("local tree of generation %s needs %d MiB, the local budget is %d MiB", o.Generation, o.Pack.Bytes>>20, o.Budget>>20)
-	}
-	envs := filepath.Dir(final)
-	if err := os.MkdirAll(envs, 0o755); err != nil {
-		return nil, fmt.Errorf("local dir: %w", err)
-	}
-	removeDeadLeftovers(envs, o.Logger)
-	var aside string
-	defer func() {
-		if aside != "" {
-			if err := os.RemoveAll(aside); err != nil {
-				o.Logger.Warn("could not remove the old local tree", zap.String("dir", aside), zap.Error(err))
+	for range attempts {
+		lease, err := hold(ctx, final)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return nil, err
+		default:
+			m, why := reusable(final, o)
+			if why == "" {
+				return &Result{Dir: final, Reused: true, Marker: *m, Took: time.Since(start), Lease: lease}, nil
+			}
+			judged, serr := lease.f.Stat()
+			lease.Close()
+			if serr != nil {
+				return nil, fmt.Errorf("local tree %s: %w", final, serr)
+			}
+			if err := prepare(); err != nil {
+				return nil, err
+			}
+			o.Logger.Info("the local tree in place cannot be reused; making it again", zap.String("dir", final), zap.String("why", why))
+			switch err := retire(ctx, final, judged, can.Put); {
+			case errors.Is(err, errMoved):
+				continue // another process retired it, or published anew: look again
+			case errors.Is(err, ErrInUse):
+				return nil, fmt.Errorf("the local tree %s cannot serve this worker (%s) and is not replaced: %w", final, why, err)
+			case err != nil:
+				return nil, err
 			}
 		}
-	}()
-	if _, err := os.Lstat(final); err == nil {
-		// Another process of this container may have laid it out since
-		// the first look.
-		if m, why = reusable(final, o); why == "" {
-			return &Result{Dir: final, Reused: true, Marker: *m, Took: time.Since(start)}, nil
+		if err := prepare(); err != nil {
+			return nil, err
 		}
-		o.Logger.Info("the local tree left by an earlier container cannot be reused; making it again", zap.String("dir", final), zap.String("why", why))
-		aside = atomicfile.TempName(final)
-		if err := os.Rename(final, aside); err != nil {
-			return nil, fmt.Errorf("move aside the local tree %s: %w", final, err)
+		res, err := makeTree(ctx, final, o, can)
+		if errors.Is(err, errMoved) {
+			continue // another process published first: use its tree
 		}
+		if err != nil {
+			return nil, err
+		}
+		res.Took = time.Since(start)
+		return res, nil
 	}
+	return nil, fmt.Errorf("local tree %s: other processes kept publishing or retiring it; gave up after %d rounds", final, attempts)
+}
+
+// makeTree lays the pack out in a temporary directory beside final,
+// leases it and publishes it at final, which must be free: errMoved when
+// another process published there first (the temporary tree goes to the
+// trash).
+func makeTree(ctx context.Context, final string, o Options, can *trash.Can) (*Result, error) {
 	tmp := atomicfile.TempName(final)
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("local dir: %w", err)
 	}
 	ok := false
+	var lease *Lease
 	defer func() {
 		if !ok {
-			os.RemoveAll(tmp)
+			lease.Close()
+			can.Discard(tmp)
 		}
 	}()
 	mk, err := unpack(ctx, tmp, o)
@@ -157,16 +213,47 @@ func Materialize(ctx context.Context, o Options) (*Result, error) {
 	if err := atomicfile.WriteVolatile(filepath.Join(tmp, MarkerName), append(data, '\n'), 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		// Another process of this container made it first: use its tree.
-		if m, why := reusable(final, o); why == "" {
+	// Leased before it is published: the tree is never at its name
+	// without a holder.
+	f, err := openDir(tmp)
+	if err != nil {
+		return nil, err
+	}
+	lease = &Lease{f: f, dir: final}
+	if got, err := tryFlock(f, unix.LOCK_SH); err != nil || !got {
+		return nil, fmt.Errorf("lease the local tree %s: %v", tmp, err)
+	}
+	if err := renameNoReplace(tmp, final); err != nil {
+		if errors.Is(err, fs.ErrExist) || errors.Is(err, unix.ENOTEMPTY) {
 			o.Logger.Info("another process laid the local tree out first; using it", zap.String("dir", final))
-			return &Result{Dir: final, Reused: true, Marker: *m, Took: time.Since(start)}, nil
+			return nil, errMoved
 		}
 		return nil, fmt.Errorf("publish the local tree %s: %w", final, err)
 	}
 	ok = true
-	return &Result{Dir: final, Marker: *mk, Took: time.Since(start)}, nil
+	return &Result{Dir: final, Marker: *mk, Lease: lease}, nil
+}
+
+// renameNoReplace renames oldpath to newpath unless something is there
+// (EEXIST): publishing never replaces a tree another process may have
+// leased. Where the filesystem has no RENAME_NOREPLACE, a plain rename,
+// which refuses a non-empty directory (ENOTEMPTY) too.
+func renameNoReplace(oldpath, newpath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		return os.Rename(oldpath, newpath)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	}
+	return nil
+}
+
+// localTrash is the trash of the local directory. Its emptying keeps two
+// removals in flight: it runs while the handler loads its model, on a
+// container with few cores, and nothing waits for it.
+func localTrash(localDir string, log *zap.Logger) *trash.Can {
+	return &trash.Can{Dir: TrashDir(localDir), Logger: log, Ops: fileops.New(2, 1)}
 }
 
 // reusable reads the marker of the tree at dir and says why it cannot
@@ -368,16 +455,18 @@ func writeFile(dst string, data []byte, mode os.FileMode, mtime time.Time) error
 
 func symlinkFile(target, dst string) error { return os.Symlink(target, dst) }
 
-// removeDeadLeftovers removes what earlier processes of this machine left
-// half made in envs: a temporary name whose writer is gone (or is this
-// pid, but another process: a restarted container's pid 1).
-func removeDeadLeftovers(envs string, log *zap.Logger) {
+// retireDeadLeftovers moves into the trash what earlier processes of
+// this machine left half made in envs: a temporary name whose writer is
+// gone (or is this pid, but another process: a restarted container's pid
+// 1). One rename each, so the boot path does not pay for the removal.
+func retireDeadLeftovers(envs string, can *trash.Can, log *zap.Logger) int {
 	ents, err := os.ReadDir(envs)
 	if err != nil {
-		return
+		return 0
 	}
 	host, _ := os.Hostname()
 	host = atomicfile.HostToken(host)
+	n := 0
 	for _, e := range ents {
 		ti, ok := atomicfile.ParseTempName(e.Name())
 		if !ok || atomicfile.Mine(ti) {
@@ -398,12 +487,12 @@ func removeDeadLeftovers(envs string, log *zap.Logger) {
 		}
 		if dead {
 			p := filepath.Join(envs, e.Name())
-			log.Info("removing a local tree an earlier process left half made", zap.String("dir", p))
-			if err := os.RemoveAll(p); err != nil {
-				log.Warn("could not remove it", zap.String("dir", p), zap.Error(err))
-			}
+			log.Info("moving a local tree an earlier process left half made to the trash", zap.String("dir", p))
+			can.Discard(p)
+			n++
 		}
 	}
+	return n
 }
 
 // bootID is the kernel's boot id, "" where there is none.

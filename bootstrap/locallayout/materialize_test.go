@@ -93,9 +93,11 @@ func TestMaterializeAndReuse(t *testing.T) {
 
 	// The next boot reuses it.
 	again, err := Materialize(context.Background(), o)
-	if err != nil || !again.Reused {
+	if err != nil || !again.Reused || again.Lease == nil {
 		t.Fatalf("second materialization: %+v %v", again, err)
 	}
+	res.Lease.Close()
+	again.Lease.Close()
 
 	// Damage is found by Verify.
 	if err := os.WriteFile(filepath.Join(sp, "__init__.py"), []byte("X = 2\n"), 0o644); err != nil {
@@ -121,9 +123,14 @@ func TestMaterializeAndReuse(t *testing.T) {
 		if err != nil || res.Reused {
 			t.Fatalf("materialization after a change: %+v %v", res, err)
 		}
+		res.Lease.Close()
 	}
 	if ents, _ := os.ReadDir(filepath.Join(o.LocalDir, "envs")); len(ents) != 1 {
 		t.Errorf("envs holds %d entries after remaking the tree, want 1", len(ents))
+	}
+	// The trees replaced went to the local trash, in one rename each.
+	if ents, _ := os.ReadDir(TrashDir(o.LocalDir)); len(ents) != 2 {
+		t.Errorf("the local trash holds %d entries, want the 2 trees replaced", len(ents))
 	}
 }
 
@@ -174,7 +181,11 @@ func TestMaterializeConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = Materialize(context.Background(), o)
+			var res *Result
+			res, errs[i] = Materialize(context.Background(), o)
+			if res != nil {
+				res.Lease.Close()
+			}
 		}()
 	}
 	wg.Wait()
@@ -182,6 +193,45 @@ func TestMaterializeConcurrent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+	if problems, err := Verify(Dir(o.LocalDir, "gen1"), o); err != nil || len(problems) != 0 {
+		t.Fatalf("Verify: %v %v", problems, err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(o.LocalDir, "envs")); len(ents) != 1 {
+		t.Errorf("envs holds %d entries, want 1", len(ents))
+	}
+}
+
+// Several processes of one container that all find a tree they cannot
+// reuse (made before a reboot) replace it once between them: none takes
+// another's brief look at the old tree, or its lease on the new one, for
+// a tree in use, and all end on the one new tree.
+func TestMaterializeConcurrentReplace(t *testing.T) {
+	vol := t.TempDir()
+	o := testPack(t, vol)
+	o.LocalDir = t.TempDir()
+	res, err := Materialize(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Lease.Close()
+	o.BootID = "boot-2"
+	var wg sync.WaitGroup
+	results := make([]*Result, 6)
+	errs := make([]error, len(results))
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = Materialize(context.Background(), o)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("worker %d: %v", i, err)
+		}
+		defer results[i].Lease.Close()
 	}
 	if problems, err := Verify(Dir(o.LocalDir, "gen1"), o); err != nil || len(problems) != 0 {
 		t.Fatalf("Verify: %v %v", problems, err)

@@ -130,6 +130,7 @@ PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&mod); }
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer res.Lease.Close()
 	extLink := filepath.Join(res.Dir, "lib", "python"+info.PyVersion(), "site-packages", "faketorch", "lib", "_C"+info.ExtSuffix)
 	if target, err := os.Readlink(extLink); err != nil || !strings.HasPrefix(target, filepath.Join(volume, ".volboot", "store")) {
 		t.Fatalf("the extension is not a link into the store: %q %v", target, err)

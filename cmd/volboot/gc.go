@@ -9,6 +9,7 @@ import (
 
 	"github.com/volboot/volboot/bootstrap"
 	"github.com/volboot/volboot/bootstrap/fetch"
+	"github.com/volboot/volboot/bootstrap/locallayout"
 )
 
 func (a *app) gcCommand() *cobra.Command {
@@ -26,10 +27,23 @@ func (a *app) gcCommand() *cobra.Command {
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
+			// Then this container's local trees: those of generations the
+			// volume no longer keeps, unless a process runs from them.
+			var local *locallayout.CollectReport
+			if !dryRun && cfg.Local.Dir != "" {
+				lr, err := cfg.CollectLocal(cmd.Context(), true, r.Kept...)
+				if err != nil {
+					return &exitError{code: 1, err: err}
+				}
+				local = &lr
+			}
 			if asJSON {
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return enc.Encode(struct {
+					*bootstrap.GCReport
+					Local *locallayout.CollectReport `json:"local,omitempty"`
+				}{r, local})
 			}
 			verb := "removed"
 			if dryRun {
@@ -44,6 +58,14 @@ func (a *app) gcCommand() *cobra.Command {
 				fmt.Fprintf(a.stdout, "kept generation %s\n", k)
 			}
 			fmt.Fprintf(a.stdout, "%s %d items, %s\n", verb, len(r.Removed), fetch.FormatSize(r.Bytes))
+			if local != nil {
+				for _, id := range local.Removed {
+					fmt.Fprintf(a.stdout, "removed local tree %s\n", id)
+				}
+				for _, id := range local.InUse {
+					fmt.Fprintf(a.stdout, "kept local tree %s: in use\n", id)
+				}
+			}
 			return nil
 		},
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/volboot/volboot/bootstrap"
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/locallayout"
 	"github.com/volboot/volboot/lockfile"
 	"github.com/volboot/volboot/manifests"
 	"github.com/volboot/volboot/runtime/health"
@@ -102,7 +103,12 @@ func (a *app) run(ctx context.Context, argv []string) error {
 	defer stopLease()
 	var lease *lockfile.Lease
 	var leased atomic.Bool
+	// The local tree's lease lives as long as the handler may run from
+	// the tree (the handler inherits it too: DESIGN.md §5.8).
+	var localLease *locallayout.Lease
+	var generation atomic.Value // string: the generation booted, for the local collection
 	defer func() {
+		localLease.Close()
 		if lease != nil {
 			lease.Release()
 		}
@@ -120,9 +126,10 @@ func (a *app) run(ctx context.Context, argv []string) error {
 			leased.Store(l != nil)
 			// The local tree's links point at the generation's store
 			// files: it is laid out only once the lease protects them.
-			if o, err = cfg.Localize(bctx, o); err != nil {
+			if o, localLease, err = cfg.Localize(bctx, o); err != nil {
 				return supervise.Handler{}, err
 			}
+			generation.Store(o.Generation)
 			groups := make([]health.Group, 0, len(o.Groups))
 			for _, g := range o.Groups {
 				groups = append(groups, health.Group{Name: g.Name, State: g.State, Reason: g.Reason})
@@ -133,7 +140,11 @@ func (a *app) run(ctx context.Context, argv []string) error {
 			if err != nil {
 				return supervise.Handler{}, err
 			}
-			return supervise.Handler{Argv: argv, Env: env}, nil
+			h := supervise.Handler{Argv: argv, Env: env}
+			if localLease != nil {
+				h.Files = []*os.File{localLease.File()}
+			}
+			return h, nil
 		},
 		Ready:        ready,
 		ReadyTimeout: m.Run.ReadyTimeout,
@@ -143,6 +154,10 @@ func (a *app) run(ctx context.Context, argv []string) error {
 		Signals:      sigs,
 		TempDir:      tmp,
 		AfterReady: func(ctx context.Context) {
+			// The container's disk first: its removals are local and
+			// quick, the volume's may take minutes on a network volume.
+			gen, _ := generation.Load().(string)
+			collectLocal(ctx, cfg, gen, a.log)
 			if leased.Load() { // a volume that refused the lease refuses the removals too
 				emptyTrash(ctx, cfg, a.log)
 			}
@@ -213,6 +228,18 @@ func emptyTrash(ctx context.Context, cfg bootstrap.Config, log *zap.Logger) {
 	r, err := cfg.EmptyTrash(ctx)
 	if r.Items+r.Left > 0 || err != nil {
 		log.Info("emptied the volume's trash in the background", zap.Int("items", r.Items), zap.Int("removed", r.Removed), zap.Int("left", r.Left), zap.Error(err))
+	}
+}
+
+// collectLocal removes, once the handler is ready, the local trees of
+// other generations that no process of the container runs from, and
+// empties the local trash (bootstrap.Config.CollectLocal): a long-lived
+// container disk does not fill up as generations change.
+func collectLocal(ctx context.Context, cfg bootstrap.Config, gen string, log *zap.Logger) {
+	r, err := cfg.CollectLocal(ctx, false, gen)
+	if len(r.Removed)+len(r.InUse)+r.Leftovers+r.Trash.Items+r.Trash.Left > 0 || err != nil {
+		log.Info("collected local trees in the background", zap.Strings("removed", r.Removed), zap.Strings("in_use", r.InUse),
+			zap.Int("leftovers", r.Leftovers), zap.Int("trash_items", r.Trash.Items), zap.Int("trash_left", r.Trash.Left), zap.Error(err))
 	}
 }
 

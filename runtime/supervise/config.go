@@ -98,6 +98,11 @@ type Handler struct {
 	Env []string
 	// Dir is the working directory; "" keeps volboot's.
 	Dir string
+	// Files are descriptors the handler inherits as 3, 4, … after its
+	// stdio (volboot passes the local tree's lease, so that the lease
+	// lasts as long as the handler even if volboot dies first). The
+	// caller keeps them open while the handler may be started.
+	Files []*os.File
 }
 
 // Config is everything Run needs. Logger, State and Bootstrap are

@@ -315,6 +315,9 @@ func (s *supervisor) runOnce(path string, h Handler) outcome {
 		return outcome{startErr: err}
 	}
 	defer closeFiles()
+	for _, f := range h.Files {
+		files = append(files, f.Fd())
+	}
 	attr := &syscall.ProcAttr{
 		Dir:   h.Dir,
 		Env:   env,

@@ -1,0 +1,108 @@
+package locallayout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"go.uber.org/zap"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/trash"
+)
+
+// CollectOptions says which local trees Collect may remove.
+type CollectOptions struct {
+	LocalDir string
+	// Keep names generations whose trees stay even when no process runs
+	// from them (the generation this worker boots: its next boot reuses
+	// the tree). Nil keeps none.
+	Keep func(generation string) bool
+	// Volume, when set, limits Collect to trees made for the volume at
+	// this path (their marker says so) and trees without a marker: Keep
+	// then speaks for that volume only (gc), and a tree another volume's
+	// workers made on this disk is theirs to judge.
+	Volume string
+	Logger *zap.Logger
+}
+
+// CollectReport says what one Collect did.
+type CollectReport struct {
+	Removed   []string     `json:"removed"`   // generations whose trees were retired
+	InUse     []string     `json:"in_use"`    // generations whose trees other processes run from
+	Leftovers int          `json:"leftovers"` // half-made trees of dead processes retired
+	Trash     trash.Report `json:"trash"`
+}
+
+// Collect removes, under o.LocalDir, the local trees no process runs from
+// and o.Keep does not keep, with the half-made trees of dead processes,
+// and then empties the local trash (TrashDir). Each tree leaves its name
+// first, with one rename into the trash under the in-use rule (inuse.go):
+// a tree some process holds a Lease on stays, and is reported InUse; a
+// Collect killed or cancelled halfway leaves half-removed trees only in
+// the trash, where nothing takes them for trees, and the next Collect
+// finishes them. The emptying keeps two removals in flight and stops when
+// ctx ends (the report's Trash.Left counts what it left).
+//
+// Collect costs a directory read and a lock per tree before the emptying;
+// `volboot run` calls it once the handler is ready, never on the boot
+// path. Safe to run concurrently with Materialize and other Collects in
+// any process of the machine.
+func Collect(ctx context.Context, o CollectOptions) (CollectReport, error) {
+	r := CollectReport{Removed: []string{}, InUse: []string{}}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	can := localTrash(o.LocalDir, o.Logger)
+	envs := filepath.Join(o.LocalDir, "envs")
+	ents, err := os.ReadDir(envs)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return r, fmt.Errorf("local trees: %w", err)
+	}
+	r.Leftovers = retireDeadLeftovers(envs, can, o.Logger)
+	for _, e := range ents {
+		if ctx.Err() != nil {
+			break
+		}
+		name := e.Name()
+		if _, tmp := atomicfile.ParseTempName(name); tmp || !e.IsDir() {
+			continue // a tree being made (dead makers' were retired above), or not a tree
+		}
+		if o.Keep != nil && o.Keep(name) {
+			continue
+		}
+		dir := filepath.Join(envs, name)
+		if o.Volume != "" {
+			if m, err := ReadMarker(dir); err == nil && m.Volume != o.Volume {
+				continue
+			}
+		}
+		switch err := retire(ctx, dir, nil, can.Put); {
+		case errors.Is(err, ErrInUse):
+			r.InUse = append(r.InUse, name)
+		case err != nil:
+			if ctx.Err() == nil {
+				o.Logger.Warn("could not retire a local tree", zap.String("generation", name), zap.Error(err))
+			}
+		default:
+			r.Removed = append(r.Removed, name)
+		}
+	}
+	sort.Strings(r.Removed)
+	sort.Strings(r.InUse)
+	r.Trash, err = can.Empty(ctx)
+	if err != nil {
+		return r, fmt.Errorf("empty the local trash %s: %w", can.Dir, err)
+	}
+	return r, ctx.Err()
+}
+
+// Retire moves the local tree at dir into the local trash unless a
+// process runs from it (ErrInUse), for repair; Collect removes it from
+// there. Nothing at dir is not an error.
+func Retire(ctx context.Context, localDir, dir string) error {
+	return retire(ctx, dir, nil, localTrash(localDir, nil).Put)
+}
