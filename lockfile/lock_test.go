@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
-	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/volboot/volboot/bootstrap/atomicfile"
 )
 
 // fakeClock is a Clock that moves only when the test says so.
