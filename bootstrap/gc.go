@@ -255,7 +255,7 @@ func (c *Config) gcUnderLock(ctx context.Context, dryRun bool) (*GCReport, error
 	if !dryRun {
 		for _, p := range c.stagingDirs(false) {
 			if !gone[p] {
-				remove("leftover", p, "a partial store entry or generation of a previous lock holder", "")
+				remove("leftover", p, "a partial store entry, generation or pack of a previous lock holder", "")
 			}
 		}
 	}

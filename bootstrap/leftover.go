@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -21,10 +22,11 @@ import (
 // volume that is a round trip per file, and a worker that spends its life
 // undoing the previous one's work never converges under a kill loop.
 //
-//   - A store entry or generation left partly made (a staging directory,
-//     final name "<name>.partial") is taken over and completed by the next
-//     sync that wants it (wheel/resume.go, venv/resume.go); those nobody
-//     wants once the sync is done go to the trash.
+//   - A store entry, generation or pack left partly made (a staging
+//     directory, final name "<name>.partial") is taken over and completed
+//     by the next sync that wants it (wheel/resume.go, venv/resume.go,
+//     locallayout/packframes.go); those nobody wants once the sync is done
+//     go to the trash.
 //   - Any other leftover directory of a dead writer goes to the trash with
 //     one rename; a leftover file is removed (one unlink, no more than the
 //     rename would cost).
@@ -61,16 +63,20 @@ func (c *Config) adoptable(ti atomicfile.TempInfo, e fs.DirEntry) bool {
 	return writerDead(ti, atomicfile.HostToken(host), e)
 }
 
-// isStaging reports whether the leftover at path is a store entry's or a
-// generation's staging directory, which a sync resumes.
+// isStaging reports whether the leftover at path is a store entry's, a
+// generation's or a pack's staging directory, which a sync resumes.
 func (c *Config) isStaging(path string) bool {
 	dir, base := filepath.Split(path)
 	ti, ok := atomicfile.ParseTempName(base)
 	if !ok || !strings.HasSuffix(ti.Final, wheel.PartialSuffix) {
 		return false
 	}
-	dir = filepath.Clean(dir)
-	return dir == c.Paths.Store() || dir == c.Paths.Envs()
+	return slices.Contains(c.stagingParents(), filepath.Clean(dir))
+}
+
+// stagingParents are the directories that hold staging directories.
+func (c *Config) stagingParents() []string {
+	return []string{c.Paths.Store(), c.Paths.Envs(), c.Paths.Packs()}
 }
 
 // setAsideLeftovers runs under the volume lock before a sync does work: the
@@ -122,11 +128,12 @@ func (c *Config) trashUnwanted() {
 	}
 }
 
-// stagingDirs lists the staging directories in the store and the
-// generations that this process could adopt, and with ours its own too.
+// stagingDirs lists the staging directories in the store, the
+// generations and the packs that this process could adopt, and with ours
+// its own too.
 func (c *Config) stagingDirs(ours bool) []string {
 	var out []string
-	for _, dir := range []string{c.Paths.Store(), c.Paths.Envs()} {
+	for _, dir := range c.stagingParents() {
 		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
 			ti, ok := atomicfile.ParseTempName(e.Name())

@@ -119,6 +119,13 @@ func (c *Config) buildPack(ctx context.Context, info *interp.Info, gen *Generati
 	if err != nil {
 		return nil, err
 	}
+	// A killed builder's frames are taken over as the store's and the
+	// generations' staging directories are (c.adoptable), except by
+	// repair: they were read from the store it is repairing.
+	adopt := c.adoptable
+	if c.Repair {
+		adopt = nil
+	}
 	for i := range files {
 		if files[i].Source != "" && !filepath.IsAbs(files[i].Source) {
 			if files[i].Source, err = filepath.Abs(files[i].Source); err != nil {
@@ -133,6 +140,7 @@ func (c *Config) buildPack(ctx context.Context, info *interp.Info, gen *Generati
 			return err
 		},
 		Files: files, Scripts: filepath.ToSlash(l.Scripts), Jobs: fileops.DefaultJobs(c.Paths.Volboot()), Logger: c.Logger,
+		Adopt: adopt, Trash: c.trash(),
 	})
 }
 

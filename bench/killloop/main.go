@@ -209,14 +209,20 @@ type syncer struct {
 	n                     int
 }
 
-// save keeps one sync's output in the logs directory.
-func (s *syncer) save(what, out string) {
+// save keeps one sync's output in the logs directory, between lines in
+// the log's own format giving when the process was started and when it
+// ended (or was killed), so that the time before its first line and after
+// its last is seen too.
+func (s *syncer) save(what, out string, start, end time.Time) {
 	if s.logs == "" {
 		return
 	}
 	s.n++
+	stamp := func(t time.Time, msg string) string {
+		return fmt.Sprintf("{\"level\":\"info\",\"ts\":%q,\"logger\":\"bench\",\"msg\":%q}\n", t.UTC().Format(time.RFC3339Nano), msg)
+	}
 	os.MkdirAll(s.logs, 0o755)
-	os.WriteFile(filepath.Join(s.logs, fmt.Sprintf("%02d-%s.log", s.n, what)), []byte(out), 0o644)
+	os.WriteFile(filepath.Join(s.logs, fmt.Sprintf("%02d-%s.log", s.n, what)), []byte(stamp(start, "bench: started")+out+stamp(end, "bench: "+what)), 0o644)
 }
 
 func (s *syncer) command(vol string, args ...string) *exec.Cmd {
@@ -234,7 +240,7 @@ func (s *syncer) undisturbed(vol string) (time.Duration, string, error) {
 	t0 := time.Now()
 	out, err := s.command(vol, "sync").CombinedOutput()
 	took := time.Since(t0)
-	s.save("undisturbed", string(out))
+	s.save("undisturbed", string(out), t0, t0.Add(took))
 	if err != nil {
 		return 0, "", fmt.Errorf("undisturbed sync: %v\n%s", err, out)
 	}
@@ -260,14 +266,15 @@ func (s *syncer) killAfter(vol string, d time.Duration) (killed bool, took time.
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
-		s.save("finished", buf.String())
-		return false, time.Since(t0), buf.String(), err
+		took := time.Since(t0)
+		s.save("finished", buf.String(), t0, t0.Add(took))
+		return false, took, buf.String(), err
 	case <-time.After(d):
 	}
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	werr := <-done
 	took = time.Since(t0)
-	s.save("killed", buf.String())
+	s.save("killed", buf.String(), t0, t0.Add(took))
 	var ee *exec.ExitError
 	if werr == nil || !errors.As(werr, &ee) {
 		return false, took, buf.String(), werr // finished in the instant before the kill

@@ -30,6 +30,7 @@ import (
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
 	"github.com/volboot/volboot/bootstrap/pack"
+	"github.com/volboot/volboot/bootstrap/trash"
 	"github.com/volboot/volboot/bootstrap/venv"
 )
 
@@ -88,6 +89,14 @@ type PackOptions struct {
 	Threshold int64 // 0: DefaultThreshold
 	Jobs      int   // store reads in flight; 0: 16
 	Logger    *zap.Logger
+	// Adopt, when set, is asked about each staging directory of frames
+	// another builder of the same pack left (packframes.go): true lets
+	// BuildPack take it over and keep the frames it can prove. The
+	// reconciler passes the rule it uses for store entries.
+	Adopt func(atomicfile.TempInfo, fs.DirEntry) bool
+	// Trash receives the frames' staging directory once the pack is in
+	// place; nil removes it at once.
+	Trash *trash.Can
 }
 
 // Packed says whether a file of the generation goes into the pack: written
@@ -115,7 +124,8 @@ func Packed(f venv.PlannedFile, scripts string, threshold int64) bool {
 // never finds a pack half written under its name, and two builders of the
 // same generation each publish a complete pack (the same name when their
 // bytes agree). Small files are read from the store (o.Files' sources),
-// many in flight, and written in path order.
+// many in flight, and written in path order, in frames that a builder
+// taking over from a killed one keeps (packframes.go).
 func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 	if o.Threshold <= 0 {
 		o.Threshold = DefaultThreshold
@@ -143,19 +153,30 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 	for _, f := range o.Files {
 		it := item{path: f.Path, exec: f.Exec, size: f.Size, data: f.Data, mtime: writtenMTime}
 		if f.Source != "" {
+			rel, err := filepath.Rel(o.Volume, f.Source)
+			if err != nil || !filepath.IsLocal(rel) {
+				return nil, fmt.Errorf("pack generation %s: %s: its store file %s is not on the volume %s", o.Generation, f.Path, f.Source, o.Volume)
+			}
 			if Packed(f, o.Scripts, o.Threshold) {
-				it.read = f.Source
+				it.read, it.readRel = f.Source, filepath.ToSlash(rel)
 			} else {
-				rel, err := filepath.Rel(o.Volume, f.Source)
-				if err != nil || !filepath.IsLocal(rel) {
-					return nil, fmt.Errorf("pack generation %s: %s: its store file %s is not on the volume %s", o.Generation, f.Path, f.Source, o.Volume)
-				}
 				it.volume = filepath.ToSlash(rel)
 			}
 		}
 		items = append(items, it)
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].path < items[j].path })
+	for _, it := range items {
+		if it.volume != "" {
+			rec.Links++
+			rec.Linked += it.size
+		} else if k := it.kind(); k == pack.File || k == pack.Exec {
+			rec.Files++
+			rec.Bytes += it.size
+		}
+	}
+	frames := (len(items) + frameItems - 1) / frameItems
+	stage := takeFrames(o.Dir, o.Generation, planDigest(items, o.Threshold), o.Adopt, o.Trash, o.Logger)
 
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
@@ -167,15 +188,39 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 	defer tmp.Abort()
 	h := sha256.New()
 	counted := &countWriter{w: io.MultiWriter(tmp, h)}
-	w, err := pack.NewWriter(counted)
-	if err != nil {
-		return nil, err
+	// The frames a killed builder kept, from the first on.
+	kept := 0
+	for ; kept < frames; kept++ {
+		data, ok := stage.frame(kept)
+		if !ok {
+			break
+		}
+		if _, err := counted.Write(data); err != nil {
+			return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
+		}
 	}
-	// Read a window of files at once, many in flight (each is a round
-	// trip on a network volume), then write them in order.
-	const window = 512
-	for lo := 0; lo < len(items); lo += window {
-		batch := items[lo:min(lo+window, len(items))]
+	if kept > 0 {
+		o.Logger.Info(fmt.Sprintf("pack of generation %s: %d of its %d frames were kept by a previous worker, not read again", o.Generation, kept, frames),
+			zap.Int("kept", kept), zap.Int("frames", frames))
+	}
+	frame := &frameWriter{w: counted}
+	var w *pack.Writer
+	if kept == 0 {
+		w, err = pack.NewWriter(frame)
+	} else {
+		done := make([]pack.Entry, kept*frameItems)
+		for i, it := range items[:len(done)] {
+			done[i] = pack.Entry{Kind: it.kind(), Path: it.path}
+		}
+		w, err = pack.Continue(frame, done)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
+	}
+	// Read a frame's files at once, many in flight (each is a round trip
+	// on a network volume), then write them in order.
+	for k := kept; k < frames; k++ {
+		batch := items[k*frameItems : min((k+1)*frameItems, len(items))]
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(o.Jobs)
 		for i := range batch {
@@ -204,25 +249,25 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 		}
 		for i := range batch {
 			it := &batch[i]
-			switch {
-			case it.dir:
+			switch it.kind() {
+			case pack.Dir:
 				err = w.Dir(it.path)
-			case it.link != "":
+			case pack.Symlink:
 				err = w.Symlink(it.path, it.link)
-			case it.volume != "":
+			case pack.VolumeLink:
 				err = w.VolumeLink(it.path, it.volume, it.size)
-				rec.Links++
-				rec.Linked += it.size
 			default:
 				err = w.File(it.path, it.exec, it.mtime, it.data)
-				rec.Files++
-				rec.Bytes += int64(len(it.data))
 			}
 			it.data = nil
 			if err != nil {
 				return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
 			}
 		}
+		if err := w.EndFrame(); err != nil {
+			return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
+		}
+		stage.keep(k, frame.take())
 	}
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
@@ -242,6 +287,7 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 	if err := atomicfile.SyncDir(o.Dir); err != nil {
 		return nil, err
 	}
+	stage.discard()
 	o.Logger.Info(fmt.Sprintf("packed generation %s: %d small files (%d MiB, %d MiB compressed), %d files left on the volume",
 		o.Generation, rec.Files, rec.Bytes>>20, rec.Size>>20, rec.Links),
 		zap.String("pack", final), zap.Duration("took", time.Since(start)))
@@ -250,15 +296,50 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 
 // item is one record of a pack being written.
 type item struct {
-	path   string
-	exec   bool
-	size   int64
-	data   []byte
-	read   string // a store file to read the content from
-	volume string // a VolumeLink target
-	link   string // a Symlink target
-	dir    bool   // an empty directory
-	mtime  int64
+	path    string
+	exec    bool
+	size    int64
+	data    []byte
+	read    string // a store file to read the content from
+	readRel string // read, relative to the volume ('/'-separated)
+	volume  string // a VolumeLink target
+	link    string // a Symlink target
+	dir     bool   // an empty directory
+	mtime   int64
+}
+
+// kind is the record it becomes.
+func (it *item) kind() pack.Kind {
+	switch {
+	case it.dir:
+		return pack.Dir
+	case it.link != "":
+		return pack.Symlink
+	case it.volume != "":
+		return pack.VolumeLink
+	case it.exec:
+		return pack.Exec
+	}
+	return pack.File
+}
+
+// frameWriter passes a pack's bytes on and keeps those of the current
+// frame, for frameStage.keep.
+type frameWriter struct {
+	w     io.Writer
+	frame []byte
+}
+
+func (f *frameWriter) Write(p []byte) (int, error) {
+	f.frame = append(f.frame, p...)
+	return f.w.Write(p)
+}
+
+// take returns the bytes written since the last take.
+func (f *frameWriter) take() []byte {
+	b := f.frame
+	f.frame = nil
+	return b
 }
 
 // readWithMTime reads a file and its modification time through one open

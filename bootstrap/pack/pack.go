@@ -3,8 +3,9 @@
 // them out on its own disk with one sequential read of the volume instead
 // of a network round trip per file (DESIGN.md §5.8).
 //
-// A pack is the 8 bytes "VBPACK01" and then one zstd stream of records, in
-// strictly increasing byte order of their paths:
+// A pack is the 8 bytes "VBPACK01" and then one stream of records,
+// compressed as one or more zstd frames (concatenated frames are one zstd
+// stream to a decoder), in strictly increasing byte order of their paths:
 //
 //	'F' path mtime size bytes   a regular file (0644)
 //	'X' path mtime size bytes   an executable file (0755)
@@ -25,6 +26,11 @@
 // '/'-separated and clean; no record may sit below a path that is not a
 // directory (a file or a link), so a reader that makes the records in order
 // never writes through a link it made.
+//
+// A writer may end a frame after any record (Writer.EndFrame), and a
+// frame's bytes depend on its records alone, so a pack may be written by
+// several writers in turn, each going on at the frame where the last
+// stopped (Continue): a builder killed halfway keeps the frames it ended.
 //
 // Who writes a pack names it by the sha256 of its bytes (the reconciler
 // records it with the generation), and a reader given that digest checks
@@ -126,24 +132,80 @@ type Writer struct {
 	// below them.
 	leaves map[string]bool
 	buf    []byte
+	// framed: records went into the current frame since it began.
+	framed bool
 	err    error
 }
 
 // NewWriter starts a pack on w. Close must be called to finish it; w is
 // not closed.
 func NewWriter(w io.Writer) (*Writer, error) {
-	out := bufio.NewWriterSize(w, 1<<20)
-	if _, err := out.WriteString(Magic); err != nil {
+	pw, err := newWriter(w)
+	if err != nil {
 		return nil, err
 	}
+	if _, err := pw.out.WriteString(Magic); err != nil {
+		return nil, err
+	}
+	return pw, nil
+}
+
+// Continue starts a Writer that goes on with a pack whose first frames
+// another Writer wrote and ended (EndFrame): done are the records in
+// those frames, in order (Kind and Path are used). It checks and counts
+// them as if it had written them, and writes nothing for them, not even
+// Magic: who assembles the pack puts those frames' bytes first on w. The
+// pack is then the same bytes one Writer would have written, ending its
+// frames at the same records.
+func Continue(w io.Writer, done []Entry) (*Writer, error) {
+	pw, err := newWriter(w)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range done {
+		if e.Kind == end {
+			return nil, errors.New("pack: Continue after the end record")
+		}
+		if err := pw.begin(e.Kind, e.Path); err != nil {
+			return nil, err
+		}
+	}
+	return pw, nil
+}
+
+func newWriter(w io.Writer) (*Writer, error) {
+	out := bufio.NewWriterSize(w, 1<<20)
 	// One encoder goroutine: a pack is written while the sync does other
 	// work on a 2-core machine, and the volume, not the CPU, is the limit.
+	// Its output depends on the bytes it is given alone, which frames
+	// written by different Writers rely on.
 	zw, err := zstd.NewWriter(out, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(8<<20))
 	if err != nil {
 		return nil, err
 	}
 	return &Writer{out: out, zw: zw, leaves: map[string]bool{}}, nil
+}
+
+// EndFrame ends the current zstd frame after the last record and flushes
+// it (with Magic, for the first frame) to w; the next record begins a new
+// frame. Without records since the last frame it does nothing. What w has
+// received is then a prefix of the pack that Continue can go on from.
+func (w *Writer) EndFrame() error {
+	if w.err != nil || !w.framed {
+		return w.err
+	}
+	if err := w.zw.Close(); err != nil {
+		w.err = err
+		return err
+	}
+	if err := w.out.Flush(); err != nil {
+		w.err = err
+		return err
+	}
+	w.zw.Reset(w.out)
+	w.framed = false
+	return nil
 }
 
 func (w *Writer) begin(k Kind, p string) error {
@@ -173,6 +235,7 @@ func (w *Writer) begin(k Kind, p string) error {
 }
 
 func (w *Writer) flush() error {
+	w.framed = true
 	if _, err := w.zw.Write(w.buf); err != nil {
 		w.err = err
 	}

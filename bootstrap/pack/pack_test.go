@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -27,17 +28,58 @@ func write(t testing.TB, recs []rec) []byte {
 		t.Fatal(err)
 	}
 	for _, r := range recs {
-		switch r.kind {
-		case File, Exec:
-			err = w.File(r.path, r.kind == Exec, r.mtime, []byte(r.data))
-		case Symlink:
-			err = w.Symlink(r.path, r.target)
-		case VolumeLink:
-			err = w.VolumeLink(r.path, r.target, r.size)
-		case Dir:
-			err = w.Dir(r.path)
+		if err := add(w, r); err != nil {
+			t.Fatal(err)
 		}
-		if err != nil {
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// add writes one record.
+func add(w *Writer, r rec) error {
+	switch r.kind {
+	case File, Exec:
+		return w.File(r.path, r.kind == Exec, r.mtime, []byte(r.data))
+	case Symlink:
+		return w.Symlink(r.path, r.target)
+	case VolumeLink:
+		return w.VolumeLink(r.path, r.target, r.size)
+	case Dir:
+		return w.Dir(r.path)
+	}
+	return fmt.Errorf("kind %q", r.kind)
+}
+
+// writeFramed writes recs from record from on (with Continue when from >
+// 0), ending a frame before each record whose index is in ends, and
+// returns what the Writer wrote.
+func writeFramed(t testing.TB, recs []rec, from int, ends map[int]bool) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	var w *Writer
+	var err error
+	if from == 0 {
+		w, err = NewWriter(&buf)
+	} else {
+		done := make([]Entry, from)
+		for i, r := range recs[:from] {
+			done[i] = Entry{Kind: r.kind, Path: r.path}
+		}
+		w, err = Continue(&buf, done)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := from; i < len(recs); i++ {
+		if ends[i] {
+			if err := w.EndFrame(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := add(w, recs[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -107,6 +149,80 @@ func TestRoundTrip(t *testing.T) {
 		if got[i] != sample[i] {
 			t.Errorf("record %d: got %+v, wrote %+v", i, got[i], sample[i])
 		}
+	}
+}
+
+// A pack written in frames reads as the same records; a Writer that
+// goes on from a frame boundary another ended (Continue) writes exactly
+// the rest of the bytes one Writer would have written; ending a frame
+// with no record in it changes nothing.
+func TestFramesContinue(t *testing.T) {
+	ends := map[int]bool{3: true, 5: true, 8: true}
+	whole := writeFramed(t, sample, 0, ends)
+	if bytes.Equal(whole, write(t, sample)) {
+		t.Fatal("a pack ended in frames has the bytes of one in a single frame: no frame was ended")
+	}
+	got, err := readAll(whole, digest(whole))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(sample) {
+		t.Fatalf("read %d records, wrote %d", len(got), len(sample))
+	}
+	for i := range sample {
+		if got[i] != sample[i] {
+			t.Errorf("record %d: got %+v, wrote %+v", i, got[i], sample[i])
+		}
+	}
+	for from := range ends {
+		// The first writer's frames up to from, as it flushed them.
+		var head bytes.Buffer
+		w, err := NewWriter(&head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range sample[:from] {
+			if ends[i] {
+				if err := w.EndFrame(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := add(w, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.EndFrame(); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.EndFrame(); err != nil { // no records: nothing
+			t.Fatal(err)
+		}
+		rest := writeFramed(t, sample, from, ends)
+		if joined := append(head.Bytes(), rest...); !bytes.Equal(joined, whole) {
+			t.Errorf("continued at record %d: %d bytes, one writer wrote %d (or others)", from, len(joined), len(whole))
+		}
+	}
+}
+
+// Continue checks the records it is told were written, and what follows
+// them, as one Writer would.
+func TestContinueChecks(t *testing.T) {
+	if _, err := Continue(io.Discard, []Entry{{Kind: File, Path: "b"}, {Kind: File, Path: "a"}}); err == nil {
+		t.Error("records out of order accepted")
+	}
+	w, err := Continue(io.Discard, []Entry{{Kind: File, Path: "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.File("a", false, 0, nil); err == nil {
+		t.Error("a record before those written by the earlier writer accepted")
+	}
+	w, err = Continue(io.Discard, []Entry{{Kind: File, Path: "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.File("b/c", false, 0, nil); err == nil {
+		t.Error("a record below a file the earlier writer wrote accepted")
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -131,7 +130,10 @@ func keepJournaled(ctx context.Context, tmp, cacheTag string, srcs []string, jou
 			if !ok {
 				continue
 			}
-			g.Go(path.Dir(j.Path), func() error {
+			// Its own key: a check only reads, so it is not held to its
+			// directory's turn (the kernel serializes creates there, not
+			// lookups).
+			g.Go(j.Path, func() error {
 				keep[i] = holdsJournaled(filepath.Join(tmp, filepath.FromSlash(j.Path)), j, fsync)
 				return nil
 			})
@@ -160,7 +162,7 @@ func holdsJournaled(path string, j journalFile, fsync bool) bool {
 	if err != nil {
 		return false
 	}
-	f, st, ok := openHashed(path, j.Size, sha256.New(), want)
+	f, st, ok := openHashed(path, j.Size, sha256.New(), want, nil)
 	if !ok {
 		return false
 	}

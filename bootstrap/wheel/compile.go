@@ -384,7 +384,8 @@ func (s *compileSession) targets(p *pendingEntry) (srcs, dfiles []string) {
 }
 
 // source returns the bytes of the entry's source file rel: from memory
-// when the unpack kept them, else (a file a resumed unpack kept) read back.
+// when the unpack has them, else read back (a resumed unpack keeps a
+// source's bytes only when RECORD gives it a digest to check).
 func (p *pendingEntry) source(rel string) ([]byte, error) {
 	if b, ok := p.sources[rel]; ok {
 		return b, nil
@@ -477,11 +478,15 @@ func writePycs(ctx context.Context, p *pendingEntry, srcs []string, pycs [][]byt
 			continue
 		}
 		rel := pycPath(srcs[i], cacheTag)
-		g.Go(path.Dir(rel), func() error {
+		key := path.Dir(rel)
+		if p.present[rel] {
+			key = rel // read to be compared, not created (presentFiles)
+		}
+		g.Go(key, func() error {
 			dst := filepath.Join(p.tmp, filepath.FromSlash(rel))
 			var err error
 			if p.resumed {
-				_, err = WriteOrKeep(dst, b, 0o644, fsync, false)
+				_, err = WriteOrKeep(dst, b, 0o644, fsync, p.present[rel])
 			} else {
 				err = WriteNew(dst, b, 0o644, fsync)
 			}

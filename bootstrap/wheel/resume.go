@@ -2,20 +2,24 @@ package wheel
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/volboot/volboot/bootstrap/atomicfile"
+	"github.com/volboot/volboot/bootstrap/fileops"
 )
 
 // Resuming a partial entry (DESIGN.md §5.4).
@@ -32,9 +36,12 @@ import (
 // A later writer of the same wheel may take such a directory over (when
 // Store.Adopt allows: the reconciler allows it under the volume lock, whose
 // previous holders are gone or fenced) by renaming it to its own staging
-// name. One rename: of several takers exactly one wins. Then it writes
-// every file of the wheel as usual, except that a file already present is
-// kept only if it is provably the file the wheel holds:
+// name. One rename: of several takers exactly one wins. Then it reads each
+// of the entry's directories once to learn what is there (presentFiles),
+// and writes every file of the wheel as usual, except that a file already
+// present is kept only if it is provably the file the wheel holds (such a
+// check only reads, so many run at once, and a kept source's bytes, read
+// for the check, go to the compiler):
 //
 //   - a wheel file: a regular file of RECORD's size whose content hashes to
 //     RECORD's digest. Size alone would do for a write cut short, but on a
@@ -142,46 +149,62 @@ func (s *Store) Resumed() (entries, files int) {
 
 // keepWritten checks a wheel file already at dst in a resumed entry (see
 // the comment at the top of this file): it returns the File to record and
-// true when the file is the one m describes.
-func keepWritten(dst string, m zipMember, fsync bool) (File, bool) {
+// true when the file is the one m describes, and for a source member
+// (m.source) its bytes as read for the check, which the compiler takes
+// instead of reading the file back.
+func keepWritten(dst string, m zipMember, fsync bool) (File, []byte, bool) {
 	if m.rec.Algorithm == "" {
-		return File{}, false
+		return File{}, nil, false
 	}
 	h, err := newHash(m.rec.Algorithm)
 	if err != nil {
-		return File{}, false
+		return File{}, nil, false
 	}
-	f, st, ok := openHashed(dst, int64(m.f.UncompressedSize64), h, m.rec.Digest)
+	var src *bytes.Buffer
+	var keep io.Writer // not src itself: a nil *bytes.Buffer is not a nil io.Writer
+	if m.source {
+		src = bytes.NewBuffer(make([]byte, 0, m.f.UncompressedSize64))
+		keep = src
+	}
+	f, st, ok := openHashed(dst, int64(m.f.UncompressedSize64), h, m.rec.Digest, keep)
 	if !ok {
-		return File{}, false
+		return File{}, nil, false
 	}
 	defer f.Close()
 	if m.exec && st.Mode().Perm() != 0o755 {
 		// Killed between close and chmod.
 		if err := os.Chmod(dst, 0o755); err != nil {
-			return File{}, false
+			return File{}, nil, false
 		}
 	}
 	if fsync && f.Sync() != nil {
 		// Its writer may have died before its fsync.
-		return File{}, false
+		return File{}, nil, false
 	}
-	return File{Path: m.name, Size: st.Size(), Exec: m.exec, Hash: EncodeDigest(m.rec.Algorithm, m.rec.Digest)}, true
+	fl := File{Path: m.name, Size: st.Size(), Exec: m.exec, Hash: EncodeDigest(m.rec.Algorithm, m.rec.Digest)}
+	if src != nil {
+		return fl, src.Bytes(), true
+	}
+	return fl, nil, true
 }
 
 // openHashed opens the file at path, not following a symlink, and returns
 // it open when it is a regular file of size bytes whose content hashes
-// with h to digest: a file a killed writer left whole. The caller closes
-// it.
-func openHashed(path string, size int64, h hash.Hash, digest []byte) (*os.File, fs.FileInfo, bool) {
+// with h to digest: a file a killed writer left whole. The bytes read go
+// to keep as well when it is not nil. The caller closes the file.
+func openHashed(path string, size int64, h hash.Hash, digest []byte, keep io.Writer) (*os.File, fs.FileInfo, bool) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, nil, false
 	}
 	st, err := f.Stat()
 	if err == nil && st.Mode().IsRegular() && st.Size() == size {
+		var w io.Writer = h
+		if keep != nil {
+			w = io.MultiWriter(h, keep)
+		}
 		bp := copyBufs.Get().(*[]byte)
-		_, err = io.CopyBuffer(h, f, *bp)
+		_, err = io.CopyBuffer(w, f, *bp)
 		copyBufs.Put(bp)
 		if err == nil && bytes.Equal(h.Sum(nil), digest) {
 			return f, st, true
@@ -189,6 +212,57 @@ func openHashed(path string, size int64, h hash.Hash, digest []byte) (*os.File, 
 	}
 	f.Close()
 	return nil, nil, false
+}
+
+// presentFiles lists the regular files in a staging directory just taken
+// over (tmp), by '/'-separated path relative to it: one read of each of
+// the entry's directories (dirs, relative, and its top) and of the
+// __pycache__ directories they hold, many in flight. So a resumed unpack
+// knows which files to check without trying to create each first (on a
+// network volume the failed create is a round trip, held to its
+// directory's lock), and checks them many at once: a check only reads.
+// A directory that cannot be read lists nothing; a file there after all is
+// still found when its create fails.
+func presentFiles(ctx context.Context, tmp string, dirs map[string]bool, ops *fileops.Scheduler) map[string]bool {
+	var mu sync.Mutex
+	out := map[string]bool{}
+	list := func(rel string) (sub []string) {
+		ents, err := os.ReadDir(filepath.Join(tmp, filepath.FromSlash(rel)))
+		if err != nil {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range ents {
+			p := path.Join(rel, e.Name())
+			switch {
+			case e.Type().IsRegular():
+				out[p] = true
+			case e.IsDir() && e.Name() == "__pycache__":
+				sub = append(sub, p)
+			}
+		}
+		return sub
+	}
+	g := ops.Group(ctx)
+	for d := range dirs {
+		g.Go(d, func() error {
+			for _, sub := range list(d) {
+				list(sub)
+			}
+			return nil
+		})
+	}
+	if !dirs["."] {
+		g.Go(".", func() error {
+			for _, sub := range list(".") {
+				list(sub)
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	return out
 }
 
 // WriteOrKeep is WriteNew for a directory being resumed: a file already at

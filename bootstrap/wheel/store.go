@@ -583,8 +583,12 @@ type pendingEntry struct {
 	dirs    []string // relative directories, for SyncFiles
 	entry   Entry
 	resumed bool // tmp was taken over from another writer (resume.go)
+	// present are the files a resumed tmp held when taken over
+	// (presentFiles), '/'-separated relative paths.
+	present map[string]bool
 	// sources holds the bytes of the .py files to compile, by path, as
-	// they were written (a file a resumed unpack kept is not here).
+	// they were written, or read to be checked where a resumed unpack
+	// kept them.
 	sources map[string][]byte
 }
 
@@ -890,6 +894,10 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	if err := ops.MakeDirs(ctx, tmp, dirs); err != nil {
 		return nil, wf("%w", err)
 	}
+	var present map[string]bool // files a resumed entry holds already
+	if resumed {
+		present = presentFiles(ctx, tmp, dirs, ops)
+	}
 	// Large files first so one big shared object does not finish last alone.
 	slices.SortFunc(members, func(a, b zipMember) int {
 		if a.f.UncompressedSize64 != b.f.UncompressedSize64 {
@@ -905,8 +913,14 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	var kept atomic.Int64
 	g := ops.Group(ctx)
 	for i, m := range members {
-		g.Go(memberKey(m), func() error {
-			fl, k, src, err := writeMember(tmp, m, mode, resumed)
+		key := memberKey(m)
+		if present[m.name] {
+			// Checked by reading it, not created: not held to its
+			// directory's turn (resume.go, presentFiles).
+			key = m.name
+		}
+		g.Go(key, func() error {
+			fl, k, src, err := writeMember(tmp, m, mode, resumed, present[m.name])
 			if err != nil {
 				return wf("entry %q: %v", m.name, err)
 			}
@@ -941,7 +955,7 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 		dirList = append(dirList, d)
 	}
 	dirList = append(dirList, ".")
-	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, resumed: resumed, sources: bySource, entry: Entry{
+	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, resumed: resumed, present: present, sources: bySource, entry: Entry{
 		Schema:        ManifestSchema,
 		SHA256:        src.SHA256,
 		Filename:      src.Filename,
@@ -974,19 +988,24 @@ func memberKey(m zipMember) string {
 const bigMember = 1 << 20
 
 // writeMember writes one zip member to dir and verifies it against RECORD
-// while it streams. In a resumed entry, a file already there is kept when
-// it is provably the member (kept is true) and replaced otherwise. For a
-// member marked source, the bytes written are returned too.
-func writeMember(dir string, m zipMember, mode SyncMode, resumed bool) (_ File, kept bool, src []byte, _ error) {
+// while it streams. In a resumed entry, a file already there (present: a
+// listing found it, so no create is tried first) is kept when it is
+// provably the member (kept is true) and replaced otherwise. For a member
+// marked source, its bytes are returned too.
+func writeMember(dir string, m zipMember, mode SyncMode, resumed, present bool) (_ File, kept bool, src []byte, _ error) {
 	perm := os.FileMode(0o644)
 	if m.exec {
 		perm = 0o755
 	}
 	dst := filepath.Join(dir, filepath.FromSlash(m.name))
-	w, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if resumed && errors.Is(err, fs.ErrExist) {
-		if fl, ok := keepWritten(dst, m, mode.FsyncFiles()); ok {
-			return fl, true, nil, nil
+	var w *os.File
+	var err error
+	if !present {
+		w, err = os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	}
+	if resumed && (present || errors.Is(err, fs.ErrExist)) {
+		if fl, src, ok := keepWritten(dst, m, mode.FsyncFiles()); ok {
+			return fl, true, src, nil
 		}
 		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return File{}, false, nil, err
