@@ -208,7 +208,8 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 	if kept == 0 {
 		w, err = pack.NewWriter(frame)
 	} else {
-		done := make([]pack.Entry, kept*frameItems)
+		// The last frame may be partial: what was kept ends with the plan.
+		done := make([]pack.Entry, min(kept*frameItems, len(items)))
 		for i, it := range items[:len(done)] {
 			done[i] = pack.Entry{Kind: it.kind(), Path: it.path}
 		}

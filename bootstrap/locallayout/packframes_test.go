@@ -225,3 +225,43 @@ func TestBuildPackRefusesBadFrames(t *testing.T) {
 		}
 	})
 }
+
+// A builder killed after its last frame (a partial one) and before the
+// pack took its name leaves every frame; the next one keeps them all and
+// writes the same pack. It used to cut the kept entries at a whole number
+// of frames past the plan's end and panic.
+func TestBuildPackKeepsEveryFrame(t *testing.T) {
+	for _, n := range []int{300, 1300} {
+		t.Run(fmt.Sprint(n, " files"), func(t *testing.T) {
+			f := newFramesFixture(t, n)
+			want, err := BuildPack(context.Background(), f.options(false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			packPath := filepath.Join(f.packs, PackName("gen1", want.SHA256))
+			// The pack cannot take its name: a non-empty directory holds it.
+			if err := os.Remove(packPath); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Join(packPath, "x"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := BuildPack(context.Background(), f.options(false)); err == nil {
+				t.Fatal("a pack took a name a directory holds")
+			}
+			if len(f.stages(t)) != 1 {
+				t.Fatalf("the failed builder left %d staging directories, want 1", len(f.stages(t)))
+			}
+			if err := os.RemoveAll(packPath); err != nil {
+				t.Fatal(err)
+			}
+			got, err := BuildPack(context.Background(), f.options(true))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *got != *want {
+				t.Errorf("resumed pack %+v, undisturbed %+v", *got, *want)
+			}
+		})
+	}
+}
