@@ -86,13 +86,13 @@ func torture(t *testing.T, f *fixture, ws []synthstack.Wheel, base string, stall
 	}
 	fresh()
 	t0 := time.Now()
-	fetched := watchFetch(f.index, ws)
+	watched := watchPhases(f.index, f.vol, ws)
 	if got := f.sync(); got != want {
 		t.Fatalf("sync with a copied interpreter cache built %s, the reference %s", got, want)
 	}
 	full := time.Since(t0)
-	fetchEnd := fetched()
-	t.Logf("undisturbed sync: generation %s in %s, its downloads done at %s", want, full.Round(time.Millisecond), fetchEnd.Round(time.Millisecond))
+	fetchEnd, unpackEnd := watched()
+	t.Logf("undisturbed sync: generation %s in %s, its downloads done at %s, its store entries at %s", want, full.Round(time.Millisecond), fetchEnd.Round(time.Millisecond), unpackEnd.Round(time.Millisecond))
 
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 6))
@@ -106,14 +106,18 @@ func torture(t *testing.T, f *fixture, ws []synthstack.Wheel, base string, stall
 		chains++
 		for k, n := 0, 1+rng.IntN(4); k < n; k++ {
 			delay := time.Duration(rng.Int64N(int64(full) * 11 / 10))
-			if k == 0 && chains%2 == 1 && fetchEnd > 0 {
-				// The first kill of every other chain, on a fresh volume,
-				// lands in the middle of the downloads: on a busy machine
-				// the other phases stretch and the stalled downloads do
-				// not, so a spread over the whole sync can miss them. A
-				// quota's minimum (two chains at least) thus kills while
-				// fetching.
+			// The first kill of a chain, on a fresh volume, lands in the
+			// middle of the downloads (chains 1, 4, ...) or of the
+			// unpacking that follows the last one (chains 2, 5, ...), as
+			// timed in the undisturbed sync: the phases' shares of a sync
+			// move with the machine's load and the filesystem, and a
+			// spread over the whole sync can miss the short ones. A
+			// quota's minimum (two chains at least) thus kills in both.
+			if k == 0 && chains%3 == 1 && fetchEnd > 0 {
 				delay = fetchEnd/5 + time.Duration(rng.Int64N(int64(fetchEnd)*3/5))
+			}
+			if k == 0 && chains%3 == 2 && unpackEnd > fetchEnd {
+				delay = fetchEnd + (unpackEnd-fetchEnd)/4 + time.Duration(rng.Int64N(int64(unpackEnd-fetchEnd)/2+1))
 			}
 			group := rng.IntN(2) == 0
 			if crashSync(t, f, delay, group) {
@@ -167,42 +171,54 @@ func torture(t *testing.T, f *fixture, ws []synthstack.Wheel, base string, stall
 	}
 }
 
-// watchFetch watches the index serve every byte of ws (once more than it
-// had when called) and returns a function that stops watching and says how
-// long that took (0 if it did not happen).
-func watchFetch(index *testindex.Server, ws []synthstack.Wheel) func() time.Duration {
+// watchPhases watches a sync of ws onto vol: the index serving every byte
+// of ws (once more than it had when called) and the store holding a
+// complete entry for each. The function it returns stops watching and
+// says how long each took (0: not seen).
+func watchPhases(index *testindex.Server, vol string, ws []synthstack.Wheel) func() (fetched, unpacked time.Duration) {
 	base := make([]int64, len(ws))
 	for i, w := range ws {
 		base[i] = index.Stats(testindex.FileURLPath(w.Filename)).Bytes
 	}
 	start := time.Now()
-	stop, done := make(chan struct{}), make(chan time.Duration, 1)
+	stop := make(chan struct{})
+	type result struct{ fetched, unpacked time.Duration }
+	done := make(chan result, 1)
 	go func() {
-		tick := time.NewTicker(5 * time.Millisecond)
+		var r result
+		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
 			case <-stop:
-				done <- 0
+				done <- r
 				return
 			case <-tick.C:
 			}
-			all := true
-			for i, w := range ws {
-				if index.Stats(testindex.FileURLPath(w.Filename)).Bytes-base[i] < w.Size {
-					all = false
-					break
+			if r.fetched == 0 {
+				all := true
+				for i, w := range ws {
+					if index.Stats(testindex.FileURLPath(w.Filename)).Bytes-base[i] < w.Size {
+						all = false
+						break
+					}
 				}
+				if all {
+					r.fetched = time.Since(start)
+				}
+				continue
 			}
-			if all {
-				done <- time.Since(start)
+			if m, _ := filepath.Glob(filepath.Join(vol, ".volboot", "store", "*", wheel.CompleteName)); len(m) >= len(ws) {
+				r.unpacked = time.Since(start)
+				done <- r
 				return
 			}
 		}
 	}()
-	return func() time.Duration {
+	return func() (time.Duration, time.Duration) {
 		close(stop)
-		return <-done
+		r := <-done
+		return r.fetched, r.unpacked
 	}
 }
 
