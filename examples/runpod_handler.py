@@ -64,18 +64,27 @@ HAVE_ASR = "asr" in GROUPS
 
 
 
-def volboot_models():
-    """The model records volboot wrote for this boot (the "models" of the
-    VOLBOOT_CAPABILITIES file: repo, revision, commit, ok, reason); [] when
-    there are none."""
+def capabilities(on_error=None):
+    """The VOLBOOT_CAPABILITIES file volboot wrote for this boot, as a dict;
+    {} without one, or when it cannot be read (on_error gets the error)."""
     path = os.environ.get("VOLBOOT_CAPABILITIES")
     if not path:
-        return []
+        return {}
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f).get("models") or []
-    except (OSError, ValueError, AttributeError):
-        return []
+            caps = json.load(f)
+    except (OSError, ValueError) as e:
+        if on_error:
+            on_error(e)
+        return {}
+    return caps if isinstance(caps, dict) else {}
+
+
+def volboot_models():
+    """The model records volboot wrote for this boot (the "models" of the
+    capabilities: repo, revision, commit, ok, reason); [] when there are
+    none."""
+    return capabilities().get("models") or []
 
 
 def pinned_revision(repo, env):
@@ -307,13 +316,7 @@ def make_handler(tts, asr):
 
 
 def main():
-    caps = {}
-    if os.environ.get("VOLBOOT_CAPABILITIES"):
-        try:
-            with open(os.environ["VOLBOOT_CAPABILITIES"], encoding="utf-8") as f:
-                caps = json.load(f)
-        except (OSError, ValueError) as e:
-            log("cannot read VOLBOOT_CAPABILITIES: %s" % e)
+    caps = capabilities(lambda e: log("cannot read VOLBOOT_CAPABILITIES: %s" % e))
     log("groups=%s degraded=%s generation=%s" % (",".join(sorted(GROUPS)) or "-", DEGRADED or "-", caps.get("generation", "-")))
 
     notify("STATUS=loading F5-TTS")
