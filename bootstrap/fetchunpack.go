@@ -33,7 +33,7 @@ import (
 // unpacked as soon as its download lands, while the others still
 // download: a first boot then costs about its downloads, not its
 // downloads plus its unpacks.
-func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, info *interp.Info, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, held map[string]*wheel.Entry, failWheel func(sha, reason string)) (map[string]*wheel.Entry, int64, error) {
+func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, info *interp.Info, f *fetch.Fetcher, store *wheel.Store, wheels map[string]*pylock.Selected, held map[string]*wheel.Entry, failWheel func(sha, reason string), arrived func(key string, e *wheel.Entry)) (map[string]*wheel.Entry, int64, error) {
 	lock, err := c.Lock.Parse()
 	if err != nil {
 		return nil, 0, err
@@ -115,6 +115,8 @@ func (c *Config) fetchAndUnpack(ctx context.Context, lk *lockfile.Lock, info *in
 	if err != nil {
 		return nil, 0, err
 	}
+	// Each entry goes to the speculative build as soon as it is complete.
+	u.OnDone(func(_ int, src wheel.Source, e *wheel.Entry, _ error) { arrived(src.SHA256, e) })
 	// Packages in the store, for /status: what a kill would not lose.
 	c.Progress.Packages(len(held), len(wheels))
 	stopCount := make(chan struct{})
@@ -283,43 +285,102 @@ func (c *Config) fetcher(lk *lockfile.Lock) *fetch.Fetcher {
 	})
 }
 
-// syncModels puts the models of every active group into the hub cache. A
-// model that fails degrades its group, as a failing package does.
-func (c *Config) syncModels(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, plans []*groupPlan) ([]ModelRecord, error) {
-	byGroup := map[string]*groupPlan{}
+// modelFetch is the fetch of the active groups' models into the hub
+// cache, which runs beside the packages' downloads and unpack: on a
+// network volume the unpack is bound by file operations and the models
+// by the network, so neither waits for the other. It must be waited for
+// (wait) on every path.
+type modelFetch struct {
+	stop    func() // ends the fetch's context
+	want    []models.Model
+	results []models.Result
+	err     error
+	done    chan struct{}
+}
+
+// startModels starts fetching the models of every group active now; it
+// returns nil when there are none. The groups are read here, before any
+// download can change them. The fetch stops when ctx ends or the lock is
+// lost.
+func (c *Config) startModels(ctx context.Context, lk *lockfile.Lock, f *fetch.Fetcher, plans []*groupPlan) *modelFetch {
+	active := map[string]bool{}
 	for _, p := range plans {
-		byGroup[p.group.Name] = p
+		active[p.group.Name] = p.active()
 	}
-	var want []models.Model
+	mf := &modelFetch{done: make(chan struct{}), stop: func() {}}
 	for _, m := range c.Manifest.Models {
-		if p := byGroup[m.Group]; p != nil && p.active() {
-			want = append(want, models.Model{Repo: m.Repo, Revision: m.Revision, RepoType: m.RepoType, Files: m.Files, Group: m.Group})
+		if active[m.Group] {
+			mf.want = append(mf.want, models.Model{Repo: m.Repo, Revision: m.Revision, RepoType: m.RepoType, Files: m.Files, Group: m.Group})
 		}
 	}
-	if len(want) == 0 {
+	if len(mf.want) == 0 {
+		return nil
+	}
+	c.Logger.Info(fmt.Sprintf("fetching %d models beside the packages", len(mf.want)), zap.Int("models", len(mf.want)))
+	syncer, err := models.New(models.Options{Endpoint: models.EndpointFromEnv(c.Getenv), HubDir: c.Paths.Hub(), Fetcher: f,
+		Credentials: c.Credentials, Logger: c.Logger, Jobs: c.Jobs, AllowHTTP: c.allowHTTP()})
+	if err != nil {
+		mf.err = fmt.Errorf("models: %w", err)
+		close(mf.done)
+		return mf
+	}
+	mctx, stop := lk.Context(ctx)
+	mf.stop = stop
+	go func() {
+		defer close(mf.done)
+		mf.results = syncer.Sync(mctx, mf.want)
+	}()
+	return mf
+}
+
+// cancel stops the fetch; wait must still be called. nil-safe.
+func (mf *modelFetch) cancel() {
+	if mf != nil {
+		mf.stop()
+	}
+}
+
+// wait waits for the models and records them. A model that failed
+// degrades its group, as a failing package does, unless the group's
+// packages failed meanwhile: a package's failure outranks a model's, and
+// the models of a group that is no longer active are not recorded (the
+// files fetched stay in the hub cache for the group's retry). nil-safe.
+func (mf *modelFetch) wait(ctx context.Context, lk *lockfile.Lock, progress Progress, plans []*groupPlan) ([]ModelRecord, error) {
+	if mf == nil {
 		return nil, nil
+	}
+	select {
+	case <-mf.done:
+	default:
+		phase := fmt.Sprintf("fetching %d models", len(mf.want))
+		progress.Phase(phase)
+		lk.SetPhase(phase)
+		<-mf.done
+	}
+	mf.stop()
+	if mf.err != nil {
+		return nil, mf.err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	if err := lk.Check(); err != nil {
 		return nil, err
 	}
-	c.Progress.Phase(fmt.Sprintf("fetching %d models", len(want)))
-	lk.SetPhase(fmt.Sprintf("fetching %d models", len(want)))
-	endpoint := models.EndpointFromEnv(c.Getenv)
-	allow := c.allowHTTP()
-	syncer, err := models.New(models.Options{Endpoint: endpoint, HubDir: c.Paths.Hub(), Fetcher: f,
-		Credentials: c.Credentials, Logger: c.Logger, Jobs: c.Jobs, AllowHTTP: allow})
-	if err != nil {
-		return nil, fmt.Errorf("models: %w", err)
+	byGroup := map[string]*groupPlan{}
+	for _, p := range plans {
+		byGroup[p.group.Name] = p
 	}
 	var records []ModelRecord
-	for _, r := range syncer.Sync(ctx, want) {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	for _, r := range mf.results {
+		p := byGroup[r.Model.Group]
+		if p == nil || !p.active() {
+			continue
 		}
 		rec := ModelRecord{Repo: r.Model.Repo, Revision: r.Model.Revision, Commit: r.Snapshot.Commit, Group: r.Model.Group, OK: r.Err == nil, Files: r.Snapshot.Files}
 		if r.Err != nil {
 			rec.Reason = r.Err.Error()
-			byGroup[r.Model.Group].failModel(r.Model.Repo, r.Err.Error())
+			p.failModel(r.Model.Repo, r.Err.Error())
 		}
 		records = append(records, rec)
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -154,14 +155,18 @@ var errSpeculationAbandoned = errors.New("speculative build abandoned")
 
 // speculation is a generation built while the wheels it lacks are still
 // downloaded and unpacked: every package the store already holds is linked
-// meanwhile, and the missing ones are added as the unpack delivers them.
-// It assumes every active group's wheels arrive; if the groups' outcomes
-// change (a download fails, a wheel is refused), the build is abandoned
-// and the generation built again without them, as before.
+// at once, and each missing one as soon as the unpack completes its entry
+// (deliver). It assumes every active group's wheels arrive; if the groups'
+// outcomes change (a download fails, a wheel is refused), the build is
+// abandoned and the generation built again without them, as before.
 type speculation struct {
 	outcomes []GroupOutcome // the groups as the build assumed them
 	gen      *Generation
 	cancel   context.CancelFunc
+
+	mu      sync.Mutex
+	arrived map[string]*wheel.Entry  // entries delivered so far, by store key
+	arrival map[string]chan struct{} // closed when the key's entry is delivered
 
 	resolved  chan struct{} // closed once entries and abandoned are set
 	entries   map[string]*wheel.Entry
@@ -169,6 +174,22 @@ type speculation struct {
 
 	done chan struct{} // closed when the build goroutine returns
 	err  error
+}
+
+// deliver hands the build a store entry the unpack completed. Safe for
+// concurrent use; nil-safe; a key delivered twice keeps the first entry.
+func (sp *speculation) deliver(key string, e *wheel.Entry) {
+	if sp == nil || e == nil {
+		return
+	}
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	ch, wanted := sp.arrival[key]
+	if !wanted || sp.arrived[key] != nil {
+		return
+	}
+	sp.arrived[key] = e
+	close(ch)
 }
 
 // heldEntries reads, with many in flight, the store entries already
@@ -188,20 +209,35 @@ func heldEntries(store *wheel.Store, wheels map[string]*pylock.Selected) map[str
 	return held
 }
 
-// speculate starts a speculative build when the store holds (ready) some
-// but not all of the wanted wheels of the active groups; it returns nil
-// otherwise. The caller must call finish.
-func (c *Config) speculate(ctx context.Context, info *interp.Info, facts *gpu.Facts, plans []*groupPlan, ready map[string]*wheel.Entry, wanted int, key string) *speculation {
-	if len(ready) == 0 || len(ready) == wanted {
+// speculate starts a speculative build when the store lacks (ready) some
+// of the wanted wheels of the active groups; it returns nil when it holds
+// them all. The caller must call finish, and should deliver each entry the
+// unpack completes meanwhile.
+func (c *Config) speculate(ctx context.Context, info *interp.Info, facts *gpu.Facts, plans []*groupPlan, ready map[string]*wheel.Entry, wanted map[string]*pylock.Selected, key string) *speculation {
+	if len(ready) == len(wanted) {
 		return nil
 	}
-	sp := &speculation{resolved: make(chan struct{}), done: make(chan struct{})}
+	sp := &speculation{
+		resolved: make(chan struct{}), done: make(chan struct{}),
+		arrived: map[string]*wheel.Entry{}, arrival: map[string]chan struct{}{},
+	}
+	for k := range wanted {
+		if ready[k] == nil {
+			sp.arrival[k] = make(chan struct{})
+		}
+	}
 	for _, p := range plans {
 		sp.outcomes = append(sp.outcomes, p.outcome)
 	}
 	pending := func(sha string) func() (*wheel.Entry, error) {
 		return func() (*wheel.Entry, error) {
-			<-sp.resolved
+			select {
+			case <-sp.arrival[sha]:
+				sp.mu.Lock()
+				defer sp.mu.Unlock()
+				return sp.arrived[sha], nil
+			case <-sp.resolved:
+			}
 			if sp.abandoned {
 				return nil, errSpeculationAbandoned
 			}

@@ -455,15 +455,19 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 	}
 	fetcher := c.fetcher(lk)
 	held := heldEntries(store, wheels)
-	spec := c.speculate(ctx, info, facts, plans, held, len(wheels), key)
-	entries, downloaded, err := c.fetchAndUnpack(ctx, lk, info, fetcher, store, wheels, held, failWheel)
+	spec := c.speculate(ctx, info, facts, plans, held, wheels, key)
+	modelFetch := c.startModels(ctx, lk, fetcher, plans)
+	entries, downloaded, err := c.fetchAndUnpack(ctx, lk, info, fetcher, store, wheels, held, failWheel, spec.deliver)
+	if err != nil {
+		modelFetch.cancel()
+	}
 	specGen := spec.finish(entries, err, plans, c.Logger)
+	modelRecords, merr := modelFetch.wait(ctx, lk, c.Progress, plans)
 	if err != nil {
 		return nil, err
 	}
-	modelRecords, err := c.syncModels(ctx, lk, fetcher, plans)
-	if err != nil {
-		return nil, err
+	if merr != nil {
+		return nil, merr
 	}
 
 	// Build, smoke-check, and rebuild without any group the check degrades.

@@ -3,13 +3,18 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/volboot/volboot/bench/sync/synthstack"
+	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/integration/fakehub"
+	"github.com/volboot/volboot/integration/testindex"
 )
 
 // TestModelsMissing: a model the hub cannot give (here: not there yet)
@@ -123,5 +128,81 @@ open(%q, "w").write("groups=%%s|offline=%%s|degraded=%%s" %% (os.environ.get("VO
 	st, _ = f.status()
 	if !st.InSync {
 		t.Errorf("status once the models are there: drift %+v", st.Drift)
+	}
+}
+
+// TestModelsFetchedBesideThePackages: a sync fetches the models while the
+// wheels download and unpack, not after (on a network volume the unpack
+// takes minutes and the models the network's time): the hub hears its
+// first request while a stalled wheel is not yet in the store. A model of
+// a group whose package then fails is not recorded, and the group's
+// reason is the package's.
+func TestModelsFetchedBesideThePackages(t *testing.T) {
+	f := newFixture(t, "")
+	core := f.add(synthstack.Small("mb-core", 2, 4)...)
+	extra := f.add(synthstack.Small("mb-extra", 1, 4)...)
+	f.write([]synthstack.Group{
+		{Name: "core", Required: true, Requirements: requirements(core...)},
+		{Name: "extra", Requirements: requirements(extra...)},
+	}, append(f.entries("core", core...), f.entries("extra", extra...)...))
+	stalled := core[0]
+	if err := f.index.SetFault(testindex.FileURLPath(stalled.Filename), testindex.Fault{Stall: 4 * time.Second, StallAfter: 512}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.index.SetFault(testindex.FileURLPath(extra[0].Filename), testindex.Fault{Status: 404}); err != nil {
+		t.Fatal(err)
+	}
+	hub := fakehub.New(fakehub.Options{})
+	for repo, data := range map[string]string{"volboot/core-voice": "voice", "volboot/extra-asr": "asr"} {
+		if _, err := hub.Commit("model", repo, map[string]fakehub.File{"w.bin": {Content: fakehub.Bytes(bytes.Repeat([]byte(data), 500)), LFS: true}}, "main"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cdn := serveOn(t, "127.0.0.2", hub.CDN())
+	hub.SetCDNURL(cdn.URL)
+	var once sync.Once
+	storedAtFirstAsk := make(chan bool, 1)
+	hubSrv := serveOn(t, "127.0.0.3", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() {
+			_, err := os.Stat(filepath.Join(f.vol, ".volboot", "store", stalled.SHA256, wheel.CompleteName))
+			storedAtFirstAsk <- err == nil
+		})
+		hub.ServeHTTP(w, r)
+	}))
+	m, err := os.OpenFile(f.manifest(), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for repo, group := range map[string]string{"volboot/core-voice": "core", "volboot/extra-asr": "extra"} {
+		fmt.Fprintf(m, "\n[[model]]\nrepo = %q\nrevision = \"main\"\nfiles = [\"w.bin\"]\ngroup = %q\n", repo, group)
+	}
+	m.Close()
+	f.env = append(f.env, "HF_ENDPOINT="+hubSrv.URL)
+
+	r := f.run("sync")
+	if r.code != 0 {
+		t.Fatalf("sync: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	select {
+	case stored := <-storedAtFirstAsk:
+		if stored {
+			t.Errorf("the hub was first asked after the stalled wheel %s was in the store: the models waited for the packages", stalled.Filename)
+		}
+	default:
+		t.Fatal("the hub was never asked for the models")
+	}
+	st, _ := f.status()
+	if state, reason := st.group("core"); state != "installed" {
+		t.Errorf("group core: %s %q, want installed", state, reason)
+	}
+	if state, reason := st.group("extra"); state != "degraded" || strings.Contains(reason, "model") || !strings.Contains(reason, extra[0].Spec.Name) {
+		t.Errorf("group extra: %s %q, want degraded by its package %s, not its model", state, reason, extra[0].Spec.Name)
+	}
+	data, err := os.ReadFile(filepath.Join(f.vol, ".volboot", "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(data, []byte("volboot/extra-asr")) || !bytes.Contains(data, []byte("volboot/core-voice")) {
+		t.Errorf("state records the models %s; want core's alone (extra's group lost its packages)", data)
 	}
 }

@@ -1020,9 +1020,11 @@ open(%[3]q, "w").write(late.__file__)
 	}
 }
 
-// TestSpeculativeBuild changes one wheel of a synced volume: the next sync
-// links the packages the store holds while it fetches and unpacks the new
-// one, and uses that build. When the new wheel of an optional group cannot
+// TestSpeculativeBuild: a first sync builds its generation while the
+// wheels unpack, linking each as its entry completes, and uses that build.
+// Then it changes one wheel of the synced volume: the next sync links the
+// packages the store holds while it fetches and unpacks the new one, and
+// uses that build. When the new wheel of an optional group cannot
 // be fetched, the speculation (which assumed it would arrive) is abandoned
 // and the generation is built without that group.
 func TestSpeculativeBuild(t *testing.T) {
@@ -1035,11 +1037,18 @@ func TestSpeculativeBuild(t *testing.T) {
 		}, append(f.entries("core", core...), f.entries("extra", extra...)...))
 	}
 	write(ws[:3], ws[3:])
-	first := f.sync()
+	r := f.run("sync", "-v")
+	if r.code != 0 {
+		t.Fatalf("sync: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	first := generationOf(t, r.stdout)
+	if !strings.Contains(r.stderr, "speculative build used") || !strings.Contains(r.stderr, first) {
+		t.Fatalf("the first sync did not build %s while its wheels unpacked:\n%s", first, r.stderr)
+	}
 
 	v2 := f.add(synthstack.Spec{Name: "spec-01", Version: "2.0", PyFiles: 4, DataFiles: 4, DataSize: 300})[0]
 	write([]synthstack.Wheel{ws[0], v2, ws[2]}, ws[3:])
-	r := f.run("sync", "-v")
+	r = f.run("sync", "-v")
 	if r.code != 0 {
 		t.Fatalf("sync: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}

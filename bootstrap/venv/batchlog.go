@@ -3,6 +3,7 @@ package venv
 import (
 	"bytes"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,9 +27,13 @@ import (
 // id). It then syncs every directory of the plan, as the builder that
 // finds filledName does.
 //
-// A line is "<files>\t<copied>\t<first file>\n", the batch's size, how many
-// of its links became copies, and its first destination, which names the
-// batch (batches are deterministic). A line cut short by a kill, or
+// A line is "<files>\t<copied>\t<sum>\t<first file>\n", the batch's size,
+// how many of its links became copies, a digest of all its destinations
+// (batchSum) and its first destination, which names the batch. The digest
+// is there because batches are not quite deterministic: two packages may
+// ship the same bytes at one path, and which claims it depends on the
+// order their entries arrived (plan), so a batch of the same name may
+// hold other paths in the next builder's plan. A line cut short by a kill, or
 // holed, does not parse or does not match a batch of the plan, and that
 // batch is made again, as any batch is when the log is lost: the log only
 // ever saves work. It is removed before the marker is written.
@@ -67,12 +72,17 @@ func (l *batchLog) done(batch []*op, copied int) {
 	if l == nil {
 		return
 	}
-	line := fmt.Sprintf("%d\t%d\t%s\n", len(batch), copied, batch[0].dst)
+	line := l.line(batch, copied)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, err := l.f.WriteString(line); err != nil {
 		l.log.Debug("could not log a finished batch", zap.Error(err))
 	}
+}
+
+// line is the log's line for batch.
+func (*batchLog) line(batch []*op, copied int) string {
+	return fmt.Sprintf("%d\t%d\t%016x\t%s\n", len(batch), copied, batchSum(batch), batch[0].dst)
 }
 
 // close closes the log; nil-safe.
@@ -83,7 +93,25 @@ func (l *batchLog) close() {
 }
 
 // loggedBatch is a batch the log says was finished.
-type loggedBatch struct{ files, copied int }
+type loggedBatch struct {
+	files, copied int
+	sum           uint64 // batchSum
+}
+
+// batchSum digests a batch's destinations, in order.
+func batchSum(batch []*op) uint64 {
+	h := fnv.New64a()
+	for _, o := range batch {
+		h.Write([]byte(o.dst))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
+}
+
+// matches says whether the logged batch is batch.
+func (lb loggedBatch) matches(batch []*op) bool {
+	return lb.files == len(batch) && lb.sum == batchSum(batch)
+}
 
 // readBatchLog reads the batch log of the staging directory tmp, by the
 // batches' first destinations; lines that do not parse are left out.
@@ -101,16 +129,17 @@ func parseBatchLog(data []byte) map[string]loggedBatch {
 	out := map[string]loggedBatch{}
 	lines := bytes.Split(data, []byte{'\n'})
 	for _, line := range lines[:len(lines)-1] {
-		fields := bytes.SplitN(line, []byte{'\t'}, 3)
-		if len(fields) != 3 || len(fields[2]) == 0 || bytes.IndexByte(fields[2], 0) >= 0 {
+		fields := bytes.SplitN(line, []byte{'\t'}, 4)
+		if len(fields) != 4 || len(fields[3]) == 0 || bytes.IndexByte(fields[3], 0) >= 0 || len(fields[2]) != 16 {
 			continue
 		}
 		files, err1 := strconv.Atoi(string(fields[0]))
 		copied, err2 := strconv.Atoi(string(fields[1]))
-		if err1 != nil || err2 != nil || files < 1 || copied < 0 || copied > files {
+		sum, err3 := strconv.ParseUint(string(fields[2]), 16, 64)
+		if err1 != nil || err2 != nil || err3 != nil || files < 1 || copied < 0 || copied > files {
 			continue
 		}
-		out[string(fields[2])] = loggedBatch{files: files, copied: copied}
+		out[string(fields[3])] = loggedBatch{files: files, copied: copied, sum: sum}
 	}
 	return out
 }

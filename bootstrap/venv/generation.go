@@ -324,7 +324,7 @@ func (b *Builder) Build(ctx context.Context, dir string, pkgs []Package) (*Marke
 			plannedDirs.Store(parentDir(batch[0].dst), true)
 			return nil
 		}
-		if lb, ok := logged[batch[0].dst]; ok && lb.files == len(batch) {
+		if lb, ok := logged[batch[0].dst]; ok && lb.matches(batch) {
 			plannedDirs.Store(parentDir(batch[0].dst), true)
 			kept.Add(int64(len(batch)))
 			copied.Add(int64(lb.copied))
@@ -465,12 +465,16 @@ func destination(l Layout, e *wheel.Entry, p string) (dst string, kind string, o
 // plan decides every file of the generation and who provides it. Each
 // package's files, scripts and RECORD are worked out in parallel (they
 // depend on that package alone); claiming paths, which finds conflicts
-// between packages, runs in a fixed order, so the result never depends on
-// scheduling: the packages that are ready, in order, then the pending
-// ones, in order, each as soon as Pending returns its entry (written to
-// entries). Each package's newly claimed files go to emit as soon as they
-// are claimed, in batches of one directory. An error from plan means the
-// generation is invalid even if some batches were emitted.
+// between packages, runs one package at a time: the packages that are
+// ready, in order, then the pending ones as Pending returns their entries
+// (written to entries), so that a first install links each package while
+// the rest still unpack. Which of two packages shipping the same bytes at
+// one path provides it may therefore depend on timing, as it already did
+// on which packages the store held; what the generation holds does not,
+// and every conflict is refused whatever the order. Each package's newly
+// claimed files go to emit as soon as they are claimed, in batches of one
+// directory. An error from plan means the generation is invalid even if
+// some batches were emitted.
 func (b *Builder) plan(l Layout, pkgs []Package, entries []*wheel.Entry, emit func([]*op) error) ([]*op, error) {
 	who := func(i int) string {
 		if i < 0 {
@@ -491,7 +495,6 @@ func (b *Builder) plan(l Layout, pkgs []Package, entries []*wheel.Entry, emit fu
 			return nil, fmt.Errorf("package %d has no store entry", i)
 		}
 	}
-	order = append(order, pending...)
 
 	perPkg := make([][]op, len(pkgs))
 	errs := make([]error, len(pkgs))
@@ -499,45 +502,56 @@ func (b *Builder) plan(l Layout, pkgs []Package, entries []*wheel.Entry, emit fu
 	for i := range done {
 		done[i] = make(chan struct{})
 	}
-	// The launcher starts packages in claim order, so the one the claim
-	// loop waits for is among the first running; it waits for each
-	// pending entry in turn. Both the launcher and its workers are waited
-	// for before plan returns; an early return stops the launcher.
+	// The ready packages are claimed in order, then each pending one as
+	// arrivals delivers it. One waiter per pending package; the waiters,
+	// the launcher and their workers are all waited for before plan
+	// returns (a Pending returns once its fetch is settled), and an early
+	// return stops new work.
+	arrivals := make(chan int, len(pending))
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	var launcher sync.WaitGroup
+	var starters sync.WaitGroup
 	var stop atomic.Bool
-	launcher.Add(1)
+	start := func(i int) {
+		if stop.Load() {
+			errs[i] = errors.New("planning stopped")
+			close(done[i])
+			return
+		}
+		g.Go(func() error {
+			defer close(done[i])
+			perPkg[i], errs[i] = b.packageOps(l, Package{Entry: entries[i], Requested: pkgs[i].Requested}, i)
+			return nil
+		})
+	}
+	starters.Add(1)
 	go func() {
-		defer launcher.Done()
+		defer starters.Done()
 		for _, i := range order {
-			if stop.Load() {
-				errs[i] = errors.New("planning stopped")
-				close(done[i])
-				continue
-			}
-			if entries[i] == nil {
-				e, err := pkgs[i].Pending()
-				if err == nil && e == nil {
-					err = errors.New("no store entry")
-				}
-				if err != nil {
-					errs[i] = fmt.Errorf("package %d: %w", i, err)
-					close(done[i])
-					continue
-				}
-				entries[i] = e
-			}
-			g.Go(func() error {
-				defer close(done[i])
-				perPkg[i], errs[i] = b.packageOps(l, Package{Entry: entries[i], Requested: pkgs[i].Requested}, i)
-				return nil
-			})
+			start(i)
 		}
 	}()
+	for _, i := range pending {
+		starters.Add(1)
+		go func() {
+			defer starters.Done()
+			e, err := pkgs[i].Pending()
+			if err == nil && e == nil {
+				err = errors.New("no store entry")
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("package %d: %w", i, err)
+				close(done[i])
+			} else {
+				entries[i] = e
+				start(i)
+			}
+			arrivals <- i
+		}()
+	}
 	defer func() {
 		stop.Store(true)
-		launcher.Wait()
+		starters.Wait()
 		g.Wait()
 	}()
 
@@ -552,7 +566,13 @@ func (b *Builder) plan(l Layout, pkgs []Package, entries []*wheel.Entry, emit fu
 	inside := map[string]*op{}
 	ops := make([]*op, 0, total)
 	names := map[string]int{}
-	for _, i := range order {
+	for n := range pkgs {
+		i := 0
+		if n < len(order) {
+			i = order[n]
+		} else {
+			i = <-arrivals
+		}
 		<-done[i]
 		if errs[i] != nil {
 			return nil, errs[i]

@@ -48,21 +48,36 @@ func Install(ctx context.Context, st *wheel.Store, b *Builder, dir string, wheel
 	if len(missing) == 0 {
 		return b.Build(ctx, dir, pkgs)
 	}
-	// The unpack runs beside the build, which waits for it only when it
-	// reaches the first package the store lacked. Install owns the
+	// The unpack runs beside the build, which links each package the
+	// store lacked as soon as its entry is complete. Install owns the
 	// goroutine and waits for it on every path.
 	var (
-		got       []*wheel.Entry
 		unpackErr error
 		unpacked  = make(chan struct{})
+		got       = make([]*wheel.Entry, len(missing))
+		arrived   = make([]chan struct{}, len(missing))
 	)
+	for k := range arrived {
+		arrived[k] = make(chan struct{})
+	}
 	go func() {
 		defer close(unpacked)
-		got, unpackErr = st.Unpack(ctx, missing...)
+		_, unpackErr = st.UnpackEach(ctx, func(k int, e *wheel.Entry, _ error) {
+			got[k] = e
+			close(arrived[k])
+		}, missing...)
 	}()
 	for i, k := range slot {
 		pkgs[i].Pending = func() (*wheel.Entry, error) {
-			<-unpacked
+			select {
+			case <-arrived[k]:
+			case <-unpacked:
+				select {
+				case <-arrived[k]:
+				default:
+					return nil, fmt.Errorf("%s was not unpacked", missing[k].Filename)
+				}
+			}
 			if got[k] == nil {
 				return nil, fmt.Errorf("%s was not unpacked", missing[k].Filename)
 			}

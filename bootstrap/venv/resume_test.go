@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -273,8 +275,13 @@ func TestBatchLogSkipsFinishedBatches(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		log := "2\t0\t" + filepath.ToSlash(filepath.Join(site, "logged", "__init__.py")) + "\n" +
-			"1\t0\t" + filepath.ToSlash(filepath.Join(site, "torn", "d.py")) // cut short: no newline
+		slash := func(p ...string) string { return filepath.ToSlash(filepath.Join(append([]string{site}, p...)...)) }
+		torn := venv.BatchLogLine([]string{slash("torn", "d.py")}, 0)
+		// other/c.py's batch logged by name and size, but with the digest
+		// of other destinations: another plan's batch, not trusted.
+		other := strings.Replace(venv.BatchLogLine([]string{slash("other", "x.py")}, 0), slash("other", "x.py"), slash("other", "c.py"), 1)
+		log := venv.BatchLogLine([]string{slash("logged", "__init__.py"), slash("logged", "a.py")}, 0) + other +
+			torn[:len(torn)-1] // cut short: no newline
 		if err := os.WriteFile(filepath.Join(partial, ".volboot-batches"), []byte(log), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -324,5 +331,55 @@ func takeOver(t *testing.T, info *interp.Info, vol, dir, sha string, mode wheel.
 	}
 	if _, err := os.Lstat(filepath.Join(dir, record)); err == nil {
 		t.Errorf("mode %v: the finished generation holds %s", mode, record)
+	}
+}
+
+// TestPendingPackagesLinkedAsTheyArrive: a package whose entry arrives is
+// linked while one listed before it is still pending, as a first install
+// links each wheel while the others still unpack; the generation is the
+// same as one built with every entry at hand.
+func TestPendingPackagesLinkedAsTheyArrive(t *testing.T) {
+	info := python(t)
+	vol := t.TempDir()
+	late := specWheel(t, t.TempDir(), wheeltest.Spec{Name: "aaa-late", Version: "1.0", Files: []wheeltest.File{{Name: "late/__init__.py", Data: []byte("L = 1\n")}}})
+	early := specWheel(t, t.TempDir(), wheeltest.Spec{Name: "zzz-early", Version: "1.0", Files: []wheeltest.File{{Name: "early/__init__.py", Data: []byte("E = 1\n")}}})
+	whole := install(t, info, vol, "g0", []wheelFile{late, early}, venv.Hardlink)
+	st := &wheel.Store{Dir: venv.StoreDir(vol)}
+	entry := func(sha string) *wheel.Entry {
+		e, err := st.Open(sha)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	site := filepath.Join("lib", "python"+info.PyVersion(), "site-packages")
+	linked := make(chan struct{})
+	var seen error
+	lateArrives := func() (*wheel.Entry, error) {
+		// Wait for the other package's file in the staging directory.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			m, _ := filepath.Glob(filepath.Join(vol, ".volboot", "envs", ".g1"+wheel.PartialSuffix+".vbtmp.*", site, "early", "__init__.py"))
+			if len(m) == 1 {
+				close(linked)
+				return entry(late.sha), nil
+			}
+			if time.Now().After(deadline) {
+				seen = errors.New("zzz-early was not linked while aaa-late was pending")
+				return nil, seen
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	earlyArrives := func() (*wheel.Entry, error) { return entry(early.sha), nil }
+	b := &venv.Builder{Python: info, Creator: "volboot test"}
+	dir := venv.EnvDir(vol, "g1")
+	if _, err := b.Build(context.Background(), dir, []venv.Package{{Pending: lateArrives, Requested: true}, {Pending: earlyArrives, Requested: true}}); err != nil {
+		t.Fatalf("%v (%v)", err, seen)
+	}
+	<-linked
+	if a, b := fileSet(t, whole), fileSet(t, dir); !slices.Equal(a, b) {
+		onlyA, onlyB := diff(a, b)
+		t.Fatalf("the generation built as entries arrived differs: only in the whole build %s, only in it %s", short(onlyA), short(onlyB))
 	}
 }

@@ -296,6 +296,15 @@ func (s *Store) OpenAll(shas []string, onMiss func(i int, err error)) ([]*Entry,
 // error joining every failure, each naming its wheel. Sources that
 // succeeded are committed even when others fail.
 func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
+	return s.UnpackEach(ctx, nil, srcs...)
+}
+
+// UnpackEach is Unpack that also calls onDone (when not nil) for each
+// source as soon as its entry is in the store or it failed, with the
+// source's index: a caller can use the first entries while the others
+// still unpack. onDone is called from the unpack's goroutines, possibly
+// several at once, and must not block for long.
+func (s *Store) UnpackEach(ctx context.Context, onDone func(i int, e *Entry, err error), srcs ...Source) ([]*Entry, error) {
 	u, err := s.NewUnpacker(ctx)
 	if err != nil {
 		return nil, err
@@ -332,6 +341,18 @@ func (s *Store) Unpack(ctx context.Context, srcs ...Source) ([]*Entry, error) {
 		}
 	}
 	slices.SortStableFunc(todo, func(a, b int) int { return cmp.Compare(sizes[b], sizes[a]) })
+	if onDone != nil {
+		u.OnDone(func(k int, _ Source, e *Entry, err error) { onDone(todo[k], e, err) })
+		queued := make(map[int]bool, len(todo))
+		for _, i := range todo {
+			queued[i] = true
+		}
+		for i := range srcs {
+			if !queued[i] {
+				onDone(i, out[i], errs[i])
+			}
+		}
+	}
 	for _, i := range todo {
 		u.Add(srcs[i])
 	}
@@ -391,6 +412,9 @@ type Unpacker struct {
 	workers  sync.WaitGroup // extract, in order
 	finishes sync.WaitGroup // compile and commit, after extract
 
+	// onDone, when set (OnDone), hears of each wheel as it ends.
+	onDone func(i int, src Source, e *Entry, err error)
+
 	start                    time.Time
 	extractNs, compileWaitNs atomic.Int64
 }
@@ -412,6 +436,22 @@ func (s *Store) NewUnpacker(ctx context.Context) (*Unpacker, error) {
 		go u.work()
 	}
 	return u, nil
+}
+
+// OnDone makes the Unpacker call f as each wheel added ends, with its
+// index as Add returned it and its entry (complete in the store) or its
+// error, so that a caller can use an
+// entry before the rest are unpacked (the reconciler links it into the
+// generation it is building). f is called from the Unpacker's goroutines,
+// possibly several at once, and must not block for long: it holds up the
+// wheel's worker. Call OnDone before the first Add.
+func (u *Unpacker) OnDone(f func(i int, src Source, e *Entry, err error)) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.srcs) > 0 {
+		panic("wheel: Unpacker.OnDone after Add")
+	}
+	u.onDone = f
 }
 
 // Add hands src to the Unpacker and returns its index in Wait's results.
@@ -488,7 +528,11 @@ func (u *Unpacker) done(i int, e *Entry, err error) {
 		u.unpacked++
 		u.unpackedBytes += u.srcs[i].Size
 	}
+	src, f := u.srcs[i], u.onDone
 	u.mu.Unlock()
+	if f != nil {
+		f(i, src, e, err)
+	}
 }
 
 // UnpackedBytes sums the Size of the wheels added whose entry is in the
