@@ -299,15 +299,15 @@ func (c *Config) repairLocal(ctx context.Context, gen *Generation) {
 // trees other processes of the container hold). run calls it once the
 // handler is ready, keeping its own generation; gc calls it with the
 // generations it kept on the volume, and thisVolume set: then only trees
-// made for this volume are judged. Without a local directory it does
-// nothing.
-func (c Config) CollectLocal(ctx context.Context, thisVolume bool, keep ...string) (locallayout.CollectReport, error) {
+// made for this volume are judged; gc --dry-run sets dryRun, and then
+// nothing is removed. Without a local directory it does nothing.
+func (c Config) CollectLocal(ctx context.Context, thisVolume, dryRun bool, keep ...string) (locallayout.CollectReport, error) {
 	c.defaults()
 	if c.Local.Dir == "" {
 		return locallayout.CollectReport{}, nil
 	}
 	o := locallayout.CollectOptions{
-		LocalDir: c.Local.Dir, Logger: c.Logger,
+		LocalDir: c.Local.Dir, Logger: c.Logger, DryRun: dryRun,
 		Keep: func(id string) bool { return slices.Contains(keep, id) },
 	}
 	if thisVolume {

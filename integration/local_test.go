@@ -405,8 +405,16 @@ while os.path.exists(%q) and time.time() < deadline:
 		}
 	}
 
-	// A gone (and its use-lease on the volume), gc removes generation X
-	// from the volume and its local tree.
+	// A gone (and its use-lease on the volume), gc --dry-run lists X's
+	// local tree with its size and leaves it; gc removes generation X from
+	// the volume and its local tree.
+	r = f.run("gc", "--dry-run", "--layout", "local")
+	if r.code != 0 || !strings.Contains(r.stdout, "would remove local tree "+x) || !strings.Contains(r.stdout, "of local disk under "+f.local) {
+		t.Fatalf("gc --dry-run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if after, err := os.Lstat(treeX); err != nil || !os.SameFile(before, after) {
+		t.Fatalf("gc --dry-run moved the local tree: %v", err)
+	}
 	r = f.run("gc", "--layout", "local")
 	if r.code != 0 || !strings.Contains(r.stdout, "removed local tree "+x) {
 		t.Fatalf("gc: exit %d\n%s%s", r.code, r.stdout, r.stderr)

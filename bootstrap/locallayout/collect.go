@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 
 	"go.uber.org/zap"
 
@@ -26,14 +28,19 @@ type CollectOptions struct {
 	// then speaks for that volume only (gc), and a tree another volume's
 	// workers made on this disk is theirs to judge.
 	Volume string
+	// DryRun removes nothing: the report says what Collect would remove
+	// (a tree some process holds a lease on at that moment is InUse).
+	DryRun bool
 	Logger *zap.Logger
 }
 
 // CollectReport says what one Collect did.
 type CollectReport struct {
-	Removed   []string     `json:"removed"`   // generations whose trees were retired
+	DryRun    bool         `json:"dry_run,omitempty"`
+	Removed   []string     `json:"removed"`   // generations whose trees were retired (would be, in a dry run)
 	InUse     []string     `json:"in_use"`    // generations whose trees other processes run from
-	Leftovers int          `json:"leftovers"` // half-made trees of dead processes retired
+	Leftovers int          `json:"leftovers"` // half-made trees of dead processes retired (would be)
+	Bytes     int64        `json:"bytes"`     // the disk the removed trees and leftovers took, as far as they could be walked
 	Trash     trash.Report `json:"trash"`
 }
 
@@ -52,7 +59,7 @@ type CollectReport struct {
 // path. Safe to run concurrently with Materialize and other Collects in
 // any process of the machine.
 func Collect(ctx context.Context, o CollectOptions) (CollectReport, error) {
-	r := CollectReport{Removed: []string{}, InUse: []string{}}
+	r := CollectReport{DryRun: o.DryRun, Removed: []string{}, InUse: []string{}}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -62,7 +69,14 @@ func Collect(ctx context.Context, o CollectOptions) (CollectReport, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return r, fmt.Errorf("local trees: %w", err)
 	}
-	r.Leftovers = retireDeadLeftovers(envs, can, o.Logger)
+	for _, p := range deadLeftovers(envs) {
+		r.Bytes += treeBytes(p)
+		r.Leftovers++
+		if !o.DryRun {
+			o.Logger.Info("moving a local tree an earlier process left half made to the trash", zap.String("dir", p))
+			can.Discard(p)
+		}
+	}
 	for _, e := range ents {
 		if ctx.Err() != nil {
 			break
@@ -80,7 +94,12 @@ func Collect(ctx context.Context, o CollectOptions) (CollectReport, error) {
 				continue
 			}
 		}
-		switch err := retire(ctx, dir, nil, can.Put); {
+		size := treeBytes(dir)
+		put := can.Put
+		if o.DryRun {
+			put = func(string) error { return nil } // the lock was taken: it could go
+		}
+		switch err := retire(ctx, dir, nil, put); {
 		case errors.Is(err, ErrInUse):
 			r.InUse = append(r.InUse, name)
 		case err != nil:
@@ -89,15 +108,38 @@ func Collect(ctx context.Context, o CollectOptions) (CollectReport, error) {
 			}
 		default:
 			r.Removed = append(r.Removed, name)
+			r.Bytes += size
 		}
 	}
 	sort.Strings(r.Removed)
 	sort.Strings(r.InUse)
+	if o.DryRun {
+		return r, ctx.Err()
+	}
 	r.Trash, err = can.Empty(ctx)
 	if err != nil {
 		return r, fmt.Errorf("empty the local trash %s: %w", can.Dir, err)
 	}
 	return r, ctx.Err()
+}
+
+// treeBytes is the disk the tree at dir takes (its files' blocks, the
+// directories' included), as far as it can be walked; symbolic links to
+// the volume count as themselves.
+func treeBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 // Retire moves the local tree at dir into the local trash unless a

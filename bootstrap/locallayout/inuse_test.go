@@ -212,9 +212,31 @@ func TestCollect(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	listing := func() []string {
+		var names []string
+		ents, _ := os.ReadDir(envs)
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	before := listing()
+	dry, err := Collect(context.Background(), CollectOptions{LocalDir: o.LocalDir, Volume: vol, DryRun: true, Keep: func(id string) bool { return id == "gen3" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dry.DryRun || !slices.Equal(dry.Removed, []string{"gen2", "gen4"}) || !slices.Equal(dry.InUse, []string{"gen1"}) || dry.Leftovers != 1 || dry.Bytes <= 0 || dry.Trash.Items != 0 {
+		t.Fatalf("Collect, dry run: %+v", dry)
+	}
+	if after := listing(); !slices.Equal(before, after) {
+		t.Fatalf("the dry run changed envs from %v to %v", before, after)
+	}
 	r, err := Collect(context.Background(), CollectOptions{LocalDir: o.LocalDir, Volume: vol, Keep: func(id string) bool { return id == "gen3" }})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.Bytes != dry.Bytes {
+		t.Errorf("Collect freed %d bytes, the dry run said %d", r.Bytes, dry.Bytes)
 	}
 	if !slices.Equal(r.Removed, []string{"gen2", "gen4"}) || !slices.Equal(r.InUse, []string{"gen1"}) || r.Leftovers != 1 || r.Trash.Items != 3 || r.Trash.Left != 0 {
 		t.Fatalf("Collect: %+v", r)

@@ -460,13 +460,24 @@ func symlinkFile(target, dst string) error { return os.Symlink(target, dst) }
 // gone (or is this pid, but another process: a restarted container's pid
 // 1). One rename each, so the boot path does not pay for the removal.
 func retireDeadLeftovers(envs string, can *trash.Can, log *zap.Logger) int {
+	dead := deadLeftovers(envs)
+	for _, p := range dead {
+		log.Info("moving a local tree an earlier process left half made to the trash", zap.String("dir", p))
+		can.Discard(p)
+	}
+	return len(dead)
+}
+
+// deadLeftovers lists the half-made trees in envs whose writers are gone
+// (see retireDeadLeftovers).
+func deadLeftovers(envs string) []string {
 	ents, err := os.ReadDir(envs)
 	if err != nil {
-		return 0
+		return nil
 	}
 	host, _ := os.Hostname()
 	host = atomicfile.HostToken(host)
-	n := 0
+	var out []string
 	for _, e := range ents {
 		ti, ok := atomicfile.ParseTempName(e.Name())
 		if !ok || atomicfile.Mine(ti) {
@@ -486,13 +497,10 @@ func retireDeadLeftovers(envs string, can *trash.Can, log *zap.Logger) int {
 			dead = errors.Is(syscall.Kill(ti.PID, 0), syscall.ESRCH)
 		}
 		if dead {
-			p := filepath.Join(envs, e.Name())
-			log.Info("moving a local tree an earlier process left half made to the trash", zap.String("dir", p))
-			can.Discard(p)
-			n++
+			out = append(out, filepath.Join(envs, e.Name()))
 		}
 	}
-	return n
+	return out
 }
 
 // bootID is the kernel's boot id, "" where there is none.

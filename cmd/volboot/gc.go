@@ -30,8 +30,8 @@ func (a *app) gcCommand() *cobra.Command {
 			// Then this container's local trees: those of generations the
 			// volume no longer keeps, unless a process runs from them.
 			var local *locallayout.CollectReport
-			if !dryRun && cfg.Local.Dir != "" {
-				lr, err := cfg.CollectLocal(cmd.Context(), true, r.Kept...)
+			if cfg.Local.Dir != "" {
+				lr, err := cfg.CollectLocal(cmd.Context(), true, dryRun, r.Kept...)
 				if err != nil {
 					return &exitError{code: 1, err: err}
 				}
@@ -60,10 +60,16 @@ func (a *app) gcCommand() *cobra.Command {
 			fmt.Fprintf(a.stdout, "%s %d items, %s\n", verb, len(r.Removed), fetch.FormatSize(r.Bytes))
 			if local != nil {
 				for _, id := range local.Removed {
-					fmt.Fprintf(a.stdout, "removed local tree %s\n", id)
+					fmt.Fprintf(a.stdout, "%s local tree %s\n", verb, id)
 				}
 				for _, id := range local.InUse {
 					fmt.Fprintf(a.stdout, "kept local tree %s: in use\n", id)
+				}
+				if local.Leftovers > 0 {
+					fmt.Fprintf(a.stdout, "%s %d half-made local trees of processes that are gone\n", verb, local.Leftovers)
+				}
+				if len(local.Removed) > 0 || local.Leftovers > 0 {
+					fmt.Fprintf(a.stdout, "%s %s of local disk under %s\n", verb, fetch.FormatSize(local.Bytes), cfg.Local.Dir)
 				}
 			}
 			return nil

@@ -236,7 +236,7 @@ func emptyTrash(ctx context.Context, cfg bootstrap.Config, log *zap.Logger) {
 // empties the local trash (bootstrap.Config.CollectLocal): a long-lived
 // container disk does not fill up as generations change.
 func collectLocal(ctx context.Context, cfg bootstrap.Config, gen string, log *zap.Logger) {
-	r, err := cfg.CollectLocal(ctx, false, gen)
+	r, err := cfg.CollectLocal(ctx, false, false, gen)
 	if len(r.Removed)+len(r.InUse)+r.Leftovers+r.Trash.Items+r.Trash.Left > 0 || err != nil {
 		log.Info("collected local trees in the background", zap.Strings("removed", r.Removed), zap.Strings("in_use", r.InUse),
 			zap.Int("leftovers", r.Leftovers), zap.Int("trash_items", r.Trash.Items), zap.Int("trash_left", r.Trash.Left), zap.Error(err))
