@@ -434,23 +434,10 @@ func unpack(ctx context.Context, tmp string, o Options) (*Marker, error) {
 }
 
 // writeFile makes dst with data and the mtime the pack recorded (the
-// bytecode of a source checks it).
+// bytecode of a source checks it, where a store entry made by an older
+// volboot has timestamp-based bytecode).
 func writeFile(dst string, data []byte, mode os.FileMode, mtime time.Time) error {
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	// On the open file: no second lookup of the path.
-	tv := unix.NsecToTimeval(mtime.UnixNano())
-	if err := unix.Futimes(int(f.Fd()), []unix.Timeval{tv, tv}); err != nil {
-		f.Close()
-		return fmt.Errorf("set the mtime of %s: %w", dst, err)
-	}
-	return f.Close()
+	return fileops.CreateFile(dst, data, mode, fileops.CreateOptions{MTime: mtime})
 }
 
 func symlinkFile(target, dst string) error { return os.Symlink(target, dst) }

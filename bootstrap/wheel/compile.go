@@ -513,24 +513,7 @@ func writePycs(ctx context.Context, p *pendingEntry, srcs []string, pycs [][]byt
 // perm (exec bits are set explicitly, so the umask cannot drop them), and
 // fsyncs it when asked. On error nothing is left at path.
 func WriteNew(path string, data []byte, perm os.FileMode, fsync bool) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil && fsync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && perm&0o111 != 0 && !fileops.CreateKeeps(perm) {
-		err = os.Chmod(path, perm)
-	}
-	if err != nil {
-		os.Remove(path)
-	}
-	return err
+	return fileops.CreateFile(path, data, perm, fileops.CreateOptions{Fsync: fsync})
 }
 
 func (s *compileSession) errorf() error {
