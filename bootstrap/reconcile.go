@@ -482,7 +482,13 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 			return nil, err
 		}
 		gen.Models = modelRecords
-		if !c.smoke(ctx, lk, gen, plans, entries) || round > len(plans) {
+		degraded, err := c.smoke(ctx, lk, gen, plans, entries, func() (string, func(), error) {
+			return c.smokePython(ctx, lk, info, gen, st.Generations[gen.ID], entries)
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !degraded || round > len(plans) {
 			break
 		}
 	}
@@ -492,8 +498,10 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 	// The speculative build recorded the groups before the models were
 	// fetched.
 	gen.Groups = c.groupOutcomes(plans)
-	if err := c.ensurePack(ctx, lk, info, gen, st.Generations[gen.ID], entries); err != nil {
-		return nil, err
+	if gen.Pack == nil {
+		if err := c.ensurePack(ctx, lk, info, gen, st.Generations[gen.ID], entries); err != nil {
+			return nil, err
+		}
 	}
 
 	// Record: flip venv, then state. Only while we still hold the lock.

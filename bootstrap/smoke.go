@@ -199,9 +199,14 @@ func (c *Config) recordSmokePass(id, module string) {
 	f.Close()
 }
 
-// smoke imports each active group's requirements in the built generation.
-// It reports whether it degraded any group (the caller then rebuilds).
-func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, plans []*groupPlan, entries map[string]*wheel.Entry) bool {
+// smoke imports each active group's requirements in the built generation,
+// run by the interpreter python gives once it is known that some import
+// has not passed before: the generation's on the volume, or that of this
+// worker's local tree of it (smokePython), which release lets go after.
+// It reports whether it degraded any group (the caller then rebuilds);
+// err comes from python alone.
+func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, plans []*groupPlan, entries map[string]*wheel.Entry,
+	python func() (path string, release func(), err error)) (bool, error) {
 	var imports []smokeImport
 	for _, p := range plans {
 		if !p.linked() {
@@ -229,10 +234,17 @@ func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, 
 	if len(todo) < len(imports) {
 		c.Logger.Info(fmt.Sprintf("smoke check: %d of %d imports passed before in this generation; checking %d", len(imports)-len(todo), len(imports), len(todo)))
 	}
+	if len(todo) == 0 {
+		return false, nil
+	}
+	interpreter, release, err := python()
+	if err != nil {
+		return false, err
+	}
+	defer release()
 	c.Progress.Phase(fmt.Sprintf("smoke-checking %d imports", len(todo)))
 	lk.SetPhase(fmt.Sprintf("smoke-checking %d imports", len(todo)))
-	python := filepath.Join(c.Paths.Env(gen.ID), "bin", "python")
-	failures := smokeCheck(ctx, python, todo, c.Jobs, c.SmokeTimeout, func(im smokeImport) { c.recordSmokePass(gen.ID, im.Module) })
+	failures := smokeCheck(ctx, interpreter, todo, c.Jobs, c.SmokeTimeout, func(im smokeImport) { c.recordSmokePass(gen.ID, im.Module) })
 	degraded := false
 	for _, f := range failures {
 		if f.TimedOut {
@@ -253,5 +265,5 @@ func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, 
 			}
 		}
 	}
-	return degraded
+	return degraded, nil
 }

@@ -445,3 +445,48 @@ func waitFile(t *testing.T, path string, b *background) {
 		}
 	}
 }
+
+// TestSmokeCheckFromTheLocalTree: a worker that will run from a local tree
+// packs the generation before its smoke check and imports from the tree
+// (on a network volume each import costs round trips per module); an
+// import that fails there degrades its group as on the volume, and the
+// generation without it is packed and checked the same way. The handler's
+// run then reuses the tree the check laid out. A sync whose imports all
+// passed before lays nothing out.
+func TestSmokeCheckFromTheLocalTree(t *testing.T) {
+	f := newFixture(t, "")
+	core := f.add(synthstack.Small("slt-core", 2, 6)...)
+	bad := synthstack.Small("slt-bad", 1, 4)
+	bad[0].ImportError = true
+	extra := f.add(bad...)
+	f.write([]synthstack.Group{
+		{Name: "core", Required: true, Requirements: requirements(core...)},
+		{Name: "extra", Requirements: requirements(extra...)},
+	}, append(f.entries("core", core...), f.entries("extra", extra...)...))
+	r := f.run("sync", "-v", "--layout", "local")
+	if r.code != 0 {
+		t.Fatalf("sync --layout local: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	id := generationOf(t, r.stdout)
+	if n := strings.Count(r.stderr, "smoke check from the local tree"); n != 2 {
+		t.Errorf("%d smoke checks from a local tree, want 2 (the first generation's, then the one without extra)\n%s", n, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "smoke check failed") || !strings.Contains(r.stderr, "is built for another ABI") {
+		t.Errorf("the failing import was not reported from the local tree:\n%s", r.stderr)
+	}
+	st, _ := f.status()
+	if state, reason := st.group("extra"); state != "degraded" || !strings.Contains(reason, "another ABI") {
+		t.Errorf("group extra: %s %q, want degraded by its import", state, reason)
+	}
+	if _, err := os.Stat(filepath.Join(f.local, "envs", id, "bin", "python")); err != nil {
+		t.Fatalf("no local tree of %s after the check: %v", id, err)
+	}
+	r = f.run("run", "-v", "--layout", "local", "--", "python", "-c", "import "+core[0].Spec.Module())
+	if r.code != 0 || !strings.Contains(r.stderr, `"reused":true`) {
+		t.Fatalf("run after the check did not reuse its local tree: exit %d\n%s", r.code, r.stderr)
+	}
+	r = f.run("sync", "-v", "--layout", "local")
+	if r.code != 0 || strings.Contains(r.stderr, "smoke check from the local tree") {
+		t.Fatalf("an in-sync sync laid a tree out for a smoke check: exit %d\n%s", r.code, r.stderr)
+	}
+}
