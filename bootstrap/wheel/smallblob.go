@@ -77,6 +77,10 @@ type SmallBlob struct {
 	Bytes  int64  `json:"bytes"`  // its files' bytes, uncompressed
 }
 
+// afterSmallBlob, when set (by tests), is called once a committing
+// entry's blob is written, before its manifest.
+var afterSmallBlob func(tmp string)
+
 // ErrNoSmallBlob is returned by ReadSmallBlob for an entry whose manifest
 // describes no blob.
 var ErrNoSmallBlob = errors.New("the store entry has no blob of small files")

@@ -1115,6 +1115,9 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b
 func (s *Store) commit(p *pendingEntry, ops *fileops.Scheduler, mode SyncMode) (*Entry, error) {
 	final := s.EntryDir(p.src.SHA256)
 	s.writeSmallBlob(p, mode)
+	if afterSmallBlob != nil {
+		afterSmallBlob(p.tmp)
+	}
 	b, err := encodeManifest(&p.entry)
 	if err != nil {
 		s.Trash.Discard(p.tmp)
