@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -73,7 +74,9 @@ const frameItems = 512
 // contents and mtimes of the files read from the store: the format, the
 // frame size, the threshold, and each record's kind, path, mode, size,
 // link or volume target, store file (relative to the volume) and, for a
-// written file, its content.
+// written file, its content; and, when some store entry has a blob of
+// small files, which files get the fixed mtime (packblobs.go), so that a
+// builder that knows no blobs leaves frames no other builder takes.
 func planDigest(items []item, threshold int64) string {
 	h := sha256.New()
 	var b []byte
@@ -84,6 +87,10 @@ func planDigest(items []item, threshold int64) string {
 	str(pack.Magic)
 	b = binary.AppendUvarint(b, frameItems)
 	b = binary.AppendUvarint(b, uint64(threshold))
+	fixed := slices.ContainsFunc(items, func(it item) bool { return it.fixedMTime })
+	if fixed {
+		str("fixed-mtime")
+	}
 	h.Write(b)
 	for _, it := range items {
 		b = b[:0]
@@ -97,6 +104,9 @@ func planDigest(items []item, threshold int64) string {
 		if it.read == "" && (k == pack.File || k == pack.Exec) {
 			d := sha256.Sum256(it.data)
 			b = append(b, d[:]...)
+		}
+		if fixed {
+			b = strconv.AppendBool(b, it.fixedMTime)
 		}
 		h.Write(b)
 	}
