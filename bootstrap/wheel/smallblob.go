@@ -86,9 +86,12 @@ var afterSmallBlob func(tmp string)
 var ErrNoSmallBlob = errors.New("the store entry has no blob of small files")
 
 // maxSmallBytes bounds the bytes of small files an unpack keeps in memory
-// for one entry's blob (a torch-sized wheel's small files are a few
-// hundred MB at most); an entry over it gets no blob.
-const maxSmallBytes = 1 << 30
+// for one entry's blob, from its extract to its commit; an entry over it
+// gets no blob. A torch-sized wheel's small files (sources, headers,
+// bytecode) are well below it; a whole stack's, the bytes of its pack,
+// are a few hundred MB for the F5 stack, of which only the entries
+// between extract and commit are held at once.
+const maxSmallBytes = 512 << 20
 
 // smallFile reports whether the file at p (relative to the entry), of size
 // bytes, goes into the entry's blob: what a pack of any generation may
