@@ -51,8 +51,10 @@ import (
 //   - the contents read for it are the store files the plan names, which
 //     are content-addressed (a store entry is named by its wheel's sha256
 //     and its files checked against RECORD), so any builder reads the same
-//     bytes. Only mtimes can differ, when a store entry was unpacked again
-//     between two builders; the pack's mtimes are then those of two
+//     bytes, whether from the entries' blobs of small files or from the
+//     files themselves (packblobs.go). Only mtimes can differ, for the
+//     files of an entry without a blob (the others get a fixed one), when
+//     the entry was unpacked again between two builders; the pack's mtimes are then those of two
 //     unpacks of the same bytes, which nothing compares with the store
 //     (volboot's bytecode is unchecked-hash, PEP 552) and which a local
 //     tree and status --verify take from the pack itself.

@@ -61,10 +61,14 @@ import (
 //
 // Concurrency: the bytes are gathered while the entry's members are
 // written, many at once (smallFiles is safe for concurrent use), and the
-// blob is written by the one goroutine that commits the entry. A resumed
-// entry gets a blob too: a file kept from the killed writer was read to
-// be checked, and those bytes are kept like written ones; a blob the
-// killed writer left is replaced or removed before the commit.
+// blob is written by the one goroutine that commits the entry, in its own
+// staging directory: two writers racing for one wheel each write theirs
+// (the same bytes: the encoder's output depends on its input alone), and
+// the loser's goes with its directory. A complete entry's blob is never
+// written again, so readers need no lock; any number may read it at once.
+// A resumed entry gets a blob too: a file kept from the killed writer was
+// read to be checked, and those bytes are kept like written ones; a blob
+// the killed writer left is replaced or removed before the commit.
 
 // SmallBlobName is the blob's file name at an entry's top.
 const SmallBlobName = ".volboot-small.pack"
