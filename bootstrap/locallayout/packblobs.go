@@ -25,11 +25,11 @@ import (
 // compares the two), and a file of an entry without one keeps its store
 // file's mtime, as before blobs.
 //
-// Blobs are read as the pack's frames need them: the entries of the next
-// frame are read while the current one is, and an entry's files are
-// dropped from memory once the last of them is written, so at most the
-// entries of two frames are held (records go in path order, and an
-// entry's files mostly sit together in it).
+// Blobs are read as the pack's frames need them, at most PackOptions.Jobs
+// at once: the entries of the next frame are read while the current one
+// is, and an entry's files are dropped from memory once the last of them
+// is written, so at most the entries of two frames are held (records go
+// in path order, and an entry's files mostly sit together in it).
 
 // readBlob reads an entry's blob; tests replace it.
 var readBlob = wheel.ReadSmallBlob
@@ -40,6 +40,7 @@ type blobs struct {
 	gen     string
 	mu      sync.Mutex
 	entries map[*wheel.Entry]*entryBlob
+	sem     chan struct{} // bounds the blobs read at once
 	wg      sync.WaitGroup
 	read    atomic.Int64 // files taken from blobs
 }
@@ -53,9 +54,9 @@ type entryBlob struct {
 }
 
 // newBlobs counts, for each entry with a blob, the pack's files it is to
-// give.
-func newBlobs(items []item, gen string, log *zap.Logger) *blobs {
-	b := &blobs{log: log, gen: gen, entries: map[*wheel.Entry]*entryBlob{}}
+// give; at most jobs blobs are read at once.
+func newBlobs(items []item, jobs int, gen string, log *zap.Logger) *blobs {
+	b := &blobs{log: log, gen: gen, entries: map[*wheel.Entry]*entryBlob{}, sem: make(chan struct{}, max(jobs, 1))}
 	for i := range items {
 		if e := items[i].entry; e != nil && e.Small != nil && items[i].read != "" {
 			eb := b.entries[e]
@@ -78,7 +79,9 @@ func (b *blobs) get(e *wheel.Entry) *entryBlob {
 // load reads e's blob, once.
 func (b *blobs) load(e *wheel.Entry, eb *entryBlob) {
 	eb.once.Do(func() {
+		b.sem <- struct{}{}
 		files, err := readBlob(e)
+		<-b.sem
 		if err != nil {
 			b.log.Warn("pack of generation "+b.gen+": a store entry's blob of small files is not usable; reading its files one by one",
 				zap.String("wheel", e.Filename), zap.Error(err))

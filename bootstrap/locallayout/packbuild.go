@@ -205,7 +205,7 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 		o.Logger.Info(fmt.Sprintf("pack of generation %s: %d of its %d frames were kept by a previous worker, not read again", o.Generation, kept, frames),
 			zap.Int("kept", kept), zap.Int("frames", frames))
 	}
-	blobs := newBlobs(items[min(kept*frameItems, len(items)):], o.Generation, o.Logger)
+	blobs := newBlobs(items[min(kept*frameItems, len(items)):], o.Jobs, o.Generation, o.Logger)
 	defer blobs.wait()
 	frame := &frameWriter{w: counted}
 	var w *pack.Writer
