@@ -88,6 +88,14 @@ func TestLocalLayout(t *testing.T) {
 	// fast path and packs the generation under the lock.
 	if r := f.run("sync", "--layout", "local"); r.code != 0 || !strings.Contains(r.stderr, "packed generation") {
 		t.Fatalf("sync --layout local of a generation without a pack: exit %d\n%s", r.code, r.stderr)
+	} else if !strings.Contains(r.stderr, "from store entries' blobs, 0 read one by one") {
+		// Every store entry has its blob of small files: the pack opens
+		// none of them one by one (DESIGN.md §5.8).
+		t.Errorf("the pack read store files one by one:\n%s", r.stderr)
+	}
+	blobs, _ := filepath.Glob(filepath.Join(f.vol, ".volboot", "store", "*", ".volboot-small.pack"))
+	if len(blobs) != len(all) {
+		t.Errorf("%d store entries have a blob of small files, want all %d", len(blobs), len(all))
 	}
 	data, _ = os.ReadFile(filepath.Join(f.vol, ".volboot", "state.json"))
 	if err := json.Unmarshal(data, &st); err != nil || st.Generations[id] == nil || st.Generations[id].Pack == nil {

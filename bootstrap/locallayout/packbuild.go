@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,17 +33,20 @@ import (
 	"github.com/volboot/volboot/bootstrap/pack"
 	"github.com/volboot/volboot/bootstrap/trash"
 	"github.com/volboot/volboot/bootstrap/venv"
+	"github.com/volboot/volboot/bootstrap/wheel"
 )
 
 // writtenMTime is the mtime a pack gives the files it did not read from
-// the store (launchers, RECORD, the skeleton): a fixed one, so that two
-// builders of one generation write the same bytes. No bytecode depends on
-// them.
+// the store (launchers, RECORD, the skeleton), and the files of store
+// entries that have a blob of small files (packblobs.go): a fixed one, so
+// that two builders of one generation write the same bytes. No bytecode
+// depends on them.
 const writtenMTime = 315532800 * int64(time.Second) // 1980-01-01, the zip epoch
 
 // DefaultThreshold is the size from which a file stays on the volume:
-// below it, a file goes into the pack.
-const DefaultThreshold = 256 << 10
+// below it, a file goes into the pack (the store's blobs of small files
+// follow the same rule: pack.DefaultThreshold).
+const DefaultThreshold = pack.DefaultThreshold
 
 // PackRecord describes a generation's pack; the reconciler keeps it with
 // the generation's record (state.json, boot records).
@@ -100,22 +104,16 @@ type PackOptions struct {
 }
 
 // Packed says whether a file of the generation goes into the pack: written
-// files, scripts, Python sources and bytecode, and metadata always; any
-// other file below the threshold.
+// files, scripts, and what pack.AlwaysPacked names (Python sources and
+// bytecode, metadata) always; any other file below the threshold.
 func Packed(f venv.PlannedFile, scripts string, threshold int64) bool {
 	switch {
 	case f.Source == "", f.Copied, f.Size < threshold:
 		return true
 	case strings.HasPrefix(f.Path, scripts+"/"):
 		return true
-	case strings.Contains(f.Path, ".dist-info/"):
-		return true
 	}
-	switch filepath.Ext(f.Path) {
-	case ".py", ".pyc", ".pyi", ".pth":
-		return true
-	}
-	return false
+	return pack.AlwaysPacked(f.Path)
 }
 
 // BuildPack writes the pack of o.Generation into o.Dir under PackName and
@@ -152,6 +150,10 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 	rec := &PackRecord{Threshold: o.Threshold, Generation: o.Generation}
 	for _, f := range o.Files {
 		it := item{path: f.Path, exec: f.Exec, size: f.Size, data: f.Data, mtime: writtenMTime}
+		if f.Source != "" && f.Entry != nil {
+			it.entry, it.rel = f.Entry, f.EntryPath
+			it.fixedMTime = f.Entry.Small != nil
+		}
 		if f.Source != "" {
 			rel, err := filepath.Rel(o.Volume, f.Source)
 			if err != nil || !filepath.IsLocal(rel) {
@@ -203,6 +205,8 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 		o.Logger.Info(fmt.Sprintf("pack of generation %s: %d of its %d frames were kept by a previous worker, not read again", o.Generation, kept, frames),
 			zap.Int("kept", kept), zap.Int("frames", frames))
 	}
+	blobs := newBlobs(items[min(kept*frameItems, len(items)):], o.Jobs, o.Generation, o.Logger)
+	defer blobs.wait()
 	frame := &frameWriter{w: counted}
 	var w *pack.Writer
 	if kept == 0 {
@@ -218,10 +222,19 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
 	}
-	// Read a frame's files at once, many in flight (each is a round trip
-	// on a network volume), then write them in order.
+	// Read a frame's files at once, from their entries' blobs or many in
+	// flight from the store (each is a round trip on a network volume),
+	// then write them in order. The next frame's blobs are read meanwhile.
+	readOne := 0
 	for k := kept; k < frames; k++ {
 		batch := items[k*frameItems : min((k+1)*frameItems, len(items))]
+		if k == kept {
+			blobs.prefetch(batch)
+		}
+		if k+1 < frames {
+			blobs.prefetch(items[(k+1)*frameItems : min((k+2)*frameItems, len(items))])
+		}
+		var fromStore atomic.Int64
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(o.Jobs)
 		for i := range batch {
@@ -233,11 +246,19 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 				if err := gctx.Err(); err != nil {
 					return err
 				}
-				data, mtime, err := readWithMTime(it.read)
+				if data, ok := blobs.take(it); ok {
+					it.data, it.mtime = data, writtenMTime
+					return nil
+				}
+				fromStore.Add(1)
+				data, mtime, err := readStoreFile(it.read)
 				if err != nil {
 					return fmt.Errorf("pack generation %s: %s: %w", o.Generation, it.path, err)
 				}
 				it.mtime = mtime
+				if it.fixedMTime {
+					it.mtime = writtenMTime
+				}
 				if int64(len(data)) != it.size {
 					return fmt.Errorf("pack generation %s: %s: its store file %s has %d bytes, its manifest says %d (volboot repair)", o.Generation, it.path, it.read, len(data), it.size)
 				}
@@ -248,8 +269,10 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 		if err := g.Wait(); err != nil {
 			return nil, err
 		}
+		readOne += int(fromStore.Load())
 		for i := range batch {
 			it := &batch[i]
+			blobs.done(it)
 			switch it.kind() {
 			case pack.Dir:
 				err = w.Dir(it.path)
@@ -289,9 +312,10 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 		return nil, err
 	}
 	stage.discard()
-	o.Logger.Info(fmt.Sprintf("packed generation %s: %d small files (%d MiB, %d MiB compressed), %d files left on the volume",
-		o.Generation, rec.Files, rec.Bytes>>20, rec.Size>>20, rec.Links),
-		zap.String("pack", final), zap.Duration("took", time.Since(start)))
+	o.Logger.Info(fmt.Sprintf("packed generation %s: %d small files (%d MiB, %d MiB compressed; %d from store entries' blobs, %d read one by one), %d files left on the volume",
+		o.Generation, rec.Files, rec.Bytes>>20, rec.Size>>20, blobs.read.Load(), readOne, rec.Links),
+		zap.String("pack", final), zap.Duration("took", time.Since(start)),
+		zap.Int64("from_blobs", blobs.read.Load()), zap.Int("read_one_by_one", readOne))
 	return rec, nil
 }
 
@@ -307,6 +331,12 @@ type item struct {
 	link    string // a Symlink target
 	dir     bool   // an empty directory
 	mtime   int64
+	// entry is the store entry of read and rel read's path in it.
+	entry *wheel.Entry
+	rel   string
+	// fixedMTime: read's entry has a blob of small files, so the file
+	// gets writtenMTime whether it is read from the blob or not.
+	fixedMTime bool
 }
 
 // kind is the record it becomes.
@@ -342,6 +372,9 @@ func (f *frameWriter) take() []byte {
 	f.frame = nil
 	return b
 }
+
+// readStoreFile reads a store file for a pack; tests replace it.
+var readStoreFile = readWithMTime
 
 // readWithMTime reads a file and its modification time through one open
 // (on a network volume the fstat is answered with the open).

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -50,8 +51,10 @@ import (
 //   - the contents read for it are the store files the plan names, which
 //     are content-addressed (a store entry is named by its wheel's sha256
 //     and its files checked against RECORD), so any builder reads the same
-//     bytes. Only mtimes can differ, when a store entry was unpacked again
-//     between two builders; the pack's mtimes are then those of two
+//     bytes, whether from the entries' blobs of small files or from the
+//     files themselves (packblobs.go). Only mtimes can differ, for the
+//     files of an entry without a blob (the others get a fixed one), when
+//     the entry was unpacked again between two builders; the pack's mtimes are then those of two
 //     unpacks of the same bytes, which nothing compares with the store
 //     (volboot's bytecode is unchecked-hash, PEP 552) and which a local
 //     tree and status --verify take from the pack itself.
@@ -73,7 +76,9 @@ const frameItems = 512
 // contents and mtimes of the files read from the store: the format, the
 // frame size, the threshold, and each record's kind, path, mode, size,
 // link or volume target, store file (relative to the volume) and, for a
-// written file, its content.
+// written file, its content; and, when some store entry has a blob of
+// small files, which files get the fixed mtime (packblobs.go), so that a
+// builder that knows no blobs leaves frames no other builder takes.
 func planDigest(items []item, threshold int64) string {
 	h := sha256.New()
 	var b []byte
@@ -84,6 +89,10 @@ func planDigest(items []item, threshold int64) string {
 	str(pack.Magic)
 	b = binary.AppendUvarint(b, frameItems)
 	b = binary.AppendUvarint(b, uint64(threshold))
+	fixed := slices.ContainsFunc(items, func(it item) bool { return it.fixedMTime })
+	if fixed {
+		str("fixed-mtime")
+	}
 	h.Write(b)
 	for _, it := range items {
 		b = b[:0]
@@ -97,6 +106,9 @@ func planDigest(items []item, threshold int64) string {
 		if it.read == "" && (k == pack.File || k == pack.Exec) {
 			d := sha256.Sum256(it.data)
 			b = append(b, d[:]...)
+		}
+		if fixed {
+			b = strconv.AppendBool(b, it.fixedMTime)
 		}
 		h.Write(b)
 	}

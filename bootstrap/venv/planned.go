@@ -3,6 +3,8 @@ package venv
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 
 	"github.com/volboot/volboot/bootstrap/wheel"
 )
@@ -17,6 +19,11 @@ type PlannedFile struct {
 	Size   int64
 	Exec   bool
 	Copied bool // copied into every generation (dist-info), not linked
+	// Entry is the store entry Source belongs to and EntryPath Source's
+	// path in it, as its manifest lists it ('/'-separated); nil and ""
+	// for a written file.
+	Entry     *wheel.Entry
+	EntryPath string
 }
 
 // Files plans the generation pkgs make, exactly as Build would, and makes
@@ -54,6 +61,12 @@ func (b *Builder) Files(pkgs []Package) ([]PlannedFile, error) {
 			f.Source, f.Copied = o.src, true
 		default:
 			f.Source = o.src
+		}
+		if f.Source != "" && o.pkg >= 0 {
+			e := entries[o.pkg]
+			if rel, ok := strings.CutPrefix(o.src, e.Dir+string(filepath.Separator)); ok {
+				f.Entry, f.EntryPath = e, filepath.ToSlash(rel)
+			}
 		}
 		out[i] = f
 	}

@@ -1,11 +1,13 @@
 package wheel
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,8 +122,9 @@ func removeJournals(tmp string, names []string) error {
 
 // keepJournaled checks, many at once, the .pyc of each of srcs that the
 // journals record, and returns the Files kept and the indexes of srcs
-// still to compile.
-func keepJournaled(ctx context.Context, tmp, cacheTag string, srcs []string, journal map[string]journalFile, ops *fileops.Scheduler, fsync bool) ([]File, []int) {
+// still to compile. The bytes of each kept .pyc, as read for the check,
+// go to small (when not nil) for the entry's blob.
+func keepJournaled(ctx context.Context, tmp, cacheTag string, srcs []string, journal map[string]journalFile, ops *fileops.Scheduler, fsync bool, small *smallFiles) ([]File, []int) {
 	keep := make([]bool, len(srcs))
 	if len(journal) > 0 {
 		g := ops.Group(ctx)
@@ -134,7 +137,11 @@ func keepJournaled(ctx context.Context, tmp, cacheTag string, srcs []string, jou
 			// directory's turn (the kernel serializes creates there, not
 			// lookups).
 			g.Go(j.Path, func() error {
-				keep[i] = holdsJournaled(filepath.Join(tmp, filepath.FromSlash(j.Path)), j, fsync)
+				var data []byte
+				keep[i], data = holdsJournaled(filepath.Join(tmp, filepath.FromSlash(j.Path)), j, fsync, small != nil)
+				if keep[i] && small != nil {
+					small.add(j.Path, data)
+				}
 				return nil
 			})
 		}
@@ -155,19 +162,32 @@ func keepJournaled(ctx context.Context, tmp, cacheTag string, srcs []string, jou
 
 // holdsJournaled reports whether the file at path is a regular file of the
 // journal's size and hash (fsynced first under SyncFiles: its writer may
-// have died before its own fsync). A file that fails is left for the
-// write that follows to replace.
-func holdsJournaled(path string, j journalFile, fsync bool) bool {
+// have died before its own fsync), and returns its bytes when asked to
+// keep them. A file that fails is left for the write that follows to
+// replace.
+func holdsJournaled(path string, j journalFile, fsync, keep bool) (bool, []byte) {
 	want, err := hex.DecodeString(j.SHA256)
 	if err != nil {
-		return false
+		return false, nil
 	}
-	f, st, ok := openHashed(path, j.Size, sha256.New(), want, nil)
+	var buf *bytes.Buffer
+	var w io.Writer // not buf itself: a nil *bytes.Buffer is not a nil io.Writer
+	if keep {
+		buf = bytes.NewBuffer(make([]byte, 0, j.Size))
+		w = buf
+	}
+	f, st, ok := openHashed(path, j.Size, sha256.New(), want, w)
 	if !ok {
-		return false
+		return false, nil
 	}
 	defer f.Close()
-	return st.Mode().Perm() == 0o644 && (!fsync || f.Sync() == nil)
+	if st.Mode().Perm() != 0o644 || fsync && f.Sync() != nil {
+		return false, nil
+	}
+	if buf != nil {
+		return true, buf.Bytes()
+	}
+	return true, nil
 }
 
 // chunked splits n items into runs of at most size.

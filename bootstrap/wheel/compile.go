@@ -299,7 +299,7 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, ops *file
 	if p.resumed {
 		var journal map[string]journalFile
 		journal, journals = readJournals(p.tmp)
-		added, todo = keepJournaled(ctx, p.tmp, s.c.CacheTag, srcs, journal, ops, fsync)
+		added, todo = keepJournaled(ctx, p.tmp, s.c.CacheTag, srcs, journal, ops, fsync, p.small)
 		for _, f := range added {
 			p.dirs = append(p.dirs, path.Dir(f.Path))
 		}
@@ -351,6 +351,13 @@ func (s *compileSession) compile(ctx context.Context, p *pendingEntry, ops *file
 			return err
 		}
 		added = append(added, written...)
+		if p.small != nil {
+			for i, b := range pycs {
+				if len(b) > 0 {
+					p.small.add(pycPath(r.srcs[i], s.c.CacheTag), b)
+				}
+			}
+		}
 	}
 	if err := removeJournals(p.tmp, journals); err != nil {
 		return err

@@ -149,9 +149,9 @@ func (s *Store) Resumed() (entries, files int) {
 
 // keepWritten checks a wheel file already at dst in a resumed entry (see
 // the comment at the top of this file): it returns the File to record and
-// true when the file is the one m describes, and for a source member
-// (m.source) its bytes as read for the check, which the compiler takes
-// instead of reading the file back.
+// true when the file is the one m describes, and for a source or small
+// member (m.source, m.small) its bytes as read for the check, which the
+// compiler and the entry's blob take instead of reading the file back.
 func keepWritten(dst string, m zipMember, fsync bool) (File, []byte, bool) {
 	if m.rec.Algorithm == "" {
 		return File{}, nil, false
@@ -160,10 +160,9 @@ func keepWritten(dst string, m zipMember, fsync bool) (File, []byte, bool) {
 	if err != nil {
 		return File{}, nil, false
 	}
-	var src *bytes.Buffer
 	var keep io.Writer // not src itself: a nil *bytes.Buffer is not a nil io.Writer
-	if m.source {
-		src = bytes.NewBuffer(make([]byte, 0, m.f.UncompressedSize64))
+	src := keepBuffer(m)
+	if src != nil {
 		keep = src
 	}
 	f, st, ok := openHashed(dst, int64(m.f.UncompressedSize64), h, m.rec.Digest, keep)

@@ -98,6 +98,13 @@ func TestResumePartialEntry(t *testing.T) {
 		if len(es[0].Files) != len(re[0].Files) {
 			t.Fatalf("resumed entry lists %d files, a fresh one %d", len(es[0].Files), len(re[0].Files))
 		}
+		// Its blob (the killed writer's, copied with the rest, replaced)
+		// holds what a fresh unpack's does, kept files' bytes as read for
+		// their checks.
+		checkBlob(t, es[0])
+		if *es[0].Small != *re[0].Small {
+			t.Errorf("the resumed entry's blob %+v, a fresh one's %+v", es[0].Small, re[0].Small)
+		}
 		for i, f := range re[0].Files {
 			if es[0].Files[i] != f {
 				t.Errorf("manifest row %d = %+v, fresh %+v", i, es[0].Files[i], f)
@@ -191,6 +198,8 @@ func TestResumeKeepsJournaledBytecode(t *testing.T) {
 	if js, _ := filepath.Glob(filepath.Join(es[0].Dir, ".volboot-bytecode-*")); len(js) != 0 {
 		t.Fatalf("the resumed entry still carries bytecode journals: %v", js)
 	}
+	// The kept bytecode's bytes, read for its check, are in the blob.
+	checkBlob(t, es[0])
 	sizes := map[string]int64{}
 	for _, f := range es[0].Files {
 		sizes[f.Path] = f.Size

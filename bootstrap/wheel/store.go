@@ -24,7 +24,6 @@
 package wheel
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -196,6 +195,9 @@ type Entry struct {
 	CacheTag      string       `json:"cache_tag,omitempty"` // bytecode's tag, e.g. cpython-311
 	EntryPoints   []EntryPoint `json:"entry_points,omitempty"`
 	Files         []File       `json:"files,omitempty"` // in the JSON in schema 1 only: schema 2 lists them one per line after it
+	// Small describes the entry's blob of small files (smallblob.go); nil
+	// when it has none (made by an older volboot, or see there).
+	Small *SmallBlob `json:"small,omitempty"`
 
 	// Dir is the entry's directory; not stored in the manifest, so a
 	// volume renamed since keeps working.
@@ -634,6 +636,9 @@ type pendingEntry struct {
 	// they were written, or read to be checked where a resumed unpack
 	// kept them.
 	sources map[string][]byte
+	// small gathers the bytes of the files of the entry's blob
+	// (smallblob.go); nil once the blob is written.
+	small *smallFiles
 }
 
 // zipMember is a regular file of the wheel with its verified metadata.
@@ -645,12 +650,15 @@ type zipMember struct {
 	// source: a .py file that gets bytecode; its bytes are kept as they
 	// stream to disk, so the compiler never reads the file back.
 	source bool
+	// small: a file of the entry's blob (smallFile); its bytes are kept
+	// the same way.
+	small bool
 }
 
 // reservedTop are top-level names a wheel may not use: they are the
 // store's own bookkeeping.
 func reservedTop(name string) bool {
-	return name == CompleteName || strings.HasPrefix(name, journalPrefix)
+	return name == CompleteName || name == SmallBlobName || strings.HasPrefix(name, journalPrefix)
 }
 
 // checkName refuses zip entry names that could leave the target directory
@@ -886,6 +894,7 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	for _, zf := range files {
 		m := zipMember{f: zf, name: zf.Name, exec: zf.Mode()&0o111 != 0}
 		_, m.source = compileName(distInfo, dataDir, zf.Name)
+		m.small = smallFile(dataDir, zf.Name, int64(zf.UncompressedSize64))
 		if dataDir != "" && strings.HasPrefix(zf.Name, dataDir+"/") {
 			kind, _, _ := strings.Cut(strings.TrimPrefix(zf.Name, dataDir+"/"), "/")
 			switch kind {
@@ -954,6 +963,7 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 	})
 	out := make([]File, len(members))
 	sources := make([][]byte, len(members))
+	small := newSmallFiles()
 	var kept atomic.Int64
 	g := ops.Group(ctx)
 	for i, m := range members {
@@ -964,14 +974,20 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 			key = m.name
 		}
 		g.Go(key, func() error {
-			fl, k, src, err := writeMember(tmp, m, mode, resumed, present[m.name])
+			fl, k, data, err := writeMember(tmp, m, mode, resumed, present[m.name])
 			if err != nil {
 				return wf("entry %q: %v", m.name, err)
 			}
 			if k {
 				kept.Add(1)
 			}
-			out[i], sources[i] = fl, src
+			out[i] = fl
+			if m.source {
+				sources[i] = data
+			}
+			if m.small && data != nil {
+				small.add(m.name, data)
+			}
 			return nil
 		})
 	}
@@ -999,7 +1015,7 @@ func (s *Store) extract(ctx context.Context, src Source, ops *fileops.Scheduler,
 		dirList = append(dirList, d)
 	}
 	dirList = append(dirList, ".")
-	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, resumed: resumed, present: present, sources: bySource, entry: Entry{
+	p := &pendingEntry{src: src, tmp: tmp, dirs: dirList, resumed: resumed, present: present, sources: bySource, small: small, entry: Entry{
 		Schema:        ManifestSchema,
 		SHA256:        src.SHA256,
 		Filename:      src.Filename,
@@ -1035,8 +1051,8 @@ const bigMember = 1 << 20
 // while it streams. In a resumed entry, a file already there (present: a
 // listing found it, so no create is tried first) is kept when it is
 // provably the member (kept is true) and replaced otherwise. For a member
-// marked source, its bytes are returned too.
-func writeMember(dir string, m zipMember, mode SyncMode, resumed, present bool) (_ File, kept bool, src []byte, _ error) {
+// marked source or small, its bytes are returned too.
+func writeMember(dir string, m zipMember, mode SyncMode, resumed, present bool) (_ File, kept bool, data []byte, _ error) {
 	perm := os.FileMode(0o644)
 	if m.exec {
 		perm = 0o755
@@ -1064,7 +1080,7 @@ func writeMember(dir string, m zipMember, mode SyncMode, resumed, present bool) 
 }
 
 // fillMember streams m into w (just created at dst) and closes it. A
-// source member's bytes are returned as well.
+// source or small member's bytes are returned as well.
 func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.FileMode) (File, []byte, error) {
 	rc, err := m.f.Open()
 	if err != nil {
@@ -1073,9 +1089,8 @@ func fillMember(w *os.File, dst string, m zipMember, mode SyncMode, perm os.File
 	}
 	defer rc.Close()
 	var hw io.Writer = w
-	var src *bytes.Buffer
-	if m.source {
-		src = bytes.NewBuffer(make([]byte, 0, m.f.UncompressedSize64))
+	src := keepBuffer(m)
+	if src != nil {
 		hw = io.MultiWriter(w, src)
 	}
 	var h interface {
@@ -1143,6 +1158,10 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b
 // commit writes the manifest, syncs the entry and renames it into place.
 func (s *Store) commit(p *pendingEntry, ops *fileops.Scheduler, mode SyncMode) (*Entry, error) {
 	final := s.EntryDir(p.src.SHA256)
+	s.writeSmallBlob(p, mode)
+	if afterSmallBlob != nil {
+		afterSmallBlob(p.tmp)
+	}
 	b, err := encodeManifest(&p.entry)
 	if err != nil {
 		s.Trash.Discard(p.tmp)

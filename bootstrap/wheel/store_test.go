@@ -428,10 +428,12 @@ func TestUnpackerTakesWheelsAsTheyCome(t *testing.T) {
 	}
 	idx := make([]int, len(srcs))
 	idx[0] = u.Add(srcs[0])
-	// Wait until the first is complete before handing over the rest.
+	// Wait until the first is complete before handing over the rest: in
+	// the store, and done for the Unpacker (which it is only once the
+	// store's directory is synced after the rename).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := st.Open(srcs[0].SHA256); err == nil {
+		if _, err := st.Open(srcs[0].SHA256); err == nil && u.Unpacked() == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
