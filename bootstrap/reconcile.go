@@ -478,7 +478,7 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 			return nil, err
 		}
 		gen.Models = modelRecords
-		if !c.smoke(ctx, lk, gen, plans, entries) || round > len(plans) {
+		if !c.smoke(ctx, lk, info, gen, plans, entries) || round > len(plans) {
 			break
 		}
 	}

@@ -16,9 +16,9 @@ func TestSmokeTimeoutIsInconclusive(t *testing.T) {
 	dir := t.TempDir()
 	python := filepath.Join(dir, "python")
 	script := `#!/bin/sh
-case "$3" in
-"import slow") exec sleep 30 ;;
-"import broken") echo "ModuleNotFoundError: No module named 'gone'" >&2; exit 1 ;;
+case "$4" in
+"slow") exec sleep 30 ;;
+"broken") echo "ModuleNotFoundError: No module named 'gone'" >&2; exit 1 ;;
 esac
 exit 0
 `
@@ -32,7 +32,7 @@ exit 0
 		{Group: "g", Package: "slow", Module: "slow"},
 		{Group: "g", Package: "broken", Module: "broken"},
 		{Group: "g", Package: "fine", Module: "fine"},
-	}, 3, 500*time.Millisecond, func(im smokeImport) {
+	}, 3, 500*time.Millisecond, func(im smokeImport, _ []byte) {
 		mu.Lock()
 		passed = append(passed, im.Module)
 		mu.Unlock()
