@@ -382,9 +382,10 @@ func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, info *interp.Info
 		if ix, err = c.smokeIndex(info, gen, entries); err != nil {
 			c.Logger.Warn("smoke check: cannot plan the generation to record what imports depend on; they are checked here only", zap.Error(err))
 		} else {
+			t1 := time.Now()
 			todo, reused, why = c.reuseSmoke(ix, ih, gen.ID, todo)
+			c.Logger.Debug("smoke check: earlier generations' records read", zap.Duration("plan", t1.Sub(t0)), zap.Duration("check", time.Since(t1)))
 		}
-		c.Logger.Debug("smoke check: records read", zap.Duration("took", time.Since(t0)))
 	}
 	var run []string
 	for _, im := range todo {
