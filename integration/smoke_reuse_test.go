@@ -136,11 +136,12 @@ func TestSmokeRecordsReused(t *testing.T) {
 	if st.Generation == nil {
 		t.Fatal("no generation")
 	}
+	current := *st.Generation
 	for module, lines := range map[string][]string{
 		"app":  {"volboot-smoke 1\n", "\nl\tdep\t", "\nl\textra\t", "/dep/__pycache__/__init__.cpython-"},
 		"scan": {"\na\tall\t", "/site-packages/{dist:other}/entry_points.txt\tsha256="},
 	} {
-		data, err := os.ReadFile(filepath.Join(f.vol, ".volboot", "smoke", *st.Generation, module))
+		data, err := os.ReadFile(filepath.Join(f.vol, ".volboot", "smoke", current, module))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,4 +151,28 @@ func TestSmokeRecordsReused(t *testing.T) {
 			}
 		}
 	}
+
+	// gc keeps the records of the generations it keeps and trashes the
+	// rest; the kept records still serve the next generation.
+	if r := f.run("gc"); r.code != 0 {
+		t.Fatalf("gc: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	ents, err := os.ReadDir(filepath.Join(f.vol, ".volboot", "smoke"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, e := range ents {
+		kept = append(kept, e.Name())
+		if _, err := os.Stat(filepath.Join(f.vol, ".volboot", "envs", e.Name())); err != nil {
+			t.Errorf("gc left the smoke records of generation %s, which it removed", e.Name())
+		}
+	}
+	if len(kept) != 1 || kept[0] != current {
+		t.Errorf("smoke records after gc: %q, want those of %s alone", kept, current)
+	}
+	// (The generation kept is A's without broken, where scan listed one
+	// distribution fewer than in a first round with broken.)
+	lock(dep1, other2)
+	want("B again, after gc", sync("B again")[0], []string{"app", "dep"}, []string{"broken", "other", "scan"})
 }
