@@ -149,6 +149,9 @@ func importOne(ctx context.Context, python, module string, timeout time.Duration
 	cmd.Dir = filepath.Dir(python)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	// A process the import left running may hold stderr open: once the
+	// import's own process is gone, wait for its output a little only.
+	cmd.WaitDelay = 2 * time.Second
 	// The report comes on descriptor 3, apart from whatever the import
 	// prints.
 	r, w, err := os.Pipe()
@@ -168,10 +171,13 @@ func importOne(ctx context.Context, python, module string, timeout time.Duration
 		err = cmd.Wait()
 	}
 	// A process the import left behind may hold the pipe open: the report
-	// was written before the child exited, or never.
-	r.SetReadDeadline(time.Now().Add(2 * time.Second))
+	// was written before the child exited (into the pipe's buffer, or
+	// read already), or never.
+	r.SetReadDeadline(time.Now().Add(time.Second))
 	report = <-got
-	if err == nil {
+	if err == nil || errors.Is(err, exec.ErrWaitDelay) {
+		// ErrWaitDelay: the import's process exited 0; what it left
+		// behind still held its output.
 		return report, "", false
 	}
 	if ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {

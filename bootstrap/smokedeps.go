@@ -256,6 +256,21 @@ func validModuleName(s string) bool {
 	return utf8.ValidString(s)
 }
 
+// lookupName says whether a finder of the generation could look name up
+// (importlib.import_module takes any string; one with a '/' or an empty
+// part names no file).
+func lookupName(name string) bool {
+	if name == "" || strings.ContainsAny(name, "/\x00") || !utf8.ValidString(name) {
+		return false
+	}
+	for _, part := range strings.Split(name, ".") {
+		if part == "" {
+			return false
+		}
+	}
+	return true
+}
+
 func isHex(s string) bool {
 	_, err := hex.DecodeString(s)
 	return err == nil
@@ -665,10 +680,7 @@ func (ix *genIndex) recordFor(module, interp string, r *smokeReport) (*smokeReco
 				inGen = true
 			}
 		}
-		if inGen {
-			if !validModuleName(m.name) {
-				return nil, "a module of the generation has an unusual name: " + m.name
-			}
+		if inGen && lookupName(m.name) {
 			add('l', m.name)
 		}
 		if m.file != "" && filepath.IsAbs(m.file) {
@@ -676,11 +688,9 @@ func (ix *genIndex) recordFor(module, interp string, r *smokeReport) (*smokeReco
 		}
 	}
 	for _, n := range r.Missed {
-		if !validModuleName(n) {
-			// A name no file could provide: nothing to compare.
-			continue
+		if lookupName(n) {
+			add('l', n)
 		}
-		add('l', n)
 	}
 	for _, p := range r.Opened {
 		file(p)
