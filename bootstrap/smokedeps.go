@@ -39,8 +39,9 @@ import (
 //	   directory named by its distribution, not its version): its content
 //	   (RECORD's hash, or the store file it is linked from, which the store
 //	   names by content), "dir", or absent
-//	l  a module name: the entries of the generation that could provide it
-//	   (in its parent's directory, <name>/, <name>.<anything>, and <name>/__init__.*)
+//	l  a module name the import found in the generation, or looked up and
+//	   missed: the names that could provide it in its parent's directory
+//	   (<name>/, <name>.<anything>, <name>/__init__.*)
 //	d  a directory of the generation someone listed (not the import system):
 //	   its children
 //	q  a distribution asked for by name: whether the generation has it
@@ -64,7 +65,12 @@ import (
 // inputs and takes the same path, and whatever it did not record (below)
 // is the same machine's state either way. Values for B are computed from
 // B's plan (venv.Builder.Files and the store manifests), not by reading B
-// on the volume, so a check costs no round trips.
+// on the volume, so a check costs no round trips; that trusts B to be its
+// plan, as a generation's own records always did (status --verify and
+// repair are for generations that are not). x and e are checked on the
+// machine that checks: a worker of another image gets its own runs. A
+// pass taken over is recorded in B with A's bytes, so records travel
+// from generation to generation and A may go.
 //
 // Where it is not: an import whose outcome depends on what it cannot
 // record is assumed not to change between two syncs of one volume:
