@@ -101,7 +101,7 @@ type smokeReport struct {
 	Listed  []string `json:"listed"`
 	Dists   []string `json:"dists"`
 	Mapped  []string `json:"mapped"`
-	Spawned []string `json:"spawned"`
+	Blind   []string `json:"blind"` // why what it read was not all recorded
 	mods    []reportMod
 }
 
@@ -647,8 +647,8 @@ func pseudoFS(p string) bool {
 // smokeRecordFor turns a report into a record whose values are this
 // generation's. It returns why not when the import cannot be reused.
 func (ix *genIndex) recordFor(module, interp string, r *smokeReport) (*smokeRecord, string) {
-	if len(r.Spawned) > 0 {
-		return nil, "it started a process (" + r.Spawned[0] + ")"
+	if len(r.Blind) > 0 {
+		return nil, r.Blind[0]
 	}
 	deps := map[[2]string]bool{}
 	add := func(kind byte, key string) { deps[[2]string{string(kind), key}] = true }

@@ -163,7 +163,7 @@ func TestSmokeRecordHolds(t *testing.T) {
 	}
 
 	// An import that started a process gets no record.
-	report.Spawned = []string{"subprocess.Popen"}
+	report.Blind = []string{"it started a process (subprocess.Popen)"}
 	if rec, _ := a.recordFor("app", rec.Interp, report); rec != nil {
 		t.Error("a record for an import that started a process")
 	}
@@ -218,10 +218,10 @@ func FuzzSmokeReport(f *testing.F) {
 	good, _ := json.Marshal(map[string]any{
 		"v": 1, "prefix": "/vol/envs/x", "modules": []any{[]any{"app", "/vol/envs/x/app.py", []any{}}},
 		"missed": []string{"extra"}, "opened": []string{"/etc/hosts"}, "listed": []string{"/vol/envs/x/lib"},
-		"dists": []string{"*"}, "mapped": []string{"/usr/lib/libc.so.6"}, "spawned": []string{},
+		"dists": []string{"*"}, "mapped": []string{"/usr/lib/libc.so.6"}, "blind": []string{},
 	})
 	f.Add(good)
-	f.Add([]byte(`{"v": 1, "spawned": ["unencodable"]}`))
+	f.Add([]byte(`{"v": 1, "blind": ["its report did not encode"]}`))
 	f.Add([]byte(`{"v": 1, "modules": [["a", 1, []]]}`))
 	f.Add([]byte(`{"v": 2}`))
 	root := f.TempDir()

@@ -6,7 +6,8 @@
 # module names it looked up and no finder found (a finder at the end of
 # sys.meta_path), the distributions it asked importlib.metadata for (the
 # same finder's find_distributions), the files it opened and the
-# directories it listed (an audit hook), and whether it started a process.
+# directories it listed (an audit hook), and what it did that this cannot
+# see into ("blind": it started a process, it removed the finder).
 # Once the import returned it adds the modules in sys.modules and the
 # files mapped into the process (shared libraries), and writes all of it as
 # one JSON object to descriptor 3. volboot turns that into a smoke record.
@@ -16,8 +17,8 @@ import sys
 def _volboot_setup():
     import os
 
-    state = {"on": True, "missed": [], "opened": [], "listed": [], "dists": [], "spawned": []}
-    missed, opened, listed, dists, spawned = (state[k] for k in ("missed", "opened", "listed", "dists", "spawned"))
+    state = {"on": True, "missed": [], "opened": [], "listed": [], "dists": [], "blind": []}
+    missed, opened, listed, dists, blind = (state[k] for k in ("missed", "opened", "listed", "dists", "blind"))
 
     class VolbootMissFinder:
         @staticmethod
@@ -81,16 +82,26 @@ def _volboot_setup():
             if isinstance(p, (str, bytes)) and isabs(p):
                 opened.append(path_of(p))
         elif event.startswith(spawns):
-            spawned.append(event)
+            blind.append("it started a process (" + event + ")")
 
     sys.addaudithook(hook)
+    state["finder"] = VolbootMissFinder
     return state
 
 
 _volboot_module = sys.argv.pop(1)  # the module sees sys.argv as `python -c` gives it
-_volboot_state = _volboot_setup()
+try:
+    _volboot_state = _volboot_setup()
+except Exception:
+    # An interpreter without audit hooks: the import is checked all the
+    # same, and gets no record.
+    _volboot_state = None
 __import__(_volboot_module)
-_volboot_state["on"] = False
+if _volboot_state is not None:
+    _volboot_state["on"] = False
+    if _volboot_state["finder"] not in sys.meta_path:
+        # Misses after its removal went unrecorded.
+        _volboot_state["blind"].append("it took the recorder off sys.meta_path")
 
 
 def _volboot_report(state):
@@ -131,12 +142,12 @@ def _volboot_report(state):
         "listed": state["listed"],
         "dists": state["dists"],
         "mapped": sorted(set(mapped)),
-        "spawned": state["spawned"],
+        "blind": state["blind"],
     }
     try:
         data = json.dumps(report, ensure_ascii=True).encode()
     except (UnicodeError, ValueError):
-        data = b'{"v": 1, "spawned": ["unencodable"]}'
+        data = b'{"v": 1, "blind": ["its report did not encode"]}'
     try:
         with open(3, "wb", closefd=True) as out:
             out.write(data)
@@ -144,4 +155,5 @@ def _volboot_report(state):
         pass
 
 
-_volboot_report(_volboot_state)
+if _volboot_state is not None:
+    _volboot_report(_volboot_state)

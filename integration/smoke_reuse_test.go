@@ -44,7 +44,8 @@ func smokeRounds(t *testing.T, stderr string) []smokeLine {
 // smoke passes whose dependencies it did not change, and runs again the
 // imports whose dependencies changed: a package the import loaded, a
 // name it tried and missed that a new package now provides. A failed
-// import is never taken over. Real python3 imports, real records.
+// import is never taken over, nor one that starts a process. Real python3
+// imports, real records.
 func TestSmokeRecordsReused(t *testing.T) {
 	f := newFixture(t, "")
 	// app imports dep and tries the optional extra; scan lists entry
@@ -52,18 +53,21 @@ func TestSmokeRecordsReused(t *testing.T) {
 	// entry_points.txt.
 	appInit := "import dep\ntry:\n    import extra\nexcept ImportError:\n    extra = None\n"
 	scanInit := "import importlib.metadata as md\nEPS = md.entry_points(group='volboot.test')\n"
+	// spawner starts a process at import, whose reads are not recorded:
+	// its pass is never taken over.
+	spawnInit := "import subprocess\nsubprocess.run(['true'], check=True)\n"
 	spec := func(name, version, init string) synthstack.Spec {
 		return synthstack.Spec{Name: name, Version: version, PyFiles: 3, Init: init, ConsoleScript: true}
 	}
 	ws := f.add(
 		spec("app", "1.0", appInit), spec("scan", "1.0", scanInit), spec("dep", "1.0", ""), spec("other", "1.0", ""),
-		spec("other", "1.1", ""), spec("dep", "1.1", ""), spec("extra", "1.0", ""),
+		spec("other", "1.1", ""), spec("dep", "1.1", ""), spec("extra", "1.0", ""), spec("spawner", "1.0", spawnInit),
 	)
-	app, scan, dep1, other1, other2, dep2, extra := ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6]
+	app, scan, dep1, other1, other2, dep2, extra, spawner := ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6], ws[7]
 	broken := f.add(synthstack.Spec{Name: "broken", Version: "1.0", PyFiles: 2, ImportError: true})[0]
 
 	lock := func(core ...synthstack.Wheel) {
-		core = append([]synthstack.Wheel{app, scan}, core...)
+		core = append([]synthstack.Wheel{app, scan, spawner}, core...)
 		f.write([]synthstack.Group{
 			{Name: "core", Required: true, Requirements: requirements(core...)},
 			{Name: "opt", Requirements: requirements(broken)},
@@ -97,23 +101,23 @@ func TestSmokeRecordsReused(t *testing.T) {
 	if len(rounds) != 2 {
 		t.Fatalf("A: %d smoke rounds, want 2 (broken degrades opt): %+v", len(rounds), rounds)
 	}
-	want("A, first round", rounds[0], nil, []string{"app", "broken", "dep", "other", "scan"})
-	want("A, without broken", rounds[1], []string{"app", "dep", "other"}, []string{"scan"})
+	want("A, first round", rounds[0], nil, []string{"app", "broken", "dep", "other", "scan", "spawner"})
+	want("A, without broken", rounds[1], []string{"app", "dep", "other"}, []string{"scan", "spawner"})
 
 	// B: other changed, which nothing imports; scan reads its
 	// entry_points.txt, the same bytes in both versions.
 	lock(dep1, other2)
-	want("B (other changed)", sync("B")[0], []string{"app", "dep", "scan"}, []string{"broken", "other"})
+	want("B (other changed)", sync("B")[0], []string{"app", "dep", "scan"}, []string{"broken", "other", "spawner"})
 
 	// C: dep changed, which app imports.
 	lock(dep2, other2)
-	want("C (dep changed)", sync("C")[0], []string{"other", "scan"}, []string{"app", "broken", "dep"})
+	want("C (dep changed)", sync("C")[0], []string{"other", "scan"}, []string{"app", "broken", "dep", "spawner"})
 
 	// D: extra added, which app tried to import and missed, and scan
 	// finds among all distributions.
 	lock(dep2, other2, extra)
 	d := sync("D")[0]
-	want("D (extra added)", d, []string{"dep", "other"}, []string{"app", "broken", "extra", "scan"})
+	want("D (extra added)", d, []string{"dep", "other"}, []string{"app", "broken", "extra", "scan", "spawner"})
 	if !strings.Contains(strings.Join(d.Changed, "\n"), "app: l extra changed") {
 		t.Errorf("D: app ran again, but not for the name it missed: %q", d.Changed)
 	}
@@ -174,5 +178,5 @@ func TestSmokeRecordsReused(t *testing.T) {
 	// (The generation kept is A's without broken, where scan listed one
 	// distribution fewer than in a first round with broken.)
 	lock(dep1, other2)
-	want("B again, after gc", sync("B again")[0], []string{"app", "dep"}, []string{"broken", "other", "scan"})
+	want("B again, after gc", sync("B again")[0], []string{"app", "dep"}, []string{"broken", "other", "scan", "spawner"})
 }
