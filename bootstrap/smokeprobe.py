@@ -30,8 +30,11 @@ def _volboot_setup():
         @staticmethod
         def find_distributions(context=None):
             if state["on"]:
-                name = getattr(context, "name", None)
-                dists.append("*" if name is None else str(name))
+                try:
+                    name = getattr(context, "name", None)
+                    dists.append("*" if name is None else str(name))
+                except Exception:
+                    blind.append("a distribution query it could not read")
             return iter(())
 
     sys.meta_path.append(VolbootMissFinder)
@@ -55,8 +58,16 @@ def _volboot_setup():
         return p
 
     def hook(event, args):
+        # An exception here would be the audited operation's: never let one
+        # out.
         if not state["on"]:
             return
+        try:
+            record(event, args)
+        except Exception:
+            blind.append("its recorder failed on " + str(event))
+
+    def record(event, args):
         if event == "open":
             p = path_of(args[0]) if args else None
             if p is not None:
@@ -68,7 +79,7 @@ def _volboot_setup():
             p = path_of(p)
             if p is None:
                 return
-            f = getframe(1)
+            f = getframe(2)  # whoever listed: above record and hook
             while f is not None:
                 name = f.f_globals.get("__name__", "")
                 if name.startswith(lookers):
@@ -97,11 +108,16 @@ except Exception:
     # same, and gets no record.
     _volboot_state = None
 __import__(_volboot_module)
+# From here on nothing may fail the import, which passed: whatever goes
+# wrong only loses the report.
 if _volboot_state is not None:
     _volboot_state["on"] = False
-    if _volboot_state["finder"] not in sys.meta_path:
-        # Misses after its removal went unrecorded.
-        _volboot_state["blind"].append("it took the recorder off sys.meta_path")
+    try:
+        if not any(f is _volboot_state["finder"] for f in sys.meta_path):
+            # Misses after its removal went unrecorded.
+            _volboot_state["blind"].append("it took the recorder off sys.meta_path")
+    except BaseException:
+        _volboot_state = None
 
 
 def _volboot_report(state):
@@ -156,4 +172,7 @@ def _volboot_report(state):
 
 
 if _volboot_state is not None:
-    _volboot_report(_volboot_state)
+    try:
+        _volboot_report(_volboot_state)
+    except BaseException:
+        pass
