@@ -482,7 +482,7 @@ func (c *Config) apply(ctx context.Context, lk *lockfile.Lock, key string, info 
 			return nil, err
 		}
 		gen.Models = modelRecords
-		degraded, err := c.smoke(ctx, lk, gen, plans, entries, func() (string, func(), error) {
+		degraded, err := c.smoke(ctx, lk, info, gen, plans, entries, func() (string, func(), error) {
 			return c.smokePython(ctx, lk, info, gen, st.Generations[gen.ID], entries)
 		})
 		if err != nil {

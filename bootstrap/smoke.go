@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -16,7 +17,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/pep508"
+	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/lockfile"
 )
@@ -101,11 +104,13 @@ type smokeFailure struct {
 }
 
 // smokeCheck imports each module in a fresh isolated interpreter
-// (python -I -c 'import m'), jobs at a time, each bounded by timeout. One
-// process per module: some packages cannot share a process, and one crash
-// must not hide the others. passed, when set, is told of each import that
-// succeeds, as it does.
-func smokeCheck(ctx context.Context, python string, imports []smokeImport, jobs int, timeout time.Duration, passed func(smokeImport)) []smokeFailure {
+// (python -I -c <smokeProbe> m, which imports m as `import m` would), jobs
+// at a time, each bounded by timeout. One process per module: some
+// packages cannot share a process, and one crash must not hide the
+// others. passed, when set, is told of each import that succeeds, as it
+// does, with the child's report of what the import depended on (nil when
+// it wrote none).
+func smokeCheck(ctx context.Context, python string, imports []smokeImport, jobs int, timeout time.Duration, passed func(smokeImport, []byte)) []smokeFailure {
 	if jobs < 1 {
 		jobs = 1
 	}
@@ -121,12 +126,12 @@ func smokeCheck(ctx context.Context, python string, imports []smokeImport, jobs 
 		go func(im smokeImport) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if reason, timedOut := importOne(ctx, python, im.Module, timeout); reason != "" {
+			if report, reason, timedOut := importOne(ctx, python, im.Module, timeout); reason != "" {
 				mu.Lock()
 				failures = append(failures, smokeFailure{im, reason, timedOut})
 				mu.Unlock()
 			} else if passed != nil {
-				passed(im)
+				passed(im, report)
 			}
 		}(im)
 	}
@@ -135,21 +140,48 @@ func smokeCheck(ctx context.Context, python string, imports []smokeImport, jobs 
 	return failures
 }
 
-// importOne imports module in a fresh interpreter: "" when it worked, else
-// why not, and whether it was only that the time ran out.
-func importOne(ctx context.Context, python, module string, timeout time.Duration) (reason string, timedOut bool) {
+// importOne imports module in a fresh interpreter: its report and "" when
+// it worked, else why not, and whether it was only that the time ran out.
+func importOne(ctx context.Context, python, module string, timeout time.Duration) (report []byte, reason string, timedOut bool) {
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(tctx, python, "-I", "-c", "import "+module)
+	cmd := exec.CommandContext(tctx, python, "-I", "-c", smokeProbe, module)
 	cmd.Dir = filepath.Dir(python)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err := cmd.Run()
+	// A process the import left running may hold stderr open: once the
+	// import's own process is gone, wait for its output a little only.
+	cmd.WaitDelay = 2 * time.Second
+	// The report comes on descriptor 3, apart from whatever the import
+	// prints.
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Sprintf("import %s: %v", module, err), false
+	}
+	defer r.Close()
+	cmd.ExtraFiles = []*os.File{w}
+	got := make(chan []byte, 1)
+	go func() {
+		data, _ := io.ReadAll(io.LimitReader(r, maxSmokeReport+1))
+		got <- data
+	}()
+	err = cmd.Start()
+	w.Close()
 	if err == nil {
-		return "", false
+		err = cmd.Wait()
+	}
+	// A process the import left behind may hold the pipe open: the report
+	// was written before the child exited (into the pipe's buffer, or
+	// read already), or never.
+	r.SetReadDeadline(time.Now().Add(time.Second))
+	report = <-got
+	if err == nil || errors.Is(err, exec.ErrWaitDelay) {
+		// ErrWaitDelay: the import's process exited 0; what it left
+		// behind still held its output.
+		return report, "", false
 	}
 	if ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
-		return fmt.Sprintf("import %s did not finish within %s", module, timeout), true
+		return nil, fmt.Sprintf("import %s did not finish within %s", module, timeout), true
 	}
 	last := strings.TrimSpace(stderr.String())
 	if i := strings.LastIndex(last, "\n"); i >= 0 {
@@ -158,18 +190,22 @@ func importOne(ctx context.Context, python, module string, timeout time.Duration
 	if last == "" {
 		last = err.Error()
 	}
-	return fmt.Sprintf("import %s failed: %s", module, last), false
+	return nil, fmt.Sprintf("import %s failed: %s", module, last), false
 }
 
 // Smoke records (DESIGN.md §5.5). An import that passed in a generation
 // passes again: the generation's content is fixed by its id. Each pass is
-// recorded as an empty file <volume>/.volboot/smoke/<generation>/<module>,
-// made as soon as the import returns, so that a worker killed during the
+// recorded as a file <volume>/.volboot/smoke/<generation>/<module>, made
+// as soon as the import returns, so that a worker killed during the
 // smoke check (on a real stack it imports torch and the like, seconds
 // each on a network volume) leaves its results to the next, which checks
 // only the rest. Under a kill loop that is what lets a first boot finish:
-// without it every try would repeat the whole check. A record is only ever
-// created (presence is all it says), so a kill cannot tear one.
+// without it every try would repeat the whole check. Its presence is all
+// the generation itself needs; its content, when there is any, is what
+// the import depended on (smokedeps.go), which lets another generation
+// take the pass over without running the import. A record cut short by a
+// kill still says the import passed here, and does not parse as one
+// another generation could use.
 
 // smokePassed lists the modules recorded as passed in generation id.
 func (c *Config) smokePassed(id string) map[string]bool {
@@ -181,31 +217,145 @@ func (c *Config) smokePassed(id string) map[string]bool {
 	return out
 }
 
-// recordSmokePass records that module imported in generation id. Failing
-// to record costs only a repeated import later.
-func (c *Config) recordSmokePass(id, module string) {
+// recordSmokePass records that module imported in generation id, with
+// what it depended on (record, possibly empty). Failing to record costs
+// only a repeated import later. Not fsynced: a record lost in a crash is
+// an import run again.
+func (c *Config) recordSmokePass(id, module string, record []byte) {
 	dir := c.Paths.Smoke(id)
 	p := filepath.Join(dir, module)
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+	write := func() error {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(record)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	err := write()
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = os.MkdirAll(dir, 0o755); err == nil {
-			f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+			err = write()
 		}
 	}
 	if err != nil {
 		c.Logger.Debug("could not record a smoke check pass", zap.String("path", p), zap.Error(err))
-		return
 	}
-	f.Close()
+}
+
+// maxSmokeCandidates bounds the other generations whose records a smoke
+// check reads for each import.
+const maxSmokeCandidates = 8
+
+// smokeCandidates lists the other generations that hold smoke records,
+// the most recently recorded first.
+func (c *Config) smokeCandidates(self string) []string {
+	ents, _ := os.ReadDir(c.Paths.SmokeRecords())
+	type cand struct {
+		id string
+		t  time.Time
+	}
+	var cs []cand
+	for _, e := range ents {
+		if !e.IsDir() || e.Name() == self {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			cs = append(cs, cand{e.Name(), fi.ModTime()})
+		}
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].t.After(cs[j].t) })
+	out := make([]string, 0, min(len(cs), maxSmokeCandidates))
+	for i := 0; i < len(cs) && i < maxSmokeCandidates; i++ {
+		out = append(out, cs[i].id)
+	}
+	return out
+}
+
+// smokeIndex indexes generation gen's plan for its smoke records.
+func (c *Config) smokeIndex(info *interp.Info, gen *Generation, entries map[string]*wheel.Entry) (*genIndex, error) {
+	pkgs := make([]venv.Package, len(gen.Packages))
+	for i, p := range gen.Packages {
+		e := entries[p.SHA256]
+		if e == nil {
+			return nil, fmt.Errorf("internal: wheel %s of generation %s is not in the store", p.Filename, gen.ID)
+		}
+		pkgs[i] = venv.Package{Entry: e, Requested: p.Requested}
+	}
+	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger}
+	files, err := b.Files(pkgs)
+	if err != nil {
+		return nil, err
+	}
+	l, err := venv.LayoutFor(info)
+	if err != nil {
+		return nil, err
+	}
+	root, err := filepath.Abs(c.Paths.Env(gen.ID))
+	if err != nil {
+		return nil, err
+	}
+	store, err := filepath.Abs(c.Paths.Store())
+	if err != nil {
+		return nil, err
+	}
+	return newGenIndex(root, l, files, store), nil
+}
+
+// reuseSmoke takes over, for generation id, the passes of earlier
+// generations whose records hold here (smokedeps.go), and returns the
+// imports left to run and, for each of them that had a record, why it
+// did not hold.
+func (c *Config) reuseSmoke(ix *genIndex, ih, id string, todo []smokeImport) (left []smokeImport, reused []string, why []string) {
+	cands := c.smokeCandidates(id)
+	if len(cands) == 0 {
+		return todo, nil, nil
+	}
+	for _, im := range todo {
+		ok := false
+		first := ""
+		for _, g := range cands {
+			data, err := os.ReadFile(filepath.Join(c.Paths.Smoke(g), im.Module))
+			if err != nil {
+				continue
+			}
+			rec, err := parseSmokeRecord(data)
+			if err != nil || rec == nil || rec.Module != im.Module {
+				continue
+			}
+			holds, reason := ix.holds(rec, ih)
+			if holds {
+				c.recordSmokePass(id, im.Module, data)
+				ok = true
+				break
+			}
+			if first == "" {
+				first = im.Module + ": " + reason + " since " + g
+			}
+		}
+		if ok {
+			reused = append(reused, im.Module)
+			continue
+		}
+		left = append(left, im)
+		if first != "" {
+			why = append(why, first)
+		}
+	}
+	return left, reused, why
 }
 
 // smoke imports each active group's requirements in the built generation,
 // run by the interpreter python gives once it is known that some import
-// has not passed before: the generation's on the volume, or that of this
-// worker's local tree of it (smokePython), which release lets go after.
-// It reports whether it degraded any group (the caller then rebuilds);
-// err comes from python alone.
-func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, plans []*groupPlan, entries map[string]*wheel.Entry,
+// has passed neither before in this generation nor, by a record that
+// holds here, in an earlier one: the generation's on the volume, or that
+// of this worker's local tree of it (smokePython), which release lets go
+// after. It reports whether it degraded any group (the caller then
+// rebuilds); err comes from python alone.
+func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, info *interp.Info, gen *Generation, plans []*groupPlan, entries map[string]*wheel.Entry,
 	python func() (path string, release func(), err error)) (bool, error) {
 	var imports []smokeImport
 	for _, p := range plans {
@@ -231,9 +381,30 @@ func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, 
 			todo = append(todo, im)
 		}
 	}
-	if len(todo) < len(imports) {
-		c.Logger.Info(fmt.Sprintf("smoke check: %d of %d imports passed before in this generation; checking %d", len(imports)-len(todo), len(imports), len(todo)))
+	before := len(imports) - len(todo)
+	var (
+		ix     *genIndex
+		ih     = interpHash(info)
+		reused []string
+		why    []string
+	)
+	if len(todo) > 0 {
+		t0 := time.Now()
+		var err error
+		if ix, err = c.smokeIndex(info, gen, entries); err != nil {
+			c.Logger.Warn("smoke check: cannot plan the generation to record what imports depend on; they are checked here only", zap.Error(err))
+		} else {
+			t1 := time.Now()
+			todo, reused, why = c.reuseSmoke(ix, ih, gen.ID, todo)
+			c.Logger.Debug("smoke check: earlier generations' records read", zap.Duration("plan", t1.Sub(t0)), zap.Duration("check", time.Since(t1)))
+		}
 	}
+	var run []string
+	for _, im := range todo {
+		run = append(run, im.Module)
+	}
+	c.Logger.Info(fmt.Sprintf("smoke check: %d of %d imports passed before in this generation, %d in an earlier one with the same dependencies; checking %d",
+		before, len(imports), len(reused), len(todo)), zap.Strings("reused", reused), zap.Strings("run", run), zap.Strings("changed", why))
 	if len(todo) == 0 {
 		return false, nil
 	}
@@ -242,9 +413,28 @@ func (c *Config) smoke(ctx context.Context, lk *lockfile.Lock, gen *Generation, 
 		return false, err
 	}
 	defer release()
+	if ix != nil {
+		// A local tree holds the generation's files at the same relative
+		// paths: what the imports read there is recorded as the
+		// generation's.
+		ix.alias(filepath.Dir(filepath.Dir(interpreter)))
+	}
 	c.Progress.Phase(fmt.Sprintf("smoke-checking %d imports", len(todo)))
 	lk.SetPhase(fmt.Sprintf("smoke-checking %d imports", len(todo)))
-	failures := smokeCheck(ctx, interpreter, todo, c.Jobs, c.SmokeTimeout, func(im smokeImport) { c.recordSmokePass(gen.ID, im.Module) })
+	failures := smokeCheck(ctx, interpreter, todo, c.Jobs, c.SmokeTimeout, func(im smokeImport, report []byte) {
+		var record []byte
+		if ix != nil && report != nil {
+			r, err := parseSmokeReport(report)
+			if err != nil {
+				c.Logger.Debug("smoke check: no record of what the import depended on", zap.String("module", im.Module), zap.Error(err))
+			} else if rec, why := ix.recordFor(im.Module, ih, r); rec == nil {
+				c.Logger.Info("smoke check: this import's pass holds in this generation only", zap.String("module", im.Module), zap.String("why", why))
+			} else {
+				record = rec.marshal()
+			}
+		}
+		c.recordSmokePass(gen.ID, im.Module, record)
+	})
 	degraded := false
 	for _, f := range failures {
 		if f.TimedOut {

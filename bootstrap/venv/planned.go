@@ -24,6 +24,9 @@ type PlannedFile struct {
 	// for a written file.
 	Entry     *wheel.Entry
 	EntryPath string
+	// Hash is RECORD's "alg=digest" of the file; "" for bytecode volboot
+	// compiled and for the store's RECORD.
+	Hash string
 }
 
 // Files plans the generation pkgs make, exactly as Build would, and makes
@@ -52,7 +55,7 @@ func (b *Builder) Files(pkgs []Package) ([]PlannedFile, error) {
 	}
 	out := make([]PlannedFile, len(ops))
 	for i, o := range ops {
-		f := PlannedFile{Path: o.dst, Size: o.size, Exec: o.exec}
+		f := PlannedFile{Path: o.dst, Size: o.size, Exec: o.exec, Hash: o.hash}
 		switch o.kind {
 		case opWrite:
 			f.Data = o.data

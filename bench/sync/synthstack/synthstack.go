@@ -51,6 +51,9 @@ type Spec struct {
 	ImportError bool
 	// ConsoleScript adds a console script named after the package.
 	ConsoleScript bool
+	// Init is Python source appended to the top-level __init__.py (imports
+	// of other packages, optional ones in try blocks).
+	Init string
 	// Seed varies the content; the name is mixed in too.
 	Seed uint64
 }
@@ -89,6 +92,7 @@ func (s Spec) wheelSpec() wheeltest.Spec {
 	if s.ImportError {
 		init = fmt.Sprintf("raise ImportError(%q)\n", "synthetic "+s.Name+" is built for another ABI")
 	}
+	init += s.Init
 	files = append(files, wheeltest.File{Name: root + "/__init__.py", Data: []byte(init)})
 	for i := 0; i < s.PyFiles; i++ {
 		sub := fmt.Sprintf("%s/sub%03d", root, i/50)
