@@ -608,8 +608,14 @@ func diskFills(t *testing.T, size string, lateDownload bool) {
 	if st, sr := f.status(); st.InSync || st.Generation != nil {
 		t.Errorf("status after the disk filled:\n%s", sr.stdout)
 	}
-	if envs, _ := filepath.Glob(filepath.Join(vol, ".volboot", "envs", "*")); len(envs) != 0 {
-		t.Errorf("generations after the disk filled: %v", envs)
+	// The generation built while the wheels unpacked (§5.3) may have left
+	// its staging directory, under a temporary name no reader takes for a
+	// generation, for the next sync to complete; nothing else.
+	ents, _ := os.ReadDir(filepath.Join(vol, ".volboot", "envs"))
+	for _, e := range ents {
+		if _, staging := atomicfile.ParseTempName(e.Name()); !staging || !strings.Contains(e.Name(), wheel.PartialSuffix) {
+			t.Errorf("a generation after the disk filled: %s", e.Name())
+		}
 	}
 	if _, err := os.Lstat(filepath.Join(vol, "venv")); err == nil {
 		t.Error("venv exists after the disk filled")
