@@ -131,23 +131,34 @@ func (c *Config) smokePython(ctx context.Context, lk *lockfile.Lock, info *inter
 	return lo.Python, func() { lease.Close() }, nil
 }
 
-// buildPack packs gen's small files from the store, as the generation's
-// plan places them.
-func (c *Config) buildPack(ctx context.Context, info *interp.Info, gen *Generation, entries map[string]*wheel.Entry) (*locallayout.PackRecord, error) {
+// planFiles works out every file of gen and where it comes from, exactly
+// as building it does (venv.Builder.Files), without touching the tree on
+// the volume; the pack and the smoke records both start from it.
+func (c *Config) planFiles(info *interp.Info, gen *Generation, entries map[string]*wheel.Entry) ([]venv.PlannedFile, venv.Layout, error) {
 	pkgs := make([]venv.Package, len(gen.Packages))
 	for i, p := range gen.Packages {
 		e := entries[p.SHA256]
 		if e == nil {
-			return nil, fmt.Errorf("internal: wheel %s of generation %s is not in the store", p.Filename, gen.ID)
+			return nil, venv.Layout{}, fmt.Errorf("internal: wheel %s of generation %s is not in the store", p.Filename, gen.ID)
 		}
 		pkgs[i] = venv.Package{Entry: e, Requested: p.Requested}
 	}
 	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger}
 	files, err := b.Files(pkgs)
 	if err != nil {
-		return nil, err
+		return nil, venv.Layout{}, err
 	}
 	l, err := venv.LayoutFor(info)
+	if err != nil {
+		return nil, venv.Layout{}, err
+	}
+	return files, l, nil
+}
+
+// buildPack packs gen's small files from the store, as the generation's
+// plan places them.
+func (c *Config) buildPack(ctx context.Context, info *interp.Info, gen *Generation, entries map[string]*wheel.Entry) (*locallayout.PackRecord, error) {
+	files, l, err := c.planFiles(info, gen, entries)
 	if err != nil {
 		return nil, err
 	}

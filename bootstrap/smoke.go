@@ -19,7 +19,6 @@ import (
 
 	"github.com/volboot/volboot/bootstrap/interp"
 	"github.com/volboot/volboot/bootstrap/pep508"
-	"github.com/volboot/volboot/bootstrap/venv"
 	"github.com/volboot/volboot/bootstrap/wheel"
 	"github.com/volboot/volboot/lockfile"
 )
@@ -277,20 +276,7 @@ func (c *Config) smokeCandidates(self string) []string {
 
 // smokeIndex indexes generation gen's plan for its smoke records.
 func (c *Config) smokeIndex(info *interp.Info, gen *Generation, entries map[string]*wheel.Entry) (*genIndex, error) {
-	pkgs := make([]venv.Package, len(gen.Packages))
-	for i, p := range gen.Packages {
-		e := entries[p.SHA256]
-		if e == nil {
-			return nil, fmt.Errorf("internal: wheel %s of generation %s is not in the store", p.Filename, gen.ID)
-		}
-		pkgs[i] = venv.Package{Entry: e, Requested: p.Requested}
-	}
-	b := &venv.Builder{Python: info, Creator: "volboot", Logger: c.Logger}
-	files, err := b.Files(pkgs)
-	if err != nil {
-		return nil, err
-	}
-	l, err := venv.LayoutFor(info)
+	files, l, err := c.planFiles(info, gen, entries)
 	if err != nil {
 		return nil, err
 	}

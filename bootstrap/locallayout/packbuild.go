@@ -189,7 +189,7 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 	}
 	defer tmp.Abort()
 	h := sha256.New()
-	counted := &countWriter{w: io.MultiWriter(tmp, h)}
+	counted := &pack.CountingWriter{W: io.MultiWriter(tmp, h)}
 	// The frames a killed builder kept, from the first on.
 	kept := 0
 	for ; kept < frames; kept++ {
@@ -297,7 +297,7 @@ func BuildPack(ctx context.Context, o PackOptions) (*PackRecord, error) {
 		return nil, fmt.Errorf("pack generation %s: %w", o.Generation, err)
 	}
 	rec.SHA256 = hex.EncodeToString(h.Sum(nil))
-	rec.Size = counted.n
+	rec.Size = counted.N
 	final := filepath.Join(o.Dir, PackName(o.Generation, rec.SHA256))
 	if err := tmp.Sync(); err != nil {
 		return nil, fmt.Errorf("pack generation %s: fsync: %w", o.Generation, err)
@@ -431,17 +431,6 @@ func skeletonItems(dir string) ([]item, error) {
 		return nil
 	})
 	return out, err
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // errNoPack is returned by Materialize when the generation has no pack.

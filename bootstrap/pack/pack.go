@@ -571,3 +571,16 @@ func (r *Reader) finish() error {
 
 // Count is the number of records read so far.
 func (r *Reader) Count() int { return r.count }
+
+// CountingWriter passes writes to W and counts the bytes written: a pack's
+// size, known as it is written (its writers hash it on the way too).
+type CountingWriter struct {
+	W io.Writer
+	N int64
+}
+
+func (c *CountingWriter) Write(p []byte) (int, error) {
+	n, err := c.W.Write(p)
+	c.N += int64(n)
+	return n, err
+}

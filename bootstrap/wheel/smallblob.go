@@ -209,7 +209,7 @@ func writeBlobFile(dst string, files []File, data map[string][]byte, mode SyncMo
 		return nil, err
 	}
 	h := sha256.New()
-	cw := &countingWriter{w: io.MultiWriter(f, h)}
+	cw := &pack.CountingWriter{W: io.MultiWriter(f, h)}
 	blob := &SmallBlob{Files: len(files)}
 	err = func() error {
 		w, err := pack.NewWriter(cw)
@@ -233,19 +233,8 @@ func writeBlobFile(dst string, files []File, data map[string][]byte, mode SyncMo
 	if err != nil {
 		return nil, err
 	}
-	blob.SHA256, blob.Size = hex.EncodeToString(h.Sum(nil)), cw.n
+	blob.SHA256, blob.Size = hex.EncodeToString(h.Sum(nil)), cw.N
 	return blob, nil
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // ReadSmallBlob reads the blob of the complete entry e and returns its
